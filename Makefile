@@ -1,0 +1,33 @@
+# The two README commands:
+#   make demo   install what is missing, then run the main job on the embedded default
+#   make test   install what is missing, then run every test (C++ and Python)
+SHELL   := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PY      := .venv/bin/python
+DEMO_OUT ?= demo_out
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-cpp test-py bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@.venv/bin/stemroi demo --out $(DEMO_OUT)
+
+test: setup
+	@$(MAKE) --no-print-directory test-cpp test-py
+
+test-cpp:
+	@echo "== C++ unit tests (ctest)"
+	@ctest --test-dir $$(ls -d build/*/ | head -n1) --output-on-failure -j2
+
+test-py:
+	@echo "== Python tests (pytest)"
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build .stamps

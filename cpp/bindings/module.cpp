@@ -1,0 +1,71 @@
+// stemroi._core: the private compiled module. Each area registers itself in
+// its own bind_<area>.cpp; this file wires them up and maps exceptions.
+#include <Python.h>
+
+#include "common.hpp"
+#include "stemroi/parallel.hpp"
+
+namespace stemroi::bind {
+void bind_common(py::module_& m);
+void bind_numeric(py::module_& m);
+void bind_patches(py::module_& m);
+void bind_preprocess(py::module_& m);
+void bind_vgg16(py::module_& m);
+void bind_classifier(py::module_& m);
+void bind_cvae(py::module_& m);
+void bind_unet(py::module_& m);
+void bind_mobilenet(py::module_& m);
+
+namespace {
+// Polled by long computations: true once Python has a pending signal (Ctrl-C).
+struct PythonInterruptCallback : InterruptCallback {
+  bool want_interrupt() override {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+      PyErr_Clear();  // the core raises stemroi::Interrupted -> KeyboardInterrupt
+      return true;
+    }
+    return false;
+  }
+};
+}  // namespace
+}  // namespace stemroi::bind
+
+PYBIND11_MODULE(_core, m) {
+  using namespace stemroi;
+  using namespace stemroi::bind;
+  m.doc() = "stemroi compiled core (private; use the stemroi package)";
+  m.attr("__version__") = STEMROI_VERSION;
+  m.attr("torch_version") = TORCH_VERSION;
+#ifdef STEMROI_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const stemroi::Interrupted& e) {
+      PyErr_SetString(PyExc_KeyboardInterrupt, e.what());
+    } catch (const stemroi::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const stemroi::IOError& e) {
+      PyErr_SetString(PyExc_OSError, e.what());
+    } catch (const c10::Error& e) {
+      // LibTorch checks: keep the message, drop the C++ backtrace.
+      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+    }
+  });
+  InterruptCallback::install(std::make_unique<PythonInterruptCallback>());
+
+  bind_common(m);
+  bind_numeric(m);
+  bind_patches(m);
+  bind_preprocess(m);
+  bind_vgg16(m);
+  bind_classifier(m);
+  bind_cvae(m);
+  bind_unet(m);
+  bind_mobilenet(m);
+}
