@@ -9,6 +9,7 @@ namespace stemroi::bind {
 void bind_common(py::module_& m);
 void bind_numeric(py::module_& m);
 void bind_patches(py::module_& m);
+void bind_data(py::module_& m);
 void bind_preprocess(py::module_& m);
 void bind_vgg16(py::module_& m);
 void bind_classifier(py::module_& m);
@@ -62,6 +63,7 @@ PYBIND11_MODULE(_core, m) {
   bind_common(m);
   bind_numeric(m);
   bind_patches(m);
+  bind_data(m);
   bind_preprocess(m);
   bind_vgg16(m);
   bind_classifier(m);

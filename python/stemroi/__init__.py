@@ -17,6 +17,7 @@ _EXPORTS = {
     "load_model_file": "model_file",
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
+    "ROIResult": "roi",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
