@@ -16,6 +16,7 @@ Microscope formats (dm3, dm4, emd, mrc, ser, hspy) go through RosettaSciIO
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,11 +359,18 @@ def _to_grey(where: str, data: np.ndarray) -> np.ndarray:
     r = rgb[..., 0]
     if np.array_equal(r, rgb[..., 1]) and np.array_equal(r, rgb[..., 2]):
         return r  # R = G = B: exact
-    warnings.warn(
+    _warn_user(
         f"{where}: colour image with unequal channels converted to grey with luminance weights "
-        f"{LUMA_WEIGHTS} (R, G, B)",
-        UserWarning,
-        stacklevel=4,
+        f"{LUMA_WEIGHTS} (R, G, B)"
     )
     w = np.asarray(LUMA_WEIGHTS, np.float64)
     return rgb.astype(np.float64) @ w
+
+
+def _warn_user(message: str) -> None:
+    """Warn at the first caller outside the stemroi package (depth varies by entry point)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
