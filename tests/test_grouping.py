@@ -14,6 +14,7 @@ from stemroi.grouping import (
     overlap_groups,
     purge_overlapping,
     spatial_blocks,
+    spatial_train_test_split,
 )
 
 P = 32
@@ -71,6 +72,7 @@ def test_min_overlap_noise_and_labels(rng):
     assert overlap_groups(pair, segment_length=8, min_overlap=0.5).tolist() == [0, 1]
     assert overlap_groups(pair, segment_length=8, min_overlap=0.3, labels=[0, 1], across_classes=False).tolist() == [0, 1]
     assert overlap_groups(pair, segment_length=8, min_overlap=0.3, labels=[0, 1]).tolist() == [0, 0]
+    assert overlap_groups(pair, segment_length=8, min_overlap=0.3, labels=["SF", "LC"], across_classes=False).tolist() == [0, 1]
     # a copy with one changed pixel is linked only when min_match tolerates it
     edited = np.stack([big[:P, :P], big[2 : P + 2, 1 : P + 1].copy()])
     edited[1, 10, 10] += 0.5
@@ -95,6 +97,8 @@ def test_overlap_groups_bad_input(rng):
         overlap_groups(bad[:1], segment_length=64)
     with pytest.raises(TypeError, match="unsupported dtype complex"):
         overlap_groups(np.ones((2, 4, 4), np.complex64))
+    with pytest.raises(ValueError, match="across_classes=False needs labels"):
+        overlap_groups(bad[:1], across_classes=False)
 
 
 def _group_data(rng, n_groups=60, n_classes=3):
@@ -268,3 +272,7 @@ def test_spatial_blocks_and_purge_give_zero_twin_leakage(rng):
         assert np.all(np.abs(pos[test] - pos[i]).max(axis=1) >= P) or np.all(np.abs(pos[test, 1] - pos[i, 1]) >= P)
     with pytest.raises(ValueError, match=r"positions: expected shape \(\d+, 2\)"):
         spatial_blocks(groups, pos[:3])
+    # the one-call version gives the same split
+    tr1, te1 = spatial_train_test_split(patches, labels, 0.25, block_size=96, random_state=0, segment_length=8)
+    np.testing.assert_array_equal(te1, test)
+    np.testing.assert_array_equal(tr1, kept)

@@ -229,6 +229,9 @@ def test_tiny_nan_and_dtype_errors(tmp_path):
     tifffile.imwrite(tmp_path / "nan.tif", a)
     with pytest.raises(ValueError, match=r"nan\.tif: 2 NaN and 1 infinite pixel\(s\) of 64"):
         read_image(tmp_path / "nan.tif")
+    tifffile.imwrite(tmp_path / "cplx.tif", np.ones((4, 4), np.complex64))
+    with pytest.raises(TypeError, match=r"cplx\.tif: unsupported pixel dtype complex64"):
+        read_image(tmp_path / "cplx.tif")
     np.save(tmp_path / "cplx.npy", np.ones((4, 4), np.complex64))
     with pytest.raises(TypeError, match=r"cplx\.npy: unsupported pixel dtype complex64"):
         read_image(tmp_path / "cplx.npy")

@@ -29,6 +29,7 @@ _EXPORTS = {
     "mosaic_positions": "grouping",
     "spatial_blocks": "grouping",
     "purge_overlapping": "grouping",
+    "spatial_train_test_split": "grouping",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -60,5 +61,6 @@ if TYPE_CHECKING:  # pragma: no cover
         overlap_groups,
         purge_overlapping,
         spatial_blocks,
+        spatial_train_test_split,
     )
     from .io import read_image  # noqa: F401

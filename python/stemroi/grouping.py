@@ -72,9 +72,10 @@ def overlap_groups(
     x = _check_patches(patches)
     lab = None
     if labels is not None:
-        lab = np.ascontiguousarray(np.asarray(labels).astype(np.int64))
-        if lab.shape != (x.shape[0],):
-            raise ValueError(f"labels: expected shape ({x.shape[0]},) (one per patch), got {lab.shape}")
+        raw = np.asarray(labels)
+        if raw.shape != (x.shape[0],):
+            raise ValueError(f"labels: expected shape ({x.shape[0]},) (one per patch), got {raw.shape}")
+        lab = np.ascontiguousarray(np.unique(raw, return_inverse=True)[1].astype(np.int64))  # any label type
     elif not across_classes:
         raise ValueError("across_classes=False needs labels")
     for name, value in (("min_overlap", min_overlap), ("min_match", min_match)):
@@ -251,6 +252,33 @@ def grouped_train_test_split(labels, groups, test_size: float = 0.2, random_stat
         in_test[int(np.argmax(sizes))] = False
     test_mask = in_test[g_codes]
     return np.flatnonzero(~test_mask).astype(np.int64), np.flatnonzero(test_mask).astype(np.int64)
+
+
+def spatial_train_test_split(
+    patches,
+    labels,
+    test_size: float = 0.2,
+    *,
+    block_size: int = 128,
+    min_overlap: float = 0.25,
+    random_state=None,
+    **overlap_kwargs,
+):
+    """Overlap-aware split in one call: no test patch shares pixels with a train patch.
+
+    Finds overlap groups and their mosaics, cuts the mosaics into
+    ``block_size`` blocks, splits whole blocks with
+    :func:`grouped_train_test_split` (stratified by majority label) and purges
+    the train patches that overlap a test patch across a block border. Use this
+    when whole classes are single overlap groups (the CdTe and STO sets).
+    Returns sorted ``(train_idx, test_idx)``; the purged patches are in neither.
+    """
+    x = _check_patches(patches)
+    groups, edges, _ = overlap_groups(x, min_overlap=min_overlap, return_edges=True, **overlap_kwargs)
+    positions = mosaic_positions(groups, edges)
+    blocks = spatial_blocks(groups, positions, block_size=block_size, patch_shape=x.shape[1:])
+    train, test = grouped_train_test_split(labels, blocks, test_size=test_size, random_state=random_state)
+    return purge_overlapping(train, test, groups, positions, patch_shape=x.shape[1:]), test
 
 
 class GroupedStratifiedKFold:
