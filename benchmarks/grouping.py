@@ -121,7 +121,7 @@ def main() -> None:
         leaks = np.array(leaks)
         audit = label_audit(groups, ds.labels, ds.class_names)
         print(f"\n== {name}: {n} patches, {len(ds.class_names)} classes (load {t_load:.2f} s)")
-        print(f"overlap_groups: {t_group:.3f} s (first call {t_first:.3f} s), {sizes.size} groups (largest {sizes.max()}, "
+        print(f"overlap_groups: {t_group:.3f} s (first call, incl. importing the compiled core: {t_first:.3f} s), {sizes.size} groups (largest {sizes.max()}, "
               f"{int((sizes == 1).sum())} singletons), {len(edges)} spanning edges, min_overlap={args.min_overlap}")
         print("group sizes and mosaic extents (rows x cols px) of groups > 20 patches:")
         for grp in np.flatnonzero(sizes > 20):

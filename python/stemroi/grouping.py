@@ -220,9 +220,10 @@ def _group_table(y: np.ndarray, g: np.ndarray):
 def grouped_train_test_split(labels, groups, test_size: float = 0.2, random_state=None):
     """Split sample indices so that no group is on both sides.
 
-    Groups are assigned to the test side per majority label, in a random
-    order, until each label's test share is as close to ``test_size`` as whole
-    groups allow (stratified as far as the groups permit). Returns sorted
+    Groups are visited per majority label, in a random order, and go to the
+    test side while they bring the per-label test counts closer (in squared
+    distance) to ``test_size`` of each label's count, so the split is
+    stratified as far as whole groups permit. Returns sorted
     ``(train_idx, test_idx)`` int64 arrays. Deterministic for an int
     ``random_state``.
     """
@@ -242,8 +243,9 @@ def grouped_train_test_split(labels, groups, test_size: float = 0.2, random_stat
     for k in range(counts.shape[1]):
         members = np.flatnonzero(majority == k)
         for grp in rng.permutation(members):
-            # add a group when it brings this label's test count closer to its target
-            if abs(target[k] - (taken[k] + counts[grp, k])) < abs(target[k] - taken[k]):
+            # add a group when it brings the test counts of all labels closer to their targets
+            # (groups that mix labels move several counts at once)
+            if ((target - taken - counts[grp]) ** 2).sum() < ((target - taken) ** 2).sum():
                 in_test[grp] = True
                 taken += counts[grp]
     if not in_test.any():  # tiny inputs: take the smallest group
