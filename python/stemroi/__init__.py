@@ -18,6 +18,10 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # patches / preprocess (issue 3); `stemroi.preprocess` is a submodule
+    "PatchGrid": "patches",
+    "extract_patches": "patches",
+    "prepare_patches": "preprocess",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -39,3 +43,5 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
+    from .patches import PatchGrid, extract_patches  # noqa: F401
+    from .preprocess import prepare_patches  # noqa: F401
