@@ -12,6 +12,12 @@
 
 namespace stemroi {
 
+namespace {
+// Below this many copied elements one thread is faster than waking a team
+// (on a loaded machine a wake-up can cost milliseconds).
+constexpr int64_t kMinParallelElements = int64_t(1) << 18;
+}  // namespace
+
 EdgeMode parse_edge_mode(const std::string& name) {
   if (name == "drop") return EdgeMode::Drop;
   if (name == "pad") return EdgeMode::Pad;
@@ -103,14 +109,15 @@ void PatchGrid::extract(const T* band, int64_t band_row0, int64_t band_rows, int
                 ", ", span.second, ") needed by patches [", start, ", ", stop, ")");
   const int64_t p = patch_;
   const int nt = resolve_n_threads(n_threads);
-  // reflected column index for every column offset of every column origin is
-  // cheap to compute on the fly; precompute the mirror map for [0, w + p).
+  // column index of every column a window may read, [0, w + p), mirrored past
+  // the right border (only windows crossing it use the map: pad)
   std::vector<int64_t> mirror_col(static_cast<size_t>(w + p));
   for (int64_t c = 0; c < w + p; ++c) mirror_col[c] = reflect_index(c, w);
   const int64_t count = stop - start;
   int64_t first_bad = std::numeric_limits<int64_t>::max();
   OmpExceptionCapture capture;
-#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : first_bad)
+  const bool parallel = count * p * p >= kMinParallelElements;
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : first_bad) if (parallel)
   for (int64_t k = 0; k < count; ++k) {
     capture.run([&] {
       const int64_t i = start + k;

@@ -20,6 +20,10 @@ ResizeMethod parse_resize_method(const std::string& name) {
 
 namespace {
 
+// Below this many output elements one thread is faster than waking a team
+// (on a loaded machine a wake-up can cost milliseconds).
+constexpr int64_t kMinParallelElements = int64_t(1) << 16;
+
 // Source indices and weights along one axis; W is the arithmetic type
 // (float for float32 data as in torch's CPU kernel, double for float64).
 template <typename W>
@@ -170,7 +174,7 @@ void resize_batch(const T* in, T* out, int64_t n, int64_t h, int64_t w, int64_t 
   const Resizer<T> resizer(h, w, oh, ow, method);
   const int nt = resolve_n_threads(n_threads);
   OmpExceptionCapture capture;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (n * oh * ow >= kMinParallelElements)
   {
     auto scratch = resizer.scratch();
 #pragma omp for schedule(static)
@@ -185,7 +189,7 @@ template <typename T>
 void grey_to_rgb_batch(const T* in, T* out, int64_t n, int64_t h, int64_t w, int n_threads) {
   const int64_t plane = h * w;
   const int nt = resolve_n_threads(n_threads);
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp parallel for schedule(static) num_threads(nt) if (n * plane >= kMinParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     for (int c = 0; c < 3; ++c)
       std::memcpy(out + (i * 3 + c) * plane, in + i * plane, static_cast<size_t>(plane) * sizeof(T));
@@ -205,7 +209,7 @@ void normalize_batch(const T* in, T* out, int64_t n, int64_t h, int64_t w, const
   STEMROI_CHECK(!(preset.bgr && in == out), "normalize_batch: in and out must differ for a BGR preset");
   const int64_t plane = h * w;
   const int nt = resolve_n_threads(n_threads);
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp parallel for schedule(static) num_threads(nt) if (n * plane >= kMinParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     for (int c = 0; c < 3; ++c) {
       const int src_c = preset.bgr ? 2 - c : c;
@@ -220,7 +224,7 @@ template <typename T>
 void divide_by_max_batch(const T* in, T* out, int64_t n, int64_t h, int64_t w, int n_threads) {
   const int64_t plane = h * w;
   const int nt = resolve_n_threads(n_threads);
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp parallel for schedule(static) num_threads(nt) if (n * plane >= kMinParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     const T* s = in + i * plane;
     T* d = out + i * plane;
@@ -238,7 +242,7 @@ template <typename T>
 void minmax_scale_batch(const T* in, T* out, int64_t n, int64_t h, int64_t w, int n_threads) {
   const int64_t plane = h * w;
   const int nt = resolve_n_threads(n_threads);
-#pragma omp parallel for schedule(static) num_threads(nt)
+#pragma omp parallel for schedule(static) num_threads(nt) if (n * plane >= kMinParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     const T* s = in + i * plane;
     T* d = out + i * plane;
@@ -264,7 +268,7 @@ void prepare_patches_batch(const float* in, float* out, int64_t n, int64_t c, in
   const int64_t in_plane = h * w, out_plane = size * size;
   const int nt = resolve_n_threads(n_threads);
   OmpExceptionCapture capture;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (n * out_plane >= kMinParallelElements)
   {
     auto scratch = resizer.scratch();
     std::vector<float> resized(static_cast<size_t>(c * out_plane));
