@@ -81,6 +81,45 @@ def test_edge_mode_origins():
         assert cov[:37, :50].all() == covered
 
 
+def _axis_origins_reference(length, p, s, edge):
+    if edge == "pad":
+        out = [0]
+        while out[-1] + p < length and out[-1] + s < length:  # origins stay inside the image
+            out.append(out[-1] + s)
+        return out
+    out = list(range(0, length - p + 1, s))
+    if edge == "shift" and out[-1] + p < length:
+        out.append(length - p)
+    return out
+
+
+def test_random_geometries_against_numpy_reference():
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        edge = ["drop", "shift", "pad"][rng.integers(3)]
+        p = int(rng.integers(1, 12))
+        s = int(rng.integers(1, 15))
+        lo = 1 if edge == "pad" else p
+        h, w = (int(v) for v in rng.integers(lo, 40, size=2))
+        image = rng.random((h, w)).astype(np.float32)
+        grid = PatchGrid(p, s, edge)
+        rows, cols = _axis_origins_reference(h, p, s, edge), _axis_origins_reference(w, p, s, edge)
+        expected = np.array([(r, c) for r in rows for c in cols]).reshape(-1, 2)
+        np.testing.assert_array_equal(grid.origins(image.shape), expected, err_msg=f"{grid} on {image.shape}")
+        padded = np.pad(image, ((0, 2 * p + 40), (0, 2 * p + 40)), mode="symmetric")
+        np.testing.assert_array_equal(grid.extract(image), _slices(padded, expected, p))
+        k = len(expected)
+        a, b = sorted(int(v) for v in rng.choice(k + 1, size=2, replace=False)) if k > 1 else (0, 1)
+        np.testing.assert_array_equal(grid.extract(image, a, b), grid.extract(image)[a:b])
+
+
+def test_extract_range_bad_bounds():
+    with pytest.raises(ValueError, match=r"0 <= start < stop <= 4, got \[3, 9\)"):
+        PatchGrid(4).extract(np.zeros((8, 8)), 3, 9)
+    with pytest.raises(ValueError, match="start must be >= 0, got -1"):
+        PatchGrid(4).extract(np.zeros((8, 8)), -1, 2)
+
+
 def test_pad_reflects_small_and_tiny_images():
     image = np.arange(12, dtype=np.float32).reshape(3, 4)
     patches, origins = extract_patches(image, 8, edge="pad")

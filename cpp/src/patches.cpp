@@ -51,11 +51,12 @@ std::vector<int64_t> PatchGrid::axis_origins(int64_t length, int64_t h, int64_t 
   check_image(h, w);
   std::vector<int64_t> o;
   if (edge_ == EdgeMode::Pad) {
-    // windows until one reaches the end: n = 1 + ceil(max(L - p, 0) / s)
+    // windows until one reaches the end: n = 1 + ceil(max(L - p, 0) / s),
+    // keeping only origins inside the image (stride > patch can jump past it)
     const int64_t rest = std::max<int64_t>(length - patch_, 0);
     const int64_t n = 1 + (rest + stride_ - 1) / stride_;
     o.reserve(n);
-    for (int64_t k = 0; k < n; ++k) o.push_back(k * stride_);
+    for (int64_t k = 0; k < n && k * stride_ < length; ++k) o.push_back(k * stride_);
     return o;
   }
   const int64_t n = 1 + (length - patch_) / stride_;

@@ -107,3 +107,14 @@ TEST(PatchGrid, ThreadCountDoesNotChangeTheResult) {
   grid.extract<float>(img.data(), 0, h, h, w, 0, n, b.data(), true, 2);
   EXPECT_EQ(a, b);
 }
+
+TEST(PatchGrid, PadOriginsStayInsideWhenStrideExceedsPatch) {
+  // L = 11, p = 1, s = 14: the second window would start at 14, past the image
+  EXPECT_EQ(PatchGrid(1, 14, EdgeMode::Pad).axis_origins(11, 11, 18), (std::vector<int64_t>{0}));
+  EXPECT_EQ(PatchGrid(3, 5, EdgeMode::Pad).axis_origins(12, 12, 12), (std::vector<int64_t>{0, 5, 10}));
+  const PatchGrid grid(1, 14, EdgeMode::Pad);
+  std::vector<float> img(11 * 18, 1.0f), out(2);
+  EXPECT_EQ(grid.n_patches(11, 18), 2);
+  grid.extract<float>(img.data(), 0, 11, 11, 18, 0, 2, out.data());
+  EXPECT_EQ(out[1], 1.0f);
+}

@@ -107,8 +107,8 @@ class PatchGrid:
           a remainder narrower than a patch is not covered. Needs ``L >= patch_size``.
         - ``"shift"``: as ``"drop"`` plus one last window at ``L - patch_size``
           when pixels would be left uncovered. Needs ``L >= patch_size``.
-        - ``"pad"``: origins ``0, s, 2s, ...`` up to the first window that
-          reaches the border; pixels past the bottom/right border are mirrored
+        - ``"pad"``: origins ``0, s, 2s, ...`` (inside the image) up to the first
+          window that reaches the border; pixels past the bottom/right border are mirrored
           as ``np.pad(image, ..., mode="symmetric")`` (= ``scipy.ndimage``
           ``mode="reflect"``). Any image size, 1 x 1 included.
     allow_nan : bool, default False
@@ -165,11 +165,19 @@ class PatchGrid:
             band = _native(image[row0:row1])
         return _core.patch_grid_extract(band, row0, h, w, p, s, edge, start, stop, not self.allow_nan, nt)
 
-    def extract(self, image) -> np.ndarray:
-        """All patches as one contiguous ``(n, patch_size, patch_size)`` array (dtype kept)."""
+    def extract(self, image, start: Optional[int] = None, stop: Optional[int] = None) -> np.ndarray:
+        """Patches ``[start, stop)`` (default: all) as one contiguous ``(k, patch_size, patch_size)`` array.
+
+        The dtype is kept (see the class notes). Only the image rows those
+        patches cover are read, so a range of a memory map stays cheap.
+        """
         image = _check_image(image)
         n = self.n_patches(image.shape)
-        return self._extract_range(image, 0, n, check_n_threads(self.n_threads))
+        start = 0 if start is None else check_positive_int(start, "start", minimum=0)
+        stop = n if stop is None else check_positive_int(stop, "stop", minimum=0)
+        if not start < stop <= n:
+            raise ValueError(f"patch range [start, stop) must satisfy 0 <= start < stop <= {n}, got [{start}, {stop})")
+        return self._extract_range(image, start, stop, check_n_threads(self.n_threads))
 
     def iter_batches(self, image, batch_size: int = 256) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         """Yield ``(origins, patches)`` for consecutive batches of at most ``batch_size`` patches.

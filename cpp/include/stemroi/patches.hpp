@@ -5,8 +5,8 @@
 //   drop : origins 0, s, 2s, ... with origin + p <= L (needs L >= p)
 //   shift: as drop, plus one last window at L - p when the drop grid leaves
 //          pixels uncovered (every pixel covered, last stride shorter; needs L >= p)
-//   pad  : origins 0, s, 2s, ... up to the first window that reaches L (every
-//          pixel covered, any L >= 1); pixels past the bottom/right border are
+//   pad  : origins 0, s, 2s, ... < L up to the first window that reaches L
+//          (every pixel covered when s <= p; any L >= 1); pixels past the bottom/right border are
 //          mirrored with scipy.ndimage's 'reflect' (= np.pad mode 'symmetric':
 //          "d c b a | a b c d | d c b a"), see reflect_index in filters.hpp.
 //
