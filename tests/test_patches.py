@@ -182,7 +182,7 @@ def test_streaming_memmap_keeps_rss_bounded(tmp_path):
                 return next(int(l.split()[1]) / 1024 for l in f if l.startswith(key + ":"))
 
         image = np.load({str(path)!r}, mmap_mode="r")
-        grid = stemroi.PatchGrid(64, 32)
+        grid = stemroi.PatchGrid(64, 32)  # imports the core (and torch) before the baseline
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         base = status_mib("VmRSS")
@@ -197,6 +197,39 @@ def test_streaming_memmap_keeps_rss_bounded(tmp_path):
     assert n == len(origins) == 63 * 63
     assert total == pytest.approx(float(((origins[:, 0] // 256) * 256).sum()))
     assert growth_mib < 8, f"peak RSS grew by {growth_mib:.1f} MiB streaming a 16 MiB image"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_streaming_8192_memmap_under_1gib(tmp_path):
+    """The acceptance run: 8192 x 8192 float32 (256 MiB) memmap, 64 x 64 tiles in batches of 256."""
+    path = tmp_path / "huge.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(8192, 8192))
+    for r in range(0, 8192, 1024):
+        mm[r:r + 1024] = np.float32(r % 7)
+    mm.flush()
+    del mm
+    code = textwrap.dedent(f"""
+        import numpy as np, stemroi
+
+        def status_mib(key):
+            with open("/proc/self/status") as f:
+                return next(int(l.split()[1]) / 1024 for l in f if l.startswith(key + ":"))
+
+        image = np.load({str(path)!r}, mmap_mode="r")
+        grid = stemroi.PatchGrid(64)  # imports the core (and torch) before the baseline
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = status_mib("VmRSS")
+        n = 0
+        for origins, patches in grid.iter_batches(image, batch_size=256):
+            n += len(patches)
+        print(n, status_mib("VmHWM"), status_mib("VmHWM") - base)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    n, peak_mib, growth_mib = int(out[0]), float(out[1]), float(out[2])
+    assert n == 128 * 128
+    assert peak_mib < 1024 and growth_mib < 64, (peak_mib, growth_mib)
 
 
 @pytest.mark.parametrize(
