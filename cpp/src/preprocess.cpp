@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "stemroi/callbacks.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/parallel.hpp"
 
@@ -23,6 +24,9 @@ namespace {
 // Below this many output elements one thread is faster than waking a team
 // (on a loaded machine a wake-up can cost milliseconds).
 constexpr int64_t kMinParallelElements = int64_t(1) << 16;
+// Images per parallel region in the long loops; the interrupt callback is
+// polled between regions.
+constexpr int64_t kInterruptChunk = 1024;
 
 // Source indices and weights along one axis; W is the arithmetic type
 // (float for float32 data as in torch's CPU kernel, double for float64).
@@ -173,16 +177,21 @@ void resize_batch(const T* in, T* out, int64_t n, int64_t h, int64_t w, int64_t 
   }
   const Resizer<T> resizer(h, w, oh, ow, method);
   const int nt = resolve_n_threads(n_threads);
-  OmpExceptionCapture capture;
-#pragma omp parallel num_threads(nt) if (n * oh * ow >= kMinParallelElements)
-  {
-    auto scratch = resizer.scratch();
+  // chunks of images so that Ctrl-C is honoured between them (master thread)
+  for (int64_t first = 0; first < n; first += kInterruptChunk) {
+    const int64_t last = std::min(n, first + kInterruptChunk);
+    OmpExceptionCapture capture;
+#pragma omp parallel num_threads(nt) if ((last - first) * oh * ow >= kMinParallelElements)
+    {
+      auto scratch = resizer.scratch();
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      capture.run([&] { resizer(in + i * h * w, out + i * oh * ow, scratch); });
+      for (int64_t i = first; i < last; ++i) {
+        capture.run([&] { resizer(in + i * h * w, out + i * oh * ow, scratch); });
+      }
     }
+    capture.rethrow();
+    InterruptCallback::check();
   }
-  capture.rethrow();
 }
 
 template <typename T>
@@ -267,26 +276,30 @@ void prepare_patches_batch(const float* in, float* out, int64_t n, int64_t c, in
   const Resizer<float> resizer(h, w, size, size, method);
   const int64_t in_plane = h * w, out_plane = size * size;
   const int nt = resolve_n_threads(n_threads);
-  OmpExceptionCapture capture;
-#pragma omp parallel num_threads(nt) if (n * out_plane >= kMinParallelElements)
-  {
-    auto scratch = resizer.scratch();
-    std::vector<float> resized(static_cast<size_t>(c * out_plane));
+  for (int64_t first = 0; first < n; first += kInterruptChunk) {
+    const int64_t last = std::min(n, first + kInterruptChunk);
+    OmpExceptionCapture capture;
+#pragma omp parallel num_threads(nt) if ((last - first) * out_plane >= kMinParallelElements)
+    {
+      auto scratch = resizer.scratch();
+      std::vector<float> resized(static_cast<size_t>(c * out_plane));
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      capture.run([&] {
-        for (int64_t k = 0; k < c; ++k)
-          resizer(in + (i * c + k) * in_plane, resized.data() + k * out_plane, scratch);
-        for (int oc = 0; oc < 3; ++oc) {
-          const int64_t src_c = c == 1 ? 0 : (preset.bgr ? 2 - oc : oc);
-          const float* s = resized.data() + src_c * out_plane;
-          float* d = out + (i * 3 + oc) * out_plane;
-          for (int64_t k = 0; k < out_plane; ++k) d[k] = normalize_value(s[k], preset, oc);
-        }
-      });
+      for (int64_t i = first; i < last; ++i) {
+        capture.run([&] {
+          for (int64_t k = 0; k < c; ++k)
+            resizer(in + (i * c + k) * in_plane, resized.data() + k * out_plane, scratch);
+          for (int oc = 0; oc < 3; ++oc) {
+            const int64_t src_c = c == 1 ? 0 : (preset.bgr ? 2 - oc : oc);
+            const float* s = resized.data() + src_c * out_plane;
+            float* d = out + (i * 3 + oc) * out_plane;
+            for (int64_t k = 0; k < out_plane; ++k) d[k] = normalize_value(s[k], preset, oc);
+          }
+        });
+      }
     }
+    capture.rethrow();
+    InterruptCallback::check();
   }
-  capture.rethrow();
 }
 
 template void resize_batch<float>(const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t, ResizeMethod, int);
