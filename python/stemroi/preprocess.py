@@ -28,7 +28,7 @@ x * 255, RGB -> BGR, minus [103.939, 116.779, 123.68]), ``"tf"``/``"mobilenet"``
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
