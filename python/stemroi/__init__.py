@@ -18,6 +18,15 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # numeric
+    "PCA": "decomposition",
+    "KMeans": "cluster",
+    "NClustersSelection": "cluster",
+    "select_n_clusters": "cluster",
+    "silhouette_samples": "metrics",
+    "silhouette_score": "metrics",
+    "cluster_accuracy": "metrics",
+    "cluster_confusion_matrix": "metrics",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -39,3 +48,11 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
+    from .cluster import KMeans, NClustersSelection, select_n_clusters  # noqa: F401
+    from .decomposition import PCA  # noqa: F401
+    from .metrics import (  # noqa: F401
+        cluster_accuracy,
+        cluster_confusion_matrix,
+        silhouette_samples,
+        silhouette_score,
+    )
