@@ -18,6 +18,9 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # vgg16 (issue 4); `stemroi.weights` is a submodule (`from stemroi import weights`)
+    "VGG16Features": "features",
+    "extract_image_features": "features",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -37,5 +40,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from . import weights  # noqa: F401
+    from .features import VGG16Features, extract_image_features  # noqa: F401
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
