@@ -39,8 +39,8 @@ void bind_vgg16(py::module_& m) {
              o.include_top = include_top;
              o.num_classes = num_classes;
              o.preprocessing = preprocessing;
-             auto model = std::make_shared<VGG16Impl>(o);
-             model->reset_parameters(seed);
+             auto model = std::make_shared<VGG16Impl>(o);  // initialised with seed 0
+             if (seed != 0) model->reset_parameters(seed);
              return model;
            }),
            py::arg("include_top") = false, py::arg("num_classes") = 1000, py::arg("preprocessing") = "torchvision",

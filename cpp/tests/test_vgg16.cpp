@@ -182,7 +182,8 @@ TEST(VGG16, Bfloat16CloseToFloat32) {
   }
   EXPECT_EQ(bf.scalar_type(), torch::kFloat32);
   EXPECT_GT(min_cosine(bf, f32), 0.99);
-  EXPECT_THROW(o.dtype = "float16", ValueError);  // (assignment never throws)
+  o.dtype = "float16";
+  EXPECT_THROW(net->extract(patches, o), ValueError);
 }
 
 TEST(VGG16, DenseStripsEqualOnePass) {
