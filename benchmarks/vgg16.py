@@ -123,9 +123,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default 4, --quick 2)")
     args = ap.parse_args(argv)
     threads, batch = args.threads, args.batch
-    rounds = 2 if args.quick else 4
+    rounds = args.rounds or (2 if args.quick else 4)
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, {threads} threads, batch {batch}; timings on a shared machine: "
           "compare the ratios printed in this run, not absolute numbers across runs")
