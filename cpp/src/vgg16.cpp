@@ -285,31 +285,28 @@ std::vector<std::pair<const void*, uint32_t>> VGG16Impl::weight_signature() cons
   return s;
 }
 
-const VGG16Impl::Packed& VGG16Impl::packed(c10::ScalarType dtype) {
+std::shared_ptr<const VGG16Impl::Packed> VGG16Impl::packed(c10::ScalarType dtype) {
   // Reordering costs ~60 MB of copies: done once per dtype and redone only
   // when the weights changed (load, optimiser step: version counters move).
   std::lock_guard<std::mutex> lock(packed_mutex_);
   auto sig = weight_signature();
-  for (auto& p : packed_)
-    if (p.dtype == dtype) {
-      if (p.signature == sig) return p;
-      p.dtype = c10::ScalarType::Undefined;  // stale
-    }
+  for (const auto& p : packed_)
+    if (p->dtype == dtype && p->signature == sig) return p;
   packed_.erase(std::remove_if(packed_.begin(), packed_.end(),
-                               [](const Packed& p) { return p.dtype == c10::ScalarType::Undefined; }),
+                               [&](const std::shared_ptr<const Packed>& p) { return p->dtype == dtype; }),
                 packed_.end());
-  Packed p;
-  p.dtype = dtype;
-  p.signature = sig;
+  auto p = std::make_shared<Packed>();
+  p->dtype = dtype;
+  p->signature = sig;
   c10::InferenceMode guard;
   for (auto& c : convs_) {
     auto w = c->weight.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-    p.weight.push_back(at::mkldnn_reorder_conv2d_weight(w.to_mkldnn(dtype), {1, 1}, {1, 1}, {1, 1}, 1));
+    p->weight.push_back(at::mkldnn_reorder_conv2d_weight(w.to_mkldnn(dtype), {1, 1}, {1, 1}, {1, 1}, 1));
     // oneDNN adds a float32 bias also for bf16 convolutions (as torch.utils.mkldnn does).
-    p.bias.push_back(c->bias.detach().to(torch::kCPU, torch::kFloat32).contiguous().to_mkldnn());
+    p->bias.push_back(c->bias.detach().to(torch::kCPU, torch::kFloat32).contiguous().to_mkldnn());
   }
-  packed_.push_back(std::move(p));
-  return packed_.back();
+  packed_.push_back(p);
+  return p;
 }
 
 std::vector<torch::Tensor> VGG16Impl::run_taps(const torch::Tensor& x_in, const std::vector<VGG16Tap>& taps,
@@ -322,9 +319,9 @@ std::vector<torch::Tensor> VGG16Impl::run_taps(const torch::Tensor& x_in, const 
       if (taps[k].index == i) out[k] = backend == "mkldnn" ? y.to_dense(torch::kFloat32) : y.to(torch::kFloat32, false, true);
   };
   torch::Tensor y;
-  const Packed* pk = nullptr;
+  std::shared_ptr<const Packed> pk;
   if (backend == "mkldnn") {
-    pk = &packed(dtype);
+    pk = packed(dtype);
     y = x_in.to_mkldnn(dtype);
   } else {
     y = x_in.to(dtype);

@@ -128,7 +128,9 @@ class VGG16Impl : public Backbone {
     std::vector<torch::Tensor> weight, bias;
     std::vector<std::pair<const void*, uint32_t>> signature;  // data_ptr/version of the source weights
   };
-  const Packed& packed(c10::ScalarType dtype);
+  // Shared so that a concurrent call repacking another dtype cannot free the
+  // weights a running extraction uses (the bindings release the GIL).
+  std::shared_ptr<const Packed> packed(c10::ScalarType dtype);
   std::vector<std::pair<const void*, uint32_t>> weight_signature() const;
   // Normalised batch -> maps at taps (sorted by index), using the backend.
   std::vector<torch::Tensor> run_taps(const torch::Tensor& x, const std::vector<VGG16Tap>& taps,
@@ -137,7 +139,7 @@ class VGG16Impl : public Backbone {
   VGG16Options options_;
   std::vector<torch::nn::Conv2d> convs_;
   std::vector<int64_t> conv_index_;  // position of each conv in features_
-  std::vector<Packed> packed_;
+  std::vector<std::shared_ptr<const Packed>> packed_;
   std::mutex packed_mutex_;
 };
 TORCH_MODULE(VGG16);
