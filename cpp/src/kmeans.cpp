@@ -369,11 +369,14 @@ std::vector<T> kmeans_plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint
 }
 
 template <typename T>
-KMeansFit<T> kmeans_fit(const T* X, int64_t n, int64_t d, const KMeansOptions& opt, const T* init) {
-  const int64_t k = opt.n_clusters;
+std::vector<KMeansFit<T>> kmeans_fit_many(const T* X, int64_t n, int64_t d, const std::vector<int64_t>& ks,
+                                          const KMeansOptions& opt, const T* init) {
   STEMROI_CHECK(n >= 1 && d >= 1, "KMeans needs a non-empty 2-D array, got shape ", shape_str({n, d}));
-  STEMROI_CHECK(k >= 1, "n_clusters must be >= 1, got ", k);
-  STEMROI_CHECK(k <= n, "n_samples=", n, " should be >= n_clusters=", k);
+  STEMROI_CHECK(!ks.empty() && (!init || ks.size() == 1), "kmeans: an init array needs exactly one n_clusters");
+  for (int64_t k : ks) {
+    STEMROI_CHECK(k >= 1, "n_clusters must be >= 1, got ", k);
+    STEMROI_CHECK(k <= n, "n_samples=", n, " should be >= n_clusters=", k);
+  }
   STEMROI_CHECK(opt.n_init >= 1, "n_init must be >= 1, got ", opt.n_init);
   STEMROI_CHECK(opt.max_iter >= 1, "max_iter must be >= 1, got ", opt.max_iter);
   STEMROI_CHECK(opt.tol >= 0, "tol must be >= 0, got ", opt.tol);
@@ -416,37 +419,57 @@ KMeansFit<T> kmeans_fit(const T* X, int64_t n, int64_t d, const KMeansOptions& o
 
   std::vector<T> init_c;
   if (init) {
+    const int64_t k = ks[0];
     init_c.resize(k * d);
     for (int64_t c = 0; c < k; ++c)
       for (int64_t j = 0; j < d; ++j) init_c[c * d + j] = init[c * d + j] - mean_t[j];
   }
+  // Tasks: every (k, run) pair; run r of any k is seeded with derive_seed(seed, r),
+  // so each k gets exactly the runs KMeans(k, random_state=seed) would make.
   const int n_init = opt.n_init;
-  std::vector<KMeansFit<T>> runs(n_init);
+  const int64_t n_tasks = static_cast<int64_t>(ks.size()) * n_init;
+  std::vector<KMeansFit<T>> runs(n_tasks);
   StopFlag stop;
-  auto one_run = [&](int r, int inner) {
+  auto one_run = [&](int64_t task, int inner) {
+    const int64_t k = ks[task / n_init];
+    const int r = static_cast<int>(task % n_init);
     std::vector<T> c0 = init ? init_c : plusplus(Xc.data(), n, d, k, derive_seed(opt.seed, r), inner);
     if (stop.poll()) return;
-    runs[r] = lloyd(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop);
+    runs[task] = lloyd(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop);
   };
-  if (n_init > 1 && nt > 1) {
+  if (n_tasks > 1 && nt > 1) {
     // Independent runs in parallel, each single-threaded: results do not
-    // depend on which thread ran them.
+    // depend on which thread ran them. Largest k first for load balance.
+    std::vector<int64_t> order(n_tasks);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return ks[a / n_init] > ks[b / n_init]; });
     OmpExceptionCapture cap;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(std::min(nt, n_init))
-    for (int r = 0; r < n_init; ++r) cap.run([&] { if (!stop.poll()) one_run(r, 1); });
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(std::min<int64_t>(nt, n_tasks)))
+    for (int64_t t = 0; t < n_tasks; ++t) cap.run([&] { if (!stop.poll()) one_run(order[t], 1); });
     cap.rethrow();
   } else {
-    for (int r = 0; r < n_init && !stop.poll(); ++r) one_run(r, nt);
+    for (int64_t t = 0; t < n_tasks && !stop.poll(); ++t) one_run(t, nt);
   }
   if (stop.stop) throw Interrupted();
 
-  int best = 0;
-  for (int r = 1; r < n_init; ++r)
-    if (runs[r].inertia < runs[best].inertia && !same_clustering(runs[r].labels, runs[best].labels, k)) best = r;
-  KMeansFit<T> out = std::move(runs[best]);
-  for (int64_t c = 0; c < k; ++c)
-    for (int64_t j = 0; j < d; ++j) out.centers[c * d + j] += mean_t[j];
+  std::vector<KMeansFit<T>> out;
+  for (size_t ki = 0; ki < ks.size(); ++ki) {
+    const int64_t k = ks[ki];
+    KMeansFit<T>* group = runs.data() + ki * n_init;
+    int best = 0;
+    for (int r = 1; r < n_init; ++r)
+      if (group[r].inertia < group[best].inertia && !same_clustering(group[r].labels, group[best].labels, k)) best = r;
+    out.push_back(std::move(group[best]));
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t j = 0; j < d; ++j) out.back().centers[c * d + j] += mean_t[j];
+  }
   return out;
+}
+
+template <typename T>
+KMeansFit<T> kmeans_fit(const T* X, int64_t n, int64_t d, const KMeansOptions& opt, const T* init) {
+  return std::move(kmeans_fit_many(X, n, d, {opt.n_clusters}, opt, init)[0]);
 }
 
 template <typename T>
@@ -467,6 +490,8 @@ void kmeans_transform(const T* X, int64_t n, int64_t d, const T* centers, int64_
 
 #define STEMROI_KMEANS_INSTANTIATE(T)                                                                          \
   template KMeansFit<T> kmeans_fit<T>(const T*, int64_t, int64_t, const KMeansOptions&, const T*);            \
+  template std::vector<KMeansFit<T>> kmeans_fit_many<T>(const T*, int64_t, int64_t, const std::vector<int64_t>&, \
+                                                        const KMeansOptions&, const T*);                        \
   template std::vector<T> kmeans_plusplus<T>(const T*, int64_t, int64_t, int64_t, uint64_t, int);             \
   template double kmeans_predict<T>(const T*, int64_t, int64_t, const T*, int64_t, int32_t*, int);            \
   template void kmeans_transform<T>(const T*, int64_t, int64_t, const T*, int64_t, T*, int);

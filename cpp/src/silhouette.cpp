@@ -186,11 +186,8 @@ NClustersSweep<T> select_n_clusters(const T* X, int64_t n, int64_t d, const std:
                   " (silhouette needs 2 <= k <= n_samples - 1), got ", k);
   NClustersSweep<T> res;
   res.k_values = k_values;
-  for (int64_t k : k_values) {
-    InterruptCallback::check();
-    KMeansOptions opt = base;
-    opt.n_clusters = k;
-    KMeansFit<T> fit = kmeans_fit(X, n, d, opt);
+  InterruptCallback::check();
+  for (KMeansFit<T>& fit : kmeans_fit_many(X, n, d, k_values, base)) {
     res.inertias.push_back(fit.inertia);
     res.n_iter.push_back(fit.n_iter);
     res.labels.push_back(std::move(fit.labels));
