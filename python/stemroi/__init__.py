@@ -18,6 +18,15 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # cluster (issue 6)
+    "PatchClusterer": "clustering",
+    "pca_k_grid": "clustering",
+    "evaluate_clustering": "clustering",
+    "per_class_accuracy": "clustering",
+    "FFTMagnitude": "descriptors",
+    "PolarPowerSpectrum": "descriptors",
+    "LatticeResidual": "descriptors",
+    "lattice_fit_residual": "descriptors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -37,5 +46,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .clustering import PatchClusterer, evaluate_clustering, pca_k_grid, per_class_accuracy  # noqa: F401
+    from .descriptors import FFTMagnitude, LatticeResidual, PolarPowerSpectrum, lattice_fit_residual  # noqa: F401
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401

@@ -1,0 +1,197 @@
+"""Clustering benchmark (issue 6): silhouette-chosen k and cluster accuracy on
+the labelled CdTe and SrTiO3 patch sets, for the label-informed protocol (a)
+and every label-free route, plus the cluster map of the 768x768 CdTe image.
+
+    .venv/bin/python benchmarks/cluster.py [--quick] [--out DIR] [--datasets CdTe STO]
+
+Protocol (a), label-informed (the study's): the embedding comes from a model
+trained on the evaluated labels. Two variants: "in-sample" (trained on every
+patch, as the study did) and "out-of-fold" (each patch embedded by a model
+that never saw it nor - when stemroi.overlap_groups is available - any shifted
+crop of it). Protocol (b), label-free: descriptors and untrained VGG16
+features; no label is used anywhere before the accuracy is computed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import stemroi
+from stemroi.clustering import evaluate_clustering
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    d = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data")) / "ayyubi-stem-defects"
+    if not d.exists():
+        sys.exit(f"benchmark data not found at {d}; set STEMROI_DATA_DIR to the shared/data folder")
+    return d
+
+
+def load_patches(folder: Path):
+    """(patches in [0,1], labels, class_names) via stemroi.load_patch_folder when available."""
+    if "load_patch_folder" in stemroi._EXPORTS:
+        ds = stemroi.load_patch_folder(folder)
+        return np.asarray(ds.patches, np.float32), np.asarray(ds.labels), list(ds.class_names)
+    from PIL import Image  # local stand-in until the data branch is merged
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png", ".jpg"))
+    X, names = [], []
+    for f in files:
+        a = np.asarray(Image.open(f))
+        X.append((a[..., 0] if a.ndim == 3 else a).astype(np.float32) / 255.0)
+        names.append(f.stem.rsplit("_", 1)[0])
+    classes = sorted(set(names))
+    return np.stack(X), np.array([classes.index(n) for n in names]), classes
+
+
+def read_large_image(path: Path) -> np.ndarray:
+    if "read_image" in stemroi._EXPORTS:
+        img = np.asarray(stemroi.read_image(path), np.float32)
+    else:
+        from PIL import Image
+
+        a = np.asarray(Image.open(path))
+        img = (a[..., 0] if a.ndim == 3 else a).astype(np.float32)
+    return (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
+
+
+def groups_for(patches):
+    if "overlap_groups" in stemroi._EXPORTS:
+        return np.asarray(stemroi.overlap_groups(patches)), "stemroi.overlap_groups"
+    return None, "none (stemroi.overlap_groups not merged yet: folds are stratified random, i.e. leaky)"
+
+
+def run_route(name, features, X, y, k_true, *, n_components, n_init, seed, results, dataset):
+    t0 = time.perf_counter()
+    cl = stemroi.PatchClusterer(features, n_components=n_components, n_init=n_init, random_state=seed,
+                                k_range=range(2, 11)).fit(X)
+    dt = time.perf_counter() - t0
+    at_k = evaluate_clustering(y, cl.labels_)
+    at_true = evaluate_clustering(y, cl.labels_for(k_true))
+    row = dict(dataset=dataset, route=name, k=cl.n_clusters_, sil=cl.silhouette_scores_[cl.n_clusters_],
+               acc_k=at_k["accuracy"], wacc_k=at_k["weighted_accuracy"], acc_true=at_true["accuracy"],
+               wacc_true=at_true["weighted_accuracy"], dims=cl.embedding_.shape[1], seconds=dt)
+    results.append(row)
+    print(f"  {name:44s} k={row['k']:2d} sil={row['sil']:.3f}  acc@k={row['acc_k']:.3f} "
+          f"(bal {row['wacc_k']:.3f})  acc@{k_true}={row['acc_true']:.3f} (bal {row['wacc_true']:.3f})  "
+          f"dims={row['dims']:3d}  {dt:7.1f} s", flush=True)
+    return cl
+
+
+def supervised_embedding(F, y, groups, seed, out_of_fold: bool):
+    """Protocol (a) stand-in: hidden layer of an MLP head trained on the labels (scikit-learn, benchmark only)."""
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    def fit_embed(tr, te):
+        sc = StandardScaler().fit(F[tr])
+        mlp = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=600, random_state=seed)
+        mlp.fit(sc.transform(F[tr]), y[tr])
+        return np.maximum(sc.transform(F[te]) @ mlp.coefs_[0] + mlp.intercepts_[0], 0.0)
+
+    if not out_of_fold:
+        return fit_embed(np.arange(len(y)), np.arange(len(y)))
+    emb = np.zeros((len(y), 64))
+    folds = (GroupKFold(5).split(F, y, groups) if groups is not None
+             else StratifiedKFold(5, shuffle=True, random_state=seed).split(F, y))
+    for tr, te in folds:
+        emb[te] = fit_embed(tr, te)
+    return emb
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer K-means restarts, skip VGG16 routes")
+    ap.add_argument("--out", default=str(ROOT / "build" / "bench_out" / "cluster"),
+                    help="figures and results.json (default: build/bench_out/cluster, git-ignored)")
+    ap.add_argument("--datasets", nargs="+", default=["CdTe", "STO"])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_init = 3 if args.quick else 10
+    seed = args.seed
+    d = data_dir()
+    print("Machine note: timings on a shared, loaded 2-core machine; compare within one run only.")
+    results = []
+    fitted = {}
+    for ds in args.datasets:
+        X, y, classes = load_patches(d / ds)
+        k_true = len(classes)
+        groups, gsrc = groups_for(X)
+        print(f"\n=== {ds}: {len(X)} patches, {k_true} classes {classes}; overlap groups: {gsrc}"
+              + (f" ({len(np.unique(groups))} groups)" if groups is not None else ""))
+
+        print(" (b) label-free routes")
+        routes = [
+            ("fft magnitude, PCA 0.95", "fft", 0.95),
+            ("polar power spectrum, PCA 0.95", "polar_fft", 0.95),
+            ("lattice residual, PCA 0.95", "lattice_residual", 0.95),
+            ("lattice residual, PCA 8", "lattice_residual", 8),
+        ]
+        for name, feat, nc in routes:
+            cl = run_route(name, feat, X, y, k_true, n_components=nc, n_init=n_init, seed=seed, results=results,
+                           dataset=ds)
+            fitted[(ds, name)] = cl
+        if "VGG16Features" in stemroi._EXPORTS and not args.quick:
+            for layer in ("block3_pool", "block5_pool"):
+                ext = stemroi.VGG16Features(weights="random", layer=layer, pooling="avg", random_state=seed)
+                run_route(f"untrained VGG16 {layer} avg, PCA 0.95", ext, X, y, k_true, n_components=0.95,
+                          n_init=n_init, seed=seed, results=results, dataset=ds)
+        else:
+            print("  (VGG16 routes skipped: " + ("--quick" if args.quick else "stemroi.VGG16Features not merged") + ")")
+
+        print(" (a) label-informed (embedding trained on these labels; MLP head on lattice-residual features,"
+              " scikit-learn, benchmark-only stand-in for the study's fine-tuned VGG16)")
+        base = stemroi.LatticeResidual().transform(X)
+        for oof, tag in ((False, "in-sample (study-like, leaky)"),
+                         (True, "out-of-fold " + ("grouped" if groups is not None else "random (leaky)"))):
+            t0 = time.perf_counter()
+            emb = supervised_embedding(base, y, groups, seed, oof)
+            t_train = time.perf_counter() - t0
+            run_route(f"supervised {tag}", "precomputed", emb, y, k_true, n_components=0.95, n_init=n_init,
+                      seed=seed, results=results, dataset=ds)
+            print(f"    (head training {t_train:.1f} s)")
+
+    # cluster map of the large CdTe image with the best label-free route
+    if "CdTe" in args.datasets:
+        from stemroi import plots_cluster as pc
+
+        img = read_large_image(d / "CdTe_Training_Image.tif")
+        cl = fitted[("CdTe", "lattice residual, PCA 0.95")]
+        res = cl.cluster_map(img, patch=64, stride=64)
+        pc.plot_cluster_map(img, res, path=out / "cdte_cluster_map.png",
+                            title=f"CdTe 768x768, lattice residual, k={cl.n_clusters_}")
+        res.to_json(out / "cdte_cluster_map.json")
+        X, y, classes = load_patches(d / "CdTe")
+        pc.plot_cluster_montage(X, cl.labels_, path=out / "cdte_cluster_montage.png")
+        pc.plot_silhouette_curve(cl.silhouette_scores_, path=out / "cdte_silhouette.png")
+        # which labelled class dominates each cluster (for reading the map)
+        conf = evaluate_clustering(y, cl.labels_)["confusion"]
+        print(f"\nCdTe cluster map: {out / 'cdte_cluster_map.png'}; tiles per cluster {res.counts()}")
+        for c in range(cl.n_clusters_):
+            col = conf[:, c] if c < conf.shape[1] else np.zeros(len(classes))
+            print(f"  cluster {c}: labelled patches by class " + ", ".join(
+                f"{classes[i]} {int(col[i])}" for i in np.argsort(-col)[:3] if col[i] > 0))
+
+    print("\nSummary")
+    print(f"{'dataset':7s} {'route':44s} {'k':>2s} {'sil':>6s} {'acc@k':>6s} {'acc@K':>6s} {'sec':>7s}")
+    for r in results:
+        print(f"{r['dataset']:7s} {r['route']:44s} {r['k']:2d} {r['sil']:6.3f} {r['acc_k']:6.3f} "
+              f"{r['acc_true']:6.3f} {r['seconds']:7.1f}")
+    import json
+
+    with open(out / "results.json", "w") as f:
+        json.dump(results, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
