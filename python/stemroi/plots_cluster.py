@@ -75,8 +75,13 @@ def plot_silhouette_curve(scores: Mapping[int, float], *, best_k: Optional[int] 
     return _finish(fig, path)
 
 
-def plot_cluster_map(image, result, *, ax=None, alpha: float = 0.35, title: Optional[str] = None, path=None):
-    """The image with every tile of ``result`` (a ROIResult of cluster labels) tinted by its cluster."""
+def plot_cluster_map(image, result, *, ax=None, alpha: float = 0.35, title: Optional[str] = None,
+                     tint_bulk: bool = False, legend_names: Optional[Mapping[str, str]] = None, path=None):
+    """The image with every tile of ``result`` (a ROIResult of cluster labels) tinted by its cluster.
+
+    Tiles of ``result.bulk_label`` are left untinted unless ``tint_bulk``;
+    ``legend_names`` maps labels to longer legend text (e.g. the dominant
+    labelled class of each cluster)."""
     plt = _plt()
     from matplotlib.patches import Patch, Rectangle
 
@@ -89,10 +94,16 @@ def plot_cluster_map(image, result, *, ax=None, alpha: float = 0.35, title: Opti
     ax = ax or fig.add_subplot(111)
     ax.imshow(img, cmap="gray")
     for (r, c), (h, w), lab in zip(result.origins, result.sizes, result.labels):
+        if not tint_bulk and result.bulk_label is not None and str(lab) == result.bulk_label:
+            continue
         col = colors.get(str(lab), (0.5, 0.5, 0.5, 1.0))
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, facecolor=col, alpha=alpha, edgecolor=col, lw=0.8))
     counts = result.counts()
-    handles = [Patch(color=colors[n], label=f"{n} ({counts.get(n, 0)})") for n in names]
+    legend_names = dict(legend_names or {})
+    handles = []
+    for n in names:
+        bulk = " - bulk, untinted" if (not tint_bulk and n == result.bulk_label) else ""
+        handles.append(Patch(color=colors[n], label=f"{legend_names.get(n, n)} ({counts.get(n, 0)}){bulk}"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.set_axis_off()
     ax.set_title(title or f"cluster map ({len(result)} tiles)")
@@ -146,7 +157,7 @@ def plot_per_class_accuracy(per_class: Mapping[str, float], *, ax=None, title: s
     return _finish(fig, path)
 
 
-def tsne_embedding(X, *, random_state: int = 0, perplexity: float = 30.0) -> np.ndarray:
+def tsne_embedding(X, *, random_state: int = 0, perplexity: float = 30.0, n_iter: int = 1000) -> np.ndarray:
     """2-D t-SNE of ``X`` for visualisation only (scikit-learn; never used for clustering)."""
     try:
         from sklearn.manifold import TSNE
@@ -155,7 +166,7 @@ def tsne_embedding(X, *, random_state: int = 0, perplexity: float = 30.0) -> np.
     X = np.asarray(X, dtype=float)
     perplexity = min(perplexity, max(2.0, (len(X) - 1) / 3.0))
     return TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=perplexity,
-                random_state=random_state).fit_transform(X)
+                n_iter=max(250, int(n_iter)), random_state=random_state).fit_transform(X)
 
 
 def plot_embedding_2d(xy, labels, *, names: Optional[Sequence[str]] = None, ax=None, title: str = "",
