@@ -189,6 +189,15 @@ def main(argv=None):
             cl = run_route(name, feat, X, y, k_true, n_components=nc, n_init=n_init, seed=seed, results=results,
                            dataset=ds, groups=groups)
             fitted[(ds, name)] = cl
+        # the study's grid over PCA dimensions (label-free choice of k per setting), top 5 by silhouette
+        lr = fitted[(ds, "lattice residual, PCA 0.95")]
+        t0 = time.perf_counter()
+        grid = stemroi.pca_k_grid(lr.features_, n_components=(2, 3, 5, 8, 10, 20, 0.8, 0.9, 0.95),
+                                  n_init=n_init, random_state=seed, feature_groups=lr.extractor_.feature_groups)
+        print(f"  -- PCA x k grid on the lattice-residual features ({time.perf_counter() - t0:.1f} s), top 5:")
+        for r in grid[:5]:
+            print(f"     n_components={r['n_components']!s:>5} dims={r['n_dims']:3d}  k={r['best_k']:2d}  "
+                  f"sil={r['silhouette']:.3f}  acc@k={evaluate_clustering(y, r['labels'])['accuracy']:.3f}")
         # near-duplicate check: one patch per overlap group (the first), clustered on its own
         reps = np.unique(groups, return_index=True)[1]
         print(f"  -- one representative per overlap group ({len(reps)} patches):")
@@ -214,6 +223,29 @@ def main(argv=None):
             run_route(f"supervised {tag}", "precomputed", emb, y, k_true, n_components=0.95, n_init=n_init,
                       seed=seed, results=results, dataset=ds, groups=groups)
             print(f"    (head training {t_train:.1f} s)")
+        if "PatchClassifier" in stemroi._EXPORTS and not args.quick:
+            # the project's classifier (fine-tuned small CNN; the study fine-tuned ImageNet VGG16, not available
+            # here): penultimate (pooled backbone) features of a network trained on the labels
+            from sklearn.model_selection import GroupKFold
+
+            for oof in (False, True):
+                try:
+                    t0 = time.perf_counter()
+                    emb = None
+                    splits = (list(GroupKFold(2).split(X, y, groups)) if oof
+                              else [(np.arange(len(y)), np.arange(len(y)))])
+                    for tr, te in splits:
+                        clf = stemroi.PatchClassifier("small_cnn", mode="finetune", random_state=seed)
+                        clf.fit(X[tr], y[tr], groups=groups[tr])
+                        e = np.asarray(clf.transform(X[te]), np.float64)
+                        emb = np.zeros((len(y), e.shape[1])) if emb is None else emb
+                        emb[te] = e
+                    print(f"    (PatchClassifier training {time.perf_counter() - t0:.1f} s)")
+                    tag = "out-of-fold, grouped 2-fold" if oof else "in-sample (study-like, leaky)"
+                    run_route(f"PatchClassifier small_cnn {tag}", "precomputed", emb, y, k_true, n_components=0.95,
+                              n_init=n_init, seed=seed, results=results, dataset=ds, groups=groups)
+                except Exception as exc:  # report and go on: the other routes stay valid
+                    print(f"  PatchClassifier route failed: {type(exc).__name__}: {exc}")
 
     # cluster map of the large CdTe image with the best label-free route
     if "CdTe" in args.datasets:

@@ -163,6 +163,8 @@ def test_bad_inputs(rng):
                                 random_state=0).fit(X)
     with pytest.raises(ValueError, match="fitted with 10"):
         cl.predict(X[:, :5])
+    with pytest.raises(ValueError, match="cluster_map needs a patch feature extractor"):
+        cl.cluster_map(np.zeros((64, 64)))
     P, _ = lattice_patches(n_per_class=5, size=32, seed=0)
     clp = stemroi.PatchClusterer("polar_fft", n_components=2, k_range=[2, 3], n_init=1, random_state=0).fit(P)
     with pytest.raises(ValueError, match=r"patch must be <= image size \(20, 40\), got 32"):

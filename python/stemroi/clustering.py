@@ -247,6 +247,9 @@ class PatchClusterer:
         from .roi import ROIResult
 
         self._check_fitted()
+        if getattr(self.extractor_, "precomputed", False):
+            raise ValueError("cluster_map needs a patch feature extractor; this clusterer was fitted on "
+                             "precomputed features (features='precomputed')")
         img = check_array(image, name="image", ndim=2, dtype=(np.float32, np.float64))
         patch = check_positive_int(patch, "patch")
         stride = check_positive_int(stride, "stride")

@@ -100,20 +100,35 @@ def lattice_fit_residual(patches, *, n_peaks: int = 8, pad: int = 128, min_radiu
     yy, xx = np.mgrid[0:h, 0:w]
     yy = yy.ravel() - h / 2.0
     xx = xx.ravel() - w / 2.0
-    residual = np.empty_like(X)
-    lattice = np.empty_like(X)
+    freqs_y = np.zeros((n, n_peaks))
+    freqs_x = np.zeros((n, n_peaks))
+    n_used = np.zeros(n, dtype=np.int64)
     for i in range(n):
         cand = np.argwhere(local_max[i] & allowed)
         vals = spec[i][cand[:, 0], cand[:, 1]]
         # stable order so equal peaks give the same design matrix every run
         top = cand[np.argsort(-vals, kind="stable")[:n_peaks]]
         py, px = _refine_peaks(spec[i], top)
-        phase = 2 * np.pi * (py[None, :] * yy[:, None] + px[None, :] * xx[:, None])
-        design = np.concatenate([np.ones((h * w, 1)), np.cos(phase), np.sin(phase)], axis=1)
-        coef, *_ = np.linalg.lstsq(design, X[i].ravel(), rcond=None)
-        lat = (design @ coef).reshape(h, w)
-        lattice[i] = lat
-        residual[i] = X[i] - lat
+        freqs_y[i, :len(py)], freqs_x[i, :len(px)] = py, px
+        n_used[i] = len(py)
+    lattice = np.empty_like(X)
+    flat = X.reshape(n, -1)
+    chunk = 64
+    for s0 in range(0, n, chunk):
+        sl = slice(s0, min(n, s0 + chunk))
+        # design (m, h*w, 1 + 2 n_peaks): constant, cosines, sines; unused peaks (tiny patches) are
+        # zero columns, which the ridge below keeps harmless
+        phase = 2 * np.pi * (freqs_y[sl, None, :] * yy[None, :, None] + freqs_x[sl, None, :] * xx[None, :, None])
+        used = (np.arange(n_peaks)[None, :] < n_used[sl, None])[:, None, :]
+        design = np.concatenate([np.ones(phase.shape[:2] + (1,)), np.cos(phase) * used, np.sin(phase) * used],
+                                axis=2)
+        design_t = design.transpose(0, 2, 1)
+        gram = design_t @ design
+        rhs = (design_t @ flat[sl][..., None])[..., 0]
+        ridge = 1e-9 * np.trace(gram, axis1=1, axis2=2)[:, None, None] * np.eye(gram.shape[1])[None]
+        coef = np.linalg.solve(gram + ridge + np.eye(gram.shape[1])[None] * 1e-12, rhs[..., None])[..., 0]
+        lattice[sl] = (design @ coef[..., None]).reshape(-1, h, w)
+    residual = X - lattice
     return residual, lattice
 
 
