@@ -27,6 +27,18 @@ _EXPORTS = {
     "PolarPowerSpectrum": "descriptors",
     "LatticeResidual": "descriptors",
     "lattice_fit_residual": "descriptors",
+    # data
+    "read_image": "io",
+    "load_patch_folder": "datasets",
+    "overlap_groups": "grouping",
+    "grouped_train_test_split": "grouping",
+    "GroupedStratifiedKFold": "grouping",
+    "leakage_report": "grouping",
+    "label_audit": "grouping",
+    "mosaic_positions": "grouping",
+    "spatial_blocks": "grouping",
+    "purge_overlapping": "grouping",
+    "spatial_train_test_split": "grouping",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -50,3 +62,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from .descriptors import FFTMagnitude, LatticeResidual, PolarPowerSpectrum, lattice_fit_residual  # noqa: F401
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
+    from .datasets import load_patch_folder  # noqa: F401
+    from .grouping import (  # noqa: F401
+        GroupedStratifiedKFold,
+        grouped_train_test_split,
+        label_audit,
+        leakage_report,
+        mosaic_positions,
+        overlap_groups,
+        purge_overlapping,
+        spatial_blocks,
+        spatial_train_test_split,
+    )
+    from .io import read_image  # noqa: F401
