@@ -276,3 +276,19 @@ def test_spatial_blocks_and_purge_give_zero_twin_leakage(rng):
     tr1, te1 = spatial_train_test_split(patches, labels, 0.25, block_size=96, random_state=0, segment_length=8)
     np.testing.assert_array_equal(te1, test)
     np.testing.assert_array_equal(tr1, kept)
+
+
+def test_grouped_kfold_balance_matches_sklearn_stratified_group_kfold(rng):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels, groups = _group_data(rng, n_groups=120, n_classes=4)
+
+    def worst_deviation(splits):
+        overall = np.bincount(labels, minlength=4) / labels.size
+        return max(np.abs(np.bincount(labels[te], minlength=4) / te.size - overall).max() for _, te in splits)
+
+    ours = list(GroupedStratifiedKFold(5, shuffle=True, random_state=0).split(None, labels, groups))
+    ref = list(StratifiedGroupKFold(5, shuffle=True, random_state=0).split(np.zeros(labels.size), labels, groups))
+    for _, te in ours:
+        assert np.intersect1d(groups[te], groups[np.setdiff1d(np.arange(labels.size), te)]).size == 0
+    assert worst_deviation(ours) <= worst_deviation(ref)  # 0.007 vs 0.16 with these data

@@ -71,6 +71,17 @@ def test_patch_dataset():
     np.testing.assert_array_equal(again[0], patches)
     # random lattice phase: bulk patches differ from each other
     assert not np.allclose(patches[0], patches[1], atol=0.1)
+    # the defect of each non-bulk patch lies inside it, near the centre
+    _, labels, names, planted = synth.make_patch_dataset(n_per_class=6, random_state=2, return_defects=True)
+    for lab, defects in zip(labels, planted):
+        if names[lab] == "Bulk":
+            assert defects == []
+            continue
+        assert [d["kind"] for d in defects] == [names[lab]]
+        r, c = defects[0]["row"], defects[0]["col"]
+        assert 4 <= r <= 59 and 4 <= c <= 59, defects
+        if names[lab] != "stacking_fault":  # a fault line runs through the requested point exactly
+            assert abs(r - 31.5) <= 8 + 16 and abs(c - 31.5) <= 8 + 16  # jitter + nearest site
     sub = synth.make_patch_dataset(n_per_class=2, classes=["Bulk", "vacancy"], random_state=0)
     assert sub[2] == ["Bulk", "vacancy"] and sub[0].shape == (4, 64, 64)
 

@@ -39,12 +39,25 @@ _EXPORTS = {
     "spatial_blocks": "grouping",
     "purge_overlapping": "grouping",
     "spatial_train_test_split": "grouping",
+    # patches / preprocess (issue 3); `stemroi.preprocess` is a submodule
+    "PatchGrid": "patches",
+    "extract_patches": "patches",
+    "prepare_patches": "preprocess",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+# public submodules reachable as attributes (stemroi.preprocess.resize, ...)
+_SUBMODULES = {"adapters", "datasets", "filters", "grouping", "io", "model_file", "patches", "preprocess",
+               "roi", "synth"}
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'stemroi' has no attribute {name!r}")
@@ -75,3 +88,5 @@ if TYPE_CHECKING:  # pragma: no cover
         spatial_train_test_split,
     )
     from .io import read_image  # noqa: F401
+    from .patches import PatchGrid, extract_patches  # noqa: F401
+    from .preprocess import prepare_patches  # noqa: F401

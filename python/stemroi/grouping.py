@@ -289,10 +289,12 @@ class GroupedStratifiedKFold:
     Like ``sklearn.model_selection.StratifiedGroupKFold``: groups, largest
     first (shuffled among themselves first when ``shuffle``), go to the fold
     where they make the per-label fold counts closest to an even share.
-    ``split(X, y, groups)`` yields ``(train_idx, test_idx)``.
+    ``split(X, y, groups)`` yields ``(train_idx, test_idx)``. ``shuffle``
+    defaults to True so that ``GroupedStratifiedKFold(5, random_state=0)``
+    uses its seed; equal-sized groups are then ordered by that seed.
     """
 
-    def __init__(self, n_splits: int = 5, shuffle: bool = False, random_state=None):
+    def __init__(self, n_splits: int = 5, shuffle: bool = True, random_state=None):
         self.n_splits = n_splits
         self.shuffle = shuffle
         self.random_state = random_state

@@ -340,6 +340,7 @@ def make_patch_dataset(
     random_state=None,
     *,
     jitter: Optional[float] = None,
+    return_defects: bool = False,
     **image_kwargs,
 ):
     """Labelled synthetic patches: ``(patches (n, p, p) float32 [0, 1], labels (n,) int64, class_names)``.
@@ -348,7 +349,9 @@ def make_patch_dataset(
     Every non-bulk patch holds one defect of its class near the centre (uniform
     jitter of up to ``jitter`` pixels, default patch_size / 8), every patch a
     random lattice phase. ``image_kwargs`` go to :func:`make_image` (lattice,
-    cell_px, dose, noise, ...). Samples are ordered by class.
+    cell_px, dose, noise, ...). Samples are ordered by class. With
+    ``return_defects=True`` a fourth item lists, per patch, the planted
+    defects (``[]`` for bulk) in patch coordinates.
     """
     if isinstance(n_per_class, bool) or not isinstance(n_per_class, numbers.Integral) or n_per_class < 1:
         raise ValueError(f"n_per_class must be an int >= 1, got {n_per_class!r}")
@@ -371,6 +374,7 @@ def make_patch_dataset(
     patches = np.empty((len(class_names) * n_per_class, patch_size, patch_size), np.float32)
     labels = np.repeat(np.arange(len(class_names), dtype=np.int64), n_per_class)
     c = (patch_size - 1) / 2.0
+    planted: List[List[dict]] = []
     for k, name in enumerate(class_names):
         for s in range(n_per_class):
             i = k * n_per_class + s
@@ -379,8 +383,12 @@ def make_patch_dataset(
             if name != "Bulk":
                 r0, c0 = c + rng.uniform(-jitter, jitter, size=2)
                 defects = [{"kind": name, "row": r0, "col": c0}]
-            patches[i] = make_image((patch_size, patch_size), defects=defects, phase=phase,
-                                    random_state=int(seeds[i] >> np.uint64(1)), **image_kwargs).image
+            s = make_image((patch_size, patch_size), defects=defects, phase=phase,
+                           random_state=int(seeds[i] >> np.uint64(1)), **image_kwargs)
+            patches[i] = s.image
+            planted.append(s.defects)
+    if return_defects:
+        return patches, labels, class_names, planted
     return patches, labels, class_names
 
 
