@@ -262,6 +262,15 @@ def main(argv=None):
                 except Exception as exc:  # report and go on: the other routes stay valid
                     print(f"  PatchClassifier route failed: {type(exc).__name__}: {exc}")
 
+    # the project's synthetic generator: known classes, no near-duplicates
+    if hasattr(stemroi, "synth") or "synth" in getattr(stemroi, "_SUBMODULES", ()):
+        P, ys, names = stemroi.synth.make_patch_dataset(n_per_class=60, random_state=seed)
+        print(f"\n=== synthetic (stemroi.synth.make_patch_dataset): {len(P)} patches, {len(names)} classes {names}")
+        for name, feat in (("polar power spectrum, PCA 0.95", "polar_fft"), ("lattice residual, PCA 0.95",
+                                                                            "lattice_residual")):
+            run_route(name, feat, P, ys, len(names), n_components=0.95, n_init=n_init, seed=seed, results=results,
+                      dataset="synth")
+
     # cluster map of the large CdTe image with the best label-free route
     if "CdTe" in args.datasets:
         from stemroi import plots_cluster as pc

@@ -50,7 +50,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 # public submodules reachable as attributes (stemroi.preprocess.resize, ...)
 _SUBMODULES = {"adapters", "datasets", "filters", "grouping", "io", "model_file", "patches", "preprocess",
-               "roi", "synth"}
+               "roi", "synth",
+               "clustering", "descriptors", "plots_cluster"}
 
 
 def __getattr__(name: str):
