@@ -43,13 +43,22 @@ _EXPORTS = {
     "PatchGrid": "patches",
     "extract_patches": "patches",
     "prepare_patches": "preprocess",
+    # numeric
+    "PCA": "decomposition",
+    "KMeans": "cluster",
+    "NClustersSelection": "cluster",
+    "select_n_clusters": "cluster",
+    "silhouette_samples": "metrics",
+    "silhouette_score": "metrics",
+    "cluster_accuracy": "metrics",
+    "cluster_confusion_matrix": "metrics",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 # public submodules reachable as attributes (stemroi.preprocess.resize, ...)
-_SUBMODULES = {"adapters", "datasets", "filters", "grouping", "io", "model_file", "patches", "preprocess",
+_SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess",
                "roi", "synth",
                "clustering", "descriptors", "plots_cluster"}
 
@@ -91,3 +100,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .io import read_image  # noqa: F401
     from .patches import PatchGrid, extract_patches  # noqa: F401
     from .preprocess import prepare_patches  # noqa: F401
+    from .cluster import KMeans, NClustersSelection, select_n_clusters  # noqa: F401
+    from .decomposition import PCA  # noqa: F401
+    from .metrics import (  # noqa: F401
+        cluster_accuracy,
+        cluster_confusion_matrix,
+        silhouette_samples,
+        silhouette_score,
+    )

@@ -30,12 +30,7 @@ def _engine():
     """stemroi's numeric engine (PCA, select_n_clusters, KMeans, metrics)."""
     import stemroi
 
-    if "select_n_clusters" in stemroi._EXPORTS:
-        return stemroi
-    # TEMPORARY (until the numeric branch is merged): scikit-learn stand-in
-    from . import _sklearn_engine
-
-    return _sklearn_engine
+    return stemroi
 
 
 # --------------------------------------------------------------------------- helpers
