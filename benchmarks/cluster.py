@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,8 +160,8 @@ def supervised_embedding(F, y, groups, seed, out_of_fold: bool):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer K-means restarts, skip VGG16 routes")
-    ap.add_argument("--out", default=str(ROOT / "build" / "bench_out" / "cluster"),
-                    help="figures and results.json (default: build/bench_out/cluster, git-ignored)")
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "stemroi_bench" / "cluster"),
+                    help="figures and results.json (default: <tmp>/stemroi_bench/cluster, outside the repository)")
     ap.add_argument("--datasets", nargs="+", default=["CdTe", "STO"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
