@@ -117,3 +117,23 @@ def test_map_frames_on_a_local_cluster_keeps_order_and_names_failures(rng):
         with pytest.raises(ValueError, match=r"frame array \(4, 4\): NaN frame"):
             map_frames(_double, [np.full((4, 4), np.nan)], client=client)
     assert [o.shape for o in map_frames(_double, frames)] == [(4, 4)] * 5
+
+
+def test_hyperspy_accepts_stemroi_estimators(hs, rng):
+    """HyperSpy's decomposition / cluster_analysis take stemroi's PCA and KMeans as
+    scikit-learn style algorithms, and give what the estimators give alone."""
+    import stemroi
+
+    base = rng.random((3, 32))
+    weights = rng.random((12, 10, 3))
+    data = (weights @ base + 0.01 * rng.standard_normal((12, 10, 32))).astype(np.float32)
+    s = hs.signals.Signal1D(data)
+    s.decomposition(algorithm=stemroi.PCA(n_components=3), output_dimension=3, print_info=False)
+    ref = stemroi.PCA(n_components=3).fit(data.reshape(-1, 32))
+    np.testing.assert_allclose(np.abs(s.learning_results.factors.T), np.abs(ref.components_), atol=1e-5)
+
+    km = stemroi.KMeans(n_clusters=3, n_init=2, random_state=0)
+    s.cluster_analysis("decomposition", n_clusters=3, preprocessing=None, algorithm=km)
+    # HyperSpy fitted our instance and reports its labels
+    np.testing.assert_array_equal(s.learning_results.cluster_labels.argmax(0), km.labels_)
+    assert km.cluster_centers_.shape[0] == 3
