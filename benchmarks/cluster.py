@@ -164,6 +164,8 @@ def main(argv=None):
                     help="figures and results.json (default: <tmp>/stemroi_bench/cluster, outside the repository)")
     ap.add_argument("--datasets", nargs="+", default=["CdTe", "STO"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vgg-input-size", type=int, default=64,
+                    help="VGG16 input side for the untrained-VGG16 routes (224 as in the study is slow on CPU)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,8 +224,10 @@ def main(argv=None):
                       seed=seed, results=results, dataset=ds)
         if "VGG16Features" in stemroi._EXPORTS and not args.quick:
             for layer in ("block3_pool", "block5_pool"):
-                ext = stemroi.VGG16Features(weights="random", layer=layer, pooling="avg", random_state=seed)
-                run_route(f"untrained VGG16 {layer} avg, PCA 0.95", ext, X, y, k_true, n_components=0.95,
+                ext = stemroi.VGG16Features(weights="random", layer=layer, pooling="avg",
+                                            input_size=args.vgg_input_size, random_state=seed)
+                run_route(f"untrained VGG16 {layer} avg {args.vgg_input_size}px, PCA 0.95", ext, X, y, k_true,
+                          n_components=0.95,
                           n_init=n_init, seed=seed, results=results, dataset=ds, groups=groups)
         else:
             print("  (VGG16 routes skipped: " + ("--quick" if args.quick else "stemroi.VGG16Features not merged") + ")")
