@@ -18,6 +18,15 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # cluster (issue 6)
+    "PatchClusterer": "clustering",
+    "pca_k_grid": "clustering",
+    "evaluate_clustering": "clustering",
+    "per_class_accuracy": "clustering",
+    "FFTMagnitude": "descriptors",
+    "PolarPowerSpectrum": "descriptors",
+    "LatticeResidual": "descriptors",
+    "lattice_fit_residual": "descriptors",
     # data
     "read_image": "io",
     "load_patch_folder": "datasets",
@@ -53,7 +62,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 # public submodules reachable as attributes (stemroi.preprocess.resize, ...)
 _SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "features", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess", "weights",
-               "roi", "synth"}
+               "roi", "synth",
+               "clustering", "descriptors", "plots_cluster"}
 
 
 def __getattr__(name: str):
@@ -74,6 +84,8 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .clustering import PatchClusterer, evaluate_clustering, pca_k_grid, per_class_accuracy  # noqa: F401
+    from .descriptors import FFTMagnitude, LatticeResidual, PolarPowerSpectrum, lattice_fit_residual  # noqa: F401
     from . import weights  # noqa: F401
     from .features import VGG16Features, extract_image_features  # noqa: F401
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
