@@ -18,6 +18,15 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # cvae (issue 7)
+    "BulkCVAE": "anomaly",
+    "AnomalyMap": "anomaly",
+    "anomaly_map": "anomaly",
+    "plot_anomaly_map": "anomaly",
+    "preprocess_crops": "anomaly",
+    "anm_scores": "anomaly",
+    "local_energy_scores": "anomaly",
+    "cvae_cluster_workflow": "cvae_features",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -39,3 +48,6 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
+    from .anomaly import (AnomalyMap, BulkCVAE, anm_scores, anomaly_map, local_energy_scores,  # noqa: F401
+                          plot_anomaly_map, preprocess_crops)
+    from .cvae_features import cvae_cluster_workflow  # noqa: F401
