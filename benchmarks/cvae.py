@@ -46,6 +46,21 @@ def read_grey(path: Path) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def load_or_new(args, fname, params):
+    """A fresh BulkCVAE, or (with --models DIR holding fname) the saved one, continued
+    with warm_start for the requested epochs (0: evaluate as saved)."""
+    import stemroi
+
+    if args.models and (Path(args.models) / fname).exists():
+        model = stemroi.BulkCVAE.load(Path(args.models) / fname)
+        model.set_params(warm_start=True, epochs=max(1, params["epochs"]), n_threads=args.n_threads)
+        print(f"loaded {fname}: {len(model.loss_history_)} epochs trained in {model.fit_time_:.0f} s", flush=True)
+        return model
+    if params["epochs"] < 1:
+        sys.exit(f"--epochs 0 needs a saved {fname} under --models")
+    return stemroi.BulkCVAE(**params)
+
+
 def table1(args, out: Path):
     import stemroi
     from sklearn.metrics import roc_auc_score
@@ -59,6 +74,8 @@ def table1(args, out: Path):
     # The published code calibrates the band on the same bulk set it then reports
     # as "bulk kept"; we calibrate on one half and report bulk kept on the other.
     calib, bulk_eval = test[: len(test) // 2], test[len(test) // 2:]
+    if args.n_cal:
+        calib = calib[: args.n_cal]
     if args.n_eval:
         bulk_eval = bulk_eval[: args.n_eval]
         defects = {k: v[: args.n_eval] for k, v in defects.items()}
@@ -70,11 +87,21 @@ def table1(args, out: Path):
     }
     results = {}
     for name, kw in recipes.items():
-        model = stemroi.BulkCVAE(latent_dim=20, batch_size=16, blur_sigma=2.0, random_state=0,
-                                 n_threads=args.n_threads, **kw)
+        fname = f"prifti_{name.split()[1]}.stemroi"
+        model = load_or_new(args, fname, dict(latent_dim=20, batch_size=16, blur_sigma=2.0, random_state=0,
+                                              n_threads=args.n_threads, **kw))
         t0 = time.perf_counter()
-        model.fit(train, calibration=calib)
-        fit_s = time.perf_counter() - t0
+        if kw["epochs"] > 0:
+            model.fit(train, calibration=calib)
+        else:
+            model.calibrate(calib)
+        model.save(out / fname)
+        if args.train_only:
+            print(f"{name}: {len(model.loss_history_)} epochs, loss {model.loss_history_[-1]:.1f}, "
+                  f"total fit {model.fit_time_:.0f} s", flush=True)
+            continue
+        fit_s = model.fit_time_
+        kw = dict(kw, epochs=len(model.loss_history_))
         t0 = time.perf_counter()
         bulk_scores = model.score_all(bulk_eval)
         defect_scores = {k: model.score_all(x) for k, x in defects.items()}
@@ -82,7 +109,6 @@ def table1(args, out: Path):
         print(f"{name}: trained {kw['epochs']} epochs (lr {kw['learning_rate']:g}) on {n_train} crops in {fit_s:.0f} s "
               f"(loss {model.loss_history_[0]:.1f} -> {model.loss_history_[-1]:.1f}); scoring "
               f"{len(bulk_eval) + sum(map(len, defects.values()))} crops {score_s:.1f} s", flush=True)
-        model.save(out / f"prifti_{name.split()[1]}.stemroi")
         detectors = [kw["detector"]] if kw["detector"] == "anm" else ["energy", "anm"]
         for det in detectors:
             model.detector = det  # same model and scores, another decision rule
@@ -103,6 +129,8 @@ def table1(args, out: Path):
                                   epochs=kw["epochs"], lr=kw["learning_rate"], detector=det)
         model.detector = kw["detector"]
 
+    if args.train_only:
+        return {}
     print("\nTable 1 (percent flagged as defect; AUROC of the continuous score vs held-out bulk)")
     head = f"{'defect type':<18}{'published':>10}"
     for name in results:
@@ -140,13 +168,26 @@ def cdte_map(args, out: Path):
     # bulk = away from the stacking faults and the Lomer-Cottrell junction
     # (upper-left quadrant down to row ~420 and the vertical fault at col ~330)
     mask = (rr >= 440) | (cc >= 420)
-    model = stemroi.BulkCVAE(latent_dim=20, variant="study", epochs=args.epochs_map, learning_rate=args.lr_ours,
-                             blur_sigma=2.0, n_crops=args.n_crops_map, detector="energy",
-                             energy_window=args.energy_window, energy_quantile=args.energy_quantile,
-                             random_state=0, n_threads=args.n_threads)
-    t0 = time.perf_counter()
-    model.fit(img, mask=mask)
-    fit_s = time.perf_counter() - t0
+    model = load_or_new(args, "cdte_map.stemroi", dict(
+        latent_dim=20, variant="study", epochs=args.epochs_map, learning_rate=args.lr_ours, blur_sigma=2.0,
+        n_crops=args.n_crops_map, detector="energy", energy_window=args.energy_window,
+        energy_quantile=args.energy_quantile, random_state=0, n_threads=args.n_threads))
+    if args.epochs_map > 0:
+        model.fit(img, mask=mask)
+    model.save(out / "cdte_map.stemroi")
+    fit_s = model.fit_time_
+    if args.train_only:
+        print(f"cdte map model: {len(model.loss_history_)} epochs, loss {model.loss_history_[-1]:.1f}, "
+              f"total fit {fit_s:.0f} s", flush=True)
+        return None
+    # the map and tile decisions use a box of about one lattice period or more (the residual of a
+    # merely imperfect bulk reconstruction oscillates at the atomic scale); recalibrate the
+    # bulk threshold for that box on bulk crops (drawn from the training region, so in-sample)
+    model.set_params(energy_window=args.map_window, energy_quantile=args.map_quantile)
+    from stemroi.anomaly import random_crops
+
+    cal_crops, _ = random_crops(img, 300, 64, mask=mask, random_state=12345)
+    model.calibrate(cal_crops)
     t0 = time.perf_counter()
     amap = model.anomaly_map(img, stride=args.map_stride)
     map_s = time.perf_counter() - t0
@@ -156,7 +197,7 @@ def cdte_map(args, out: Path):
     res = amap.result
     flagged = res.origins[res.is_roi]
     in_defect_zone = np.array([(r < 440 and c < 420) for r, c in flagged]) if len(flagged) else np.zeros(0, bool)
-    print(f"\nCdTe dense map: fit {args.epochs_map} epochs on {args.n_crops_map} bulk crops in {fit_s:.0f} s, "
+    print(f"\nCdTe dense map: fit {len(model.loss_history_)} epochs on {args.n_crops_map} bulk crops in {fit_s:.0f} s, "
           f"map (stride {args.map_stride}, {len(res)} crops) in {map_s:.1f} s")
     print(f"  flagged tiles: {len(flagged)} of {len(res)}; inside the faulted upper-left region: "
           f"{int(in_defect_zone.sum())}, elsewhere: {int((~in_defect_zone).sum())}")
@@ -209,12 +250,20 @@ def clustering(args, out: Path):
     engine = None if "KMeans" in getattr(stemroi, "_EXPORTS", {}) else sklearn_engine()
 
     base = data_dir() / "ayyubi-stem-defects"
+    # with --models, reuse the longer-trained bulk models of the same images: the CdTe map
+    # model (bulk of CdTe_Training_Image.tif) and the Prifti model (20111206DF.jpg, the same
+    # file as STO_Training_Image.jpg)
+    saved = {"CdTe": "cdte_map.stemroi", "STO": "prifti_ours.stemroi"}
     for material, image_name in (("CdTe", "CdTe_Training_Image.tif"), ("STO", "STO_Training_Image.jpg")):
         t0 = time.perf_counter()
+        model = None
+        if args.models and (Path(args.models) / saved[material]).exists():
+            model = stemroi.BulkCVAE.load(Path(args.models) / saved[material]).set_params(n_threads=args.n_threads)
         res = cvae_cluster_workflow(read_grey(base / image_name), base / material, epochs=args.epochs_cluster,
                                     random_state=0, n_threads=args.n_threads, engine=engine,
-                                    n_crops=args.n_crops_cluster)
-        print(f"\n{material} dataset-repo workflow ({res['engine']}): {res['n_patches']} patches, "
+                                    n_crops=args.n_crops_cluster, model=model)
+        print(f"\n{material} dataset-repo workflow ({res['engine']}; CVAE {res['cvae_variant']}, "
+              f"{res['cvae_epochs']} epochs): {res['n_patches']} patches, "
               f"{res['n_features']} features -> {res['n_selected']} selected, PCA {res['n_components']} comps; "
               f"chosen k = {res['best_k']} (silhouette {res['silhouette']:.3f}); "
               f"cluster accuracy {100 * res['accuracy']:.1f}% (k = n_classes = {res['n_classes']}: "
@@ -224,25 +273,33 @@ def clustering(args, out: Path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="/tmp/stemroi_bench", help="output folder (PNG, model files)")
-    p.add_argument("--epochs-study", type=int, default=8)
-    p.add_argument("--epochs-ours", type=int, default=8)
+    p.add_argument("--epochs-study", type=int, default=1)
+    p.add_argument("--epochs-ours", type=int, default=1)
     p.add_argument("--lr-ours", type=float, default=1e-3)
     p.add_argument("--energy-window", type=int, default=7)
     p.add_argument("--energy-quantile", type=float, default=0.99)
-    p.add_argument("--epochs-map", type=int, default=8)
+    p.add_argument("--epochs-map", type=int, default=2)
     p.add_argument("--n-crops-map", type=int, default=600)
     p.add_argument("--map-stride", type=int, default=32)
-    p.add_argument("--epochs-cluster", type=int, default=5)
+    p.add_argument("--map-window", type=int, default=21, help="box of the local RMS residual for the CdTe map")
+    p.add_argument("--map-quantile", type=float, default=0.99)
+    p.add_argument("--epochs-cluster", type=int, default=1)
     p.add_argument("--n-crops-cluster", type=int, default=300)
     p.add_argument("--n-train", type=int, default=0, help="use only this many training crops (0: all 1000)")
-    p.add_argument("--n-eval", type=int, default=0, help="use only this many crops per evaluation set (0: all)")
-    p.add_argument("--n-threads", type=int, default=None)
+    p.add_argument("--n-eval", type=int, default=300, help="crops per evaluation set (0: all 1000 / 500 bulk)")
+    p.add_argument("--n-cal", type=int, default=300, help="held-out bulk crops for the band (0: 500)")
+    p.add_argument("--n-threads", type=int, default=1,
+                   help="LibTorch threads (1: on a loaded shared machine more threads oversubscribe)")
     p.add_argument("--quick", action="store_true", help="tiny settings (smoke run)")
+    p.add_argument("--models", default=None,
+                   help="folder of models saved by an earlier run (prifti_study/prifti_ours/cdte_map.stemroi): "
+                        "loaded and trained --epochs-* more epochs (0: evaluated as saved)")
+    p.add_argument("--train-only", action="store_true", help="train (and save to --out), skip the evaluation")
     p.add_argument("--only", choices=["table", "map", "cluster"], action="append")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs_study = args.epochs_ours = args.epochs_map = args.epochs_cluster = 1
-        args.n_train, args.n_eval, args.n_crops_map = 128, 100, 128
+        args.n_train, args.n_eval, args.n_cal, args.n_crops_map, args.n_crops_cluster = 128, 64, 64, 128, 64
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     only = set(args.only or ["table", "map", "cluster"])

@@ -208,3 +208,44 @@ def test_bad_input_is_rejected(fitted, tmp_path):
     stemroi.save_model_file(other, {"w": np.zeros(3, np.float32)}, {"architecture": "vgg16"})
     with pytest.raises(ValueError, match="architecture 'vgg16', expected 'cvae'"):
         BulkCVAE.load(other)
+
+
+# ---- dataset-repo clustering workflow pieces ------------------------------------
+def test_per_feature_silhouette_matches_sklearn(rng):
+    from sklearn.metrics import silhouette_score
+
+    from stemroi.cvae_features import per_feature_silhouette
+
+    labels = np.repeat([0, 1, 2], 30)
+    X = np.c_[labels + rng.normal(0, 0.3, 90), rng.normal(0, 1, 90), 5 * labels + rng.normal(0, 4, 90)]
+    ours = per_feature_silhouette(X, labels)
+    for j in range(3):
+        f = (X[:, [j]] - X[:, j].mean()) / X[:, j].std()
+        assert ours[j] == pytest.approx(silhouette_score(f, labels), abs=1e-10)
+
+
+def test_three_tier_selection(rng):
+    from stemroi.cvae_features import select_features
+
+    labels = np.repeat([0, 1], 40)
+    good = labels * 3.0 + rng.normal(0, 1.0, 80)
+    X = np.c_[good, good * 2 + 1e-3 * rng.normal(size=80),       # a near-copy: |r| > 0.95
+              rng.normal(0, 1, 80),                               # noise: silhouette <= 0
+              labels * 0.1 + rng.normal(0, 0.03, 80)]             # separates but variance < 0.1
+    sel = select_features(X, labels, min_silhouette=0.05, min_features=1, names=["good", "copy", "noise", "tiny"])
+    assert list(sel["keep"]) == [0]
+    assert sel["dropped_corr"] == ["copy"]
+    assert sel["dropped_silhouette"] == ["noise"]
+    assert sel["dropped_variance"] == ["tiny"]
+
+
+def test_difference_features_shape(fitted):
+    from stemroi.cvae_features import FEATURE_NAMES, difference_features
+
+    crops = crops_at(lattice(64, 64, vacancies={(20, 20)}, seed=3), [(8, 8), (16, 16), (32, 40)])
+    F = difference_features(fitted, crops)
+    assert F.shape == (3, len(FEATURE_NAMES)) == (3, 47)
+    assert np.isfinite(F).all()
+    # the crops holding the vacancy have a larger residual energy than the clean one
+    e = FEATURE_NAMES.index("diff_energy")
+    assert F[0, e] > F[2, e] and F[1, e] > F[2, e]

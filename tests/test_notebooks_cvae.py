@@ -33,7 +33,7 @@ def kernel_name(tmp_path, monkeypatch):
 def test_cvae_notebook_runs_quick(prifti_dir, kernel_name, monkeypatch, tmp_path):
     monkeypatch.setenv("STEMROI_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("STEMROI_DATA_DIR", str(prifti_dir.parent))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend renders PNGs
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name=kernel_name, timeout=300,
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})

@@ -168,6 +168,8 @@ class BulkCVAE:
     band_std : width of the study's bulk band in standard deviations (1.5).
     energy_window : box side of the local residual energy (pixels).
     energy_quantile : bulk quantile used as the one-sided energy threshold.
+    warm_start : continue training the fitted network on the next ``fit``
+        (``epochs`` more epochs; Adam's moments restart) instead of a fresh one.
     random_state : seed of weights, crop draws, shuffling and sampling.
     n_threads : threads for LibTorch and scoring (None: all cores).
     """
@@ -176,7 +178,7 @@ class BulkCVAE:
                  learning_rate: float = 1e-4, blur_sigma: float = 2.0, crop_size: int = 64, n_crops: int = 1000,
                  calibration_fraction: float = 0.2, detector: str = "anm", threshold: float = 0.2,
                  half_window: int = 6, band_std: float = 1.5, energy_window: int = 9,
-                 energy_quantile: float = 0.99, random_state=None, n_threads=None):
+                 energy_quantile: float = 0.99, warm_start: bool = False, random_state=None, n_threads=None):
         self.latent_dim = latent_dim
         self.variant = variant
         self.epochs = epochs
@@ -192,13 +194,14 @@ class BulkCVAE:
         self.band_std = band_std
         self.energy_window = energy_window
         self.energy_quantile = energy_quantile
+        self.warm_start = warm_start
         self.random_state = random_state
         self.n_threads = n_threads
 
     # -- sklearn-style helpers ------------------------------------------------
     _PARAMS = ("latent_dim", "variant", "epochs", "batch_size", "learning_rate", "blur_sigma", "crop_size",
                "n_crops", "calibration_fraction", "detector", "threshold", "half_window", "band_std",
-               "energy_window", "energy_quantile", "random_state", "n_threads")
+               "energy_window", "energy_quantile", "warm_start", "random_state", "n_threads")
 
     def get_params(self, deep: bool = True) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -283,12 +286,23 @@ class BulkCVAE:
         else:
             cal = self._prepare(calibration, preprocessed=preprocessed)
             source["calibration"] = f"{len(cal)} given crops"
-        self.model_ = _core.CVAE(int(self.latent_dim), str(self.variant), int(self.crop_size), seed)
+        resume = bool(self.warm_start) and hasattr(self, "model_")
+        if resume:
+            net = self.model_
+            if (net.latent_dim, net.variant, net.crop_size) != (self.latent_dim, self.variant, self.crop_size):
+                raise ValueError("warm_start: latent_dim, variant and crop_size must not change between fits")
+            done = len(self.loss_history_)
+        else:
+            net = _core.CVAE(int(self.latent_dim), str(self.variant), int(self.crop_size), seed)
+            done = 0
         t0 = time.perf_counter()
-        history = self.model_.fit(crops, int(self.epochs), int(self.batch_size), float(self.learning_rate),
-                                  seed, n_threads, progress)
-        self.fit_time_ = time.perf_counter() - t0
-        self.loss_history_ = np.asarray(history, dtype=np.float64)
+        # a resumed fit shuffles and samples with a fresh stream (seed + epochs already done)
+        history = net.fit(crops, int(self.epochs), int(self.batch_size), float(self.learning_rate),
+                          seed + done, n_threads, progress)
+        elapsed = time.perf_counter() - t0
+        self.model_ = net
+        self.fit_time_ = (self.fit_time_ if resume else 0.0) + elapsed
+        self.loss_history_ = np.r_[self.loss_history_ if resume else [], np.asarray(history, dtype=np.float64)]
         self.n_train_crops_ = int(len(crops))
         self.training_data_ = source
         self.calibrate(cal, preprocessed=True)
@@ -388,7 +402,7 @@ class BulkCVAE:
             "model_card": json.dumps({
                 "model": "convolutional VAE (Prifti et al., Small 2023), Bernoulli decoder, single-sample ELBO",
                 "training_data": self.training_data_, "n_train_crops": self.n_train_crops_,
-                "epochs": int(self.epochs), "batch_size": int(self.batch_size),
+                "epochs": int(len(self.loss_history_)), "batch_size": int(self.batch_size),
                 "learning_rate": float(self.learning_rate), "fit_time_s": float(self.fit_time_),
                 "metrics": {"final_train_loss": float(self.loss_history_[-1]),
                             "loss_history": self.loss_history_.tolist()},

@@ -5,7 +5,7 @@ difference image (input - reconstruction) and a filtered difference (Gaussian
 smoothed, |.| < threshold zeroed) give 47 handcrafted descriptors (pixel
 intensity, shape of the residual blobs, frequency content). Three-tier
 selection (one of each pair with |Pearson| > 0.95 dropped; features with a
-negative or low per-feature silhouette dropped; raw variance < 0.1 dropped),
+negative or low (<= 0.05) per-feature silhouette dropped; raw variance < 0.1 dropped),
 standardisation, PCA and K-means with the silhouette-chosen k follow.
 
 Note: the per-feature silhouette uses the class labels (as the workflow
@@ -146,16 +146,22 @@ def per_feature_silhouette(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
         other = mean_to / counts[None, :]
         other[np.arange(len(f)), own] = np.inf
         b = other.min(1)
-        s = np.where(np.maximum(a, b) > 0, (b - a) / np.maximum(a, b), 0.0)
+        denom = np.maximum(a, b)
+        s = np.divide(b - a, denom, out=np.zeros_like(denom), where=denom > 0)
         s[counts[own] <= 1] = 0.0
         out[j] = s.mean()
     return out
 
 
 def select_features(X: np.ndarray, labels, *, corr_max: float = 0.95, min_silhouette: float = 0.0,
-                    min_variance: float = 0.1, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+                    min_variance: float = 0.1, min_features: int = 5,
+                    names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Three-tier selection. Returns {'keep': indices, 'dropped_corr', 'dropped_silhouette',
-    'dropped_variance', 'silhouette'}."""
+    'dropped_variance', 'silhouette'}.
+
+    Single features rarely separate many overlapping classes, so the
+    silhouette tier keeps at least ``min_features`` (the best ones) even when
+    their silhouette is <= ``min_silhouette``."""
     X = np.asarray(X, dtype=np.float64)
     names = list(names) if names is not None else [str(i) for i in range(X.shape[1])]
     keep = [j for j in range(X.shape[1]) if X[:, j].std() > 0]
@@ -172,8 +178,10 @@ def select_features(X: np.ndarray, labels, *, corr_max: float = 0.95, min_silhou
                 dropped_corr.append(names[keep[j]])
     keep = [keep[i] for i in alive]
     sil = per_feature_silhouette(X[:, keep], labels)
-    dropped_sil = [names[k] for k, s in zip(keep, sil) if s <= min_silhouette]
-    keep = [k for k, s in zip(keep, sil) if s > min_silhouette]
+    floor = np.sort(sil)[::-1][min(min_features, len(sil)) - 1] if len(sil) else np.inf
+    passed = [s > min_silhouette or s >= floor for s in sil]
+    dropped_sil = [names[k] for k, ok in zip(keep, passed) if not ok]
+    keep = [k for k, ok in zip(keep, passed) if ok]
     var = X[:, keep].var(0)
     dropped_var = [names[k] for k, v in zip(keep, var) if v < min_variance]
     keep = [k for k, v in zip(keep, var) if v >= min_variance]
@@ -201,20 +209,24 @@ def _stemroi_engine():
 def cvae_cluster_workflow(image, patch_folder, *, epochs: int = 5, variant: str = "dataset_repo",
                           blur_sigma: float = 1.0, n_crops: int = 600, pca_variance: float = 0.95,
                           k_range=range(2, 11), random_state: int = 0, n_threads=None,
-                          engine: Optional[Dict[str, Callable]] = None) -> Dict[str, Any]:
+                          engine: Optional[Dict[str, Callable]] = None, model=None) -> Dict[str, Any]:
     """Run the workflow end to end and return a summary dict (accuracy, best_k, ...).
 
     ``engine``: dict with 'pca'(X, variance) -> Z, 'select'(X, k_range, seed) ->
     (best_k, scores, labels_by_k), 'kmeans'(X, k, seed) -> labels,
-    'accuracy'(y, labels) -> float, 'name'. Default: stemroi's numeric engine."""
+    'accuracy'(y, labels) -> float, 'name'. Default: stemroi's numeric engine.
+    ``model``: an already fitted BulkCVAE on bulk of this material (then
+    ``image`` is not used for training)."""
     from .anomaly import BulkCVAE
 
     if engine is None:
         engine = _stemroi_engine()
     patches, y, classes, _ = load_labelled_patches(patch_folder)
-    model = BulkCVAE(latent_dim=20, variant=variant, epochs=epochs, blur_sigma=blur_sigma, n_crops=n_crops,
-                     learning_rate=1e-3, crop_size=patches.shape[1], random_state=random_state, n_threads=n_threads)
-    model.fit(image)
+    if model is None:
+        model = BulkCVAE(latent_dim=20, variant=variant, epochs=epochs, blur_sigma=blur_sigma, n_crops=n_crops,
+                         learning_rate=1e-3, crop_size=patches.shape[1], random_state=random_state,
+                         n_threads=n_threads)
+        model.fit(image)
     X = difference_features(model, patches, threshold=float(model.threshold))
     sel = select_features(X, y, names=FEATURE_NAMES)
     keep = sel["keep"]
@@ -232,4 +244,4 @@ def cvae_cluster_workflow(image, patch_folder, *, epochs: int = 5, variant: str 
             "selected": [FEATURE_NAMES[k] for k in keep], "n_components": int(Z.shape[1]), "best_k": int(best_k),
             "silhouette": float(scores[best_k]), "accuracy": acc,
             "accuracy_at_n_classes": float(engine["accuracy"](y, lab_n)), "selection": sel,
-            "cvae_loss": model.loss_history_.tolist()}
+            "cvae_epochs": int(len(model.loss_history_)), "cvae_variant": model.variant}
