@@ -249,3 +249,18 @@ def test_difference_features_shape(fitted):
     # the crops holding the vacancy have a larger residual energy than the clean one
     e = FEATURE_NAMES.index("diff_energy")
     assert F[0, e] > F[2, e] and F[1, e] > F[2, e]
+
+
+def test_warm_start_continues_training_and_reports_progress():
+    small = crops_at(lattice(128, 128, seed=2), aligned_origins(40, 128, 4))
+    calls = []
+    m = BulkCVAE(latent_dim=4, epochs=2, crop_size=CROP, learning_rate=1e-3, warm_start=True, random_state=3,
+                 n_threads=1)
+    m.fit(small, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]
+    net, before = m.model_, m.model_.state_dict()["dec_fc.weight"].copy()
+    m.fit(small)
+    assert m.model_ is net and len(m.loss_history_) == 4
+    assert not np.array_equal(before, m.model_.state_dict()["dec_fc.weight"])
+    with pytest.raises(ValueError, match="warm_start: latent_dim, variant and crop_size must not change"):
+        m.set_params(latent_dim=5).fit(small)
