@@ -85,6 +85,7 @@ def table1(args, out: Path):
         "(b) ours": dict(variant="study", epochs=args.epochs_ours, learning_rate=args.lr_ours, detector="energy",
                          energy_window=args.energy_window, energy_quantile=args.energy_quantile),
     }
+    recipes = {k: v for k, v in recipes.items() if k.split()[1] in args.recipes}
     results = {}
     for name, kw in recipes.items():
         fname = f"prifti_{name.split()[1]}.stemroi"
@@ -295,6 +296,7 @@ def main(argv=None):
                    help="folder of models saved by an earlier run (prifti_study/prifti_ours/cdte_map.stemroi): "
                         "loaded and trained --epochs-* more epochs (0: evaluated as saved)")
     p.add_argument("--train-only", action="store_true", help="train (and save to --out), skip the evaluation")
+    p.add_argument("--recipes", nargs="+", choices=["study", "ours"], default=["study", "ours"])
     p.add_argument("--only", choices=["table", "map", "cluster"], action="append")
     args = p.parse_args(argv)
     if args.quick:
