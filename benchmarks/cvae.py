@@ -248,7 +248,12 @@ def clustering(args, out: Path):
     import stemroi
     from stemroi.cvae_features import cvae_cluster_workflow
 
-    engine = None if "KMeans" in getattr(stemroi, "_EXPORTS", {}) else sklearn_engine()
+    try:  # stemroi's numeric engine (merged from branch numeric), else scikit-learn
+        stemroi.KMeans(n_clusters=2, random_state=0).fit(np.random.default_rng(0).random((8, 2)))
+        engine = None
+    except Exception as exc:  # noqa: BLE001 - not built into this checkout yet
+        print(f"(stemroi numeric engine unavailable: {type(exc).__name__}: {exc}; using scikit-learn)")
+        engine = sklearn_engine()
 
     base = data_dir() / "ayyubi-stem-defects"
     # with --models, reuse the longer-trained bulk models of the same images: the CdTe map
