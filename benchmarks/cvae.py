@@ -240,7 +240,7 @@ def sklearn_engine():
         r, c = linear_sum_assignment(-C)
         return C[r, c].sum() / len(y)
 
-    return {"name": "scikit-learn engine (stemroi numeric not merged)", "pca": pca, "select": select,
+    return {"name": "scikit-learn engine (stemroi numeric engine not built here)", "pca": pca, "select": select,
             "kmeans": kmeans, "accuracy": accuracy}
 
 
