@@ -183,8 +183,11 @@ def select_features(X: np.ndarray, labels, *, corr_max: float = 0.95, min_silhou
     dropped_sil = [names[k] for k, ok in zip(keep, passed) if not ok]
     keep = [k for k, ok in zip(keep, passed) if ok]
     var = X[:, keep].var(0)
-    dropped_var = [names[k] for k, v in zip(keep, var) if v < min_variance]
-    keep = [k for k, v in zip(keep, var) if v >= min_variance]
+    passed = var >= min_variance
+    if len(keep) and not passed.any():  # never empty: keep the most variable feature
+        passed[int(np.argmax(var))] = True
+    dropped_var = [names[k] for k, ok in zip(keep, passed) if not ok]
+    keep = [k for k, ok in zip(keep, passed) if ok]
     return {"keep": np.asarray(keep, dtype=np.int64), "dropped_corr": dropped_corr, "dropped_silhouette": dropped_sil,
             "dropped_variance": dropped_var, "silhouette": sil}
 
