@@ -27,6 +27,15 @@ _EXPORTS = {
     "PolarPowerSpectrum": "descriptors",
     "LatticeResidual": "descriptors",
     "lattice_fit_residual": "descriptors",
+    # cvae (issue 7)
+    "BulkCVAE": "anomaly",
+    "AnomalyMap": "anomaly",
+    "anomaly_map": "anomaly",
+    "plot_anomaly_map": "anomaly",
+    "preprocess_crops": "anomaly",
+    "anm_scores": "anomaly",
+    "local_energy_scores": "anomaly",
+    "cvae_cluster_workflow": "cvae_features",
     # data
     "read_image": "io",
     "load_patch_folder": "datasets",
@@ -90,6 +99,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .features import VGG16Features, extract_image_features  # noqa: F401
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
+    from .anomaly import (AnomalyMap, BulkCVAE, anm_scores, anomaly_map, local_energy_scores,  # noqa: F401
+                          plot_anomaly_map, preprocess_crops)
+    from .cvae_features import cvae_cluster_workflow  # noqa: F401
     from .datasets import load_patch_folder  # noqa: F401
     from .grouping import (  # noqa: F401
         GroupedStratifiedKFold,
