@@ -18,6 +18,13 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # classifier
+    "PatchClassifier": "classifier",
+    "detect": "detect",
+    "expected_calibration_error": "calibration",
+    "fit_temperature": "calibration",
+    "plot_rois": "plots",
+    "plot_confusion_matrix": "plots",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -39,3 +46,7 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
+    from .calibration import expected_calibration_error, fit_temperature  # noqa: F401
+    from .classifier import PatchClassifier  # noqa: F401
+    from .detect import detect  # noqa: F401
+    from .plots import plot_confusion_matrix, plot_rois  # noqa: F401
