@@ -46,8 +46,8 @@ def _standin_synth():
             c0, c1 = int(max(c - 4 * s, 0)), int(min(c + 4 * s + 1, w))
             if r0 < r1 and c0 < c1:
                 img[r0:r1, c0:c1] += a * np.exp(-((yy[r0:r1, c0:c1] - r) ** 2 + (xx[r0:r1, c0:c1] - c) ** 2) / (2 * s * s))
-        img = img + rng.normal(0, 0.03, shape)
-        img = np.clip((img - img.min()) / (img.max() - img.min()), 0, 1).astype(np.float32)
+        # fixed intensity scale (as a detector's), so a patch looks like the same region of a frame
+        img = np.clip(0.05 + img / 1.5 + rng.normal(0, 0.03, shape), 0, 1).astype(np.float32)
         return types.SimpleNamespace(image=img, defect_mask=mask, class_names=list(CLASS_NAMES), defects=rec)
 
     def make_patch_dataset(n_per_class=50, patch_size=64, classes=None, random_state=None):

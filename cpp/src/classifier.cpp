@@ -161,6 +161,36 @@ EvalResult evaluate(PatchNetImpl& net, const torch::Tensor& X, const torch::Tens
   return {loss_sum / double(n), double(correct) / double(n)};
 }
 
+// "Precise BatchNorm": the running statistics of a trained backbone are
+// recomputed with the final weights (cumulative average over the training
+// data, train-mode forward without gradients). With few batches per epoch the
+// exponential running average lags the changing weights and inference
+// collapses; this makes inference statistics match the trained network.
+void recompute_batchnorm_stats(PatchNetImpl& net, const torch::Tensor& X, int64_t batch_size) {
+  if (!net.has_backbone()) return;
+  std::vector<torch::nn::BatchNorm2dImpl*> bns;
+  for (auto& m : net.backbone()->modules(false))
+    if (auto* bn = m->as<torch::nn::BatchNorm2d>()) bns.push_back(bn);
+  if (bns.empty()) return;
+  std::vector<c10::optional<double>> momentum;
+  for (auto* bn : bns) {
+    momentum.push_back(bn->options.momentum());
+    bn->options.momentum(c10::nullopt);  // cumulative moving average
+    bn->reset_running_stats();
+    bn->train();
+  }
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t s = 0; s < X.size(0); s += batch_size) {
+      InterruptCallback::check();
+      int64_t e = std::min(X.size(0), s + batch_size);
+      if (e - s < 2 && s > 0) break;
+      net.backbone()->features(net.prepare(X.slice(0, s, e)));
+    }
+  }
+  for (size_t i = 0; i < bns.size(); ++i) bns[i]->options.momentum(momentum[i]);
+}
+
 void set_lr(torch::optim::Adam& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
 }
@@ -267,6 +297,8 @@ TrainHistory train_patch_net(PatchNetImpl& net, const torch::Tensor& X_in, const
         loss_sum += loss.item<double>() * double(e - s);
         seen += e - s;
       }
+      // Backbone trained in train mode: make its BatchNorm statistics match the new weights.
+      if (bb && all_unfrozen) recompute_batchnorm_stats(net, X, std::max<int64_t>(opt.batch_size, 64));
       EpochRecord rec;
       rec.stage = int64_t(si);
       rec.epoch = epoch;

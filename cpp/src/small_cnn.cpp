@@ -26,13 +26,9 @@ SmallCNNImpl::SmallCNNImpl(SmallCNNOptions options) : options_(options) {
   for (int64_t b = 0; b < options_.n_blocks; ++b) {
     int64_t out = options_.width << b;
     namespace nn = torch::nn;
-    // GroupNorm, not BatchNorm: no running statistics, so training and inference
-    // agree even on the few batches per epoch of small patch sets.
-    int64_t groups = std::min<int64_t>(8, out);
-    nn::Sequential block(nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)),
-                         nn::GroupNorm(nn::GroupNormOptions(groups, out)), nn::ReLU(),
-                         nn::Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)),
-                         nn::GroupNorm(nn::GroupNormOptions(groups, out)), nn::ReLU(), nn::MaxPool2d(2));
+    nn::Sequential block(nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)), nn::BatchNorm2d(out),
+                         nn::ReLU(), nn::Conv2d(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)),
+                         nn::BatchNorm2d(out), nn::ReLU(), nn::MaxPool2d(2));
     blocks_.push_back(register_module("block" + std::to_string(b + 1), block));
     in = out;
   }
@@ -72,9 +68,11 @@ void SmallCNNImpl::reset_parameters(uint64_t seed) {
       double fan_out = double(w.size(0) * w.size(2) * w.size(3));
       auto init = at::normal(0.0, std::sqrt(2.0 / fan_out), w.sizes(), gen, w.options());
       w.copy_(init);
-    } else if (auto* gn = m->as<torch::nn::GroupNorm>()) {
-      gn->weight.fill_(1.0);
-      gn->bias.zero_();
+    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      bn->weight.fill_(1.0);
+      bn->bias.zero_();
+      bn->running_mean.zero_();
+      bn->running_var.fill_(1.0);
     }
   }
 }

@@ -1,6 +1,6 @@
 // A small convolutional backbone for 64x64 patches, trained from scratch: the
 // offline default when no pretrained ImageNet weights are available (demo,
-// fast tests). Four blocks of (conv3x3-GroupNorm-ReLU) x2 + maxpool 2, widths
+// fast tests). Four blocks of (conv3x3-BN-ReLU) x2 + maxpool 2, widths
 // w, 2w, 4w, 8w; input normalisation "unit" ([0, 1] as given).
 #pragma once
 #include <torch/torch.h>
@@ -27,7 +27,7 @@ class SmallCNNImpl : public Backbone {
   std::vector<std::string> stages() const override;
   std::vector<torch::Tensor> stage_parameters(const std::string& stage) override;
   std::string architecture() const override { return "small_cnn"; }
-  // Seeded He initialisation of the convolutions (GroupNorm to identity).
+  // Seeded He initialisation of the convolutions (BatchNorm to identity).
   void reset_parameters(uint64_t seed);
   const SmallCNNOptions& options() const { return options_; }
 
