@@ -31,6 +31,8 @@ def kernel_name(tmp_path_factory):
         os.environ["JUPYTER_PATH"] = old
 
 
+# about 1 to 2 minutes per notebook on a shared 2-core machine even with the quick settings
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(name, kernel_name, ayyubi_dir, monkeypatch):
     import nbformat
