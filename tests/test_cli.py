@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from stemroi.cli import main
+from test_detect import synth_module  # noqa: F401  (fixture: stemroi.synth or a stand-in)
 
 
 @pytest.fixture
@@ -56,14 +57,23 @@ def test_cli_errors(tmp_path, patch_folder, capsys):
         main(["train"])
 
 
-def test_demo_small(tmp_path):
-    pytest.importorskip("stemroi.synth", reason="stemroi.synth (data area) not merged yet")
+def test_demo_small(tmp_path, synth_module):
+    """`stemroi demo --size 256` end to end (stemroi.synth, or the test stand-in before it is merged)."""
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "stemroi.cli", "demo", "--size", "256", "--threads", "1", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    rc = main(["demo", "--size", "256", "--threads", "1", "--out", str(out)])
+    assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["backbone"] and s["weights"]
     assert s["scores_vs_ground_truth"]["recall"] is not None
     for f in ("rois.png", "rois.json", "rois.csv", "model.stemroi"):
         assert (out / f).is_file()
+
+
+def test_demo_subprocess_from_readme(tmp_path):
+    """The README's command, as a fresh process (needs the real stemroi.synth)."""
+    pytest.importorskip("stemroi.synth", reason="stemroi.synth (data area) not merged yet")
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "stemroi.cli", "demo", "--size", "256", "--threads", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["files"]
