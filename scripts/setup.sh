@@ -50,12 +50,14 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 py="$venv/bin/python"
 
-# 3. PyPI packages Debian lacks, pinned so that Debian's compiled stack stays.
-req_hash="$(cat requirements/dev.txt requirements/constraints.txt | sha256sum | cut -c1-16)"
+# 3. PyPI packages Debian lacks (build backend, hypothesis, the optional hyperspy /
+#    py4DSTEM / dask adapters), pinned so that Debian's compiled stack stays.
+req_hash="$(cat requirements/dev.txt requirements/adapters.txt requirements/constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamps/pip-$req_hash" ]; then
-  echo "stemroi setup: installing PyPI packages (requirements/dev.txt)"
-  step "pip install requirements/dev.txt" "$py" -m pip install -q --disable-pip-version-check \
-    -c requirements/constraints.txt -r requirements/dev.txt
+  echo "stemroi setup: installing PyPI packages (requirements/dev.txt, requirements/adapters.txt)"
+  step "pip install requirements/dev.txt requirements/adapters.txt" "$py" -m pip install -q \
+    --disable-pip-version-check -c requirements/constraints.txt \
+    -r requirements/dev.txt -r requirements/adapters.txt
   rm -f "$stamps"/pip-*; touch "$stamps/pip-$req_hash"
 fi
 

@@ -37,3 +37,24 @@ def prifti_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def cdte_fft_features(ayyubi_dir):
+    """Real features for the numeric engine: |fftshift(fft2)| of channel 0 of
+    every CdTe patch, central 16x16 block (the low frequencies), float64
+    (n=1119, d=256), with the class names from the file names."""
+    import tifffile
+
+    files = sorted((ayyubi_dir / "CdTe").glob("*.tif"))
+    if not files:
+        pytest.skip(f"no CdTe TIFF patches in {ayyubi_dir / 'CdTe'}")
+    feats, classes = [], []
+    for f in files:
+        img = np.asarray(tifffile.imread(f))
+        ch0 = img[..., 0] if img.ndim == 3 else img
+        mag = np.abs(np.fft.fftshift(np.fft.fft2(ch0.astype(np.float64) / 255.0)))
+        c0, c1 = mag.shape[0] // 2, mag.shape[1] // 2
+        feats.append(mag[c0 - 8 : c0 + 8, c1 - 8 : c1 + 8].ravel())
+        classes.append(f.stem.rsplit("_", 1)[0])
+    return np.ascontiguousarray(feats, dtype=np.float64), np.asarray(classes)

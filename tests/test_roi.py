@@ -50,3 +50,16 @@ def test_failed_write_keeps_previous_file(tmp_path):
             raise RuntimeError("boom")
     assert p.read_text() == "old"
     assert [q.name for q in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_public_names_and_submodules_resolve():
+    import stemroi
+
+    for name in stemroi.__all__:
+        assert getattr(stemroi, name) is not None, name
+    assert callable(stemroi.preprocess.resize)
+    assert stemroi.synth.make_image is not None
+    import pytest as _pytest
+
+    with _pytest.raises(AttributeError, match="no attribute 'nope'"):
+        stemroi.nope

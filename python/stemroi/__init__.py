@@ -18,6 +18,31 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # data
+    "read_image": "io",
+    "load_patch_folder": "datasets",
+    "overlap_groups": "grouping",
+    "grouped_train_test_split": "grouping",
+    "GroupedStratifiedKFold": "grouping",
+    "leakage_report": "grouping",
+    "label_audit": "grouping",
+    "mosaic_positions": "grouping",
+    "spatial_blocks": "grouping",
+    "purge_overlapping": "grouping",
+    "spatial_train_test_split": "grouping",
+    # patches / preprocess (issue 3); `stemroi.preprocess` is a submodule
+    "PatchGrid": "patches",
+    "extract_patches": "patches",
+    "prepare_patches": "preprocess",
+    # numeric
+    "PCA": "decomposition",
+    "KMeans": "cluster",
+    "NClustersSelection": "cluster",
+    "select_n_clusters": "cluster",
+    "silhouette_samples": "metrics",
+    "silhouette_score": "metrics",
+    "cluster_accuracy": "metrics",
+    "cluster_confusion_matrix": "metrics",
     # classifier
     "PatchClassifier": "classifier",
     "detect": "detect",
@@ -30,7 +55,16 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+# public submodules reachable as attributes (stemroi.preprocess.resize, ...)
+_SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess",
+               "roi", "synth"}
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'stemroi' has no attribute {name!r}")
@@ -46,6 +80,29 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
+    from .datasets import load_patch_folder  # noqa: F401
+    from .grouping import (  # noqa: F401
+        GroupedStratifiedKFold,
+        grouped_train_test_split,
+        label_audit,
+        leakage_report,
+        mosaic_positions,
+        overlap_groups,
+        purge_overlapping,
+        spatial_blocks,
+        spatial_train_test_split,
+    )
+    from .io import read_image  # noqa: F401
+    from .patches import PatchGrid, extract_patches  # noqa: F401
+    from .preprocess import prepare_patches  # noqa: F401
+    from .cluster import KMeans, NClustersSelection, select_n_clusters  # noqa: F401
+    from .decomposition import PCA  # noqa: F401
+    from .metrics import (  # noqa: F401
+        cluster_accuracy,
+        cluster_confusion_matrix,
+        silhouette_samples,
+        silhouette_score,
+    )
     from .calibration import expected_calibration_error, fit_temperature  # noqa: F401
     from .classifier import PatchClassifier  # noqa: F401
     from .detect import detect  # noqa: F401

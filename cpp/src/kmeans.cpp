@@ -1,0 +1,388 @@
+#include "stemroi/kmeans.hpp"
+
+#include <omp.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "stemroi/callbacks.hpp"
+#include "stemroi/errors.hpp"
+#include "stemroi/parallel.hpp"
+
+namespace stemroi {
+namespace {
+
+template <typename T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using CMap = Eigen::Map<const RowMat<T>>;
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// Portable draws from mt19937_64 (the std distributions differ between libraries).
+struct Rng {
+  explicit Rng(uint64_t seed) : gen(seed) {}
+  double uniform() { return static_cast<double>(gen() >> 11) * 0x1.0p-53; }
+  int64_t randint(int64_t n) { return static_cast<int64_t>(gen() % static_cast<uint64_t>(n)); }
+  std::mt19937_64 gen;
+};
+
+template <typename T>
+double sqdist(const T* a, const T* b, int64_t d) {
+  double s = 0;
+  for (int64_t j = 0; j < d; ++j) {
+    double t = static_cast<double>(a[j]) - static_cast<double>(b[j]);
+    s += t * t;
+  }
+  return s;
+}
+
+int64_t n_chunks_of(int64_t n) { return (n + kReduceChunk - 1) / kReduceChunk; }
+
+// Polled between iterations: from the master thread only (it owns Python's
+// signal handling); other threads see the shared flag.
+struct StopFlag {
+  std::atomic<bool> stop{false};
+  bool poll() {
+    if (omp_get_thread_num() == 0 && !stop.load(std::memory_order_relaxed) && InterruptCallback::is_interrupted())
+      stop = true;
+    return stop.load(std::memory_order_relaxed);
+  }
+};
+
+// E-step: nearest centre by argmin(||c||^2 - 2 x.c) with a GEMM per chunk of
+// rows (as scikit-learn's lloyd); first minimum wins.
+template <typename T>
+void assign_labels(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, int32_t* labels, int nt) {
+  CMap<T> C(centers, k, d);
+  Eigen::Matrix<T, 1, Eigen::Dynamic> cnorm = C.rowwise().squaredNorm().transpose();
+  const int64_t n_chunks = n_chunks_of(n);
+  OmpExceptionCapture cap;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    cap.run([&] {
+      const int64_t r0 = c * kReduceChunk, r1 = std::min(n, r0 + kReduceChunk);
+      RowMat<T> D(r1 - r0, k);
+      D.noalias() = CMap<T>(X + r0 * d, r1 - r0, d) * C.transpose();
+      for (int64_t i = 0; i < r1 - r0; ++i) {
+        int32_t best = 0;
+        T best_v = cnorm[0] - T(2) * D(i, 0);
+        for (int64_t j = 1; j < k; ++j) {
+          T v = cnorm[j] - T(2) * D(i, j);
+          if (v < best_v) best_v = v, best = static_cast<int32_t>(j);
+        }
+        labels[r0 + i] = best;
+      }
+    });
+  }
+  cap.rethrow();
+}
+
+// Sum of squared distances to the assigned centres, in fixed chunk order.
+template <typename T>
+double inertia_of(const T* X, int64_t n, int64_t d, const T* centers, const int32_t* labels, int nt) {
+  const int64_t n_chunks = n_chunks_of(n);
+  std::vector<double> part(n_chunks, 0.0);
+  OmpExceptionCapture cap;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    cap.run([&] {
+      double s = 0;
+      for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i)
+        s += sqdist(X + i * d, centers + static_cast<int64_t>(labels[i]) * d, d);
+      part[c] = s;
+    });
+  }
+  cap.rethrow();
+  double total = 0;
+  for (double p : part) total += p;
+  return total;
+}
+
+// M-step: new centres as label means (sums in double, each element summed in
+// row order whatever the thread split: threads own column blocks), with
+// scikit-learn's relocation of empty clusters to the farthest samples.
+// Returns the total squared centre shift.
+template <typename T>
+double update_centers(const T* X, int64_t n, int64_t d, const T* old_centers, int64_t k, const int32_t* labels,
+                      T* new_centers, int nt) {
+  std::vector<double> sums(k * d, 0.0);
+  std::vector<double> counts(k, 0.0);
+  for (int64_t i = 0; i < n; ++i) counts[labels[i]] += 1.0;
+  const int64_t n_blocks = nt > 1 ? std::min<int64_t>(d, 4 * nt) : 1;
+  const int64_t bw = (d + n_blocks - 1) / n_blocks;
+  OmpExceptionCapture cap;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    cap.run([&] {
+      const int64_t j0 = b * bw, j1 = std::min(d, j0 + bw);
+      for (int64_t i = 0; i < n; ++i) {
+        const T* x = X + i * d;
+        double* s = sums.data() + static_cast<int64_t>(labels[i]) * d;
+        for (int64_t j = j0; j < j1; ++j) s[j] += static_cast<double>(x[j]);
+      }
+    });
+  }
+  cap.rethrow();
+  std::vector<int64_t> empty;
+  for (int64_t c = 0; c < k; ++c)
+    if (counts[c] == 0) empty.push_back(c);
+  if (!empty.empty()) {
+    std::vector<double> dist(n);
+    for (int64_t i = 0; i < n; ++i) dist[i] = sqdist(X + i * d, old_centers + static_cast<int64_t>(labels[i]) * d, d);
+    std::vector<int64_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    const int64_t m = std::min<int64_t>(empty.size(), n);
+    std::partial_sort(order.begin(), order.begin() + m, order.end(), [&](int64_t a, int64_t b) {
+      return dist[a] > dist[b] || (dist[a] == dist[b] && a < b);
+    });
+    for (int64_t e = 0; e < m; ++e) {
+      const int64_t far = order[e], to = empty[e], from = labels[far];
+      for (int64_t j = 0; j < d; ++j) {
+        sums[from * d + j] -= static_cast<double>(X[far * d + j]);
+        sums[to * d + j] = static_cast<double>(X[far * d + j]);
+      }
+      counts[to] = 1.0;
+      counts[from] -= 1.0;
+    }
+  }
+  double shift = 0;
+  for (int64_t c = 0; c < k; ++c) {
+    const double alpha = counts[c] > 0 ? 1.0 / counts[c] : 1.0;
+    double s = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      new_centers[c * d + j] = static_cast<T>(sums[c * d + j] * alpha);
+      double t = static_cast<double>(new_centers[c * d + j]) - static_cast<double>(old_centers[c * d + j]);
+      s += t * t;
+    }
+    shift += s;
+  }
+  return shift;
+}
+
+template <typename T>
+KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> centers, int max_iter,
+                   double tol, int nt, StopFlag& stop) {
+  KMeansFit<T> out;
+  std::vector<int32_t> labels(n), labels_old(n, -1);
+  std::vector<T> new_centers(k * d);
+  bool strict = false;
+  int it = 0;
+  for (; it < max_iter; ++it) {
+    assign_labels(X, n, d, centers.data(), k, labels.data(), nt);
+    double shift = update_centers(X, n, d, centers.data(), k, labels.data(), new_centers.data(), nt);
+    std::swap(centers, new_centers);
+    if (labels == labels_old) {
+      strict = true;
+      break;
+    }
+    if (shift <= tol) break;
+    labels_old = labels;
+    if (stop.poll()) return out;
+  }
+  if (it == max_iter) it = max_iter - 1;
+  // Labels consistent with the final centres (as scikit-learn).
+  if (!strict) assign_labels(X, n, d, centers.data(), k, labels.data(), nt);
+  out.inertia = inertia_of(X, n, d, centers.data(), labels.data(), nt);
+  out.n_iter = it + 1;
+  out.centers = std::move(centers);
+  out.labels = std::move(labels);
+  return out;
+}
+
+bool same_clustering(const std::vector<int32_t>& a, const std::vector<int32_t>& b, int64_t k) {
+  std::vector<int32_t> map(k, -1);
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (map[a[i]] == -1) map[a[i]] = b[i];
+    else if (map[a[i]] != b[i]) return false;
+  }
+  return true;
+}
+
+template <typename T>
+std::vector<T> plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint64_t seed, int nt) {
+  Rng rng(seed);
+  std::vector<T> centers(k * d);
+  const int trials = 2 + static_cast<int>(std::log(static_cast<double>(k)));
+  const int64_t n_chunks = n_chunks_of(n);
+  int64_t first = rng.randint(n);
+  std::copy(X + first * d, X + (first + 1) * d, centers.begin());
+  std::vector<double> closest(n);
+  std::vector<double> part(n_chunks * trials);
+  OmpExceptionCapture cap;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    cap.run([&] {
+      double s = 0;
+      for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i)
+        s += (closest[i] = sqdist(X + i * d, X + first * d, d));
+      part[c] = s;
+    });
+  }
+  cap.rethrow();
+  double pot = 0;
+  for (int64_t c = 0; c < n_chunks; ++c) pot += part[c];
+  std::vector<double> cum(n);
+  std::vector<int64_t> cand(trials);
+  std::vector<double> cand_dist(static_cast<size_t>(trials) * n);
+  for (int64_t ci = 1; ci < k; ++ci) {
+    double acc = 0;
+    for (int64_t i = 0; i < n; ++i) cum[i] = (acc += closest[i]);
+    for (int t = 0; t < trials; ++t) {
+      double r = rng.uniform() * pot;
+      int64_t id = std::lower_bound(cum.begin(), cum.end(), r) - cum.begin();
+      cand[t] = std::min(id, n - 1);
+    }
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      cap.run([&] {
+        for (int t = 0; t < trials; ++t) {
+          double s = 0;
+          double* dt = cand_dist.data() + static_cast<size_t>(t) * n;
+          for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i)
+            s += (dt[i] = std::min(closest[i], sqdist(X + i * d, X + cand[t] * d, d)));
+          part[c * trials + t] = s;
+        }
+      });
+    }
+    cap.rethrow();
+    int best = 0;
+    double best_pot = 0;
+    for (int t = 0; t < trials; ++t) {
+      double p = 0;
+      for (int64_t c = 0; c < n_chunks; ++c) p += part[c * trials + t];
+      if (t == 0 || p < best_pot) best_pot = p, best = t;
+    }
+    pot = best_pot;
+    std::copy(cand_dist.begin() + static_cast<size_t>(best) * n, cand_dist.begin() + static_cast<size_t>(best + 1) * n,
+              closest.begin());
+    std::copy(X + cand[best] * d, X + (cand[best] + 1) * d, centers.begin() + ci * d);
+  }
+  return centers;
+}
+
+}  // namespace
+
+uint64_t derive_seed(uint64_t seed, uint64_t run) { return splitmix64(seed ^ splitmix64(run + 0x5851F42D4C957F2DULL)); }
+
+template <typename T>
+std::vector<T> kmeans_plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint64_t seed, int n_threads) {
+  STEMROI_CHECK(k >= 1 && k <= n, "n_clusters must be between 1 and n_samples=", n, ", got ", k);
+  return plusplus(X, n, d, k, seed, resolve_n_threads(n_threads));
+}
+
+template <typename T>
+KMeansFit<T> kmeans_fit(const T* X, int64_t n, int64_t d, const KMeansOptions& opt, const T* init) {
+  const int64_t k = opt.n_clusters;
+  STEMROI_CHECK(n >= 1 && d >= 1, "KMeans needs a non-empty 2-D array, got shape ", shape_str({n, d}));
+  STEMROI_CHECK(k >= 1, "n_clusters must be >= 1, got ", k);
+  STEMROI_CHECK(k <= n, "n_samples=", n, " should be >= n_clusters=", k);
+  STEMROI_CHECK(opt.n_init >= 1, "n_init must be >= 1, got ", opt.n_init);
+  STEMROI_CHECK(opt.max_iter >= 1, "max_iter must be >= 1, got ", opt.max_iter);
+  STEMROI_CHECK(opt.tol >= 0, "tol must be >= 0, got ", opt.tol);
+  const int nt = resolve_n_threads(opt.n_threads);
+
+  // Centre the data (as scikit-learn) for accurate GEMM distances.
+  std::vector<double> mean(d, 0.0);
+  {
+    const int64_t n_chunks = n_chunks_of(n);
+    std::vector<double> part(n_chunks * d, 0.0);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t c = 0; c < n_chunks; ++c)
+      for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i)
+        for (int64_t j = 0; j < d; ++j) part[c * d + j] += static_cast<double>(X[i * d + j]);
+    for (int64_t c = 0; c < n_chunks; ++c)
+      for (int64_t j = 0; j < d; ++j) mean[j] += part[c * d + j];
+    for (double& m : mean) m /= static_cast<double>(n);
+  }
+  std::vector<T> mean_t(d);
+  for (int64_t j = 0; j < d; ++j) mean_t[j] = static_cast<T>(mean[j]);
+  std::vector<T> Xc(n * d);
+  double var_sum = 0;
+  {
+    const int64_t n_chunks = n_chunks_of(n);
+    std::vector<double> part(n_chunks, 0.0);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      double s = 0;
+      for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i)
+        for (int64_t j = 0; j < d; ++j) {
+          Xc[i * d + j] = X[i * d + j] - mean_t[j];
+          double t = static_cast<double>(X[i * d + j]) - mean[j];
+          s += t * t;
+        }
+      part[c] = s;
+    }
+    for (double p : part) var_sum += p;
+  }
+  const double tol = var_sum / static_cast<double>(n) / static_cast<double>(d) * opt.tol;
+
+  std::vector<T> init_c;
+  if (init) {
+    init_c.resize(k * d);
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t j = 0; j < d; ++j) init_c[c * d + j] = init[c * d + j] - mean_t[j];
+  }
+  const int n_init = opt.n_init;
+  std::vector<KMeansFit<T>> runs(n_init);
+  StopFlag stop;
+  auto one_run = [&](int r, int inner) {
+    std::vector<T> c0 = init ? init_c : plusplus(Xc.data(), n, d, k, derive_seed(opt.seed, r), inner);
+    if (stop.poll()) return;
+    runs[r] = lloyd(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop);
+  };
+  if (n_init > 1 && nt > 1) {
+    // Independent runs in parallel, each single-threaded: results do not
+    // depend on which thread ran them.
+    OmpExceptionCapture cap;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(std::min(nt, n_init))
+    for (int r = 0; r < n_init; ++r) cap.run([&] { if (!stop.poll()) one_run(r, 1); });
+    cap.rethrow();
+  } else {
+    for (int r = 0; r < n_init && !stop.poll(); ++r) one_run(r, nt);
+  }
+  if (stop.stop) throw Interrupted();
+
+  int best = 0;
+  for (int r = 1; r < n_init; ++r)
+    if (runs[r].inertia < runs[best].inertia && !same_clustering(runs[r].labels, runs[best].labels, k)) best = r;
+  KMeansFit<T> out = std::move(runs[best]);
+  for (int64_t c = 0; c < k; ++c)
+    for (int64_t j = 0; j < d; ++j) out.centers[c * d + j] += mean_t[j];
+  return out;
+}
+
+template <typename T>
+double kmeans_predict(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, int32_t* labels,
+                      int n_threads) {
+  const int nt = resolve_n_threads(n_threads);
+  assign_labels(X, n, d, centers, k, labels, nt);
+  return inertia_of(X, n, d, centers, labels, nt);
+}
+
+template <typename T>
+void kmeans_transform(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, T* out, int n_threads) {
+  const int nt = resolve_n_threads(n_threads);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < k; ++c) out[i * k + c] = static_cast<T>(std::sqrt(sqdist(X + i * d, centers + c * d, d)));
+}
+
+#define STEMROI_KMEANS_INSTANTIATE(T)                                                                          \
+  template KMeansFit<T> kmeans_fit<T>(const T*, int64_t, int64_t, const KMeansOptions&, const T*);            \
+  template std::vector<T> kmeans_plusplus<T>(const T*, int64_t, int64_t, int64_t, uint64_t, int);             \
+  template double kmeans_predict<T>(const T*, int64_t, int64_t, const T*, int64_t, int32_t*, int);            \
+  template void kmeans_transform<T>(const T*, int64_t, int64_t, const T*, int64_t, T*, int);
+STEMROI_KMEANS_INSTANTIATE(float)
+STEMROI_KMEANS_INSTANTIATE(double)
+
+}  // namespace stemroi

@@ -1,0 +1,210 @@
+#include "stemroi/silhouette.hpp"
+
+#include <omp.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+
+#include "stemroi/callbacks.hpp"
+#include "stemroi/errors.hpp"
+#include "stemroi/parallel.hpp"
+
+namespace stemroi {
+namespace {
+
+using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+constexpr int64_t kRowBlock = kReduceChunk;      // rows owned by one task
+constexpr int64_t kColBlock = 4 * kReduceChunk;  // columns per distance block
+
+// Rows [r0, r1) centred in double (the data are never upcast as a whole).
+template <typename T>
+void load_rows(const T* X, int64_t d, int64_t r0, int64_t r1, const std::vector<double>& mean, MatD& out,
+               Eigen::VectorXd& norms) {
+  out.resize(r1 - r0, d);
+  norms.resize(r1 - r0);
+  for (int64_t i = r0; i < r1; ++i) {
+    double s = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      double v = static_cast<double>(X[i * d + j]) - mean[j];
+      out(i - r0, j) = v;
+      s += v * v;
+    }
+    norms[i - r0] = s;
+  }
+}
+
+}  // namespace
+
+double ordered_mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+}
+
+template <typename T>
+std::vector<std::vector<double>> silhouette_samples_multi(const T* X, int64_t n, int64_t d,
+                                                          const std::vector<const int32_t*>& labels,
+                                                          const std::vector<int32_t>& n_clusters, int n_threads) {
+  STEMROI_CHECK(labels.size() == n_clusters.size(), "silhouette: ", labels.size(), " label sets but ",
+                n_clusters.size(), " cluster counts");
+  STEMROI_CHECK(n >= 1 && d >= 1, "silhouette needs a non-empty 2-D array, got shape ", shape_str({n, d}));
+  const size_t n_sets = labels.size();
+  std::vector<std::vector<int64_t>> freq(n_sets);
+  std::vector<int64_t> offset(n_sets + 1, 0);
+  for (size_t s = 0; s < n_sets; ++s) {
+    const int32_t k = n_clusters[s];
+    STEMROI_CHECK(k >= 2 && k <= n - 1, "Number of labels is ", k,
+                  ". Valid values are 2 to n_samples - 1 (inclusive), n_samples=", n);
+    freq[s].assign(k, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t l = labels[s][i];
+      STEMROI_CHECK(l >= 0 && l < k, "silhouette: label code ", l, " at index ", i, " outside [0, ", k, ")");
+      ++freq[s][l];
+    }
+    offset[s + 1] = offset[s] + k;
+  }
+  const int64_t width = offset[n_sets];
+  const int64_t max_k = *std::max_element(n_clusters.begin(), n_clusters.end());  // per-row cluster sums of all label sets side by side
+  const int nt = resolve_n_threads(n_threads);
+
+  std::vector<double> mean(d, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < d; ++j) mean[j] += static_cast<double>(X[i * d + j]);
+  for (double& m : mean) m /= static_cast<double>(n);
+
+  std::vector<std::vector<double>> out(n_sets, std::vector<double>(n, 0.0));
+  const int64_t n_row_blocks = (n + kRowBlock - 1) / kRowBlock;
+  std::atomic<bool> stop{false};
+  OmpExceptionCapture cap;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  for (int64_t b = 0; b < n_row_blocks; ++b) {
+    cap.run([&] {
+      if (omp_get_thread_num() == 0 && InterruptCallback::is_interrupted()) stop = true;
+      if (stop) return;
+      const int64_t r0 = b * kRowBlock, r1 = std::min(n, r0 + kRowBlock), nr = r1 - r0;
+      MatD XI, XJ, D;
+      Eigen::VectorXd nI, nJ;
+      load_rows(X, d, r0, r1, mean, XI, nI);
+      MatD sums = MatD::Zero(nr, width);
+      std::vector<double> acc4(4 * max_k);
+      for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
+        const int64_t c1 = std::min(n, c0 + kColBlock), nc = c1 - c0;
+        load_rows(X, d, c0, c1, mean, XJ, nJ);
+        D.resize(nr, nc);
+        D.noalias() = XI * XJ.transpose();
+        for (int64_t i = 0; i < nr; ++i) {
+          double* drow = D.row(i).data();
+          for (int64_t j = 0; j < nc; ++j) {
+            double sq = nI[i] + nJ[j] - 2.0 * drow[j];
+            drow[j] = (sq > 0 && r0 + i != c0 + j) ? std::sqrt(sq) : 0.0;
+          }
+          // Four interleaved accumulators break the add -> store -> load
+          // dependency when neighbouring samples share a cluster; they are
+          // combined in a fixed order, so the result stays deterministic.
+          for (size_t s = 0; s < n_sets; ++s) {
+            const int32_t* lab = labels[s] + c0;
+            const int64_t k = n_clusters[s];
+            std::fill(acc4.begin(), acc4.begin() + 4 * k, 0.0);
+            double *a0 = acc4.data(), *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k;
+            int64_t j = 0;
+            for (; j + 4 <= nc; j += 4) {
+              a0[lab[j]] += drow[j];
+              a1[lab[j + 1]] += drow[j + 1];
+              a2[lab[j + 2]] += drow[j + 2];
+              a3[lab[j + 3]] += drow[j + 3];
+            }
+            for (; j < nc; ++j) a0[lab[j]] += drow[j];
+            double* acc = sums.row(i).data() + offset[s];
+            for (int64_t c = 0; c < k; ++c) acc[c] += (a0[c] + a1[c]) + (a2[c] + a3[c]);
+          }
+        }
+      }
+      for (size_t s = 0; s < n_sets; ++s) {
+        const int32_t k = n_clusters[s];
+        for (int64_t i = 0; i < nr; ++i) {
+          const double* acc = sums.row(i).data() + offset[s];
+          const int32_t own = labels[s][r0 + i];
+          double v = 0;
+          if (freq[s][own] > 1) {
+            const double a = acc[own] / static_cast<double>(freq[s][own] - 1);
+            double bmin = std::numeric_limits<double>::infinity();
+            for (int32_t c = 0; c < k; ++c)
+              if (c != own) bmin = std::min(bmin, acc[c] / static_cast<double>(freq[s][c]));
+            const double m = std::max(a, bmin);
+            v = m > 0 ? (bmin - a) / m : 0.0;
+          }
+          out[s][r0 + i] = v;
+        }
+      }
+    });
+  }
+  cap.rethrow();
+  if (stop) throw Interrupted();
+  return out;
+}
+
+template <typename T>
+NClustersSweep<T> select_n_clusters(const T* X, int64_t n, int64_t d, const std::vector<int64_t>& k_values,
+                                    const KMeansOptions& base, const std::vector<int64_t>& sample_idx) {
+  STEMROI_CHECK(!k_values.empty(), "k_range must contain at least one value");
+  const int64_t m = sample_idx.empty() ? n : static_cast<int64_t>(sample_idx.size());
+  for (int64_t k : k_values)
+    STEMROI_CHECK(k >= 2 && k <= m - 1, "every k must be between 2 and n_samples - 1 = ", m - 1,
+                  " (silhouette needs 2 <= k <= n_samples - 1), got ", k);
+  NClustersSweep<T> res;
+  res.k_values = k_values;
+  for (int64_t k : k_values) {
+    InterruptCallback::check();
+    KMeansOptions opt = base;
+    opt.n_clusters = k;
+    KMeansFit<T> fit = kmeans_fit(X, n, d, opt);
+    res.inertias.push_back(fit.inertia);
+    res.n_iter.push_back(fit.n_iter);
+    res.labels.push_back(std::move(fit.labels));
+    res.centers.push_back(std::move(fit.centers));
+  }
+  InterruptCallback::check();
+  // Silhouette rows (all, or the sample) and labels re-encoded to the clusters
+  // present there (as scikit-learn's LabelEncoder in silhouette_samples).
+  std::vector<T> Xs;
+  const T* Xp = X;
+  if (!sample_idx.empty()) {
+    Xs.resize(m * d);
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t r = sample_idx[i];
+      STEMROI_CHECK(r >= 0 && r < n, "sample index ", r, " out of range for ", n, " samples");
+      std::copy(X + r * d, X + (r + 1) * d, Xs.begin() + i * d);
+    }
+    Xp = Xs.data();
+  }
+  std::vector<std::vector<int32_t>> codes(k_values.size(), std::vector<int32_t>(m));
+  std::vector<const int32_t*> ptrs;
+  std::vector<int32_t> ks;
+  for (size_t s = 0; s < k_values.size(); ++s) {
+    std::vector<int32_t> remap(k_values[s], -1);
+    const auto& lab = res.labels[s];
+    for (int64_t i = 0; i < m; ++i) remap[lab[sample_idx.empty() ? i : sample_idx[i]]] = 1;
+    int32_t next = 0;
+    for (auto& r : remap)
+      if (r == 1) r = next++;
+    for (int64_t i = 0; i < m; ++i) codes[s][i] = remap[lab[sample_idx.empty() ? i : sample_idx[i]]];
+    ptrs.push_back(codes[s].data());
+    ks.push_back(next);
+  }
+  auto sil = silhouette_samples_multi(Xp, m, d, ptrs, ks, base.n_threads);
+  for (auto& v : sil) res.scores.push_back(ordered_mean(v));
+  return res;
+}
+
+#define STEMROI_SIL_INSTANTIATE(T)                                                                          \
+  template std::vector<std::vector<double>> silhouette_samples_multi<T>(                                   \
+      const T*, int64_t, int64_t, const std::vector<const int32_t*>&, const std::vector<int32_t>&, int);   \
+  template NClustersSweep<T> select_n_clusters<T>(const T*, int64_t, int64_t, const std::vector<int64_t>&, \
+                                                  const KMeansOptions&, const std::vector<int64_t>&);
+STEMROI_SIL_INSTANTIATE(float)
+STEMROI_SIL_INSTANTIATE(double)
+
+}  // namespace stemroi

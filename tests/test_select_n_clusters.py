@@ -1,0 +1,134 @@
+"""select_n_clusters (the k sweep scored in one pass) against looping
+scikit-learn, and cluster-to-class accuracy with Hungarian matching."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stemroi import KMeans, cluster_accuracy, cluster_confusion_matrix, select_n_clusters, silhouette_score
+
+skm = pytest.importorskip("sklearn.metrics")
+from scipy.optimize import linear_sum_assignment  # noqa: E402
+from sklearn.cluster import KMeans as SKKMeans  # noqa: E402
+from sklearn.datasets import make_blobs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def separated():
+    X, y = make_blobs(n_samples=1200, n_features=6, centers=4, cluster_std=0.8, random_state=3)
+    return X, y
+
+
+def test_chooses_same_k_as_sklearn_loop_and_scores_match(separated):
+    X, _ = separated
+    sel = select_n_clusters(X, range(2, 8), n_init=4, random_state=0)
+    sk_scores = []
+    for k in range(2, 8):
+        labels = SKKMeans(k, n_init=4, random_state=0).fit(X).labels_
+        sk_scores.append(skm.silhouette_score(X, labels))
+        # the silhouette part, exactly: same labels -> same score
+        assert sel.scores[k - 2] == pytest.approx(skm.silhouette_score(X, sel.labels[k]), abs=1e-12)
+    assert sel.best_k == 4 == 2 + int(np.argmax(sk_scores))
+    # k <= 4: both reach the same (unique) optimum; above, the split of a true
+    # blob depends on the k-means++ draws (different generators)
+    np.testing.assert_allclose(sel.scores[:3], sk_scores[:3], atol=1e-9)
+    np.testing.assert_allclose(sel.scores[3:], sk_scores[3:], atol=0.02)
+
+
+def test_float32_scores_and_labels_equal_kmeans(separated):
+    X = separated[0].astype(np.float32)
+    sel = select_n_clusters(X, [2, 3, 4, 5], n_init=3, random_state=11)
+    for k in sel.k_values:
+        km = KMeans(k, n_init=3, random_state=11).fit(X)
+        np.testing.assert_array_equal(sel.labels[k], km.labels_)
+        assert sel.inertias[sel.k_values.index(k)] == km.inertia_
+        assert sel.scores[sel.k_values.index(k)] == pytest.approx(skm.silhouette_score(X, km.labels_), abs=1e-6)
+        assert sel.scores[sel.k_values.index(k)] == silhouette_score(X, km.labels_)
+
+
+def test_real_features_sweep_matches_sklearn_silhouettes(cdte_fft_features):
+    F = cdte_fft_features[0].astype(np.float32)
+    sel = select_n_clusters(F, range(2, 9), n_init=2, random_state=0)
+    for k in sel.k_values:
+        assert sel.scores[k - 2] == pytest.approx(skm.silhouette_score(F, sel.labels[k]), abs=1e-6)
+
+
+def test_deterministic_across_threads(separated):
+    X = separated[0]
+    a = select_n_clusters(X, range(2, 6), n_init=3, random_state=2, n_threads=1)
+    b = select_n_clusters(X, range(2, 6), n_init=3, random_state=2, n_threads=2)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.inertias, b.inertias)
+    for k in a.k_values:
+        np.testing.assert_array_equal(a.labels[k], b.labels[k])
+
+
+def test_sample_size_uses_sklearn_subset(separated):
+    X = separated[0]
+    sel = select_n_clusters(X, [3, 4], n_init=2, random_state=5, sample_size=400)
+    for i, k in enumerate(sel.k_values):
+        ref = skm.silhouette_score(X, sel.labels[k], sample_size=400, random_state=5)
+        assert sel.scores[i] == pytest.approx(ref, abs=1e-12)
+
+
+def test_table_and_dict(separated):
+    sel = select_n_clusters(separated[0], [2, 4], n_init=1, random_state=0)
+    d = sel.as_dict()
+    assert d["k_values"] == [2, 4] and d["best_k"] == sel.best_k and len(d["scores"]) == 2
+    assert "<- best" in sel.table() and sel.table().count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    "k_range,match",
+    [([1, 2], "must be >= 2 for a silhouette score, got 1"), ([2, 10], "<= n_samples - 1 = 9, got 10"), ([], "k_range is empty")],
+)
+def test_bad_k_range(k_range, match):
+    X = np.random.default_rng(0).standard_normal((10, 2))
+    with pytest.raises(ValueError, match=match):
+        select_n_clusters(X, k_range)
+
+
+# ---- cluster accuracy -------------------------------------------------------
+
+def reference_accuracy(y, labels, weighted=False):
+    classes, yc = np.unique(y, return_inverse=True)
+    clusters, lc = np.unique(labels, return_inverse=True)
+    C = np.zeros((len(classes), len(clusters)))
+    np.add.at(C, (yc, lc), 1)
+    r, c = linear_sum_assignment(C, maximize=True)
+    if weighted:
+        per = np.zeros(len(classes))
+        per[r] = C[r, c] / C.sum(axis=1)[r]
+        return per.mean()
+    return C[r, c].sum() / len(y)
+
+
+def test_accuracy_permutation_and_rectangular_cases():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 500)
+    perm = np.array([2, 0, 3, 1])
+    assert cluster_accuracy(y, perm[y]) == 1.0
+    for n_clusters in (2, 4, 7):  # fewer, equal, more clusters than classes
+        labels = np.where(rng.random(500) < 0.7, y % n_clusters, rng.integers(0, n_clusters, 500))
+        for w in (False, True):
+            assert cluster_accuracy(y, labels, sample_weighted=w) == pytest.approx(reference_accuracy(y, labels, w))
+
+
+def test_confusion_matrix_and_mapping_with_string_classes():
+    y = np.array(["Bulk"] * 6 + ["SF1"] * 3 + ["Twin"] * 1)
+    labels = np.array([5, 5, 5, 5, 5, 1, 1, 1, 1, 1])
+    conf = cluster_confusion_matrix(y, labels)
+    np.testing.assert_array_equal(conf.matrix, [[1, 5], [3, 0], [1, 0]])
+    assert conf.mapping == {5: "Bulk", 1: "SF1"}
+    assert list(conf.classes) == ["Bulk", "SF1", "Twin"] and list(conf.clusters) == [1, 5]
+    assert cluster_accuracy(y, labels) == pytest.approx(0.8)
+    assert cluster_accuracy(y, labels, sample_weighted=True) == pytest.approx((5 / 6 + 1.0 + 0.0) / 3)
+
+
+def test_accuracy_bad_input():
+    with pytest.raises(ValueError, match="length 2 does not match the 3 samples"):
+        cluster_accuracy([0, 1, 1], [0, 1])
+    with pytest.raises(ValueError, match="y_true: expected a 1-D array"):
+        cluster_accuracy(np.zeros((2, 2)), [0, 1])
+    with pytest.raises(ValueError, match="y_true: empty"):
+        cluster_accuracy([], [])

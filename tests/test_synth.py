@@ -1,0 +1,105 @@
+"""Synthetic STEM images: ground truth consistent, deterministic, fast, bad input rejected."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import stemroi.synth as synth
+
+ALL = {"vacancy": 2, "interstitial": 2, "antisite": 2, "column_shift": 2, "stacking_fault": 1}
+
+
+@pytest.mark.parametrize("lattice", sorted(synth.LATTICES))
+def test_ground_truth_is_consistent(lattice):
+    s = synth.make_image((256, 320), lattice=lattice, defects=ALL, drift=3.0, random_state=7)
+    assert s.image.shape == (256, 320) and s.image.dtype == np.float32
+    assert s.image.min() == 0.0 and s.image.max() == 1.0
+    assert s.defect_mask.dtype == np.int16 and s.defect_mask.shape == s.image.shape
+    assert s.class_names[0] == "Bulk" and s.class_names == list(synth.CLASS_NAMES)
+    assert sorted(d["kind"] for d in s.defects) == sorted(k for k, n in ALL.items() for _ in range(n))
+    for d in s.defects:
+        assert s.class_names[d["label"]] == d["kind"]
+        r, c = int(round(d["row"])), int(round(d["col"]))
+        assert s.defect_mask[r, c] == d["label"], d
+    labels_present = set(np.unique(s.defect_mask).tolist())
+    assert labels_present == {0} | {s.class_names.index(k) for k in ALL}
+    assert (s.defect_mask == 0).mean() > 0.8  # defects are local, the rest is bulk
+
+
+def test_point_defects_change_the_image_where_planted():
+    clean = dict(dose=None, noise=0.0, phase=(3.0, 5.0), random_state=0)
+    bulk = synth.make_image((128, 128), **clean)
+    vac = synth.make_image((128, 128), defects=[{"kind": "vacancy", "row": 64, "col": 64}], **clean)
+    d = vac.defects[0]
+    r, c = int(round(d["row"])), int(round(d["col"]))
+    assert abs(r - 64) <= 12 and abs(c - 64) <= 12  # nearest heavy column to the request
+    assert vac.image[r, c] < 0.5 * bulk.image[r, c]  # the column is gone
+    far = vac.defect_mask == 0
+    np.testing.assert_allclose(vac.image[far][:500], bulk.image[far][:500], atol=0.02)
+    inter = synth.make_image((128, 128), defects=[{"kind": "interstitial", "row": 64, "col": 64}], **clean)
+    d = inter.defects[0]
+    assert inter.image[int(round(d["row"])), int(round(d["col"]))] > bulk.image[int(round(d["row"])), int(round(d["col"]))] + 0.2
+
+
+def test_deterministic_and_seed_dependent():
+    a = synth.make_image((96, 96), defects={"vacancy": 1}, random_state=3)
+    b = synth.make_image((96, 96), defects={"vacancy": 1}, random_state=3)
+    c = synth.make_image((96, 96), defects={"vacancy": 1}, random_state=4)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.defect_mask, b.defect_mask)
+    assert a.defects == b.defects
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_768_image_is_fast():
+    synth.make_image((64, 64), random_state=0)  # warm-up
+    t = time.perf_counter()
+    synth.make_image((768, 768), defects=ALL, drift=2.0, random_state=0)
+    elapsed = time.perf_counter() - t
+    assert elapsed < 3.0, elapsed  # well under a second on an idle core; generous on a loaded machine
+
+
+def test_patch_dataset():
+    patches, labels, names = synth.make_patch_dataset(n_per_class=4, patch_size=48, random_state=1, cell_px=12.0)
+    assert names == list(synth.CLASS_NAMES)
+    assert patches.shape == (4 * len(names), 48, 48) and patches.dtype == np.float32
+    assert labels.dtype == np.int64 and np.bincount(labels).tolist() == [4] * len(names)
+    assert patches.min() >= 0.0 and patches.max() <= 1.0
+    again = synth.make_patch_dataset(n_per_class=4, patch_size=48, random_state=1, cell_px=12.0)
+    np.testing.assert_array_equal(again[0], patches)
+    # random lattice phase: bulk patches differ from each other
+    assert not np.allclose(patches[0], patches[1], atol=0.1)
+    # the defect of each non-bulk patch lies inside it, near the centre
+    _, labels, names, planted = synth.make_patch_dataset(n_per_class=6, random_state=2, return_defects=True)
+    for lab, defects in zip(labels, planted):
+        if names[lab] == "Bulk":
+            assert defects == []
+            continue
+        assert [d["kind"] for d in defects] == [names[lab]]
+        r, c = defects[0]["row"], defects[0]["col"]
+        assert 4 <= r <= 59 and 4 <= c <= 59, defects
+        if names[lab] != "stacking_fault":  # a fault line runs through the requested point exactly
+            assert abs(r - 31.5) <= 8 + 16 and abs(c - 31.5) <= 8 + 16  # jitter + nearest site
+    sub = synth.make_patch_dataset(n_per_class=2, classes=["Bulk", "vacancy"], random_state=0)
+    assert sub[2] == ["Bulk", "vacancy"] and sub[0].shape == (4, 64, 64)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="lattice must be one of"):
+        synth.make_image((64, 64), lattice="hexagonal")
+    with pytest.raises(ValueError, match=r"unknown defect kind\(s\) \['dislocation'\]"):
+        synth.make_image((64, 64), defects={"dislocation": 1})
+    with pytest.raises(ValueError, match=r"defects\['vacancy'\] must be an int >= 0, got -1"):
+        synth.make_image((64, 64), defects={"vacancy": -1})
+    with pytest.raises(ValueError, match=r"shape must be at least \(8, 8\), got \(4, 64\)"):
+        synth.make_image((4, 64))
+    with pytest.raises(ValueError, match="cell_px must be a number > 0, got -2"):
+        synth.make_image((64, 64), cell_px=-2)
+    with pytest.raises(ValueError, match="cannot place 50 defects"):
+        synth.make_image((64, 64), defects={"vacancy": 50}, random_state=0)
+    with pytest.raises(ValueError, match="classes must be distinct names"):
+        synth.make_patch_dataset(2, classes=["Bulk", "grain"])
+    with pytest.raises(ValueError, match=r"patch_size \(20\) must be at least two cells"):
+        synth.make_patch_dataset(2, patch_size=20)
