@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--input-size", type=int, default=64, help="network input side (patches resized)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--roi-model", default=None, help="model file for the CdTe ROI map (default: train on all CdTe)")
     args = ap.parse_args()
     global ARGS
     ARGS = args
@@ -139,7 +140,7 @@ def main():
         print(f"\n=== {ds}: {len(X)} patches, {len(names)} classes {names}; {len(np.unique(groups))} {gdesc}")
         sp = splits(y, groups, args.seed)
         for kind in args.backbones.split(","):
-            for split in args.splits.split(","):
+            for split in [s for s in args.splits.split(",") if s]:
                 tr, te = sp[split]
                 shared = len(set(groups[tr]) & set(groups[te]))
                 model = make_model(kind, args.quick, args.seed)
@@ -176,9 +177,12 @@ def main():
         X, y, names = load(d / "CdTe")
         groups, _ = groups_of(X)
         kind = args.backbones.split(",")[0]
-        model = make_model(kind, args.quick, args.seed)
-        model.fit(X, y, groups=groups, class_names=names, data_description="all CdTe patches")
-        model.save(out / f"cdte_{kind}.stemroi")
+        if args.roi_model:
+            model = stemroi.PatchClassifier.load(args.roi_model)
+        else:
+            model = make_model(kind, args.quick, args.seed)
+            model.fit(X, y, groups=groups, class_names=names, data_description="all CdTe patches")
+            model.save(out / f"cdte_{kind}.stemroi")
         from stemroi.cli import _read_image
 
         img = _read_image(str(d / "CdTe_Training_Image.tif"))

@@ -97,8 +97,8 @@ def trained():
     synth = get_synth()
     classes = ["Bulk", "vacancy", "interstitial"]
     kw = {} if not hasattr(synth, "DEFECT_KINDS") else {"classes": classes}
-    X, y, names = synth.make_patch_dataset(n_per_class=40, patch_size=64, random_state=0, **kw)
-    clf = PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, max_epochs=12, patience=4,
+    X, y, names = synth.make_patch_dataset(n_per_class=60, patch_size=64, random_state=0, **kw)
+    clf = PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, max_epochs=20, patience=6,
                           input_size=32, random_state=0, n_threads=1).fit(X, y, class_names=names)
     return synth, clf, names
 
