@@ -64,6 +64,13 @@ _EXPORTS = {
     # vgg16 (issue 4); `stemroi.weights` is a submodule (`from stemroi import weights`)
     "VGG16Features": "features",
     "extract_image_features": "features",
+    # classifier
+    "PatchClassifier": "classifier",
+    "detect": "detect",
+    "expected_calibration_error": "calibration",
+    "fit_temperature": "calibration",
+    "plot_rois": "plots",
+    "plot_confusion_matrix": "plots",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -125,3 +132,7 @@ if TYPE_CHECKING:  # pragma: no cover
         silhouette_samples,
         silhouette_score,
     )
+    from .calibration import expected_calibration_error, fit_temperature  # noqa: F401
+    from .classifier import PatchClassifier  # noqa: F401
+    from .detect import detect  # noqa: F401
+    from .plots import plot_confusion_matrix, plot_rois  # noqa: F401
