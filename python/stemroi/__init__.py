@@ -18,6 +18,15 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # unet / mobilenet (issue 8)
+    "DefectSegmenter": "segment",
+    "pseudo_label_masks": "segment",
+    "pseudo_label_scores": "segment",
+    "make_multi_defect_samples": "segment",
+    "map_descriptors": "segment",
+    "plot_class_heatmaps": "segment",
+    "MobileNetV2": "mobilenet",
+    "MobileNetV2Classifier": "mobilenet",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -38,4 +47,13 @@ def __dir__():
 
 if TYPE_CHECKING:  # pragma: no cover
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
+    from .mobilenet import MobileNetV2, MobileNetV2Classifier  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
+    from .segment import (  # noqa: F401
+        DefectSegmenter,
+        make_multi_defect_samples,
+        map_descriptors,
+        plot_class_heatmaps,
+        pseudo_label_masks,
+        pseudo_label_scores,
+    )
