@@ -71,6 +71,15 @@ _EXPORTS = {
     "fit_temperature": "calibration",
     "plot_rois": "plots",
     "plot_confusion_matrix": "plots",
+    # unet / mobilenet (issue 8)
+    "DefectSegmenter": "segment",
+    "pseudo_label_masks": "segment",
+    "pseudo_label_scores": "segment",
+    "make_multi_defect_samples": "segment",
+    "map_descriptors": "segment",
+    "plot_class_heatmaps": "segment",
+    "MobileNetV2": "mobilenet",
+    "MobileNetV2Classifier": "mobilenet",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -105,6 +114,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import weights  # noqa: F401
     from .features import VGG16Features, extract_image_features  # noqa: F401
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
+    from .mobilenet import MobileNetV2, MobileNetV2Classifier  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
     from .anomaly import (AnomalyMap, BulkCVAE, anm_scores, anomaly_map, local_energy_scores,  # noqa: F401
                           plot_anomaly_map, preprocess_crops)
@@ -136,3 +146,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .classifier import PatchClassifier  # noqa: F401
     from .detect import detect  # noqa: F401
     from .plots import plot_confusion_matrix, plot_rois  # noqa: F401
+    from .segment import (  # noqa: F401
+        DefectSegmenter,
+        make_multi_defect_samples,
+        map_descriptors,
+        plot_class_heatmaps,
+        pseudo_label_masks,
+        pseudo_label_scores,
+    )
