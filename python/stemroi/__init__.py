@@ -88,7 +88,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 # public submodules reachable as attributes (stemroi.preprocess.resize, ...)
 _SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "features", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess", "weights",
                "roi", "synth",
-               "clustering", "descriptors", "plots_cluster", "anomaly", "cvae_features"}
+               "clustering", "descriptors", "plots_cluster", "anomaly", "cvae_features", "classifier", "detect",
+               "plots", "calibration", "segment", "mobilenet"}
 
 
 def __getattr__(name: str):
