@@ -58,3 +58,24 @@ def cdte_fft_features(ayyubi_dir):
         feats.append(mag[c0 - 8 : c0 + 8, c1 - 8 : c1 + 8].ravel())
         classes.append(f.stem.rsplit("_", 1)[0])
     return np.ascontiguousarray(feats, dtype=np.float64), np.asarray(classes)
+
+
+@pytest.fixture
+def notebook_kernel(tmp_path, monkeypatch) -> str:
+    """Name of a temporary kernelspec that runs this interpreter (the venv's python),
+    so executed notebooks see the same stemroi as the tests whatever kernels the
+    machine has (fresh CI clones included)."""
+    import json
+    import sys
+
+    for mod in ("nbformat", "nbclient", "ipykernel"):
+        pytest.importorskip(mod)
+    name = "stemroi-test"
+    spec_dir = tmp_path / "jupyter" / "kernels" / name
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "stemroi test", "language": "python"}))
+    old = os.environ.get("JUPYTER_PATH")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter") + (os.pathsep + old if old else ""))
+    return name

@@ -1,9 +1,6 @@
 """Execute the clustering-study notebook with small settings (STEMROI_NOTEBOOK_QUICK=1)."""
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,20 +8,7 @@ import pytest
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "cdte_clustering_study.ipynb"
 
 
-@pytest.fixture
-def kernel_for_this_python(tmp_path, monkeypatch):
-    """A temporary kernelspec that runs the current interpreter (the venv's), whatever is installed globally."""
-    pytest.importorskip("ipykernel")
-    spec_dir = tmp_path / "jupyter" / "kernels" / "stemroi-test"
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "stemroi test", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    return "stemroi-test"
-
-
-def test_clustering_notebook_runs_quick(ayyubi_dir, kernel_for_this_python, tmp_path, monkeypatch):
+def test_clustering_notebook_runs_quick(ayyubi_dir, notebook_kernel, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("STEMROI_NOTEBOOK_QUICK", "1")
@@ -32,7 +16,7 @@ def test_clustering_notebook_runs_quick(ayyubi_dir, kernel_for_this_python, tmp_
     monkeypatch.setenv("STEMROI_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name=kernel_for_this_python, timeout=300,
+    client = nbclient.NotebookClient(nb, kernel_name=notebook_kernel, timeout=300,
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     for name in ("figure2_CdTe.png", "figure2_STO.png", "cdte_cluster_map.png", "cdte_cluster_montage.png"):

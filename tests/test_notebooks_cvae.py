@@ -6,7 +6,6 @@ whatever the system's python3 kernel points at (fresh CI clones included)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,24 +17,12 @@ pytest.importorskip("ipykernel")
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "sto_cvae_anomaly.ipynb"
 
 
-@pytest.fixture
-def kernel_name(tmp_path, monkeypatch):
-    name = "stemroi-test-python"
-    spec = tmp_path / "jupyter" / "kernels" / name
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "stemroi test kernel", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    return name
-
-
-def test_cvae_notebook_runs_quick(prifti_dir, kernel_name, monkeypatch, tmp_path):
+def test_cvae_notebook_runs_quick(prifti_dir, notebook_kernel, monkeypatch, tmp_path):
     monkeypatch.setenv("STEMROI_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("STEMROI_DATA_DIR", str(prifti_dir.parent))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend renders PNGs
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name=kernel_name, timeout=300,
+    client = nbclient.NotebookClient(nb, kernel_name=notebook_kernel, timeout=300,
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     client.execute()
     outputs = "".join(o.get("text", "") + json.dumps(o.get("data", {}).get("text/plain", ""))

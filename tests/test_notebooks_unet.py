@@ -2,9 +2,6 @@
 (STEMROI_NOTEBOOK_QUICK=1) on a kernel that runs this interpreter."""
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,27 +13,12 @@ pytest.importorskip("ipykernel")
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "multidefect_segmentation.ipynb"
 
 
-@pytest.fixture
-def kernel_name(tmp_path, monkeypatch):
-    # a throw-away kernelspec pointing at sys.executable, so the notebook runs
-    # in the same venv as the tests whatever kernels the machine has
-    name = "stemroi-test-unet"
-    spec_dir = tmp_path / "kernels" / name
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "stemroi test", "language": "python",
-    }))
-    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join([str(tmp_path), os.environ.get("JUPYTER_PATH", "")]))
-    return name
-
-
-def test_notebook_runs_quick(ayyubi_dir, kernel_name, monkeypatch):
+def test_notebook_runs_quick(ayyubi_dir, notebook_kernel, monkeypatch):
     monkeypatch.setenv("STEMROI_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("STEMROI_DATA_DIR", str(ayyubi_dir.parent))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name=kernel_name, timeout=300,
+    client = nbclient.NotebookClient(nb, kernel_name=notebook_kernel, timeout=300,
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     client.execute()
     outputs = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
