@@ -1,0 +1,120 @@
+"""Run every examples/*.py as a user would (subprocess, --quick, --out tmp_path) and check its output.
+
+Examples that need the reference data are skipped with a reason when it is
+absent; those that need an optional package (hyperspy, dask.distributed) are
+skipped when it is missing. Every example must have a check below, so a new
+example without one fails here.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+DATA_DIR = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+NEEDS_DATA = {"read_and_tile": DATA_DIR / "ayyubi-stem-defects" / "CdTe_Training_Image.tif",
+              "grouped_split": DATA_DIR / "ayyubi-stem-defects" / "CdTe"}
+NEEDS_MODULE = {"hyperspy_roundtrip": "hyperspy", "many_frames_dask": "distributed"}
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def check_read_and_tile(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["image_shape"] == [768, 768] and s["n_tiles"] == 144 and s["tile_shape"] == [64, 64]
+    assert s["input_shape"] == [16, 3, 224, 224]
+    with np.load(out / "tiles.npz") as z:
+        assert z["tiles"].shape == (144, 64, 64) and 0.0 <= z["tiles"].min() < z["tiles"].max() <= 1.0
+        assert z["origins"][-1].tolist() == [704, 704]
+
+
+def check_grouped_split(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["n_patches"] == 1119 and s["n_groups"] >= 2
+    assert s["random_twin_leakage"] > 0.5  # near-copies in test: the reason for the spatial split
+    assert s["spatial"]["twin_leakage"] == 0.0 and s["spatial"]["n_test"] > 0
+    assert set(s["untested_classes"]) >= {"LC", "SF1", "Twin_Bound"}  # documented in docs/data.md
+
+
+def check_cluster_fft_features(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["n_patches"] == 45 and s["class_names"] == ["Bulk", "vacancy", "stacking_fault"]
+    assert 2 <= s["best_k"] <= 7
+    assert 1 / 3 <= s["accuracy_best_k"] <= 1.0 and 1 / 3 <= s["accuracy_true_k"] <= 1.0
+    assert f"{s['accuracy_best_k']:.3f}" in stdout
+
+
+def check_hyperspy_roundtrip(out: Path, stdout: str):
+    import hyperspy.api as hs
+
+    s = hs.load(out / "synthetic_rois.hspy")
+    assert s.data.shape == (256, 256)
+    ax = s.axes_manager.signal_axes[0]
+    assert ax.scale == pytest.approx(0.0245) and ax.units == "nm"
+    doc = json.loads((out / "rois.json").read_text())
+    assert doc["summary"]["n_tiles"] == 64
+    n_roi, hits = doc["summary"]["n_roi"], doc["metadata"]["n_flagged_defect_tiles"]
+    assert n_roi >= 1 and 2 * hits >= n_roi  # flagged tiles are mostly where defects were planted
+    assert len(s.metadata.Markers) == 1 and len(s.metadata.Markers["anomalous"]) == n_roi
+
+
+CHECKS = {name[len("check_"):]: f for name, f in dict(globals()).items() if name.startswith("check_")}
+
+
+def _skip_reason(name: str):
+    if name in NEEDS_DATA and not NEEDS_DATA[name].exists():
+        return f"real reference data not found at {NEEDS_DATA[name]} (set STEMROI_DATA_DIR)"
+    if name in NEEDS_MODULE and importlib.util.find_spec(NEEDS_MODULE[name]) is None:
+        return f"optional package {NEEDS_MODULE[name]!r} is not installed"
+    return None
+
+
+def _run(script: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], cwd=out,
+                          capture_output=True, text=True, timeout=240, env={**os.environ, "MPLBACKEND": "Agg"})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Start every runnable example at once, a few at a time: on a loaded machine most of an
+    example's wall time is spent importing torch/sklearn, which overlaps well."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {}
+        for script in EXAMPLES:
+            if script.stem in CHECKS and _skip_reason(script.stem) is None:
+                out = tmp_path_factory.mktemp(script.stem)
+                futures[script.stem] = (pool.submit(_run, script, out), out)
+        yield futures
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs(script: Path, runs):
+    name = script.stem
+    assert name in CHECKS, f"examples/{script.name} has no output check in tests/test_examples.py"
+    doc = script.read_text().split('"""')[1]
+    assert "python examples/" + script.name in doc, f"{script.name}: the docstring must say how to run it"
+    reason = _skip_reason(name)
+    if reason:
+        pytest.skip(reason)
+    future, out = runs[name]
+    proc = future.result()
+    assert proc.returncode == 0, f"{script.name} failed:\n{proc.stdout}\n{proc.stderr}"
+    CHECKS[name](out, proc.stdout)
+
+
+def test_examples_readme_lists_every_example():
+    readme = (ROOT / "examples" / "README.md").read_text()
+    missing = [p.name for p in EXAMPLES if p.name not in readme]
+    assert not missing, f"examples/README.md does not list {missing}"
