@@ -43,13 +43,16 @@ _EXPORTS = {
     "silhouette_score": "metrics",
     "cluster_accuracy": "metrics",
     "cluster_confusion_matrix": "metrics",
+    # vgg16 (issue 4); `stemroi.weights` is a submodule (`from stemroi import weights`)
+    "VGG16Features": "features",
+    "extract_image_features": "features",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 # public submodules reachable as attributes (stemroi.preprocess.resize, ...)
-_SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess",
+_SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "features", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess", "weights",
                "roi", "synth"}
 
 
@@ -71,6 +74,8 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from . import weights  # noqa: F401
+    from .features import VGG16Features, extract_image_features  # noqa: F401
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
     from .datasets import load_patch_folder  # noqa: F401
