@@ -76,6 +76,11 @@ def main(argv=None) -> int:
               flush=True)
 
     with threadpool_limits(t):
+        # warm-up (thread pools, lazy imports, first-touch pages), untimed, both sides
+        W = pca_data(300, 64)
+        stemroi.PCA(8, n_threads=t).fit(W), SKPCA(8, svd_solver="full").fit(W)
+        stemroi.KMeans(3, n_init=1, random_state=0, n_threads=t).fit(W), SKKMeans(3, n_init=1).fit(W)
+        stemroi.silhouette_score(W, np.arange(300) % 3), sk_silhouette(W, np.arange(300) % 3)
         for n in (1119, big_n):
             X = pca_data(n, 512)
             ours_s, ours = timed(lambda: stemroi.PCA(50, n_threads=t).fit(X), args.repeat)

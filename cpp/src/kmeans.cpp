@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -36,14 +37,24 @@ struct Rng {
   std::mt19937_64 gen;
 };
 
+// Squared distance in double; four partial sums (fixed order) keep the
+// dependency chain short.
 template <typename T>
 double sqdist(const T* a, const T* b, int64_t d) {
-  double s = 0;
-  for (int64_t j = 0; j < d; ++j) {
-    double t = static_cast<double>(a[j]) - static_cast<double>(b[j]);
-    s += t * t;
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t j = 0;
+  for (; j + 4 <= d; j += 4) {
+    const double t0 = static_cast<double>(a[j]) - static_cast<double>(b[j]);
+    const double t1 = static_cast<double>(a[j + 1]) - static_cast<double>(b[j + 1]);
+    const double t2 = static_cast<double>(a[j + 2]) - static_cast<double>(b[j + 2]);
+    const double t3 = static_cast<double>(a[j + 3]) - static_cast<double>(b[j + 3]);
+    s0 += t0 * t0, s1 += t1 * t1, s2 += t2 * t2, s3 += t3 * t3;
   }
-  return s;
+  for (; j < d; ++j) {
+    const double t = static_cast<double>(a[j]) - static_cast<double>(b[j]);
+    s0 += t * t;
+  }
+  return (s0 + s1) + (s2 + s3);
 }
 
 int64_t n_chunks_of(int64_t n) { return (n + kReduceChunk - 1) / kReduceChunk; }
@@ -169,17 +180,94 @@ double update_centers(const T* X, int64_t n, int64_t d, const T* old_centers, in
   return shift;
 }
 
+// Hamerly's bounds (exact Lloyd, fewer distances): ub >= distance to the
+// assigned centre, lb <= distance to the second closest. A sample whose ub is
+// below max(lb, half the gap from its centre to the nearest other centre)
+// cannot change cluster, so its distances are skipped. Each sample is handled
+// on its own, so the result does not depend on the thread split.
+struct Bounds {
+  std::vector<double> ub, lb;
+  bool valid = false;
+};
+
+template <typename T>
+void assign_bounded(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, int32_t* labels, Bounds& b,
+                    int nt) {
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> half_gap(k, inf);
+  for (int64_t j = 0; j < k; ++j)
+    for (int64_t j2 = j + 1; j2 < k; ++j2) {
+      const double g = 0.5 * std::sqrt(sqdist(centers + j * d, centers + j2 * d, d));
+      half_gap[j] = std::min(half_gap[j], g);
+      half_gap[j2] = std::min(half_gap[j2], g);
+    }
+  if (!b.valid) {
+    b.ub.assign(n, inf);
+    b.lb.assign(n, 0.0);
+  }
+  const bool valid = b.valid;
+  const int64_t n_chunks = n_chunks_of(n);
+  OmpExceptionCapture cap;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    cap.run([&] {
+      for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i) {
+        const T* x = X + i * d;
+        if (valid) {
+          const int32_t a = labels[i];
+          const double m = std::max(half_gap[a], b.lb[i]);
+          if (b.ub[i] <= m) continue;
+          b.ub[i] = std::sqrt(sqdist(x, centers + static_cast<int64_t>(a) * d, d));
+          if (b.ub[i] <= m) continue;
+        }
+        int32_t best = 0;
+        double d1 = sqdist(x, centers, d), d2 = inf;
+        for (int64_t j = 1; j < k; ++j) {
+          const double dj = sqdist(x, centers + j * d, d);
+          if (dj < d1) d2 = d1, d1 = dj, best = static_cast<int32_t>(j);
+          else if (dj < d2) d2 = dj;
+        }
+        labels[i] = best;
+        b.ub[i] = std::sqrt(d1);
+        b.lb[i] = std::sqrt(d2);
+      }
+    });
+  }
+  cap.rethrow();
+  b.valid = true;
+}
+
+// Loosen the bounds by how far the centres moved.
+template <typename T>
+void shift_bounds(const T* old_c, const T* new_c, int64_t k, int64_t d, const int32_t* labels, int64_t n, Bounds& b) {
+  std::vector<double> p(k);
+  int64_t top = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    p[j] = std::sqrt(sqdist(old_c + j * d, new_c + j * d, d));
+    if (p[j] > p[top]) top = j;
+  }
+  double second = 0;
+  for (int64_t j = 0; j < k; ++j)
+    if (j != top) second = std::max(second, p[j]);
+  for (int64_t i = 0; i < n; ++i) {
+    b.ub[i] += p[labels[i]];
+    b.lb[i] -= (labels[i] == top ? second : p[top]);
+  }
+}
+
 template <typename T>
 KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> centers, int max_iter,
                    double tol, int nt, StopFlag& stop) {
   KMeansFit<T> out;
   std::vector<int32_t> labels(n), labels_old(n, -1);
   std::vector<T> new_centers(k * d);
+  Bounds bounds;
   bool strict = false;
   int it = 0;
   for (; it < max_iter; ++it) {
-    assign_labels(X, n, d, centers.data(), k, labels.data(), nt);
+    assign_bounded(X, n, d, centers.data(), k, labels.data(), bounds, nt);
     double shift = update_centers(X, n, d, centers.data(), k, labels.data(), new_centers.data(), nt);
+    shift_bounds(centers.data(), new_centers.data(), k, d, labels.data(), n, bounds);
     std::swap(centers, new_centers);
     if (labels == labels_old) {
       strict = true;
@@ -191,7 +279,7 @@ KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> c
   }
   if (it == max_iter) it = max_iter - 1;
   // Labels consistent with the final centres (as scikit-learn).
-  if (!strict) assign_labels(X, n, d, centers.data(), k, labels.data(), nt);
+  if (!strict) assign_bounded(X, n, d, centers.data(), k, labels.data(), bounds, nt);
   out.inertia = inertia_of(X, n, d, centers.data(), labels.data(), nt);
   out.n_iter = it + 1;
   out.centers = std::move(centers);
@@ -281,11 +369,14 @@ std::vector<T> kmeans_plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint
 }
 
 template <typename T>
-KMeansFit<T> kmeans_fit(const T* X, int64_t n, int64_t d, const KMeansOptions& opt, const T* init) {
-  const int64_t k = opt.n_clusters;
+std::vector<KMeansFit<T>> kmeans_fit_many(const T* X, int64_t n, int64_t d, const std::vector<int64_t>& ks,
+                                          const KMeansOptions& opt, const T* init) {
   STEMROI_CHECK(n >= 1 && d >= 1, "KMeans needs a non-empty 2-D array, got shape ", shape_str({n, d}));
-  STEMROI_CHECK(k >= 1, "n_clusters must be >= 1, got ", k);
-  STEMROI_CHECK(k <= n, "n_samples=", n, " should be >= n_clusters=", k);
+  STEMROI_CHECK(!ks.empty() && (!init || ks.size() == 1), "kmeans: an init array needs exactly one n_clusters");
+  for (int64_t k : ks) {
+    STEMROI_CHECK(k >= 1, "n_clusters must be >= 1, got ", k);
+    STEMROI_CHECK(k <= n, "n_samples=", n, " should be >= n_clusters=", k);
+  }
   STEMROI_CHECK(opt.n_init >= 1, "n_init must be >= 1, got ", opt.n_init);
   STEMROI_CHECK(opt.max_iter >= 1, "max_iter must be >= 1, got ", opt.max_iter);
   STEMROI_CHECK(opt.tol >= 0, "tol must be >= 0, got ", opt.tol);
@@ -328,37 +419,57 @@ KMeansFit<T> kmeans_fit(const T* X, int64_t n, int64_t d, const KMeansOptions& o
 
   std::vector<T> init_c;
   if (init) {
+    const int64_t k = ks[0];
     init_c.resize(k * d);
     for (int64_t c = 0; c < k; ++c)
       for (int64_t j = 0; j < d; ++j) init_c[c * d + j] = init[c * d + j] - mean_t[j];
   }
+  // Tasks: every (k, run) pair; run r of any k is seeded with derive_seed(seed, r),
+  // so each k gets exactly the runs KMeans(k, random_state=seed) would make.
   const int n_init = opt.n_init;
-  std::vector<KMeansFit<T>> runs(n_init);
+  const int64_t n_tasks = static_cast<int64_t>(ks.size()) * n_init;
+  std::vector<KMeansFit<T>> runs(n_tasks);
   StopFlag stop;
-  auto one_run = [&](int r, int inner) {
+  auto one_run = [&](int64_t task, int inner) {
+    const int64_t k = ks[task / n_init];
+    const int r = static_cast<int>(task % n_init);
     std::vector<T> c0 = init ? init_c : plusplus(Xc.data(), n, d, k, derive_seed(opt.seed, r), inner);
     if (stop.poll()) return;
-    runs[r] = lloyd(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop);
+    runs[task] = lloyd(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop);
   };
-  if (n_init > 1 && nt > 1) {
+  if (n_tasks > 1 && nt > 1) {
     // Independent runs in parallel, each single-threaded: results do not
-    // depend on which thread ran them.
+    // depend on which thread ran them. Largest k first for load balance.
+    std::vector<int64_t> order(n_tasks);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return ks[a / n_init] > ks[b / n_init]; });
     OmpExceptionCapture cap;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(std::min(nt, n_init))
-    for (int r = 0; r < n_init; ++r) cap.run([&] { if (!stop.poll()) one_run(r, 1); });
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(std::min<int64_t>(nt, n_tasks)))
+    for (int64_t t = 0; t < n_tasks; ++t) cap.run([&] { if (!stop.poll()) one_run(order[t], 1); });
     cap.rethrow();
   } else {
-    for (int r = 0; r < n_init && !stop.poll(); ++r) one_run(r, nt);
+    for (int64_t t = 0; t < n_tasks && !stop.poll(); ++t) one_run(t, nt);
   }
   if (stop.stop) throw Interrupted();
 
-  int best = 0;
-  for (int r = 1; r < n_init; ++r)
-    if (runs[r].inertia < runs[best].inertia && !same_clustering(runs[r].labels, runs[best].labels, k)) best = r;
-  KMeansFit<T> out = std::move(runs[best]);
-  for (int64_t c = 0; c < k; ++c)
-    for (int64_t j = 0; j < d; ++j) out.centers[c * d + j] += mean_t[j];
+  std::vector<KMeansFit<T>> out;
+  for (size_t ki = 0; ki < ks.size(); ++ki) {
+    const int64_t k = ks[ki];
+    KMeansFit<T>* group = runs.data() + ki * n_init;
+    int best = 0;
+    for (int r = 1; r < n_init; ++r)
+      if (group[r].inertia < group[best].inertia && !same_clustering(group[r].labels, group[best].labels, k)) best = r;
+    out.push_back(std::move(group[best]));
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t j = 0; j < d; ++j) out.back().centers[c * d + j] += mean_t[j];
+  }
   return out;
+}
+
+template <typename T>
+KMeansFit<T> kmeans_fit(const T* X, int64_t n, int64_t d, const KMeansOptions& opt, const T* init) {
+  return std::move(kmeans_fit_many(X, n, d, {opt.n_clusters}, opt, init)[0]);
 }
 
 template <typename T>
@@ -379,6 +490,8 @@ void kmeans_transform(const T* X, int64_t n, int64_t d, const T* centers, int64_
 
 #define STEMROI_KMEANS_INSTANTIATE(T)                                                                          \
   template KMeansFit<T> kmeans_fit<T>(const T*, int64_t, int64_t, const KMeansOptions&, const T*);            \
+  template std::vector<KMeansFit<T>> kmeans_fit_many<T>(const T*, int64_t, int64_t, const std::vector<int64_t>&, \
+                                                        const KMeansOptions&, const T*);                        \
   template std::vector<T> kmeans_plusplus<T>(const T*, int64_t, int64_t, int64_t, uint64_t, int);             \
   template double kmeans_predict<T>(const T*, int64_t, int64_t, const T*, int64_t, int32_t*, int);            \
   template void kmeans_transform<T>(const T*, int64_t, int64_t, const T*, int64_t, T*, int);

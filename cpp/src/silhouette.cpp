@@ -16,8 +16,7 @@ namespace stemroi {
 namespace {
 
 using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr int64_t kRowBlock = kReduceChunk;      // rows owned by one task
-constexpr int64_t kColBlock = 4 * kReduceChunk;  // columns per distance block
+constexpr int64_t kBlock = 2 * kReduceChunk;  // rows (and columns) of a distance block
 
 // Rows [r0, r1) centred in double (the data are never upcast as a whole).
 template <typename T>
@@ -75,74 +74,105 @@ std::vector<std::vector<double>> silhouette_samples_multi(const T* X, int64_t n,
     for (int64_t j = 0; j < d; ++j) mean[j] += static_cast<double>(X[i * d + j]);
   for (double& m : mean) m /= static_cast<double>(n);
 
-  std::vector<std::vector<double>> out(n_sets, std::vector<double>(n, 0.0));
-  const int64_t n_row_blocks = (n + kRowBlock - 1) / kRowBlock;
+  // Each distance is computed once: block pairs (I, J >= I) of the upper
+  // triangle. Rows of I take their sums over the columns of J directly
+  // ("direct", row-wise); rows of J take their sums over the rows of I
+  // ("mirror"), first in a per-thread buffer, then merged into the shared
+  // mirror sums in the order of I (an OpenMP ordered section). Every sum is
+  // therefore formed in a fixed order, whatever the number of threads.
+  const int64_t B = kBlock;
+  const int64_t nb = (n + B - 1) / B;
+  MatD direct = MatD::Zero(n, width);
+  MatD mirror = MatD::Zero(width, n);  // (cluster column, sample)
   std::atomic<bool> stop{false};
   OmpExceptionCapture cap;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-  for (int64_t b = 0; b < n_row_blocks; ++b) {
-    cap.run([&] {
-      if (omp_get_thread_num() == 0 && InterruptCallback::is_interrupted()) stop = true;
-      if (stop) return;
-      const int64_t r0 = b * kRowBlock, r1 = std::min(n, r0 + kRowBlock), nr = r1 - r0;
-      MatD XI, XJ, D;
-      Eigen::VectorXd nI, nJ;
-      load_rows(X, d, r0, r1, mean, XI, nI);
-      MatD sums = MatD::Zero(nr, width);
-      std::vector<double> acc4(4 * max_k);
-      for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
-        const int64_t c1 = std::min(n, c0 + kColBlock), nc = c1 - c0;
-        load_rows(X, d, c0, c1, mean, XJ, nJ);
-        D.resize(nr, nc);
-        D.noalias() = XI * XJ.transpose();
-        for (int64_t i = 0; i < nr; ++i) {
-          double* drow = D.row(i).data();
-          for (int64_t j = 0; j < nc; ++j) {
-            double sq = nI[i] + nJ[j] - 2.0 * drow[j];
-            drow[j] = (sq > 0 && r0 + i != c0 + j) ? std::sqrt(sq) : 0.0;
-          }
-          // Four interleaved accumulators break the add -> store -> load
-          // dependency when neighbouring samples share a cluster; they are
-          // combined in a fixed order, so the result stays deterministic.
-          for (size_t s = 0; s < n_sets; ++s) {
-            const int32_t* lab = labels[s] + c0;
-            const int64_t k = n_clusters[s];
-            std::fill(acc4.begin(), acc4.begin() + 4 * k, 0.0);
-            double *a0 = acc4.data(), *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k;
-            int64_t j = 0;
-            for (; j + 4 <= nc; j += 4) {
-              a0[lab[j]] += drow[j];
-              a1[lab[j + 1]] += drow[j + 1];
-              a2[lab[j + 2]] += drow[j + 2];
-              a3[lab[j + 3]] += drow[j + 3];
+#pragma omp parallel num_threads(nt)
+  {
+    MatD local;  // this thread's mirror contributions of the current block row
+    MatD XI, XJ, D;
+    Eigen::VectorXd nI, nJ;
+    std::vector<double> acc4(4 * max_k);
+#pragma omp for ordered schedule(static, 1)
+    for (int64_t I = 0; I < nb; ++I) {
+      const int64_t r0 = I * B, r1 = std::min(n, r0 + B), nr = r1 - r0;
+      cap.run([&] {
+        if (omp_get_thread_num() == 0 && InterruptCallback::is_interrupted()) stop = true;
+        if (stop) return;
+        if (local.rows() != width || local.cols() != n) local = MatD::Zero(width, n);
+        load_rows(X, d, r0, r1, mean, XI, nI);
+        for (int64_t J = I; J < nb; ++J) {
+          const int64_t c0 = J * B, c1 = std::min(n, c0 + B), nc = c1 - c0;
+          if (J == I) XJ = XI, nJ = nI;
+          else load_rows(X, d, c0, c1, mean, XJ, nJ);
+          D.resize(nr, nc);
+          D.noalias() = XI * XJ.transpose();
+          for (int64_t i = 0; i < nr; ++i) {
+            double* drow = D.row(i).data();
+            for (int64_t j = 0; j < nc; ++j) {
+              const double sq = nI[i] + nJ[j] - 2.0 * drow[j];
+              drow[j] = (sq > 0 && r0 + i != c0 + j) ? std::sqrt(sq) : 0.0;
             }
-            for (; j < nc; ++j) a0[lab[j]] += drow[j];
-            double* acc = sums.row(i).data() + offset[s];
-            for (int64_t c = 0; c < k; ++c) acc[c] += (a0[c] + a1[c]) + (a2[c] + a3[c]);
+            // Four interleaved accumulators break the add -> store -> load
+            // dependency when neighbouring samples share a cluster; they are
+            // combined in a fixed order.
+            for (size_t s = 0; s < n_sets; ++s) {
+              const int32_t* lab = labels[s] + c0;
+              const int64_t k = n_clusters[s];
+              std::fill(acc4.begin(), acc4.begin() + 4 * k, 0.0);
+              double *a0 = acc4.data(), *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k;
+              int64_t j = 0;
+              for (; j + 4 <= nc; j += 4) {
+                a0[lab[j]] += drow[j];
+                a1[lab[j + 1]] += drow[j + 1];
+                a2[lab[j + 2]] += drow[j + 2];
+                a3[lab[j + 3]] += drow[j + 3];
+              }
+              for (; j < nc; ++j) a0[lab[j]] += drow[j];
+              double* acc = direct.row(r0 + i).data() + offset[s];
+              for (int64_t c = 0; c < k; ++c) acc[c] += (a0[c] + a1[c]) + (a2[c] + a3[c]);
+              // mirror: row i of this block is column i for the samples of J
+              if (J > I) {
+                double* dst = local.row(offset[s] + labels[s][r0 + i]).data() + c0;
+                for (int64_t jj = 0; jj < nc; ++jj) dst[jj] += drow[jj];
+              }
+            }
+          }
+        }
+      });
+#pragma omp ordered
+      {
+        if (local.rows() == width && r1 < n) {
+          for (int64_t c = 0; c < width; ++c) {
+            double* m = mirror.row(c).data();
+            double* l = local.row(c).data();
+            for (int64_t j = r1; j < n; ++j) m[j] += l[j], l[j] = 0.0;
           }
         }
       }
-      for (size_t s = 0; s < n_sets; ++s) {
-        const int32_t k = n_clusters[s];
-        for (int64_t i = 0; i < nr; ++i) {
-          const double* acc = sums.row(i).data() + offset[s];
-          const int32_t own = labels[s][r0 + i];
-          double v = 0;
-          if (freq[s][own] > 1) {
-            const double a = acc[own] / static_cast<double>(freq[s][own] - 1);
-            double bmin = std::numeric_limits<double>::infinity();
-            for (int32_t c = 0; c < k; ++c)
-              if (c != own) bmin = std::min(bmin, acc[c] / static_cast<double>(freq[s][c]));
-            const double m = std::max(a, bmin);
-            v = m > 0 ? (bmin - a) / m : 0.0;
-          }
-          out[s][r0 + i] = v;
-        }
-      }
-    });
+    }
   }
   cap.rethrow();
   if (stop) throw Interrupted();
+
+  std::vector<std::vector<double>> out(n_sets, std::vector<double>(n, 0.0));
+  std::vector<double> acc(max_k);
+  for (size_t s = 0; s < n_sets; ++s) {
+    const int32_t k = n_clusters[s];
+    for (int64_t i = 0; i < n; ++i) {
+      for (int32_t c = 0; c < k; ++c) acc[c] = direct(i, offset[s] + c) + mirror(offset[s] + c, i);
+      const int32_t own = labels[s][i];
+      double v = 0;
+      if (freq[s][own] > 1) {
+        const double a = acc[own] / static_cast<double>(freq[s][own] - 1);
+        double bmin = std::numeric_limits<double>::infinity();
+        for (int32_t c = 0; c < k; ++c)
+          if (c != own) bmin = std::min(bmin, acc[c] / static_cast<double>(freq[s][c]));
+        const double m = std::max(a, bmin);
+        v = m > 0 ? (bmin - a) / m : 0.0;
+      }
+      out[s][i] = v;
+    }
+  }
   return out;
 }
 
@@ -156,11 +186,8 @@ NClustersSweep<T> select_n_clusters(const T* X, int64_t n, int64_t d, const std:
                   " (silhouette needs 2 <= k <= n_samples - 1), got ", k);
   NClustersSweep<T> res;
   res.k_values = k_values;
-  for (int64_t k : k_values) {
-    InterruptCallback::check();
-    KMeansOptions opt = base;
-    opt.n_clusters = k;
-    KMeansFit<T> fit = kmeans_fit(X, n, d, opt);
+  InterruptCallback::check();
+  for (KMeansFit<T>& fit : kmeans_fit_many(X, n, d, k_values, base)) {
     res.inertias.push_back(fit.inertia);
     res.n_iter.push_back(fit.n_iter);
     res.labels.push_back(std::move(fit.labels));

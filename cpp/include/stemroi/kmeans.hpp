@@ -30,6 +30,12 @@ struct KMeansFit {
 template <typename T>
 KMeansFit<T> kmeans_fit(const T* X, int64_t n, int64_t d, const KMeansOptions& opt, const T* init = nullptr);
 
+// One fit per k in ks (opt.n_clusters ignored), all (k, run) pairs scheduled
+// together; result i equals kmeans_fit with n_clusters = ks[i].
+template <typename T>
+std::vector<KMeansFit<T>> kmeans_fit_many(const T* X, int64_t n, int64_t d, const std::vector<int64_t>& ks,
+                                          const KMeansOptions& opt, const T* init = nullptr);
+
 // Greedy k-means++ (2 + log(k) local trials) on X as given; returns (k, d).
 template <typename T>
 std::vector<T> kmeans_plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint64_t seed, int n_threads);
