@@ -70,6 +70,17 @@ def check_hyperspy_roundtrip(out: Path, stdout: str):
     assert len(s.metadata.Markers) == 1 and len(s.metadata.Markers["anomalous"]) == n_roi
 
 
+def check_vgg16_features(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["feature_shape"] == [36, 512] and s["tile_feature_shape"] == [16, 512]
+    with np.load(out / "features.npz") as z:
+        assert np.isfinite(z["features"]).all() and z["features"].std() > 0
+        assert z["origins"][-1].tolist() == [192, 192]
+    # k = number of classes (equal sizes): the Hungarian matching cannot score below 1/3
+    assert 1 / 3 <= s["cluster_accuracy"] <= 1.0
+    assert f"accuracy {s['cluster_accuracy']:.3f}" in stdout
+
+
 CHECKS = {name[len("check_"):]: f for name, f in dict(globals()).items() if name.startswith("check_")}
 
 
