@@ -2,7 +2,7 @@
 # Install what is missing on a fresh Debian 12 machine, then build and install
 # stemroi (editable) into ./.venv. Idempotent: a re-run only rebuilds what changed.
 #   STEMROI_VENV   venv path (default: ./.venv)
-#   STEMROI_QUIET  1 (default) hides the output of steps that succeed
+#   STEMROI_NATIVE ON (default) tunes this local build for this CPU; OFF for a portable build
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -65,6 +65,7 @@ fi
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 step "build and install stemroi (pip install --no-build-isolation -e .)" \
   "$py" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
-    --config-settings=cmake.define.STEMROI_BUILD_TESTS=ON -e .
+    --config-settings=cmake.define.STEMROI_BUILD_TESTS=ON \
+    --config-settings=cmake.define.STEMROI_NATIVE="${STEMROI_NATIVE:-ON}" -e .
 step "import check" "$py" -c "import stemroi, stemroi._core"
 exit 0

@@ -18,6 +18,24 @@ _EXPORTS = {
     "gaussian_filter": "filters",
     "uniform_filter": "filters",
     "ROIResult": "roi",
+    # cluster (issue 6)
+    "PatchClusterer": "clustering",
+    "pca_k_grid": "clustering",
+    "evaluate_clustering": "clustering",
+    "per_class_accuracy": "clustering",
+    "FFTMagnitude": "descriptors",
+    "PolarPowerSpectrum": "descriptors",
+    "LatticeResidual": "descriptors",
+    "lattice_fit_residual": "descriptors",
+    # cvae (issue 7)
+    "BulkCVAE": "anomaly",
+    "AnomalyMap": "anomaly",
+    "anomaly_map": "anomaly",
+    "plot_anomaly_map": "anomaly",
+    "preprocess_crops": "anomaly",
+    "anm_scores": "anomaly",
+    "local_energy_scores": "anomaly",
+    "cvae_cluster_workflow": "cvae_features",
     # data
     "read_image": "io",
     "load_patch_folder": "datasets",
@@ -53,7 +71,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 # public submodules reachable as attributes (stemroi.preprocess.resize, ...)
 _SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "features", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess", "weights",
-               "roi", "synth"}
+               "roi", "synth",
+               "clustering", "descriptors", "plots_cluster", "anomaly", "cvae_features"}
 
 
 def __getattr__(name: str):
@@ -74,10 +93,15 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .clustering import PatchClusterer, evaluate_clustering, pca_k_grid, per_class_accuracy  # noqa: F401
+    from .descriptors import FFTMagnitude, LatticeResidual, PolarPowerSpectrum, lattice_fit_residual  # noqa: F401
     from . import weights  # noqa: F401
     from .features import VGG16Features, extract_image_features  # noqa: F401
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
+    from .anomaly import (AnomalyMap, BulkCVAE, anm_scores, anomaly_map, local_energy_scores,  # noqa: F401
+                          plot_anomaly_map, preprocess_crops)
+    from .cvae_features import cvae_cluster_workflow  # noqa: F401
     from .datasets import load_patch_folder  # noqa: F401
     from .grouping import (  # noqa: F401
         GroupedStratifiedKFold,

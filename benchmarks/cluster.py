@@ -1,0 +1,320 @@
+"""Clustering benchmark (issue 6): silhouette-chosen k and cluster accuracy on
+the labelled CdTe and SrTiO3 patch sets, for the label-informed protocol (a)
+and every label-free route, plus the cluster map of the 768x768 CdTe image.
+
+    .venv/bin/python benchmarks/cluster.py [--quick] [--out DIR] [--datasets CdTe STO]
+
+Protocol (a), label-informed (the study's): the embedding comes from a model
+trained on the evaluated labels. Two variants: "in-sample" (trained on every
+patch, as the study did) and "out-of-fold" (each patch embedded by a model
+that never saw it nor - when stemroi.overlap_groups is available - any shifted
+crop of it). Protocol (b), label-free: descriptors and untrained VGG16
+features; no label is used anywhere before the accuracy is computed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import stemroi
+from stemroi.clustering import evaluate_clustering
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    d = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data")) / "ayyubi-stem-defects"
+    if not d.exists():
+        sys.exit(f"benchmark data not found at {d}; set STEMROI_DATA_DIR to the shared/data folder")
+    return d
+
+
+def load_patches(folder: Path):
+    """(patches in [0,1], labels, class_names) via stemroi.load_patch_folder when available."""
+    if "load_patch_folder" in stemroi._EXPORTS:
+        ds = stemroi.load_patch_folder(folder)
+        return np.asarray(ds.patches, np.float32), np.asarray(ds.labels), list(ds.class_names)
+    from PIL import Image  # local stand-in until the data branch is merged
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png", ".jpg"))
+    X, names = [], []
+    for f in files:
+        a = np.asarray(Image.open(f))
+        X.append((a[..., 0] if a.ndim == 3 else a).astype(np.float32) / 255.0)
+        names.append(f.stem.rsplit("_", 1)[0])
+    classes = sorted(set(names))
+    return np.stack(X), np.array([classes.index(n) for n in names]), classes
+
+
+def read_large_image(path: Path) -> np.ndarray:
+    if "read_image" in stemroi._EXPORTS:
+        img = np.asarray(stemroi.read_image(path), np.float32)
+    else:
+        from PIL import Image
+
+        a = np.asarray(Image.open(path))
+        img = (a[..., 0] if a.ndim == 3 else a).astype(np.float32)
+    return (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
+
+
+def _exact_crop_groups(patches, segment=16, max_share=64):
+    """Benchmark-local stand-in for stemroi.overlap_groups: patches sharing an exact
+    ``segment``-pixel row segment (uint8 values) are joined (union-find)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    q = np.ascontiguousarray(np.round(np.asarray(patches) * 255).astype(np.uint8))
+    n = len(q)
+    win = np.ascontiguousarray(sliding_window_view(q, segment, axis=2)[:, ::2, ::2])  # (n, rows, offs, seg)
+    keys = win.reshape(-1, segment).view(np.dtype((np.void, segment))).ravel()
+    owner = np.repeat(np.arange(n), win.shape[1] * win.shape[2])
+    flat = win.reshape(-1, segment)
+    informative = flat.std(axis=1) > 2.0  # flat segments say nothing about identity
+    keys, owner = keys[informative], owner[informative]
+    _, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    parent = np.arange(n)
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    order = np.argsort(inv, kind="stable")
+    inv_s, own_s = inv[order], owner[order]
+    starts = np.flatnonzero(np.r_[True, inv_s[1:] != inv_s[:-1]])
+    ends = np.r_[starts[1:], len(inv_s)]
+    for a, b in zip(starts, ends):
+        if 1 < b - a <= max_share:
+            members = np.unique(own_s[a:b])
+            r0 = find(members[0])
+            for m in members[1:]:
+                parent[find(m)] = r0
+    roots = np.array([find(i) for i in range(n)])
+    _, ids = np.unique(roots, return_inverse=True)
+    return ids
+
+
+def groups_for(patches):
+    if "overlap_groups" in stemroi._EXPORTS:
+        return np.asarray(stemroi.overlap_groups(patches)), "stemroi.overlap_groups"
+    return _exact_crop_groups(patches), "benchmark-local exact shared-segment grouping (stemroi.overlap_groups not merged)"
+
+
+def group_weighted_accuracy(y, labels, groups):
+    """Accuracy under the usual Hungarian matching, each overlap group weighing 1 (not its crop count)."""
+    if groups is None:
+        return float("nan")
+    mapping = stemroi.clustering._engine().cluster_confusion_matrix(y, labels).mapping
+    correct = np.array([mapping.get(int(l), None) == int(t) for l, t in zip(labels, y)], dtype=float)
+    w = 1.0 / np.bincount(groups)[groups]
+    return float((w * correct).sum() / w.sum())
+
+
+def run_route(name, features, X, y, k_true, *, n_components, n_init, seed, results, dataset, groups=None):
+    t0 = time.perf_counter()
+    cl = stemroi.PatchClusterer(features, n_components=n_components, n_init=n_init, random_state=seed,
+                                k_range=range(2, 11)).fit(X)
+    dt = time.perf_counter() - t0
+    at_k = evaluate_clustering(y, cl.labels_)
+    at_true = evaluate_clustering(y, cl.labels_for(k_true))
+    row = dict(dataset=dataset, route=name, k=cl.n_clusters_, sil=cl.silhouette_scores_[cl.n_clusters_],
+               acc_k=at_k["accuracy"], wacc_k=at_k["weighted_accuracy"], acc_true=at_true["accuracy"],
+               wacc_true=at_true["weighted_accuracy"], dims=cl.embedding_.shape[1], seconds=dt,
+               gacc_k=group_weighted_accuracy(y, cl.labels_, groups))
+    results.append(row)
+    print(f"  {name:44s} k={row['k']:2d} sil={row['sil']:.3f}  acc@k={row['acc_k']:.3f} "
+          f"(bal {row['wacc_k']:.3f}, group-wt {row['gacc_k']:.3f})  acc@{k_true}={row['acc_true']:.3f} "
+          f"(bal {row['wacc_true']:.3f})  dims={row['dims']:3d}  {dt:7.1f} s", flush=True)
+    return cl
+
+
+def supervised_embedding(F, y, groups, seed, out_of_fold: bool):
+    """Protocol (a) stand-in: hidden layer of an MLP head trained on the labels (scikit-learn, benchmark only)."""
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    def fit_embed(tr, te):
+        sc = StandardScaler().fit(F[tr])
+        mlp = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=600, random_state=seed)
+        mlp.fit(sc.transform(F[tr]), y[tr])
+        return np.maximum(sc.transform(F[te]) @ mlp.coefs_[0] + mlp.intercepts_[0], 0.0)
+
+    if not out_of_fold:
+        return fit_embed(np.arange(len(y)), np.arange(len(y)))
+    emb = np.zeros((len(y), 64))
+    folds = (GroupKFold(min(5, len(np.unique(groups)))).split(F, y, groups)
+             if groups is not None and len(np.unique(groups)) >= 2
+             else StratifiedKFold(5, shuffle=True, random_state=seed).split(F, y))
+    for tr, te in folds:
+        emb[te] = fit_embed(tr, te)
+    return emb
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer K-means restarts, skip VGG16 routes")
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "stemroi_bench" / "cluster"),
+                    help="figures and results.json (default: <tmp>/stemroi_bench/cluster, outside the repository)")
+    ap.add_argument("--datasets", nargs="+", default=["CdTe", "STO"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vgg-input-size", type=int, default=64,
+                    help="VGG16 input side for the untrained-VGG16 routes (224 as in the study is slow on CPU)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_init = 3 if args.quick else 10
+    seed = args.seed
+    d = data_dir()
+    print("Machine note: timings on a shared, loaded 2-core machine; compare within one run only.")
+    results = []
+    fitted = {}
+    for ds in args.datasets:
+        X, y, classes = load_patches(d / ds)
+        k_true = len(classes)
+        groups, gsrc = groups_for(X)
+        print(f"\n=== {ds}: {len(X)} patches, {k_true} classes {classes}; overlap groups: {gsrc}"
+              + (f" ({len(np.unique(groups))} groups)" if groups is not None else ""))
+
+        print(" (b) label-free routes")
+        routes = [
+            ("fft magnitude, PCA 0.95", "fft", 0.95),
+            ("polar power spectrum, PCA 0.95", "polar_fft", 0.95),
+            ("lattice residual, PCA 0.95", "lattice_residual", 0.95),
+            ("lattice residual, PCA 8", "lattice_residual", 8),
+        ]
+        for name, feat, nc in routes:
+            cl = run_route(name, feat, X, y, k_true, n_components=nc, n_init=n_init, seed=seed, results=results,
+                           dataset=ds, groups=groups)
+            fitted[(ds, name)] = cl
+        # the study's grid over PCA dimensions (label-free choice of k per setting), top 5 by silhouette
+        lr = fitted[(ds, "lattice residual, PCA 0.95")]
+        t0 = time.perf_counter()
+        grid = stemroi.pca_k_grid(lr.features_, n_components=(2, 3, 5, 8, 10, 20, 0.8, 0.9, 0.95),
+                                  n_init=n_init, random_state=seed, feature_groups=lr.extractor_.feature_groups)
+        print(f"  -- PCA x k grid on the lattice-residual features ({time.perf_counter() - t0:.1f} s), top 5:")
+        for r in grid[:5]:
+            print(f"     n_components={r['n_components']!s:>5} dims={r['n_dims']:3d}  k={r['best_k']:2d}  "
+                  f"sil={r['silhouette']:.3f}  acc@k={evaluate_clustering(y, r['labels'])['accuracy']:.3f}")
+        # stability of the silhouette choice over K-means seeds (same features)
+        from stemroi.descriptors import Precomputed
+
+        print("  -- lattice residual, PCA 0.95, other K-means seeds (same features):")
+        for s2 in range(1, 5):
+            c2 = stemroi.PatchClusterer(Precomputed(feature_groups=lr.extractor_.feature_groups), n_init=n_init,
+                                        random_state=s2).fit(lr.features_)
+            curve = " ".join(f"{k}:{v:.3f}" for k, v in c2.silhouette_scores_.items())
+            print(f"     seed {s2}: k={c2.n_clusters_} acc@k={evaluate_clustering(y, c2.labels_)['accuracy']:.3f} "
+                  f"acc@{k_true}={evaluate_clustering(y, c2.labels_for(k_true))['accuracy']:.3f}  silhouettes {curve}")
+        print("     seed 0 silhouettes " + " ".join(f"{k}:{v:.3f}" for k, v in lr.silhouette_scores_.items()))
+        # near-duplicate check: one patch per exact-crop group (the first), clustered on its own. The
+        # project's overlap_groups chain crops into very few groups (CdTe: ~12), too few to cluster, so this
+        # check uses the stricter benchmark-local exact shared-segment grouping.
+        fine = _exact_crop_groups(X)
+        reps = np.unique(fine, return_index=True)[1]
+        print(f"  -- one representative per exact-crop group ({len(reps)} patches):")
+        for name, feat, nc in routes[2:]:
+            run_route(name + " [1 per group]", feat, X[reps], y[reps], k_true, n_components=nc, n_init=n_init,
+                      seed=seed, results=results, dataset=ds)
+        if "VGG16Features" in stemroi._EXPORTS and not args.quick:
+            for layer in ("block3_pool", "block5_pool"):
+                ext = stemroi.VGG16Features(weights="random", layer=layer, pooling="avg",
+                                            input_size=args.vgg_input_size, random_state=seed)
+                run_route(f"untrained VGG16 {layer} avg {args.vgg_input_size}px, PCA 0.95", ext, X, y, k_true,
+                          n_components=0.95,
+                          n_init=n_init, seed=seed, results=results, dataset=ds, groups=groups)
+        else:
+            print("  (VGG16 routes skipped: " + ("--quick" if args.quick else "stemroi.VGG16Features not merged") + ")")
+
+        print(" (a) label-informed (embedding trained on these labels; MLP head on lattice-residual features,"
+              " scikit-learn, benchmark-only stand-in for the study's fine-tuned VGG16)")
+        base = stemroi.LatticeResidual().transform(X)
+        for oof, tag in ((False, "in-sample (study-like, leaky)"),
+                         (True, "out-of-fold, grouped 5-fold")):
+            t0 = time.perf_counter()
+            emb = supervised_embedding(base, y, groups, seed, oof)
+            t_train = time.perf_counter() - t0
+            run_route(f"supervised {tag}", "precomputed", emb, y, k_true, n_components=0.95, n_init=n_init,
+                      seed=seed, results=results, dataset=ds, groups=groups)
+            print(f"    (head training {t_train:.1f} s)")
+        if "PatchClassifier" in stemroi._EXPORTS and not args.quick:
+            # the project's classifier (fine-tuned small CNN; the study fine-tuned ImageNet VGG16, not available
+            # here): penultimate (pooled backbone) features of a network trained on the labels
+            from sklearn.model_selection import GroupKFold
+
+            for oof in (False, True):
+                try:
+                    t0 = time.perf_counter()
+                    emb = None
+                    splits = (list(GroupKFold(2).split(X, y, groups)) if oof
+                              else [(np.arange(len(y)), np.arange(len(y)))])
+                    for tr, te in splits:
+                        clf = stemroi.PatchClassifier("small_cnn", mode="finetune", random_state=seed)
+                        clf.fit(X[tr], y[tr], groups=groups[tr])
+                        e = np.asarray(clf.transform(X[te]), np.float64)
+                        emb = np.zeros((len(y), e.shape[1])) if emb is None else emb
+                        emb[te] = e
+                    print(f"    (PatchClassifier training {time.perf_counter() - t0:.1f} s)")
+                    tag = "out-of-fold, grouped 2-fold" if oof else "in-sample (study-like, leaky)"
+                    run_route(f"PatchClassifier small_cnn {tag}", "precomputed", emb, y, k_true, n_components=0.95,
+                              n_init=n_init, seed=seed, results=results, dataset=ds, groups=groups)
+                except Exception as exc:  # report and go on: the other routes stay valid
+                    print(f"  PatchClassifier route failed: {type(exc).__name__}: {exc}")
+
+    # the project's synthetic generator: known classes, no near-duplicates
+    if hasattr(stemroi, "synth") or "synth" in getattr(stemroi, "_SUBMODULES", ()):
+        P, ys, names = stemroi.synth.make_patch_dataset(n_per_class=60, random_state=seed)
+        print(f"\n=== synthetic (stemroi.synth.make_patch_dataset): {len(P)} patches, {len(names)} classes {names}")
+        for name, feat in (("polar power spectrum, PCA 0.95", "polar_fft"), ("lattice residual, PCA 0.95",
+                                                                            "lattice_residual")):
+            run_route(name, feat, P, ys, len(names), n_components=0.95, n_init=n_init, seed=seed, results=results,
+                      dataset="synth")
+
+    # cluster map of the large CdTe image with the best label-free route
+    if "CdTe" in args.datasets:
+        from stemroi import plots_cluster as pc
+
+        img = read_large_image(d / "CdTe_Training_Image.tif")
+        cl = fitted[("CdTe", "lattice residual, PCA 0.95")]
+        res = cl.cluster_map(img, patch=64, stride=64)
+        X, y, classes = load_patches(d / "CdTe")
+        # which labelled class dominates each cluster (only to read the map; the clustering never saw labels)
+        conf = evaluate_clustering(y, cl.labels_)["confusion"]
+        dominant = {}
+        for c in range(cl.n_clusters_):
+            col = conf[:, c] if c < conf.shape[1] else np.zeros(len(classes))
+            dominant[f"cluster {c}"] = ", ".join(f"{classes[i]} {int(col[i])}" for i in np.argsort(-col)[:2]
+                                                 if col[i] > 0)
+        legend = {k: f"{k}: {v.split(',')[0].rsplit(' ', 1)[0] if v else '-'}" for k, v in dominant.items()}
+        pc.plot_cluster_map(img, res, path=out / "cdte_cluster_map.png", legend_names=legend,
+                            title=f"CdTe 768x768, label-free lattice residual, k={cl.n_clusters_}")
+        res.to_json(out / "cdte_cluster_map.json")
+        pc.plot_cluster_montage(X, cl.labels_, path=out / "cdte_cluster_montage.png")
+        pc.plot_silhouette_curve(cl.silhouette_scores_, path=out / "cdte_silhouette.png")
+        print(f"\nCdTe cluster map: {out / 'cdte_cluster_map.png'}; bulk (most frequent) = {res.bulk_label}")
+        counts = res.counts()
+        for c in range(cl.n_clusters_):
+            name = f"cluster {c}"
+            print(f"  {name}: {counts.get(name, 0):3d} tiles; labelled patches in it: {dominant[name] or '-'}")
+
+    print("\nSummary")
+    print("acc@k: at the silhouette-chosen k; acc@K: at the true class count; grp: acc@k with each overlap group"
+          " weighing 1")
+    print(f"{'dataset':7s} {'route':58s} {'k':>2s} {'sil':>6s} {'acc@k':>6s} {'grp':>6s} {'acc@K':>6s} {'sec':>7s}")
+    for r in results:
+        print(f"{r['dataset']:7s} {r['route']:58s} {r['k']:2d} {r['sil']:6.3f} {r['acc_k']:6.3f} "
+              f"{r['gacc_k']:6.3f} {r['acc_true']:6.3f} {r['seconds']:7.1f}")
+    import json
+
+    with open(out / "results.json", "w") as f:
+        json.dump(results, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()

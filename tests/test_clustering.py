@@ -1,0 +1,175 @@
+"""PatchClusterer, evaluation helpers and cluster plots (fast, synthetic data)."""
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import stemroi
+from stemroi.clustering import evaluate_clustering, pca_k_grid, per_class_accuracy
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _cluster_synth import lattice_patches  # noqa: E402
+
+
+def _blobs(rng, k=4, n_per=40, d=10, spread=0.3):
+    centers = rng.normal(0.0, 5.0, size=(k, d))
+    X = np.concatenate([c + spread * rng.standard_normal((n_per, d)) for c in centers])
+    y = np.repeat(np.arange(k), n_per)
+    return X, y
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_sweep_chooses_true_k_on_blobs(rng, k):
+    X, y = _blobs(rng, k=k)
+    cl = stemroi.PatchClusterer("precomputed", n_components=None, k_range=range(2, 9), n_init=4,
+                                random_state=0).fit(X)
+    assert cl.n_clusters_ == k
+    assert set(cl.silhouette_scores_) == set(range(2, 9))
+    assert cl.silhouette_scores_[k] == max(cl.silhouette_scores_.values())
+    assert stemroi.clustering.evaluate_clustering(y, cl.labels_)["accuracy"] == pytest.approx(1.0)
+    # predict on the training rows reproduces the fitted labels (nearest centre)
+    np.testing.assert_array_equal(cl.predict(X), cl.labels_)
+
+
+def test_pca_variance_fraction_and_determinism(rng):
+    X, y = _blobs(rng, k=4, d=20)
+    a = stemroi.PatchClusterer("precomputed", n_components=0.9, k_range=range(2, 7), n_init=3, random_state=7).fit(X)
+    b = stemroi.PatchClusterer("precomputed", n_components=0.9, k_range=range(2, 7), n_init=3, random_state=7).fit(X)
+    assert a.embedding_.shape[1] < X.shape[1]
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.silhouette_scores_ == b.silhouette_scores_
+    assert a.n_clusters_ == 4
+
+
+def test_lattice_residual_clusters_synthetic_defects():
+    P, y = lattice_patches(n_per_class=20, seed=1)
+    cl = stemroi.PatchClusterer("lattice_residual", n_components=5, k_range=range(2, 7), n_init=4,
+                                random_state=0).fit(P)
+    assert cl.n_clusters_ == 3
+    assert evaluate_clustering(y, cl.labels_)["accuracy"] >= 0.95
+
+
+def _brute_force_accuracy(y, lab):
+    classes, clusters = np.unique(y), np.unique(lab)
+    best = 0
+    # every injective assignment of clusters to classes (or classes to clusters)
+    if len(clusters) <= len(classes):
+        for perm in itertools.permutations(classes, len(clusters)):
+            best = max(best, sum(np.sum((lab == c) & (y == t)) for c, t in zip(clusters, perm)))
+    else:
+        for perm in itertools.permutations(clusters, len(classes)):
+            best = max(best, sum(np.sum((lab == c) & (y == t)) for c, t in zip(perm, classes)))
+    return best / len(y)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cluster_accuracy_matches_brute_force(seed):
+    r = np.random.default_rng(seed)
+    n = int(r.integers(8, 30))
+    y = r.integers(0, int(r.integers(2, 5)), n)
+    lab = r.integers(0, int(r.integers(2, 6)), n)
+    res = evaluate_clustering(y, lab)
+    assert res["accuracy"] == pytest.approx(_brute_force_accuracy(y, lab))
+    # class-balanced variant = mean of the per-class fractions under that matching
+    assert res["weighted_accuracy"] == pytest.approx(np.mean(list(per_class_accuracy(y, lab).values())))
+    assert res["confusion"].sum() == n
+
+
+def test_per_class_accuracy_and_names():
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    lab = np.array([5, 5, 6, 6, 6, 7, 7, 5])
+    res = evaluate_clustering(y, lab, class_names=["a", "b", "c"])
+    assert res["per_class"] == {"a": pytest.approx(2 / 3), "b": 1.0, "c": pytest.approx(2 / 3)}
+    assert res["accuracy"] == pytest.approx(6 / 8)
+
+
+def test_cluster_map_returns_roiresult(rng):
+    P, y = lattice_patches(n_per_class=12, size=32, seed=3)
+    cl = stemroi.PatchClusterer("polar_fft", n_components=4, k_range=range(2, 5), n_init=2, random_state=0).fit(P)
+    image = np.tile(P[0], (3, 4))  # 96 x 128
+    res = cl.cluster_map(image, patch=32, stride=32)
+    assert isinstance(res, stemroi.ROIResult)
+    assert len(res) == 12
+    assert res.image_shape == (96, 128)
+    assert set(res.labels) <= set(res.class_names)
+    assert sum(res.counts().values()) == 12
+    assert np.all((res.confidence >= 0) & (res.confidence <= 1))
+    # the image is one tiled patch: every tile falls into the same cluster (periodic tiling, same content)
+    assert len(set(res.labels)) == 1
+
+
+def test_pca_k_grid_sorted(rng):
+    X, _ = _blobs(rng, k=3, d=12)
+    rows = pca_k_grid(X, n_components=(2, 5, 0.9), k_range=range(2, 6), n_init=2, random_state=0)
+    assert len(rows) == 3
+    sil = [r["silhouette"] for r in rows]
+    assert sil == sorted(sil, reverse=True)
+    assert rows[0]["best_k"] == 3
+
+
+def test_plots_without_display(tmp_path, rng):
+    import matplotlib
+
+    from stemroi import plots_cluster as pc
+
+    P, y = lattice_patches(n_per_class=8, size=32, seed=2)
+    cl = stemroi.PatchClusterer("polar_fft", n_components=3, k_range=range(2, 4), n_init=2, random_state=0).fit(P)
+    image = np.tile(P[1], (2, 2))
+    paths = {
+        "sil": pc.plot_silhouette_curve(cl.silhouette_scores_, path=tmp_path / "sil.png"),
+        "map": pc.plot_cluster_map(image, cl.cluster_map(image, patch=32), path=tmp_path / "map.png"),
+        "montage": pc.plot_cluster_montage(P, cl.labels_, n_per_cluster=4, path=tmp_path / "montage.png"),
+        "lolli": pc.plot_per_class_accuracy(per_class_accuracy(y, cl.labels_), path=tmp_path / "lolli.png"),
+        "scatter": pc.plot_embedding_2d(cl.embedding_[:, :2], cl.labels_, path=tmp_path / "scatter.png"),
+    }
+    assert matplotlib.get_backend().lower() == "agg"
+    for name in paths:
+        f = tmp_path / f"{name}.png"
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+    xy = pc.tsne_embedding(cl.embedding_, random_state=0)
+    assert xy.shape == (len(P), 2)
+
+
+def test_bad_inputs(rng):
+    X, _ = _blobs(rng, k=3)
+    with pytest.raises(ValueError, match="k in k_range must be >= 2"):
+        stemroi.PatchClusterer("precomputed", k_range=[1, 2]).fit(X)
+    with pytest.raises(ValueError, match="k_range is empty"):
+        stemroi.PatchClusterer("precomputed", k_range=[]).fit(X)
+    with pytest.raises(ValueError, match="n_samples - 1"):
+        stemroi.PatchClusterer("precomputed", k_range=[2, 500]).fit(X)
+    with pytest.raises(ValueError, match=r"variance fraction must be in \(0, 1\], got 1.5"):
+        stemroi.PatchClusterer("precomputed", n_components=1.5).fit(X)
+    with pytest.raises(ValueError, match="n_components must be an int >= 1"):
+        stemroi.PatchClusterer("precomputed", n_components=0).fit(X)
+    with pytest.raises(ValueError, match="unknown features 'nope'"):
+        stemroi.PatchClusterer("nope").fit(np.zeros((5, 16, 16)))
+    with pytest.raises(TypeError, match="features must be a descriptor name"):
+        stemroi.PatchClusterer(42).fit(X)
+    with pytest.raises(ValueError, match="expected a 3-D array"):
+        stemroi.PatchClusterer("fft").fit(X)
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        stemroi.PatchClusterer("precomputed").fit(bad)
+    with pytest.raises(ValueError, match="not fitted"):
+        stemroi.PatchClusterer("precomputed").predict(X)
+    cl = stemroi.PatchClusterer("precomputed", n_components=None, k_range=range(2, 4), n_init=2,
+                                random_state=0).fit(X)
+    with pytest.raises(ValueError, match="fitted with 10"):
+        cl.predict(X[:, :5])
+    with pytest.raises(ValueError, match="cluster_map needs a patch feature extractor"):
+        cl.cluster_map(np.zeros((64, 64)))
+    P, _ = lattice_patches(n_per_class=5, size=32, seed=0)
+    clp = stemroi.PatchClusterer("polar_fft", n_components=2, k_range=[2, 3], n_init=1, random_state=0).fit(P)
+    with pytest.raises(ValueError, match=r"patch must be <= image size \(20, 40\), got 32"):
+        clp.cluster_map(np.zeros((20, 40)), patch=32)
+    with pytest.raises(ValueError, match="labels must be 1-D of the same length"):
+        evaluate_clustering([0, 1, 1], [0, 1])
+    with pytest.raises(ValueError, match="invalid parameter 'bogus'"):
+        stemroi.PatchClusterer().set_params(bogus=1)

@@ -1,0 +1,266 @@
+"""BulkCVAE: a tiny CVAE trained for real on a synthetic lattice (seconds)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import stemroi
+from stemroi import BulkCVAE, anm_scores, local_energy_scores, preprocess_crops
+from stemroi._lib import _core
+
+CROP = 16
+SPACING = 8
+
+
+def lattice(h, w, *, vacancies=(), noise=0.03, seed=0):
+    """Gaussian columns on a square lattice (period 8) with optional missing columns."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.zeros((h, w))
+    for cy in range(SPACING // 2, h, SPACING):
+        for cx in range(SPACING // 2, w, SPACING):
+            if (cy, cx) in vacancies:
+                continue
+            img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.6**2))
+    img += np.random.default_rng(seed).normal(0, noise, img.shape)
+    return np.clip(img, 0, None).astype(np.float32)
+
+
+def crops_at(img, origins):
+    return np.stack([img[r:r + CROP, c:c + CROP] for r, c in origins])
+
+
+def aligned_origins(n, size, seed):
+    """Crop origins on the lattice period (registered crops, as from a drift-corrected scan)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, (size - CROP) // SPACING + 1, (n, 2)) * SPACING
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    bulk = crops_at(lattice(256, 256, seed=1), aligned_origins(256, 256, 0))
+    # one LibTorch thread: on a loaded shared machine two threads oversubscribe and run slower
+    model = BulkCVAE(latent_dim=6, epochs=10, batch_size=16, learning_rate=2e-3, blur_sigma=0.5, crop_size=CROP,
+                     n_crops=256, calibration_fraction=0.25, detector="energy", energy_window=5,
+                     energy_quantile=0.99, random_state=0, n_threads=1)
+    return model.fit(bulk)
+
+
+def test_reconstruction_error_falls(fitted):
+    h = fitted.loss_history_
+    assert len(h) == 10 and np.all(np.isfinite(h))
+    assert h[-1] < 0.9 * h[0]
+    crops = crops_at(lattice(64, 64, seed=5), [(0, 0), (8, 16), (24, 8), (40, 40)])
+    x = preprocess_crops(crops, 0.5)
+    untrained = _core.CVAE(6, "study", CROP, 0).reconstruct(x)
+    trained = fitted.reconstruct(x, preprocessed=True)
+    assert np.mean((x - trained) ** 2) < 0.5 * np.mean((x - untrained) ** 2)
+
+
+def test_planted_vacancy_scores_above_bulk_band(fitted):
+    # registered crops that all contain the vacant column at (36, 36), at different positions
+    inside = [(24, 24), (24, 32), (32, 24), (32, 32)]
+    defect = crops_at(lattice(96, 96, vacancies={(36, 36)}, seed=7), inside)
+    bulk = crops_at(lattice(96, 96, seed=7), inside)
+    e_defect = fitted.score(defect, kind="energy")
+    e_bulk = fitted.score(bulk, kind="energy")
+    assert np.all(e_defect > fitted.energy_threshold_), (e_defect, fitted.energy_threshold_)
+    assert np.all(e_defect > e_bulk)
+    assert fitted.predict(defect).all()
+    # the study's (signed) ANM separates them too: every vacancy crop lies further
+    # from zero than any held-out bulk crop, and the vacancy (missing intensity) is negative
+    anm = fitted.score(defect, kind="anm")
+    assert np.all(anm < 0)
+    assert np.abs(anm).min() > np.abs(fitted.calibration_scores_["anm"]).max()
+
+
+def _anm_reference(d, threshold, half):
+    """NumPy reference of the clipped ANM (no wrapping)."""
+    out_s, out_a, peaks = [], [], []
+    for img in d:
+        t = np.where(np.abs(img) < threshold, 0, img)
+        r, c = np.unravel_index(np.argmax(np.abs(t)), t.shape)
+        win = t[max(0, r - half):r + half + 1, max(0, c - half):c + half + 1]
+        out_s.append(win.mean())
+        out_a.append(np.abs(win).mean())
+        peaks.append((r, c))
+    return np.array(out_s), np.array(out_a), np.array(peaks)
+
+
+def test_score_window_never_wraps(rng):
+    d = rng.normal(0, 0.15, (40, 64, 64)).astype(np.float32)
+    d[0, 0, 0] = 3.0           # maxima at the four corners and edges
+    d[1, 63, 63] = -3.0
+    d[2, 0, 63] = 3.0
+    d[3, 63, 0] = -3.0
+    d[4, 30, 0] = 3.0
+    d[0, 60:, 60:] = 2.0       # what a wrapping window would pick up for crop 0
+    signed, absolute, peaks = anm_scores(d, threshold=0.2, half_window=6)
+    ref_s, ref_a, ref_p = _anm_reference(d, 0.2, 6)
+    np.testing.assert_array_equal(peaks, ref_p)
+    np.testing.assert_allclose(signed, ref_s, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(absolute, ref_a, rtol=1e-5, atol=1e-6)
+    # corner maximum: only the 7 x 7 in-image pixels count
+    t0 = np.where(np.abs(d[0]) < 0.2, 0, d[0])
+    assert signed[0] == pytest.approx(t0[:7, :7].mean(), rel=1e-5)
+
+
+def test_local_energy_matches_numpy(rng):
+    d = rng.normal(0, 0.1, (5, 20, 20)).astype(np.float32)
+    d[2, 0, 19] = 2.0
+    scores, peaks = local_energy_scores(d, window=5)
+    for k in range(5):
+        sq = d[k].astype(np.float64) ** 2
+        best = max(((sq[max(0, r - 2):r + 3, max(0, c - 2):c + 3].mean(), (r, c))
+                    for r in range(20) for c in range(20)), key=lambda t: t[0])
+        assert scores[k] == pytest.approx(np.sqrt(best[0]), rel=1e-5)
+    assert tuple(peaks[2]) in {(r, c) for r in range(0, 3) for c in range(17, 20)}
+
+
+def test_inference_is_deterministic_and_training_reproducible(fitted):
+    crops = crops_at(lattice(64, 64, seed=9), [(1, 2), (8, 32), (33, 7)])
+    a = fitted.reconstruct(crops)
+    b = fitted.reconstruct(crops)
+    np.testing.assert_array_equal(a, b)
+    small = crops_at(lattice(128, 128, seed=2), aligned_origins(48, 128, 1))
+    kw = dict(latent_dim=4, epochs=2, crop_size=CROP, n_crops=48, learning_rate=1e-3, random_state=3, n_threads=1)
+    m1, m2 = BulkCVAE(**kw).fit(small), BulkCVAE(**kw).fit(small)
+    np.testing.assert_array_equal(m1.loss_history_, m2.loss_history_)
+    np.testing.assert_array_equal(m1.reconstruct(crops), m2.reconstruct(crops))
+
+
+def test_save_load_round_trip_is_exact(fitted, tmp_path):
+    path = tmp_path / "cvae.stemroi"
+    fitted.save(path)
+    loaded = BulkCVAE.load(path)
+    crops = crops_at(lattice(64, 64, seed=11), [(0, 0), (5, 9), (48, 48)])
+    np.testing.assert_array_equal(fitted.reconstruct(crops), loaded.reconstruct(crops))
+    assert loaded.band_ == fitted.band_
+    assert loaded.energy_threshold_ == fitted.energy_threshold_
+    assert loaded.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(loaded.predict(crops), fitted.predict(crops))
+    _, meta = stemroi.load_model_file(path)
+    assert meta["architecture"] == "cvae"
+    assert meta["model_card"]["epochs"] == 10
+    assert meta["preprocessing"]["blur_sigma"] == 0.5
+
+
+def test_study_and_dataset_repo_architectures():
+    study = _core.CVAE(20, "study", 64, 0)
+    repo = _core.CVAE(20, "dataset_repo", 64, 0)
+    assert study.encoded_size == 7 and repo.encoded_size == 8
+    assert study.state_dict()["dec_fc.weight"].shape == (8 * 8 * 32, 20)
+    assert repo.state_dict()["dec_fc.weight"].shape == (8 * 8 * 64, 20)
+    x = np.random.default_rng(0).random((2, 64, 64), dtype=np.float32)
+    assert study.reconstruct(x).shape == (2, 64, 64)
+    assert repo.reconstruct(x).shape == (2, 64, 64)
+
+
+def test_preprocess_zero_crop_gives_no_nan():
+    crops = np.zeros((3, 16, 16), np.float32)
+    crops[1] = 5.0
+    crops[2, 3, 4] = 2.0
+    out = preprocess_crops(crops, 1.0)
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out[0], 0)
+    assert out[1].max() == pytest.approx(1.0) and out[2].max() == pytest.approx(1.0)
+
+
+def test_anomaly_map_localises_a_vacancy(fitted):
+    img = lattice(64, 64, vacancies={(28, 36)}, seed=13)
+    amap = fitted.anomaly_map(img, stride=8)
+    assert amap.map.shape == img.shape and np.isfinite(amap.map).all()
+    r, c = np.unravel_index(np.argmax(amap.map), amap.map.shape)
+    assert abs(r - 28) <= 4 and abs(c - 36) <= 4
+    res = amap.result
+    assert isinstance(res, stemroi.ROIResult) and len(res) == 49
+    flagged = res.origins[res.is_roi]
+    assert len(flagged) >= 1
+    for r0, c0 in flagged:  # every flagged tile contains the vacancy
+        assert r0 <= 28 < r0 + CROP and c0 <= 36 < c0 + CROP
+
+
+def test_bad_input_is_rejected(fitted, tmp_path):
+    with pytest.raises(ValueError, match=r"expected shape \(n, 16, 16\) for crop_size=16, got \(2, 32, 32\)"):
+        fitted.reconstruct(np.zeros((2, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="at least 2"):
+        BulkCVAE(crop_size=16).fit(np.zeros((1, 16, 16), np.float32))
+    bad = np.zeros((2, 16, 16), np.float32)
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.score(bad)
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        fitted.reconstruct(np.array([["a"] * 16] * 16))
+    with pytest.raises(ValueError, match="variant must be 'study' or 'dataset_repo', got 'vgg'"):
+        BulkCVAE(variant="vgg").fit(np.zeros((64, 64), np.float32))
+    with pytest.raises(ValueError, match="crop_size must be a multiple of 8, got 20"):
+        BulkCVAE(crop_size=20).fit(np.zeros((64, 64), np.float32))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        BulkCVAE().reconstruct(np.zeros((1, 64, 64), np.float32))
+    with pytest.raises(ValueError, match=r"crop_size must be <= image size \(12, 40\), got 16"):
+        BulkCVAE(crop_size=16).fit(np.ones((12, 40), np.float32))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        fitted.score(np.zeros((1, 16, 16), np.float32), kind="mse")
+    corrupt = tmp_path / "corrupt.stemroi"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(OSError):
+        BulkCVAE.load(corrupt)
+    other = tmp_path / "other.stemroi"
+    stemroi.save_model_file(other, {"w": np.zeros(3, np.float32)}, {"architecture": "vgg16"})
+    with pytest.raises(ValueError, match="architecture 'vgg16', expected 'cvae'"):
+        BulkCVAE.load(other)
+
+
+# ---- dataset-repo clustering workflow pieces ------------------------------------
+def test_per_feature_silhouette_matches_sklearn(rng):
+    from sklearn.metrics import silhouette_score
+
+    from stemroi.cvae_features import per_feature_silhouette
+
+    labels = np.repeat([0, 1, 2], 30)
+    X = np.c_[labels + rng.normal(0, 0.3, 90), rng.normal(0, 1, 90), 5 * labels + rng.normal(0, 4, 90)]
+    ours = per_feature_silhouette(X, labels)
+    for j in range(3):
+        f = (X[:, [j]] - X[:, j].mean()) / X[:, j].std()
+        assert ours[j] == pytest.approx(silhouette_score(f, labels), abs=1e-10)
+
+
+def test_three_tier_selection(rng):
+    from stemroi.cvae_features import select_features
+
+    labels = np.repeat([0, 1], 40)
+    good = labels * 3.0 + rng.normal(0, 1.0, 80)
+    X = np.c_[good, good * 2 + 1e-3 * rng.normal(size=80),       # a near-copy: |r| > 0.95
+              rng.normal(0, 1, 80),                               # noise: silhouette <= 0
+              labels * 0.1 + rng.normal(0, 0.03, 80)]             # separates but variance < 0.1
+    sel = select_features(X, labels, min_silhouette=0.05, min_features=1, names=["good", "copy", "noise", "tiny"])
+    assert list(sel["keep"]) == [0]
+    assert sel["dropped_corr"] == ["copy"]
+    assert sel["dropped_silhouette"] == ["noise"]
+    assert sel["dropped_variance"] == ["tiny"]
+
+
+def test_difference_features_shape(fitted):
+    from stemroi.cvae_features import FEATURE_NAMES, difference_features
+
+    crops = crops_at(lattice(64, 64, vacancies={(20, 20)}, seed=3), [(8, 8), (16, 16), (32, 40)])
+    F = difference_features(fitted, crops)
+    assert F.shape == (3, len(FEATURE_NAMES)) == (3, 47)
+    assert np.isfinite(F).all()
+    # the crops holding the vacancy have a larger residual energy than the clean one
+    e = FEATURE_NAMES.index("diff_energy")
+    assert F[0, e] > F[2, e] and F[1, e] > F[2, e]
+
+
+def test_warm_start_continues_training_and_reports_progress():
+    small = crops_at(lattice(128, 128, seed=2), aligned_origins(40, 128, 4))
+    calls = []
+    m = BulkCVAE(latent_dim=4, epochs=2, crop_size=CROP, learning_rate=1e-3, warm_start=True, random_state=3,
+                 n_threads=1)
+    m.fit(small, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]
+    net, before = m.model_, m.model_.state_dict()["dec_fc.weight"].copy()
+    m.fit(small)
+    assert m.model_ is net and len(m.loss_history_) == 4
+    assert not np.array_equal(before, m.model_.state_dict()["dec_fc.weight"])
+    with pytest.raises(ValueError, match="warm_start: latent_dim, variant and crop_size must not change"):
+        m.set_params(latent_dim=5).fit(small)

@@ -1,0 +1,88 @@
+"""Label-free patch descriptors."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stemroi import descriptors as D
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _cluster_synth import lattice_patches  # noqa: E402
+
+
+def _lattice(size=48, phase=(0.0, 0.0), freqs=((5.0, 2.0), (-2.0, 5.0))):
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    img = np.zeros((size, size))
+    for fy, fx in freqs:
+        img += np.cos(2 * np.pi * (fy * (yy + phase[0]) + fx * (xx + phase[1])) / size)
+    return img
+
+
+def test_lattice_fit_residual_removes_lattice_and_keeps_defect():
+    img = _lattice()
+    yy, xx = np.mgrid[0:48, 0:48]
+    dot = 2.0 * np.exp(-((yy - 20) ** 2 + (xx - 30) ** 2) / 2.0)
+    res_clean, lat = D.lattice_fit_residual(img[None])
+    # the patch is standardised (unit std): a near-perfect fit leaves a few percent at most
+    assert np.abs(res_clean).std() < 0.05
+    res, _ = D.lattice_fit_residual((img + dot)[None])
+    r, c = np.unravel_index(np.argmax(res[0]), res[0].shape)
+    assert (r, c) == (20, 30)
+    # the defect survives and the lattice does not: far from the dot the residual is small
+    far = np.abs(res[0]).copy()
+    far[14:27, 24:37] = 0
+    assert far.max() < 0.25 * res[0][20, 30]
+
+
+def test_descriptors_are_scale_and_offset_invariant():
+    P, _ = lattice_patches(n_per_class=3, size=32, seed=5)
+    for desc in (D.FFTMagnitude(), D.PolarPowerSpectrum(), D.LatticeResidual()):
+        a = desc.transform(P)
+        b = desc.transform(255.0 * P + 7.0)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)  # float32 input
+        assert a.shape[1] == sum(s for _, s in desc.feature_groups)
+
+
+def test_polar_power_nearly_shift_invariant():
+    big = _lattice(size=96, freqs=((10.0, 4.0), (-4.0, 10.0)))
+    a = D.PolarPowerSpectrum().transform(big[None, 0:48, 0:48])
+    b = D.PolarPowerSpectrum().transform(big[None, 5:53, 3:51])
+    other = D.PolarPowerSpectrum().transform(_lattice(freqs=((7.0, 0.0), (0.0, 3.0)))[None])
+    assert np.abs(a - b).mean() < 0.1 * np.abs(a - other).mean()
+
+
+def test_blob_block_separates_bright_and_dark_defects():
+    P, y = lattice_patches(n_per_class=10, size=48, seed=4)  # bulk, interstitial, vacancy
+    F = D.LatticeResidual().transform(P)
+    bright, dark = F[:, 0], F[:, 1]  # sigma=1: max positive / negative robust z
+    assert bright[y == 1].min() > bright[y == 0].max()
+    assert dark[y == 2].min() > dark[y == 0].max()
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="expected a 3-D array"):
+        D.FFTMagnitude().transform(np.zeros((16, 16)))
+    with pytest.raises(ValueError, match="at least 8x8 pixels, got 4x4"):
+        D.LatticeResidual().transform(np.zeros((2, 4, 4)))
+    x = np.zeros((2, 16, 16))
+    x[0, 1, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        D.PolarPowerSpectrum().transform(x)
+    with pytest.raises(ValueError, match="crop must be <= the patch size 16, got 32"):
+        D.FFTMagnitude(crop=32).transform(np.ones((1, 16, 16)))
+    with pytest.raises(ValueError, match="radii must be at least 2 increasing"):
+        D.PolarPowerSpectrum(radii=(5, 2)).transform(np.ones((1, 16, 16)))
+    with pytest.raises(ValueError, match="pad must be >= the patch size 32"):
+        D.lattice_fit_residual(np.ones((1, 32, 32)), pad=16)
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        D.standardize_patches(np.array([[["a"] * 8] * 8]))
+    with pytest.raises(ValueError, match="unknown features 'x'"):
+        D.make_descriptor("x")
+
+
+def test_constant_patch_gives_finite_features():
+    F = D.LatticeResidual().transform(np.ones((2, 32, 32)))
+    assert np.isfinite(F).all()
