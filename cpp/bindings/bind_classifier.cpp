@@ -1,6 +1,188 @@
-// Bindings of the classifier area (filled in by the issue that builds it).
+// Bindings of the classifier area: PatchNet (backbone + softmax head), its
+// staged training loop, prediction, state in/out. No algorithms here.
 #include "common.hpp"
+#include "stemroi/classifier.hpp"
+#include "stemroi/small_cnn.hpp"
+#include "stemroi/torch_io.hpp"
 
 namespace stemroi::bind {
-void bind_classifier(py::module_& m) {}
+
+namespace {
+
+torch::Tensor float_input(const py::array& X, const char* name) {
+  auto t = numpy_to_tensor(X);
+  if (t.scalar_type() != torch::kFloat32) throw TypeError(concat(name, ": expected float32, got ", c10::toString(t.scalar_type())));
+  return t;
+}
+
+torch::Tensor label_input(const py::array& y, const char* name) {
+  auto t = numpy_to_tensor(y);
+  if (t.scalar_type() != torch::kInt64) throw TypeError(concat(name, ": expected int64 labels, got ", c10::toString(t.scalar_type())));
+  return t;
+}
+
+StateDict state_from_dict(const py::dict& d) {
+  StateDict s;
+  for (auto item : d) s[py::cast<std::string>(item.first)] = numpy_to_tensor(py::cast<py::array>(item.second));
+  return s;
+}
+
+py::dict dict_from_state(const StateDict& s) {
+  py::dict d;
+  for (const auto& [k, v] : s) d[py::str(k)] = tensor_to_numpy(v);
+  return d;
+}
+
+}  // namespace
+
+void bind_classifier(py::module_& m) {
+  m.def("available_backbones", &available_backbones, "Backbones PatchNet can build in this build.");
+
+  py::class_<PatchNetImpl, std::shared_ptr<PatchNetImpl>>(m, "PatchNet", "Backbone + the study's softmax head (private).")
+      .def(py::init([](const std::string& backbone, int64_t n_classes, int64_t in_features, int64_t hidden,
+                       double dropout, int64_t input_size, const std::string& preprocessing, uint64_t seed,
+                       const std::string& pooling) {
+             std::shared_ptr<Backbone> bb;
+             if (backbone != "none") bb = make_backbone(backbone, seed);
+             PatchNetOptions o;
+             o.n_classes = n_classes;
+             o.in_features = in_features;
+             o.hidden = hidden;
+             o.dropout = dropout;
+             o.input_size = input_size;
+             o.preprocessing = preprocessing;
+             o.pooling = pooling;
+             torch::manual_seed(seed);  // head initialisation
+             return std::make_shared<PatchNetImpl>(bb, o);
+           }),
+           py::arg("backbone"), py::arg("n_classes"), py::arg("in_features") = 0, py::arg("hidden") = 256,
+           py::arg("dropout") = 0.4, py::arg("input_size") = 0, py::arg("preprocessing") = "", py::arg("seed") = 0,
+           py::arg("pooling") = "avg")
+      .def_property_readonly("preprocessing", &PatchNetImpl::preprocessing)
+      .def_property_readonly("architecture",
+                             [](const PatchNetImpl& n) { return n.has_backbone() ? n.backbone()->architecture() : std::string("none"); })
+      .def_property_readonly("stages",
+                             [](const PatchNetImpl& n) { return n.has_backbone() ? n.backbone()->stages() : std::vector<std::string>{}; })
+      .def_property_readonly("feature_dim", [](const PatchNetImpl& n) {
+        return n.has_backbone() ? n.backbone()->out_channels() : n.options().in_features;
+      })
+      .def_property_readonly("pooling", [](const PatchNetImpl& n) { return n.options().pooling; })
+      .def(
+          "fit",
+          [](PatchNetImpl& net, const py::array& X, const py::array& y, const py::object& X_val, const py::object& y_val,
+             const std::vector<std::tuple<int64_t, double, double, int64_t>>& stages, int64_t batch_size, double l2,
+             bool class_balanced, bool augment, int64_t patience, int64_t plateau_patience, double plateau_factor,
+             uint64_t seed, int n_threads, const py::object& progress) {
+            auto Xt = float_input(X, "X");
+            auto yt = label_input(y, "y");
+            torch::Tensor Xv, yv;
+            if (!X_val.is_none()) {
+              Xv = float_input(py::cast<py::array>(X_val), "X_val");
+              yv = label_input(py::cast<py::array>(y_val), "y_val");
+            }
+            TrainOptions o;
+            o.stages.clear();
+            for (const auto& [k, lr, eps, ep] : stages) o.stages.push_back(TrainStage{k, lr, eps, ep});
+            o.batch_size = batch_size;
+            o.l2 = l2;
+            o.class_balanced = class_balanced;
+            o.augment = augment;
+            o.patience = patience;
+            o.plateau_patience = plateau_patience;
+            o.plateau_factor = plateau_factor;
+            o.seed = seed;
+            o.n_threads = n_threads;
+            auto prog = wrap_progress(progress);
+            TrainHistory h;
+            {
+              py::gil_scoped_release release;
+              h = train_patch_net(net, Xt, yt, Xv, yv, o, prog);
+            }
+            py::list epochs;
+            for (const auto& e : h.epochs) {
+              py::dict r;
+              r["stage"] = e.stage;
+              r["epoch"] = e.epoch;
+              r["train_loss"] = e.train_loss;
+              r["val_loss"] = e.val_loss;
+              r["val_accuracy"] = e.val_accuracy;
+              r["learning_rate"] = e.learning_rate;
+              epochs.append(r);
+            }
+            py::dict out;
+            out["epochs"] = epochs;
+            out["best_epoch"] = h.best_epoch;
+            out["best_loss"] = h.best_loss;
+            return out;
+          },
+          py::arg("X"), py::arg("y"), py::arg("X_val"), py::arg("y_val"), py::arg("stages"), py::arg("batch_size") = 32,
+          py::arg("l2") = 1e-4, py::arg("class_balanced") = true, py::arg("augment") = true, py::arg("patience") = 7,
+          py::arg("plateau_patience") = 3, py::arg("plateau_factor") = 0.5, py::arg("seed") = 0,
+          py::arg("n_threads") = 0, py::arg("progress") = py::none())
+      .def(
+          "logits",
+          [](PatchNetImpl& net, const py::array& X, int64_t batch_size, int n_threads, const py::object& progress) {
+            auto Xt = float_input(X, "X");
+            auto prog = wrap_progress(progress);
+            torch::Tensor out;
+            {
+              py::gil_scoped_release release;
+              out = predict_logits(net, Xt, batch_size, n_threads, prog);
+            }
+            return tensor_to_numpy(out);
+          },
+          py::arg("X"), py::arg("batch_size") = 128, py::arg("n_threads") = 0, py::arg("progress") = py::none())
+      .def(
+          "embed",
+          [](PatchNetImpl& net, const py::array& X, int64_t batch_size, int n_threads) {
+            auto Xt = float_input(X, "X");
+            torch::Tensor out;
+            {
+              py::gil_scoped_release release;
+              out = embed_patches(net, Xt, batch_size, n_threads);
+            }
+            return tensor_to_numpy(out);
+          },
+          py::arg("X"), py::arg("batch_size") = 128, py::arg("n_threads") = 0)
+      .def("state_dict", [](PatchNetImpl& net) { return dict_from_state(module_state(net)); })
+      .def(
+          "load_state_dict",
+          [](PatchNetImpl& net, const py::dict& state, const std::string& origin) {
+            auto s = state_from_dict(state);
+            py::gil_scoped_release release;
+            load_module_state(net, s, /*strict=*/true, origin);
+          },
+          py::arg("state"), py::arg("origin") = "state dict")
+      .def(
+          "load_backbone_state",
+          [](PatchNetImpl& net, const py::dict& state, const std::string& origin) {
+            if (!net.has_backbone()) throw ValueError("this PatchNet has no backbone (head mode)");
+            auto s = state_from_dict(state);
+            // Pretrained files may carry a classifier the backbone does not build: keep what it has.
+            StateDict target = module_state(*net.backbone()), kept;
+            for (auto& [k, v] : s)
+              if (target.count(k)) kept[k] = v;
+            py::gil_scoped_release release;
+            load_module_state(*net.backbone(), kept, /*strict=*/false, origin);
+          },
+          py::arg("state"), py::arg("origin") = "pretrained weights");
+
+  m.def(
+      "dihedral_transform",
+      [](const py::array& X, const py::array& k) {
+        auto Xt = numpy_to_tensor(X);
+        auto kt = numpy_to_tensor(k);
+        return tensor_to_numpy(dihedral_transform(Xt, kt));
+      },
+      py::arg("X"), py::arg("k"));
+  m.def(
+      "smoothed_cross_entropy",
+      [](const py::array& logits, const py::array& y, double smoothing, const py::object& class_weights) {
+        torch::Tensor w;
+        if (!class_weights.is_none()) w = numpy_to_tensor(py::cast<py::array>(class_weights));
+        return smoothed_cross_entropy(numpy_to_tensor(logits), numpy_to_tensor(y), smoothing, w).item<double>();
+      },
+      py::arg("logits"), py::arg("y"), py::arg("smoothing"), py::arg("class_weights") = py::none());
+}
+
 }  // namespace stemroi::bind

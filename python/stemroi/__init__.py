@@ -64,6 +64,22 @@ _EXPORTS = {
     # vgg16 (issue 4); `stemroi.weights` is a submodule (`from stemroi import weights`)
     "VGG16Features": "features",
     "extract_image_features": "features",
+    # classifier
+    "PatchClassifier": "classifier",
+    "detect": "detect",
+    "expected_calibration_error": "calibration",
+    "fit_temperature": "calibration",
+    "plot_rois": "plots",
+    "plot_confusion_matrix": "plots",
+    # unet / mobilenet (issue 8)
+    "DefectSegmenter": "segment",
+    "pseudo_label_masks": "segment",
+    "pseudo_label_scores": "segment",
+    "make_multi_defect_samples": "segment",
+    "map_descriptors": "segment",
+    "plot_class_heatmaps": "segment",
+    "MobileNetV2": "mobilenet",
+    "MobileNetV2Classifier": "mobilenet",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -72,7 +88,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 # public submodules reachable as attributes (stemroi.preprocess.resize, ...)
 _SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "features", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess", "weights",
                "roi", "synth",
-               "clustering", "descriptors", "plots_cluster", "anomaly", "cvae_features"}
+               "clustering", "descriptors", "plots_cluster", "anomaly", "cvae_features", "classifier", "detect",
+               "plots", "calibration", "segment", "mobilenet"}
 
 
 def __getattr__(name: str):
@@ -98,6 +115,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import weights  # noqa: F401
     from .features import VGG16Features, extract_image_features  # noqa: F401
     from .filters import gaussian_filter, uniform_filter  # noqa: F401
+    from .mobilenet import MobileNetV2, MobileNetV2Classifier  # noqa: F401
     from .model_file import load_model_file, save_model_file  # noqa: F401
     from .anomaly import (AnomalyMap, BulkCVAE, anm_scores, anomaly_map, local_energy_scores,  # noqa: F401
                           plot_anomaly_map, preprocess_crops)
@@ -124,4 +142,16 @@ if TYPE_CHECKING:  # pragma: no cover
         cluster_confusion_matrix,
         silhouette_samples,
         silhouette_score,
+    )
+    from .calibration import expected_calibration_error, fit_temperature  # noqa: F401
+    from .classifier import PatchClassifier  # noqa: F401
+    from .detect import detect  # noqa: F401
+    from .plots import plot_confusion_matrix, plot_rois  # noqa: F401
+    from .segment import (  # noqa: F401
+        DefectSegmenter,
+        make_multi_defect_samples,
+        map_descriptors,
+        plot_class_heatmaps,
+        pseudo_label_masks,
+        pseudo_label_scores,
     )

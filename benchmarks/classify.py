@@ -1,0 +1,203 @@
+"""Patch classification on the real CdTe (7 classes) and STO (4 classes) patches.
+
+For each data set and backbone: accuracy on the overlap-grouped split (no
+shifted-crop twin on both sides) and, beside it, on a random stratified split
+(leaky: near-duplicates on both sides), per-class recall, confusion matrix,
+ECE before/after temperature scaling (on the test side), training time, and
+which backbone/weights were used. Then the ROI map of the 768 x 768 CdTe
+image with a model trained on all CdTe patches (overlay PNG + counts in --out).
+
+No ImageNet weights exist on this machine (no internet), so the honest
+options are a network trained from scratch at 64 x 64 ("small_cnn", or VGG16
+itself) and untrained VGG16 features + the head.
+
+    python benchmarks/classify.py [--out bench_out] [--quick] [--backbones small_cnn,vgg16-random-head]
+
+Timings were taken on a shared, loaded machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    d = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data")) / "ayyubi-stem-defects"
+    if not d.is_dir():
+        sys.exit(f"benchmarks/classify.py: data not found at {d} (set STEMROI_DATA_DIR to the shared/data folder)")
+    return d
+
+
+def load(folder: Path):
+    from stemroi.cli import _load_patch_folder
+
+    return _load_patch_folder(str(folder))
+
+
+def groups_of(patches):
+    try:
+        from stemroi import overlap_groups
+
+        return overlap_groups(patches), "overlap groups (stemroi.overlap_groups)"
+    except (ImportError, AttributeError):
+        from stemroi.classifier import duplicate_groups
+
+        return duplicate_groups(patches), "EXACT-DUPLICATE groups only (overlap grouping not available: leaky)"
+
+
+def splits(labels, groups, seed):
+    from stemroi.classifier import grouped_validation_split
+
+    try:
+        from stemroi import grouped_train_test_split
+
+        g_tr, g_te = grouped_train_test_split(labels, groups, test_size=0.2, random_state=seed)
+    except (ImportError, AttributeError):
+        g_tr, g_te = grouped_validation_split(labels, groups, 0.2, seed)
+    from sklearn.model_selection import train_test_split
+
+    r_tr, r_te = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=seed)
+    return {"grouped": (g_tr, g_te), "random": (np.sort(r_tr), np.sort(r_te))}
+
+
+ARGS = None
+
+
+def make_model(kind: str, quick: bool, seed: int, progress=None):
+    from stemroi import PatchClassifier
+
+    ep = 8 if quick else None
+    if kind == "small_cnn":
+        return PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, max_epochs=ep or ARGS.epochs,
+                               input_size=ARGS.input_size, patience=7, random_state=seed, progress=progress,
+                               n_threads=ARGS.threads)
+    if kind == "vgg16-scratch":
+        return PatchClassifier(backbone="vgg16", mode="finetune", weights=None, input_size=64,
+                               max_epochs=ep or 30, learning_rate=1e-4, random_state=seed, progress=progress, n_threads=ARGS.threads)
+    if kind == "vgg16-random-head":
+        return PatchClassifier(backbone="vgg16", mode="head", weights="random", input_size=64,
+                               max_epochs=ep or 100, random_state=seed, progress=progress, n_threads=ARGS.threads)
+    raise SystemExit(f"unknown backbone config {kind!r}")
+
+
+def evaluate(model, X, y, names):
+    from sklearn.metrics import confusion_matrix
+
+    from stemroi.calibration import expected_calibration_error, softmax
+
+    logits = model.decision_function(X)
+    pred = logits.argmax(1)
+    yi = np.searchsorted(model.classes_, y)
+    cm = confusion_matrix(yi, pred, labels=np.arange(len(names)))
+    recall = cm.diagonal() / np.maximum(cm.sum(1), 1)
+    return {
+        "accuracy": float((pred == yi).mean()),
+        "per_class_recall": {n: round(float(r), 4) for n, r in zip(names, recall)},
+        "confusion_matrix": cm.tolist(),
+        "ece_uncalibrated": expected_calibration_error(yi, softmax(logits)),
+        "ece_calibrated": expected_calibration_error(yi, softmax(logits, model.temperature_)),
+        "temperature": model.temperature_,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="bench_out/classify")
+    ap.add_argument("--quick", action="store_true", help="few epochs (smoke run)")
+    ap.add_argument("--backbones", default="small_cnn", help="comma list: small_cnn, vgg16-random-head, vgg16-scratch")
+    ap.add_argument("--datasets", default="CdTe,STO")
+    ap.add_argument("--splits", default="grouped,random")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--input-size", type=int, default=64, help="network input side (patches resized)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--roi-model", default=None, help="model file for the CdTe ROI map (default: train on all CdTe)")
+    args = ap.parse_args()
+    global ARGS
+    ARGS = args
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import stemroi
+    from stemroi.plots import plot_confusion_matrix, plot_rois, save_figure
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    d = data_dir()
+    report = {"machine_note": "shared, loaded 2-core machine; timings indicative only", "results": []}
+    cdte_models = {}
+    for ds in args.datasets.split(","):
+        X, y, names = load(d / ds)
+        groups, gdesc = groups_of(X)
+        print(f"\n=== {ds}: {len(X)} patches, {len(names)} classes {names}; {len(np.unique(groups))} {gdesc}")
+        sp = splits(y, groups, args.seed)
+        for kind in args.backbones.split(","):
+            for split in [s for s in args.splits.split(",") if s]:
+                tr, te = sp[split]
+                shared = len(set(groups[tr]) & set(groups[te]))
+                model = make_model(kind, args.quick, args.seed)
+                t0 = time.perf_counter()
+                model.fit(X[tr], y[tr], groups=groups[tr], class_names=names,
+                          data_description=f"{ds} patches, {split} split train side")
+                fit_s = time.perf_counter() - t0
+                r = evaluate(model, X[te], y[te], names)
+                r.update({"dataset": ds, "split": split, "backbone": model.backbone_description_, "fit_time_s": round(fit_s, 1),
+                          "n_train": int(len(tr)), "n_test": int(len(te)), "groups_on_both_sides": shared,
+                          "epochs_run": len(model.history_["epochs"])})
+                report["results"].append(r)
+                print(f"--- {ds} | {kind} | {split} split (train {len(tr)}, test {len(te)}, groups shared {shared})")
+                print(f"    backbone: {r['backbone']}")
+                print(f"    accuracy {r['accuracy']:.4f}; ECE {r['ece_uncalibrated']:.4f} -> {r['ece_calibrated']:.4f} "
+                      f"(T={r['temperature']:.2f}); fit {fit_s:.1f} s, {r['epochs_run']} epochs")
+                print(f"    per-class recall: {r['per_class_recall']}")
+                print("    confusion matrix (rows true, cols predicted):")
+                for n, row in zip(names, r["confusion_matrix"]):
+                    print(f"      {n:>14s} {row}")
+                ax = plot_confusion_matrix(np.array(r["confusion_matrix"]), class_names=names,
+                                           title=f"{ds} {kind} {split}: acc {r['accuracy']:.3f}")
+                save_figure(ax, out / f"cm_{ds}_{kind}_{split}.png")
+                import matplotlib.pyplot as plt
+
+                plt.close("all")
+                if ds == "CdTe" and split == "grouped":
+                    cdte_models[kind] = model
+        with open(out / "report.json", "w") as f:
+            json.dump(report, f, indent=2)
+
+    if "CdTe" in args.datasets:
+        # ROI map of the large CdTe image with a model trained on all CdTe patches
+        X, y, names = load(d / "CdTe")
+        groups, _ = groups_of(X)
+        kind = args.backbones.split(",")[0]
+        if args.roi_model:
+            model = stemroi.PatchClassifier.load(args.roi_model)
+        else:
+            model = make_model(kind, args.quick, args.seed)
+            model.fit(X, y, groups=groups, class_names=names, data_description="all CdTe patches")
+            model.save(out / f"cdte_{kind}.stemroi")
+        from stemroi.cli import _read_image
+
+        img = _read_image(str(d / "CdTe_Training_Image.tif"))
+        res = stemroi.detect(img, model, patch=64, stride=64, unknown_below=0.4)
+        res.to_json(out / "cdte_768_rois.json")
+        res.to_csv(out / "cdte_768_rois.csv")
+        ax = plot_rois(img, res, title=f"CdTe 768x768 ({kind}): {int(res.is_roi.sum())} of {len(res)} tiles flagged")
+        save_figure(ax, out / "cdte_768_rois.png")
+        print(f"\n=== CdTe 768 x 768 image, {kind} trained on all CdTe patches: counts {res.counts()}, "
+              f"{int(res.is_roi.sum())} of {len(res)} tiles flagged; overlay {out / 'cdte_768_rois.png'}")
+        report["cdte_768"] = {"counts": res.counts(), "n_roi": int(res.is_roi.sum()), "n_tiles": len(res),
+                              "overlay": str(out / "cdte_768_rois.png"), "backbone": model.backbone_description_}
+        with open(out / "report.json", "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+#include "stemroi/mobilenet.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <random>
+
+#include "stemroi/errors.hpp"
+#include "stemroi/normalization.hpp"
+#include "stemroi/parallel.hpp"
+
+namespace stemroi {
+
+namespace {
+namespace F = torch::nn::functional;
+
+std::mutex& seed_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// stage name -> [first, last] index into features
+const std::vector<std::pair<std::string, std::pair<int, int>>>& stage_table() {
+  static const std::vector<std::pair<std::string, std::pair<int, int>>> t = {
+      {"stage1", {0, 1}}, {"stage2", {2, 3}}, {"stage3", {4, 6}},
+      {"stage4", {7, 13}}, {"stage5", {14, 17}}, {"head", {18, 18}}};
+  return t;
+}
+}  // namespace
+
+ConvBNReLU6Impl::ConvBNReLU6Impl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t groups) {
+  push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel)
+                                  .stride(stride)
+                                  .padding((kernel - 1) / 2)
+                                  .groups(groups)
+                                  .bias(false)));
+  push_back(torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(out)));
+  push_back(torch::nn::ReLU6());
+}
+
+InvertedResidualImpl::InvertedResidualImpl(int64_t in, int64_t out, int64_t stride, int64_t t)
+    : use_residual_(stride == 1 && in == out) {
+  const int64_t hidden = in * t;
+  conv = torch::nn::Sequential();
+  if (t != 1) conv->push_back(ConvBNReLU6(in, hidden, 1, 1, 1));
+  conv->push_back(ConvBNReLU6(hidden, hidden, 3, stride, hidden));
+  conv->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(hidden, out, 1).bias(false)));
+  conv->push_back(torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(out)));
+  register_module("conv", conv);
+}
+
+torch::Tensor InvertedResidualImpl::forward(const torch::Tensor& x) {
+  return use_residual_ ? x + conv->forward(x) : conv->forward(x);
+}
+
+MobileNetV2Impl::MobileNetV2Impl(const MobileNetV2Config& c) : config_(c) {
+  STEMROI_CHECK(c.num_classes >= 1, "num_classes must be >= 1, got ", c.num_classes);
+  STEMROI_CHECK(c.dropout >= 0 && c.dropout < 1, "dropout must be in [0, 1), got ", c.dropout);
+  features_seq = torch::nn::Sequential();
+  features_seq->push_back(ConvBNReLU6(3, 32, 3, 2, 1));
+  const int64_t settings[7][4] = {{1, 16, 1, 1},  {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
+                                  {6, 96, 3, 1},  {6, 160, 3, 2}, {6, 320, 1, 1}};
+  int64_t in = 32;
+  for (const auto& s : settings) {
+    for (int64_t i = 0; i < s[2]; ++i) {
+      features_seq->push_back(InvertedResidual(in, s[1], i == 0 ? s[3] : 1, s[0]));
+      in = s[1];
+    }
+  }
+  features_seq->push_back(ConvBNReLU6(in, 1280, 1, 1, 1));
+  register_module("features", features_seq);
+  linear_ = torch::nn::Linear(1280, c.num_classes);
+  classifier = torch::nn::Sequential(torch::nn::Dropout(c.dropout), linear_);
+  register_module("classifier", classifier);
+  // torchvision's initialisation
+  for (auto& m : modules(false)) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut);
+      if (conv->bias.defined()) torch::nn::init::zeros_(conv->bias);
+    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      torch::nn::init::ones_(bn->weight);
+      torch::nn::init::zeros_(bn->bias);
+    } else if (auto* lin = m->as<torch::nn::Linear>()) {
+      torch::nn::init::normal_(lin->weight, 0.0, 0.01);
+      torch::nn::init::zeros_(lin->bias);
+    }
+  }
+}
+
+torch::Tensor MobileNetV2Impl::features(const torch::Tensor& x) {
+  STEMROI_CHECK(x.dim() == 4 && x.size(1) == 3, "MobileNetV2 input must be (n, 3, H, W), got ",
+                shape_str(x.sizes().vec()));
+  STEMROI_CHECK(x.size(2) >= 32 && x.size(3) >= 32, "MobileNetV2 input must be at least 32 x 32, got ",
+                shape_str(x.sizes().vec()));
+  return features_seq->forward(x);
+}
+
+torch::Tensor MobileNetV2Impl::forward(const torch::Tensor& x) {
+  auto f = F::adaptive_avg_pool2d(features(x), F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
+  return classifier->forward(f);
+}
+
+std::vector<std::string> MobileNetV2Impl::stages() const {
+  std::vector<std::string> out;
+  for (const auto& s : stage_table()) out.push_back(s.first);
+  return out;
+}
+
+std::vector<torch::Tensor> MobileNetV2Impl::stage_parameters(const std::string& stage) {
+  for (const auto& s : stage_table()) {
+    if (s.first != stage) continue;
+    std::vector<torch::Tensor> out;
+    for (int i = s.second.first; i <= s.second.second; ++i)
+      for (auto& p : features_seq->ptr(i)->parameters()) out.push_back(p);
+    return out;
+  }
+  std::string names;
+  for (const auto& s : stage_table()) names += (names.empty() ? "" : ", ") + s.first;
+  throw ValueError(concat("unknown MobileNetV2 stage '", stage, "' (expected one of ", names, ")"));
+}
+
+void MobileNetV2Impl::load_torchvision_state(const StateDict& state, bool include_classifier,
+                                             const std::string& origin) {
+  if (include_classifier) {
+    load_module_state(*this, state, /*strict=*/true, origin);
+    return;
+  }
+  // features from the file, the classifier kept as it is (new head)
+  StateDict merged;
+  for (const auto& [k, v] : state)
+    if (k.rfind("classifier.", 0) != 0) merged[k] = v;
+  for (const auto& [k, v] : module_state(*this))
+    if (k.rfind("classifier.", 0) == 0) merged[k] = v.detach().clone();
+  load_module_state(*this, merged, /*strict=*/true, concat(origin, " (classifier.* ignored)"));
+}
+
+MobileNetV2 make_mobilenet_v2(const MobileNetV2Config& config, uint64_t seed) {
+  std::lock_guard<std::mutex> lock(seed_mutex());
+  torch::manual_seed(seed);
+  return MobileNetV2(config);
+}
+
+torch::Tensor prepare_backbone_input(const torch::Tensor& patches, int64_t size, const std::string& preset) {
+  STEMROI_CHECK(size >= 32, "input size must be >= 32, got ", size);
+  const auto& norm = normalization_preset(preset);
+  torch::Tensor x = patches.to(torch::kFloat32);
+  if (x.dim() == 3) x = x.unsqueeze(1);
+  STEMROI_CHECK(x.dim() == 4 && (x.size(1) == 1 || x.size(1) == 3),
+                "patches must be (n, h, w) or (n, 3, h, w), got ", shape_str(patches.sizes().vec()));
+  if (x.size(1) == 1) x = x.expand({x.size(0), 3, x.size(2), x.size(3)});
+  if (x.size(2) != size || x.size(3) != size)
+    x = F::interpolate(x, F::InterpolateFuncOptions()
+                              .size(std::vector<int64_t>{size, size})
+                              .mode(torch::kBilinear)
+                              .align_corners(false));
+  if (norm.bgr) x = x.flip({1});
+  auto mean = torch::tensor({norm.mean[0], norm.mean[1], norm.mean[2]}).view({1, 3, 1, 1});
+  auto stdv = torch::tensor({norm.std[0], norm.std[1], norm.std[2]}).view({1, 3, 1, 1});
+  return ((x * norm.input_scale - mean) / stdv).contiguous();
+}
+
+std::vector<double> train_backbone_classifier(Backbone& backbone, torch::nn::Linear& head,
+                                              const torch::Tensor& inputs, const torch::Tensor& labels,
+                                              const BackboneTrainOptions& o, const ProgressFn& progress) {
+  STEMROI_CHECK(o.epochs >= 1, "epochs must be >= 1, got ", o.epochs);
+  STEMROI_CHECK(o.batch_size >= 1, "batch_size must be >= 1, got ", o.batch_size);
+  STEMROI_CHECK(std::isfinite(o.learning_rate) && o.learning_rate > 0, "learning_rate must be > 0, got ",
+                o.learning_rate);
+  STEMROI_CHECK(inputs.dim() == 4 && inputs.size(1) == 3, "inputs must be (n, 3, S, S), got ",
+                shape_str(inputs.sizes().vec()));
+  STEMROI_CHECK(labels.dim() == 1 && labels.size(0) == inputs.size(0), "labels must be (", inputs.size(0),
+                ",), got ", shape_str(labels.sizes().vec()));
+  const int64_t n = inputs.size(0), k = head->options.out_features();
+  auto y = labels.to(torch::kInt64);
+  STEMROI_CHECK(n >= 1, "at least one training sample is needed");
+  STEMROI_CHECK(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < k, "labels must be in [0, ", k,
+                "), got range [", y.min().item<int64_t>(), ", ", y.max().item<int64_t>(), "]");
+  TorchThreadsGuard threads(o.n_threads);
+  const auto all = backbone.stages();
+  for (const auto& s : o.trainable_stages)
+    STEMROI_CHECK(std::find(all.begin(), all.end(), s) != all.end(), "unknown stage '", s, "' for ",
+                  backbone.architecture());
+  const bool full = o.trainable_stages.size() == all.size();
+  std::vector<torch::Tensor> params;
+  for (auto& p : backbone.parameters()) p.set_requires_grad(false);
+  for (const auto& s : o.trainable_stages)
+    for (auto& p : backbone.stage_parameters(s)) {
+      p.set_requires_grad(true);
+      params.push_back(p);
+    }
+  for (auto& p : head->parameters()) {
+    p.set_requires_grad(true);
+    params.push_back(p);
+  }
+  torch::optim::Adam opt(params, torch::optim::AdamOptions(o.learning_rate).weight_decay(o.weight_decay));
+  std::mt19937_64 rng(o.seed);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  std::vector<int64_t> order(n);
+  std::vector<double> history;
+  const int64_t total_batches = o.epochs * ((n + o.batch_size - 1) / o.batch_size);
+  int64_t done = 0;
+  for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
+    backbone.train(full);
+    head->train();
+    for (int64_t i = 0; i < n; ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    double total = 0.0;
+    for (int64_t lo = 0; lo < n; lo += o.batch_size) {
+      InterruptCallback::check();
+      const int64_t hi = std::min(n, lo + o.batch_size);
+      auto idx = torch::tensor(std::vector<int64_t>(order.begin() + lo, order.begin() + hi));
+      auto xb = inputs.index_select(0, idx), yb = y.index_select(0, idx);
+      opt.zero_grad();
+      auto f = F::adaptive_avg_pool2d(backbone.features(xb), F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
+      if (o.dropout > 0) {
+        auto keep = torch::empty_like(f).bernoulli_(1.0 - o.dropout, gen);
+        f = f * keep / (1.0 - o.dropout);
+      }
+      auto loss = F::cross_entropy(head->forward(f), yb);
+      loss.backward();
+      opt.step();
+      total += loss.item<double>() * static_cast<double>(hi - lo);
+      if (progress) progress(++done, total_batches);
+    }
+    history.push_back(total / static_cast<double>(n));
+  }
+  if (full) {
+    // BatchNorm recalibration: running statistics as the exact average over
+    // the training set (the momentum-0.1 estimates lag far behind when a
+    // network is trained from scratch for few steps).
+    torch::NoGradGuard no_grad;
+    std::vector<std::pair<torch::nn::BatchNorm2dImpl*, c10::optional<double>>> bns;
+    for (auto& m : backbone.modules(false))
+      if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+        bns.emplace_back(bn, bn->options.momentum());
+        bn->options.momentum(c10::nullopt);  // cumulative average
+        bn->reset_running_stats();
+      }
+    backbone.train(true);
+    for (int64_t lo = 0; lo < n; lo += o.batch_size) {
+      InterruptCallback::check();
+      backbone.features(inputs.slice(0, lo, std::min(n, lo + o.batch_size)));
+    }
+    for (auto& [bn, mom] : bns) bn->options.momentum(mom);
+  }
+  for (auto& p : backbone.parameters()) p.set_requires_grad(true);
+  backbone.eval();
+  head->eval();
+  return history;
+}
+
+torch::Tensor backbone_classifier_logits(Backbone& backbone, torch::nn::Linear& head, const torch::Tensor& inputs,
+                                         int64_t batch_size, int n_threads) {
+  STEMROI_CHECK(batch_size >= 1, "batch_size must be >= 1, got ", batch_size);
+  TorchThreadsGuard threads(n_threads);
+  torch::NoGradGuard no_grad;
+  backbone.eval();
+  head->eval();
+  std::vector<torch::Tensor> out;
+  for (int64_t lo = 0; lo < inputs.size(0); lo += batch_size) {
+    InterruptCallback::check();
+    auto xb = inputs.slice(0, lo, std::min(inputs.size(0), lo + batch_size));
+    auto f = F::adaptive_avg_pool2d(backbone.features(xb), F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
+    out.push_back(head->forward(f));
+  }
+  return out.empty() ? torch::zeros({0, head->options.out_features()}) : torch::cat(out);
+}
+
+}  // namespace stemroi

@@ -1,0 +1,191 @@
+"""PatchClassifier: head and fine-tune modes trained for real, calibration, save/load, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import stemroi
+from stemroi.calibration import expected_calibration_error, fit_temperature, softmax
+from stemroi.classifier import PatchClassifier, duplicate_groups, grouped_validation_split
+
+
+def spectra_features(patches: np.ndarray, size: int = 16) -> np.ndarray:
+    """Shift-invariant features (low-frequency |FFT|), so shifted crops look alike."""
+    f = np.abs(np.fft.fft2(patches - patches.mean(axis=(1, 2), keepdims=True)))
+    f = np.fft.fftshift(f, axes=(1, 2))
+    c = patches.shape[1] // 2
+    f = f[:, c - size // 2:c + size // 2, c - size // 2:c + size // 2].reshape(len(patches), -1)
+    f = np.log1p(f)
+    return ((f - f.mean(0)) / (f.std(0) + 1e-6)).astype(np.float32)
+
+
+def blobs(n_per_class=40, k=3, d=12, seed=0, sep=3.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(k, d)) * sep
+    y = np.repeat(np.arange(k), n_per_class)
+    X = (centers[y] + rng.normal(size=(len(y), d))).astype(np.float32)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def cdte_subset(ayyubi_dir):
+    from stemroi.cli import _load_patch_folder
+
+    patches, labels, names = _load_patch_folder(str(ayyubi_dir / "CdTe"))
+    rng = np.random.default_rng(0)
+    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == k), 40, replace=False)
+                                  for k in range(len(names))]))
+    return patches[idx], labels[idx], names
+
+
+def _groups(patches):
+    try:
+        return stemroi.overlap_groups(patches)
+    except AttributeError:  # data area not merged: exact duplicates only
+        return duplicate_groups(patches)
+
+
+def test_head_on_real_cdte_groups_above_chance(cdte_subset):
+    patches, labels, names = cdte_subset
+    groups = _groups(patches)
+    tr, te = grouped_validation_split(labels, groups, 0.3, seed=1)
+    assert not set(groups[tr]) & set(groups[te])
+    F = spectra_features(patches)
+    clf = PatchClassifier(backbone="precomputed", mode="head", max_epochs=60, random_state=0, n_threads=1)
+    clf.fit(F[tr], labels[tr], groups=groups[tr], class_names=names)
+    acc = clf.score(F[te], labels[te])
+    chance = 1.0 / len(names)
+    assert acc > chance + 0.25, (acc, chance)
+    assert clf.class_names_ == names
+    assert 0.05 <= clf.temperature_ <= 20
+    proba = clf.predict_proba(F[te])
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+
+
+def test_finetune_small_cnn_learns_real_patches(cdte_subset):
+    patches, labels, names = cdte_subset
+    keep = np.isin(labels, [names.index("Bulk"), names.index("SF1")])
+    X, y = patches[keep], labels[keep]
+    # Exact-duplicate groups: CdTe's overlap groups are few and large (a whole class can be
+    # one group), so a 2-class subset cannot be split by them; this test is about learning.
+    groups = duplicate_groups(X)
+    tr, te = grouped_validation_split(y, groups, 0.3, seed=0)
+    clf = PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, max_epochs=15, patience=5,
+                          batch_size=16, validation_fraction=0.2, random_state=0, n_threads=1, input_size=32)
+    clf.fit(X[tr], y[tr], groups=groups[tr])
+    assert clf.score(X[te], y[te]) > 0.7
+    h = clf.history_
+    assert 1 <= len(h["epochs"]) <= 15 and len(h["best_epoch"]) == 1
+    assert "from scratch" in clf.backbone_description_
+
+
+def test_separable_features_reach_high_accuracy_and_are_deterministic():
+    X, y = blobs()
+    a = PatchClassifier(backbone="precomputed", max_epochs=40, random_state=3, n_threads=1).fit(X, y)
+    b = PatchClassifier(backbone="precomputed", max_epochs=40, random_state=3, n_threads=1).fit(X, y)
+    Xt, yt = blobs(seed=0)  # same centres, fresh noise below
+    np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
+    assert a.score(X, y) >= 0.95
+
+
+def test_string_labels_and_classes_order():
+    X, y = blobs(k=2)
+    ys = np.where(y == 0, "bulk", "vacancy")
+    clf = PatchClassifier(backbone="precomputed", max_epochs=20, random_state=0, n_threads=1).fit(X, ys)
+    assert clf.classes_.tolist() == ["bulk", "vacancy"]
+    assert set(clf.predict(X)) <= {"bulk", "vacancy"}
+
+
+def test_save_load_identical_predictions(tmp_path):
+    X, y = blobs(k=3)
+    clf = PatchClassifier(backbone="precomputed", max_epochs=10, random_state=0, n_threads=1).fit(X, y, class_names=["a", "b", "c"])
+    path = tmp_path / "m.stemroi"
+    clf.save(path)
+    back = PatchClassifier.load(path)
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    assert back.class_names_ == ["a", "b", "c"]
+    assert back.model_card_["split"]
+    _, meta = stemroi.load_model_file(path)
+    assert meta["architecture"] == "stemroi.PatchClassifier"
+    assert set(meta) >= {"config", "class_names", "preprocessing", "model_card"}
+
+
+def test_save_load_finetuned_small_cnn(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((24, 32, 32), dtype=np.float32)
+    y = np.arange(24) % 2
+    X[y == 1, 10:20, 10:20] = 1.0
+    clf = PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, max_epochs=2, batch_size=8,
+                          random_state=0, n_threads=1).fit(X, y)
+    clf.save(tmp_path / "cnn.stemroi")
+    back = PatchClassifier.load(tmp_path / "cnn.stemroi")
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+
+
+def test_corrupt_or_foreign_model_file(tmp_path):
+    bad = tmp_path / "bad.stemroi"
+    bad.write_bytes(b"\x00" * 20)
+    with pytest.raises(OSError):
+        PatchClassifier.load(bad)
+    other = tmp_path / "other.stemroi"
+    stemroi.save_model_file(other, {"w": np.zeros(3, np.float32)}, {"architecture": "vgg16"})
+    with pytest.raises(ValueError, match="not a PatchClassifier model file"):
+        PatchClassifier.load(other)
+
+
+def test_ece_and_temperature():
+    rng = np.random.default_rng(0)
+    n, k = 4000, 4
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += 1.5
+    over = logits * 4  # over-confident
+    t = fit_temperature(over, y)
+    assert 2.5 < t < 6
+    assert expected_calibration_error(y, softmax(over, t)) < expected_calibration_error(y, softmax(over)) / 2
+    # perfectly calibrated toy: confidence 1 and always right
+    p = np.eye(k)[y]
+    assert expected_calibration_error(y, p) == 0.0
+    with pytest.raises(ValueError, match="class indices must be in"):
+        expected_calibration_error(np.full(n, k), p)
+
+
+def test_bad_inputs():
+    X, y = blobs()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        PatchClassifier(mode="bogus").fit(X, y)
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        PatchClassifier(backbone="resnet").fit(X, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        PatchClassifier(backbone="precomputed").fit(X, np.zeros(len(X)))
+    Xn = X.copy()
+    Xn[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        PatchClassifier(backbone="precomputed").fit(Xn, y)
+    with pytest.raises(ValueError, match="different lengths"):
+        PatchClassifier(backbone="precomputed").fit(X, y[:-1])
+    with pytest.raises(ValueError, match=r"patch values must be in \[0, 1\]"):
+        PatchClassifier(backbone="small_cnn", mode="finetune", weights=None).fit(np.full((4, 32, 32), 255, np.float32), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="has no pretrained weights"):
+        PatchClassifier(backbone="small_cnn", mode="finetune", weights="imagenet").fit(
+            np.zeros((4, 32, 32), np.float32), [0, 1, 0, 1])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PatchClassifier().predict(X)
+    clf = PatchClassifier(backbone="precomputed", max_epochs=2, n_threads=1).fit(X, y)
+    with pytest.raises(ValueError, match=r"features must be \(n, 12\)"):
+        clf.predict(X[:, :5])
+
+
+def test_core_helpers_match_reference():
+    import torch
+
+    from stemroi._lib import _core
+
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4).repeat(8, 0)
+    out = _core.dihedral_transform(x, np.arange(8))
+    assert np.array_equal(out[1], np.rot90(x[0], 1))
+    assert np.array_equal(out[4], x[0][:, ::-1])
+    logits = np.random.default_rng(0).normal(size=(9, 3)).astype(np.float32)
+    y = np.array([0, 1, 2] * 3, np.int64)
+    ref = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y), label_smoothing=0.1).item()
+    assert abs(_core.smoothed_cross_entropy(logits, y, 0.1) - ref) < 1e-6
