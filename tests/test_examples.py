@@ -81,6 +81,55 @@ def check_vgg16_features(out: Path, stdout: str):
     assert f"accuracy {s['cluster_accuracy']:.3f}" in stdout
 
 
+def check_detect_rois(out: Path, stdout: str):
+    from stemroi import ROIResult
+
+    s = _summary(out)
+    back = ROIResult.from_json(out / "rois.json")
+    assert len(back) == s["n_tiles"] == 16 and back.class_names == ["Bulk", "vacancy", "stacking_fault"]
+    np.testing.assert_allclose(back.probabilities.sum(axis=1), 1.0, atol=1e-6)
+    assert (out / "rois.csv").read_text().count("\n") == 17  # header + one row per tile
+    assert (out / "rois.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 0.0 <= s["validation_accuracy"] <= 1.0 and s["defect_tiles"] > 0
+    # trained for real: most defect tiles found, few bulk tiles flagged
+    assert 2 * s["defect_tiles_flagged"] >= s["defect_tiles"] and s["n_roi"] - s["defect_tiles_flagged"] <= 2
+
+
+def check_cvae_anomaly_map(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["n_tiles"] > 0 and s["image_shape"] == [256, 256]
+    assert s["map_mean_defect"] > 2 * s["map_mean_bulk"] > 0  # reconstruction fails where defects are
+    assert s["n_roi"] >= 1 and s["defect_crops_flagged"] >= 0.8 * s["n_roi"]  # flagged crops hold defects
+    assert (out / "anomaly_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def check_many_frames_dask(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["frames"] == ["frame_000.npy", "frame_001.npy", "frame_002.npy"] and s["n_tiles"] == [16, 16, 16]
+    assert s["first_frame_matches_local"] is True
+    assert all((out / f"frame_{i:03d}_rois.csv").exists() for i in range(3))
+
+
+def check_cluster_map(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["n_patches"] == 60 and 2 <= s["n_clusters"] <= 6
+    assert 0.25 <= s["weighted_accuracy"] <= 1.0 and 0.25 <= s["accuracy"] <= 1.0  # 4 classes: chance 0.25
+    assert s["n_tiles"] == 16 and sum(s["counts"].values()) == 16
+    assert (out / "cluster_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def check_segment_multidefect(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["channel_names"] == ["interstitial", "vacancy", "background"] and s["maps_shape"] == [3, 128, 128]
+    first, last = s["loss_first_last"]
+    assert last < 0.5 * first
+    for name, (on_defect, on_bulk) in s["contrast"].items():  # each map lights up on its own defects
+        assert on_defect > 2 * on_bulk, (name, on_defect, on_bulk)
+    with np.load(out / "maps.npz") as z:
+        assert 0.0 <= z["maps"].min() and z["maps"].max() <= 1.0
+    assert (out / "heatmaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 CHECKS = {name[len("check_"):]: f for name, f in dict(globals()).items() if name.startswith("check_")}
 
 
