@@ -34,7 +34,7 @@ def main(argv=None):
     patches, labels, names = stemroi.synth.make_patch_dataset(
         n_per_class=40 if args.quick else 80, classes=["Bulk", "vacancy", "stacking_fault"], random_state=0)
     model = stemroi.PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, input_size=32,
-                                    max_epochs=30 if args.quick else 40, patience=6, batch_size=16,
+                                    max_epochs=15 if args.quick else 40, patience=6, batch_size=16,
                                     random_state=0, n_threads=1)
     model.fit(patches, labels, class_names=names)
     model.save(out / "model.stemroi")

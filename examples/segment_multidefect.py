@@ -31,7 +31,7 @@ def main(argv=None):
         n_per_class=16 if args.quick else 60, patch_size=32, cell_px=8, classes=["Bulk", "vacancy", "interstitial"],
         random_state=0)
     # max_parts=1: the pixel-wise maximum of two registered lattices would fill a vacancy with a column
-    seg = stemroi.DefectSegmenter(epochs=20 if args.quick else 60, samples_per_epoch=256, batch_size=16,
+    seg = stemroi.DefectSegmenter(epochs=12 if args.quick else 60, samples_per_epoch=256, batch_size=16,
                                   learning_rate=5e-3, base_channels=8, pseudo_label="lattice", percentile=99.0,
                                   positive_weight=30.0,  # masks cover ~1 % of a patch: weigh them up
                                   max_parts=1, random_state=0, n_threads=1)  # one thread: bit-identical runs

@@ -24,6 +24,8 @@ DATA_DIR = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "dat
 
 NEEDS_DATA = {"read_and_tile": DATA_DIR / "ayyubi-stem-defects" / "CdTe_Training_Image.tif",
               "grouped_split": DATA_DIR / "ayyubi-stem-defects" / "CdTe"}
+# the ones that train a network start first, so the others run beside them
+SLOWEST_FIRST = ["cvae_anomaly_map", "segment_multidefect", "detect_rois", "many_frames_dask"]
 NEEDS_MODULE = {"hyperspy_roundtrip": "hyperspy", "many_frames_dask": "distributed"}
 
 
@@ -152,7 +154,7 @@ def runs(tmp_path_factory):
     example's wall time is spent importing torch/sklearn, which overlaps well."""
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {}
-        for script in EXAMPLES:
+        for script in sorted(EXAMPLES, key=lambda p: (p.stem not in SLOWEST_FIRST, p.stem)):
             if script.stem in CHECKS and _skip_reason(script.stem) is None:
                 out = tmp_path_factory.mktemp(script.stem)
                 futures[script.stem] = (pool.submit(_run, script, out), out)
