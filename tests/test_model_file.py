@@ -15,6 +15,7 @@ def _tensors(rng):
         "steps": np.array([7], dtype=np.int64),
         "mask": np.array([True, False]),
         "empty": np.zeros((0, 3), np.float32),
+        "scalar": np.array(5, dtype=np.int64),  # e.g. BatchNorm's num_batches_tracked
     }
 
 

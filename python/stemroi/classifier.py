@@ -545,7 +545,7 @@ class PatchClassifier:
         for k, v in tensors.items():
             if k.startswith("net."):
                 name = k[len("net."):]
-                # 0-d buffers (BatchNorm's num_batches_tracked) are stored as shape (1,)
+                # files written before 0-d arrays were kept 0-d store num_batches_tracked as (1,)
                 if name in expected and expected[name] == () and v.shape == (1,):
                     v = v.reshape(())
                 state[name] = v

@@ -31,7 +31,8 @@ def save_model_file(
     meta: Dict[str, str] = {}
     for k, v in (metadata or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-    arrays = {str(k): np.ascontiguousarray(v) for k, v in tensors.items()}
+    # np.asarray(order="C") keeps 0-d arrays 0-d (ascontiguousarray would make them (1,))
+    arrays = {str(k): np.asarray(v, order="C") for k, v in tensors.items()}
     _core.write_model_file(os.fspath(path), arrays, meta)
 
 
