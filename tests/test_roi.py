@@ -63,3 +63,18 @@ def test_public_names_and_submodules_resolve():
 
     with _pytest.raises(AttributeError, match="no attribute 'nope'"):
         stemroi.nope
+
+
+def test_atomic_output_respects_umask(tmp_path):
+    import os
+    import stat
+
+    from stemroi._atomic import atomic_open
+
+    old = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "m.txt") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.txt").st_mode) == 0o644
