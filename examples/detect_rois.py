@@ -1,7 +1,7 @@
 """Train a small patch classifier on synthetic patches and detect ROIs on a synthetic frame.
 
 Shows stemroi.PatchClassifier (small CNN trained from scratch, offline),
-stemroi.detect.detect -> ROIResult (tiles, calibrated probabilities, "unknown" below
+stemroi.detect -> ROIResult (tiles, calibrated probabilities, "unknown" below
 a confidence threshold), stemroi.plot_rois, and ROIResult.to_json / to_csv.
 Tiles are scored against the generator's defect mask.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import stemroi
 import stemroi.synth
-from stemroi.detect import detect
+from stemroi import detect
 from stemroi.plots import save_figure
 
 

@@ -1,7 +1,7 @@
 """Synthetic image -> calibrated HyperSpy Signal2D -> detect ROIs -> calibrated markers -> .hspy file.
 
 A small patch classifier (stemroi.PatchClassifier, trained on synthetic patches)
-classifies the tiles of the signal's image (stemroi.detect.detect); the
+classifies the tiles of the signal's image (stemroi.detect); the
 resulting ROIResult becomes HyperSpy rectangle markers in the signal's
 calibrated units, saved with the signal. Shows
 stemroi.adapters.hyperspy.image_to_signal / signal_to_image / roi_markers.
@@ -16,7 +16,7 @@ from pathlib import Path
 import stemroi
 import stemroi.synth
 from stemroi.adapters import hyperspy as hsa
-from stemroi.detect import detect
+from stemroi import detect
 from stemroi.io import Calibration
 
 

@@ -19,7 +19,7 @@ from dask.distributed import Client
 
 import stemroi
 import stemroi.synth
-from stemroi.detect import detect
+from stemroi import detect
 from stemroi.adapters import dask as stemroi_dask
 
 

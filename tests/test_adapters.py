@@ -66,6 +66,17 @@ def test_roi_markers_in_calibrated_units(hs):
     assert len(s.metadata.Markers) == 2
 
 
+def test_signal_with_roi_markers_saves_and_reloads(hs, tmp_path):
+    from stemroi.adapters import hyperspy as hsa
+
+    s = hs.signals.Signal2D(np.zeros((16, 16), np.float32))
+    hsa.add_roi_markers(s, _result())
+    s.save(tmp_path / "rois.hspy")
+    back = hs.load(tmp_path / "rois.hspy")
+    markers = back.metadata.Markers
+    assert sorted(str(markers[k].name) for k in markers.keys()) == ["SF1", "Vac"]
+
+
 def test_image_to_signal_round_trip(hs, rng):
     from stemroi.adapters import hyperspy as hsa
     from stemroi.io import Calibration

@@ -8,7 +8,7 @@ import pytest
 
 import stemroi
 from stemroi.classifier import PatchClassifier
-from stemroi.detect import detect, tile_origins, to_unit_range
+from stemroi.detection import detect, tile_origins, to_unit_range
 
 
 # ---------------------------------------------------------------------------

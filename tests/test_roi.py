@@ -58,6 +58,9 @@ def test_public_names_and_submodules_resolve():
     for name in stemroi.__all__:
         assert getattr(stemroi, name) is not None, name
     assert callable(stemroi.preprocess.resize)
+    import stemroi.adapters.dask  # noqa: F401  (imports the detection module)
+
+    assert callable(stemroi.detect) and stemroi.detect.__name__ == "detect"
     assert stemroi.synth.make_image is not None
     import pytest as _pytest
 

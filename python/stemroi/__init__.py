@@ -66,7 +66,7 @@ _EXPORTS = {
     "extract_image_features": "features",
     # classifier
     "PatchClassifier": "classifier",
-    "detect": "detect",
+    "detect": "detection",
     "expected_calibration_error": "calibration",
     "fit_temperature": "calibration",
     "plot_rois": "plots",
@@ -88,7 +88,7 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 # public submodules reachable as attributes (stemroi.preprocess.resize, ...)
 _SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "features", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess", "weights",
                "roi", "synth",
-               "clustering", "descriptors", "plots_cluster", "anomaly", "cvae_features", "classifier", "detect",
+               "clustering", "descriptors", "plots_cluster", "anomaly", "cvae_features", "classifier", "detection",
                "plots", "calibration", "segment", "mobilenet"}
 
 
@@ -145,7 +145,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .calibration import expected_calibration_error, fit_temperature  # noqa: F401
     from .classifier import PatchClassifier  # noqa: F401
-    from .detect import detect  # noqa: F401
+    from .detection import detect  # noqa: F401
     from .plots import plot_confusion_matrix, plot_rois  # noqa: F401
     from .segment import (  # noqa: F401
         DefectSegmenter,

@@ -144,7 +144,7 @@ def cmd_train(args) -> int:
 
 def cmd_detect(args) -> int:
     from .classifier import PatchClassifier
-    from .detect import detect
+    from .detection import detect
 
     model = PatchClassifier.load(args.model)
     patch = args.patch or int(model.patch_shape_[0])

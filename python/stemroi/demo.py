@@ -96,7 +96,7 @@ def run_demo(out="demo_out", size: int = 768, seed: int = 0, *, n_per_class: Opt
     """Run the demo and return the summary (also written to ``out/summary.json``)."""
     from . import synth
     from .classifier import PatchClassifier, _weights_available
-    from .detect import detect
+    from .detection import detect
     from .plots import plot_rois, save_figure
     from ._atomic import atomic_open
 

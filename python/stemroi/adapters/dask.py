@@ -54,7 +54,7 @@ class FrameDetector:
         self.detect_kwargs = detect_kwargs
 
     def __call__(self, frame):
-        from ..detect import detect
+        from ..detection import detect
         from ..io import read_image
 
         model = _load_model(self.model_path, os.path.getmtime(self.model_path))

@@ -107,7 +107,7 @@ def roi_markers(result, signal=None, *, include_bulk: bool = False,
         m = hs.plot.markers.Rectangles(offsets=offsets, widths=w * sx, heights=h * sy,
                                        color=colors.get(name, _DEFAULT_COLORS[i % len(_DEFAULT_COLORS)]),
                                        facecolor="none", linewidth=1.5)
-        m.name = name
+        m.name = str(name)  # a plain str: h5py cannot store NumPy unicode when saving .hspy
         markers.append(m)
     return markers
 
