@@ -53,7 +53,7 @@ def groups_of(patches):
         return duplicate_groups(patches), "EXACT-DUPLICATE groups only (overlap grouping not available: leaky)"
 
 
-def splits(labels, groups, seed):
+def splits(patches, labels, groups, seed):
     from stemroi.classifier import grouped_validation_split
 
     try:
@@ -65,7 +65,14 @@ def splits(labels, groups, seed):
     from sklearn.model_selection import train_test_split
 
     r_tr, r_te = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=seed)
-    return {"grouped": (g_tr, g_te), "random": (np.sort(r_tr), np.sort(r_te))}
+    out = {"grouped": (g_tr, g_te), "random": (np.sort(r_tr), np.sort(r_te))}
+    try:  # spatial blocks of each overlap group's mosaic, touching train patches purged (docs/data.md)
+        from stemroi import spatial_train_test_split
+
+        out["spatial"] = spatial_train_test_split(patches, labels, test_size=0.2, random_state=seed)
+    except (ImportError, AttributeError):
+        pass
+    return out
 
 
 ARGS = None
@@ -138,7 +145,7 @@ def main():
         X, y, names = load(d / ds)
         groups, gdesc = groups_of(X)
         print(f"\n=== {ds}: {len(X)} patches, {len(names)} classes {names}; {len(np.unique(groups))} {gdesc}")
-        sp = splits(y, groups, args.seed)
+        sp = splits(X, y, groups, args.seed)
         for kind in args.backbones.split(","):
             for split in [s for s in args.splits.split(",") if s]:
                 tr, te = sp[split]
