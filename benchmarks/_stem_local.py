@@ -1,7 +1,7 @@
-"""Local stand-ins used by the unet/mobilenet benchmarks until the data area
-(stemroi.load_patch_folder, stemroi.overlap_groups, stemroi.synth) is merged:
-a patch-folder reader, an exact-row-segment overlap grouping and a minimal
-Gaussian-column lattice with planted vacancies / interstitials."""
+"""Helpers of the unet/mobilenet benchmarks: patch folders and images read
+through stemroi's own readers, the 70:20:10 random and overlap-blocked splits
+these benchmarks report, and a minimal Gaussian-column lattice with planted
+vacancies / interstitials at known positions."""
 from __future__ import annotations
 
 import os
@@ -21,72 +21,20 @@ def data_dir() -> Path:
 
 
 def load_patch_folder(path):
-    """(patches (n, 64, 64) float32 in [0, 1], labels (n,) str, files) - class = prefix before the last '_'."""
-    from PIL import Image
+    """(patches (n, 64, 64) float32 in [0, 1], labels (n,) str, files) via stemroi.load_patch_folder."""
+    import stemroi
 
-    files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png", ".jpg"))
-    patches, labels = [], []
-    for f in files:
-        with Image.open(f) as im:
-            patches.append(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)
-        labels.append(f.stem.rsplit("_", 1)[0])
-    return np.stack(patches), np.array(labels), [f.name for f in files]
+    ds = stemroi.load_patch_folder(path)
+    names = [Path(f).name for f in ds.files]
+    order = np.argsort(names, kind="stable")  # lexicographic, as these benchmarks' seeded splits were run
+    return ds.patches[order], np.asarray(ds.class_names)[ds.labels][order], [names[i] for i in order]
 
 
 def read_grey(path):
-    from PIL import Image
+    """An 8-bit image file as float32 grey in [0, 1] via stemroi.read_image."""
+    import stemroi
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-
-
-def overlap_groups(patches, seg_len: int = 32, min_std: float = 2.0 / 255):
-    """Group ids of patches sharing any exact row segment of length seg_len (at
-    any offset): shifted crops of one region share them. Flat segments are ignored."""
-    q = np.round(np.asarray(patches) * 255).astype(np.uint8)
-    n, h, w = q.shape
-    parent = np.arange(n)
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    segs = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(q, seg_len, axis=2))
-    owner = np.broadcast_to(np.arange(n)[:, None, None], segs.shape[:3]).ravel()
-    flat = segs.reshape(-1, seg_len)
-    keep = flat.astype(np.float32).std(axis=1) >= min_std * 255
-    keys = flat[keep].view(np.dtype((np.void, seg_len))).ravel()
-    owner = owner[keep]
-    _, inv = np.unique(keys, return_inverse=True)
-    order = np.argsort(inv, kind="stable")
-    inv_s, own_s = inv[order], owner[order]
-    same = inv_s[1:] == inv_s[:-1]
-    for a, b in zip(own_s[:-1][same], own_s[1:][same]):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n)])
-    _, groups = np.unique(roots, return_inverse=True)
-    return groups.astype(np.int64)
-
-
-def grouped_split(labels, groups, fractions=(0.7, 0.2, 0.1), random_state=0):
-    """Train/val/test index arrays with whole groups on one side, groups
-    assigned greedily (shuffled) so that each split gets about its fraction."""
-    rng = np.random.default_rng(random_state)
-    ug = rng.permutation(np.unique(groups))
-    n = len(labels)
-    targets = np.array(fractions) * n
-    sizes = np.zeros(len(fractions))
-    out = [[] for _ in fractions]
-    for g in ug:
-        idx = np.flatnonzero(groups == g)
-        k = int(np.argmax(targets - sizes))
-        out[k].extend(idx.tolist())
-        sizes[k] += len(idx)
-    return [np.array(sorted(o), np.int64) for o in out]
+    return stemroi.read_image(path) / np.float32(255.0)
 
 
 def random_split(n, fractions=(0.7, 0.2, 0.1), random_state=0):
