@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import stemroi
+from stemroi import _core
 from stemroi.calibration import expected_calibration_error, fit_temperature, softmax
 from stemroi.classifier import PatchClassifier, duplicate_groups, grouped_validation_split
 
@@ -79,6 +80,19 @@ def test_finetune_small_cnn_learns_real_patches(cdte_subset):
     assert "from scratch" in clf.backbone_description_
 
 
+def test_validation_falls_back_when_groups_are_whole_classes():
+    X, y = blobs(k=3)
+    # one group per class (as CdTe/STO overlap groups nearly are): a group split would hold
+    # a whole class out of training, so validation is stratified random and the card says why
+    clf = PatchClassifier(backbone="precomputed", max_epochs=5, random_state=0, n_threads=1)
+    clf.fit(X, y, groups=y.copy())
+    assert "stratified random" in clf.model_card_["split"] and "leaky" in clf.model_card_["split"]
+    assert clf.validation_accuracy_ is not None
+    # groups that do allow a split keep whole groups out
+    clf.fit(X, y, groups=np.arange(len(y)) // 4)
+    assert "held-out overlap groups" in clf.model_card_["split"]
+
+
 def test_separable_features_reach_high_accuracy_and_are_deterministic():
     X, y = blobs()
     a = PatchClassifier(backbone="precomputed", max_epochs=40, random_state=3, n_threads=1).fit(X, y)
@@ -143,6 +157,8 @@ def test_ece_and_temperature():
     t = fit_temperature(over, y)
     assert 2.5 < t < 6
     assert expected_calibration_error(y, softmax(over, t)) < expected_calibration_error(y, softmax(over)) / 2
+    # every prediction right: the NLL falls towards T -> 0 without a minimum; no scaling
+    assert fit_temperature(logits * 0.5 + 5 * np.eye(k)[y], y) == 1.0
     # perfectly calibrated toy: confidence 1 and always right
     p = np.eye(k)[y]
     assert expected_calibration_error(y, p) == 0.0
@@ -189,3 +205,29 @@ def test_core_helpers_match_reference():
     y = np.array([0, 1, 2] * 3, np.int64)
     ref = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y), label_smoothing=0.1).item()
     assert abs(_core.smoothed_cross_entropy(logits, y, 0.1) - ref) < 1e-6
+
+
+def test_standardize_patches_matches_numpy_and_is_saved(tmp_path):
+    rng = np.random.default_rng(0)
+    X = (rng.random((5, 16, 16)) * rng.random((5, 1, 1)) * 0.5 + rng.random((5, 1, 1)) * 0.4).astype(np.float32)
+    X[0] = 0.3  # constant patch: maps to 0.5, no NaN
+    out = _core.standardize_patches(X)
+    ref = (X - X.mean((1, 2), keepdims=True)) / np.maximum(X.std((1, 2), keepdims=True), 1e-3) * 0.15 + 0.5
+    np.testing.assert_allclose(out, np.clip(ref, 0, 1), atol=2e-5)  # float32 means
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    # brightness and contrast of a patch no longer matter
+    np.testing.assert_allclose(_core.standardize_patches(X * 0.5 + 0.2), out, atol=1e-5)
+    with pytest.raises(ValueError, match=r"expected patches \(n, h, w\), got \(5, 256\)"):
+        _core.standardize_patches(X.reshape(5, -1))
+    with pytest.raises(ValueError, match="patch_contrast must be 'standardize' or 'none', got 'zscore'"):
+        PatchClassifier(backbone="small_cnn", mode="finetune", patch_contrast="zscore").fit(X, np.arange(5) % 2)
+    y = np.arange(5) % 2
+    clf = PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, max_epochs=1, input_size=16,
+                          validation_fraction=0, random_state=0, n_threads=1).fit(X, y)
+    assert clf.net_.patch_contrast == "standardize"
+    clf.save(tmp_path / "m.stemroi")
+    back = PatchClassifier.load(tmp_path / "m.stemroi")
+    assert back.patch_contrast == "standardize" and back.net_.patch_contrast == "standardize"
+    np.testing.assert_array_equal(back.decision_function(X), clf.decision_function(X))
+    # contrast-invariant end to end: the network sees the same input
+    np.testing.assert_allclose(clf.decision_function(X * 0.5 + 0.2), clf.decision_function(X), atol=1e-4)

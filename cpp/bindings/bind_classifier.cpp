@@ -37,11 +37,25 @@ py::dict dict_from_state(const StateDict& s) {
 
 void bind_classifier(py::module_& m) {
   m.def("available_backbones", &available_backbones, "Backbones PatchNet can build in this build.");
+  m.def(
+      "standardize_patches",
+      [](const py::array& X) {
+        auto x = float_input(X, "X");
+        if (x.dim() != 3)
+          throw ValueError(concat("X: expected patches (n, h, w), got ", shape_str(x.sizes().vec())));
+        torch::Tensor out;
+        {
+          py::gil_scoped_release release;
+          out = standardize_patches(x.unsqueeze(1)).squeeze(1).contiguous();
+        }
+        return tensor_to_numpy(out);
+      },
+      py::arg("X"), "Per-patch z-score (std floored at 1e-3) mapped to [0, 1] as 0.5 + 0.15 z, clamped (PatchNet's patch_contrast).");
 
   py::class_<PatchNetImpl, std::shared_ptr<PatchNetImpl>>(m, "PatchNet", "Backbone + the study's softmax head (private).")
       .def(py::init([](const std::string& backbone, int64_t n_classes, int64_t in_features, int64_t hidden,
                        double dropout, int64_t input_size, const std::string& preprocessing, uint64_t seed,
-                       const std::string& pooling) {
+                       const std::string& pooling, const std::string& patch_contrast) {
              std::shared_ptr<Backbone> bb;
              if (backbone != "none") bb = make_backbone(backbone, seed);
              PatchNetOptions o;
@@ -52,12 +66,13 @@ void bind_classifier(py::module_& m) {
              o.input_size = input_size;
              o.preprocessing = preprocessing;
              o.pooling = pooling;
+             o.patch_contrast = patch_contrast;
              torch::manual_seed(seed);  // head initialisation
              return std::make_shared<PatchNetImpl>(bb, o);
            }),
            py::arg("backbone"), py::arg("n_classes"), py::arg("in_features") = 0, py::arg("hidden") = 256,
            py::arg("dropout") = 0.4, py::arg("input_size") = 0, py::arg("preprocessing") = "", py::arg("seed") = 0,
-           py::arg("pooling") = "avg")
+           py::arg("pooling") = "avg", py::arg("patch_contrast") = "none")
       .def_property_readonly("preprocessing", &PatchNetImpl::preprocessing)
       .def_property_readonly("architecture",
                              [](const PatchNetImpl& n) { return n.has_backbone() ? n.backbone()->architecture() : std::string("none"); })
@@ -67,6 +82,7 @@ void bind_classifier(py::module_& m) {
         return n.has_backbone() ? n.backbone()->out_channels() : n.options().in_features;
       })
       .def_property_readonly("pooling", [](const PatchNetImpl& n) { return n.options().pooling; })
+      .def_property_readonly("patch_contrast", [](const PatchNetImpl& n) { return n.options().patch_contrast; })
       .def(
           "fit",
           [](PatchNetImpl& net, const py::array& X, const py::array& y, const py::object& X_val, const py::object& y_val,

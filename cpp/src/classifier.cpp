@@ -27,6 +27,8 @@ PatchNetImpl::PatchNetImpl(std::shared_ptr<Backbone> backbone, PatchNetOptions o
                   "pooling must be 'avg' or 'avgmax', got '", options_.pooling, "'");
     d = backbone_->out_channels() * (options_.pooling == "avgmax" ? 2 : 1);
     if (!options_.preprocessing.empty()) normalization_preset(options_.preprocessing);  // validates the name
+    STEMROI_CHECK(options_.patch_contrast == "none" || options_.patch_contrast == "standardize",
+                  "patch_contrast must be 'none' or 'standardize', got '", options_.patch_contrast, "'");
   } else {
     STEMROI_CHECK(options_.in_features >= 1, "head mode needs in_features >= 1, got ", options_.in_features);
     d = options_.in_features;
@@ -52,6 +54,7 @@ torch::Tensor PatchNetImpl::prepare(const torch::Tensor& x_in) const {
   if (x.dim() == 3) x = x.unsqueeze(1);
   STEMROI_CHECK(x.dim() == 4 && (x.size(1) == 1 || x.size(1) == 3),
                 "patches must be (n, h, w), (n, 1, h, w) or (n, 3, h, w), got ", shape_str(x_in.sizes().vec()));
+  if (options_.patch_contrast == "standardize") x = standardize_patches(x);
   int64_t s = options_.input_size;
   if (s > 0 && (x.size(2) != s || x.size(3) != s))
     x = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{s, s}).mode(torch::kBilinear).align_corners(false));
@@ -61,6 +64,16 @@ torch::Tensor PatchNetImpl::prepare(const torch::Tensor& x_in) const {
   auto mean = torch::tensor({norm.mean[0], norm.mean[1], norm.mean[2]}).view({1, 3, 1, 1});
   auto stdv = torch::tensor({norm.std[0], norm.std[1], norm.std[2]}).view({1, 3, 1, 1});
   return ((x * norm.input_scale - mean.to(x.device())) / stdv.to(x.device())).contiguous();
+}
+
+torch::Tensor standardize_patches(const torch::Tensor& x) {
+  STEMROI_CHECK(x.dim() == 4, "standardize_patches expects (n, c, h, w), got ", shape_str(x.sizes().vec()));
+  auto mean = x.mean({2, 3}, /*keepdim=*/true);
+  // population std (ddof 0), as numpy's x.std()
+  auto stdv = (x - mean).pow(2).mean({2, 3}, true).sqrt();
+  // std floored at 1e-3 (patches are on [0, 1]): a flat patch maps to 0.5 instead
+  // of blowing float32 rounding noise up into a pattern
+  return ((x - mean) / stdv.clamp_min(1e-3) * 0.15 + 0.5).clamp(0.0, 1.0);
 }
 
 torch::Tensor PatchNetImpl::embed(const torch::Tensor& prepared) {

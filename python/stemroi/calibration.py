@@ -51,11 +51,20 @@ def expected_calibration_error(y_true, proba, n_bins: int = 15) -> float:
 
 
 def fit_temperature(logits, y_true, bounds=(0.05, 20.0)) -> float:
-    """Temperature minimising the NLL of ``softmax(logits / T)`` on (logits, y_true)."""
+    """Temperature minimising the NLL of ``softmax(logits / T)`` on (logits, y_true).
+
+    Returns 1.0 (no scaling) when the NLL has no minimum inside ``bounds``:
+    when every validation prediction is right the NLL keeps falling as T -> 0,
+    and the bound it reaches would set every confidence to ~1, the opposite
+    of calibrated on new data. Also never returns a T worse than T = 1.
+    """
     from scipy.optimize import minimize_scalar
 
     z = check_array(logits, name="logits", ndim=2).astype(np.float64)
     y = _check_labels(y_true, z.shape[0], z.shape[1])
+
+    if len(y) == 0 or bool(np.all(z.argmax(axis=1) == y)):
+        return 1.0  # no errors: the NLL has no minimum, it falls as T -> 0
 
     def nll(log_t: float) -> float:
         s = z / np.exp(log_t)
@@ -66,5 +75,7 @@ def fit_temperature(logits, y_true, bounds=(0.05, 20.0)) -> float:
     res = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
                           options={"xatol": 1e-6})
     t = float(np.exp(res.x))
-    # never worse than no scaling
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    if min(res.x - lo, hi - res.x) < 1e-3 * (hi - lo):
+        return 1.0  # optimum on a bound: T is not identifiable from these data
     return t if nll(res.x) <= nll(0.0) else 1.0

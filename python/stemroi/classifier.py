@@ -90,6 +90,41 @@ def grouped_validation_split(y, groups, fraction: float, seed: int):
     return np.flatnonzero(~m), np.flatnonzero(m)
 
 
+def _validation_split(y_idx, groups, Xin, fraction: float, seed: int):
+    """(train, val, description) for early stopping and calibration.
+
+    Whole groups are held out when ``groups`` are given and the split keeps
+    every class on the training side and at least two classes in validation.
+    On the CdTe/STO sets each class is mostly one overlap group, so a group
+    split would drop whole classes from training (the cause of a Bulk recall
+    of 0 seen earlier); then, and without groups, the split is stratified
+    random (leaky: validation has shifted-crop twins in training, so early
+    stopping and the temperature are optimistic) and the model card says so.
+    """
+    n_classes = int(y_idx.max()) + 1
+    if groups is None:
+        groups = duplicate_groups(Xin)
+        kind = "groups of exact duplicates"
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (len(y_idx),):
+            raise ValueError(f"groups: expected shape ({len(y_idx)},), got {groups.shape}")
+        kind = "overlap groups"
+    tr, va = grouped_validation_split(y_idx, groups, fraction, seed)
+    if len(np.unique(y_idx[tr])) == n_classes and len(np.unique(y_idx[va])) >= 2 and len(va) > 0:
+        return tr, va, f"{len(va)} validation samples from {len(np.unique(groups[va]))} held-out {kind}"
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y_idx, minlength=n_classes)
+    strat = y_idx if counts.min() >= 2 else None
+    tr, va = train_test_split(np.arange(len(y_idx)), test_size=fraction, stratify=strat, random_state=seed % (2**32))
+    why = (f"a split of whole {kind} would leave classes out of training or validation "
+           f"({len(np.unique(groups))} groups), so")
+    return (np.sort(tr), np.sort(va),
+            f"{len(va)} validation samples, stratified random ({why} leaky: early stopping and "
+            "temperature are optimistic; measure on an overlap-aware test split)")
+
+
 def _weights_available(key: str) -> bool:
     try:
         from . import weights as W
@@ -114,6 +149,11 @@ class PatchClassifier:
         fine-tuning (CPU-feasible), the extractor's default (224) for VGG16 head features.
     pooling : pooling of the backbone map in finetune mode: "avg" (the study's) or "avgmax"
         (average and max concatenated); default "avgmax" for small_cnn, "avg" otherwise.
+    patch_contrast : "standardize" (default) z-scores each patch and maps it to [0, 1]
+        (0.5 + 0.15 z, clamped) before the backbone's normalisation; "none" feeds the
+        patches as they are (the study's). The real CdTe regions differ in brightness
+        and contrast, and without it a network learns the region rather than the defect
+        (small_cnn, CdTe spatial split: 0.67 -> 1.00).
     hidden_units, dropout, l2 : the head (256, 0.4, 1e-4 in the study).
     label_smoothing : stage-1 smoothing (default 0.05; later stages 0.03).
     class_weight : "balanced" or None.
@@ -135,6 +175,7 @@ class PatchClassifier:
         weights="auto",
         input_size: Optional[int] = None,
         pooling: Optional[str] = None,
+        patch_contrast: str = "standardize",
         hidden_units: int = 256,
         dropout: float = 0.4,
         l2: float = 1e-4,
@@ -156,6 +197,7 @@ class PatchClassifier:
         self.weights = weights
         self.input_size = input_size
         self.pooling = pooling
+        self.patch_contrast = patch_contrast
         self.hidden_units = hidden_units
         self.dropout = dropout
         self.l2 = l2
@@ -211,6 +253,8 @@ class PatchClassifier:
             check_positive_int(self.input_size, "input_size", minimum=16)
         if self.max_epochs is not None:
             check_positive_int(self.max_epochs, "max_epochs")
+        if self.patch_contrast not in ("standardize", "none"):
+            raise ValueError(f"patch_contrast must be 'standardize' or 'none', got {self.patch_contrast!r}")
         if self.pooling not in (None, "avg", "avgmax"):
             raise ValueError(f"pooling must be None, 'avg' or 'avgmax', got {self.pooling!r}")
         if not (0.0 <= float(self.dropout) < 1.0):
@@ -272,6 +316,8 @@ class PatchClassifier:
         if self.extractor_ is None:
             return check_array(X, name="X", ndim=2, dtype=(np.float32,))
         X = _check_patches(X)
+        if self.patch_contrast == "standardize":
+            X = _lib().standardize_patches(np.ascontiguousarray(X))
         F = np.asarray(self.extractor_.transform(X), dtype=np.float32)
         return np.ascontiguousarray(F)
 
@@ -355,17 +401,8 @@ class PatchClassifier:
             yv = self._encode(y_val)
             split_desc = "user validation set"
         elif float(self.validation_fraction) > 0:
-            if groups is None:
-                groups = duplicate_groups(Xin)
-                split_desc = "groups of exact duplicates (no overlap groups given)"
-            else:
-                groups = np.asarray(groups)
-                if groups.shape != (len(y_idx),):
-                    raise ValueError(f"groups: expected shape ({len(y_idx)},), got {groups.shape}")
-                split_desc = "overlap groups"
-            tr, va = grouped_validation_split(y_idx, groups, float(self.validation_fraction), seed)
+            tr, va, split_desc = _validation_split(y_idx, groups, Xin, float(self.validation_fraction), seed)
             Xv, yv = Xin[va], y_idx[va]
-            split_desc = f"{len(va)} validation samples from {len(np.unique(groups[va]))} held-out {split_desc}"
         else:
             tr = np.arange(len(y_idx))
             Xv = yv = None
@@ -381,7 +418,8 @@ class PatchClassifier:
         preprocessing = pre or ""
         self.net_ = core.PatchNet(arch, len(self.classes_), in_features=in_features, hidden=int(self.hidden_units),
                                   dropout=float(self.dropout), input_size=input_size, preprocessing=preprocessing,
-                                  seed=seed, pooling=self._pooling())
+                                  seed=seed, pooling=self._pooling(),
+                                  patch_contrast="none" if self._uses_extractor() else self.patch_contrast)
         if state is not None:
             self.net_.load_backbone_state(state, str(self.weights))
         stages = self._stages(pretrained=state is not None)
@@ -490,7 +528,8 @@ class PatchClassifier:
             "patch_shape": self.patch_shape_,
             "net": {"architecture": self.net_.architecture, "feature_dim": int(self.net_.feature_dim),
                     "n_classes": len(classes), "input_size": self._net_input_size(),
-                    "preprocessing": self.net_.preprocessing, "pooling": self.net_.pooling},
+                    "preprocessing": self.net_.preprocessing, "pooling": self.net_.pooling,
+                    "patch_contrast": self.net_.patch_contrast},
             "temperature": self.temperature_,
             "extractor": self._extractor_config(),
         }
@@ -499,7 +538,8 @@ class PatchClassifier:
             "config": config,
             "class_names": self.class_names_,
             "preprocessing": {"input": "patches on [0, 1] (uint8 / 255)", "patch_shape": self.patch_shape_,
-                              "input_size": self._net_input_size(), "normalization": self.net_.preprocessing},
+                              "input_size": self._net_input_size(), "normalization": self.net_.preprocessing,
+                              "patch_contrast": self.patch_contrast},
             "model_card": self.model_card_,
         })
 
@@ -526,6 +566,7 @@ class PatchClassifier:
                              f"(architecture {meta.get('architecture')!r}, expected {MODEL_ARCHITECTURE!r})")
         cfg = meta["config"]
         params = dict(cfg["params"])
+        params.setdefault("patch_contrast", "none")  # files written before the option existed
         self = cls(**params)
         self.classes_ = np.asarray(cfg["classes"])
         self.class_names_ = list(cfg["class_names"])
@@ -539,7 +580,8 @@ class PatchClassifier:
                                   hidden=int(params["hidden_units"]), dropout=float(params["dropout"]),
                                   input_size=int(net["input_size"]),
                                   preprocessing="" if arch == "none" else net["preprocessing"], seed=0,
-                                  pooling=net.get("pooling", "avg"))
+                                  pooling=net.get("pooling", "avg"),
+                                  patch_contrast=net.get("patch_contrast", "none"))
         expected = {k: v.shape for k, v in self.net_.state_dict().items()}
         state = {}
         for k, v in tensors.items():
