@@ -1,76 +1,111 @@
 """MobileNetV2 baseline (Sathish et al.) on the labelled CdTe and SrTiO3 patches.
 
-Reports test accuracy on (a) the study's 70:20:10 random split (leaky: many
-patches are shifted crops of each other) and (b) an overlap-aware blocked
-split: per class, 10 % contiguous test regions of the overlap graph, every
-training patch that overlaps a test patch purged (see _stem_local.blocked_split;
-plain grouping by connected overlap components is impossible here: every class
-is one connected set of crops). Preprocessing is the correct [-1, 1] ("tf");
-the study fed [0, 1]. Without the torchvision ImageNet file
-(mobilenet_v2-b0353104.pth in ~/.cache/stemroi/weights or the torch hub cache)
-the network trains from scratch, all stages.
+The model is ``stemroi.MobileNetV2Classifier``, i.e. ``stemroi.PatchClassifier(
+backbone="mobilenet_v2", mode="finetune")``: the patch classifier's training
+loop (early stopping, rot90/flip augmentation, label smoothing, class weights,
+per-patch contrast standardisation) on the MobileNetV2 backbone. Without the
+torchvision ImageNet file (mobilenet_v2-b0353104.pth in $STEMROI_HOME/weights,
+~/.cache/stemroi/weights or the torch hub cache) the whole network trains from
+scratch on [-1, 1] inputs (the study fed [0, 1]); with it, the study's staged
+fine-tuning on ImageNet normalisation.
 
-    python benchmarks/mobilenet.py [--epochs 12] [--input-size 64] [--quick]
+Test accuracy, per-class recall, fit time and epochs on
+(a) the overlap-aware split ``stemroi.spatial_train_test_split(X, y,
+    test_size=0.2, random_state=0)``: no test patch shares a pixel with a
+    training patch, and
+(b) the study's 70:20:10 random stratified split (train : validation : test,
+    seeded; leaky: many patches are shifted crops of each other, so twins sit
+    on both sides). The 20 % validation part drives early stopping.
+
+    python benchmarks/mobilenet.py [--epochs 30] [--input-size 96] [--datasets CdTe,STO] [--threads N] [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-import _stem_local as L
-import stemroi
-from stemroi.mobilenet import MobileNetV2Classifier, find_imagenet_weights
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(name, X, y, split, args, weights):
-    tr, va, te = split[:3]
-    clf = MobileNetV2Classifier(weights=weights, input_size=args.input_size, epochs=args.epochs,
-                                batch_size=32, learning_rate=args.lr, random_state=0, n_threads=args.threads)
-    t0 = time.perf_counter()
-    clf.fit(X[tr], y[tr])
-    fit_s = time.perf_counter() - t0
-    acc_te = clf.score(X[te], y[te])
-    acc_va = clf.score(X[va], y[va]) if len(va) else float("nan")
-    return acc_te, acc_va, fit_s, clf.loss_history_
+def data_dir() -> Path:
+    d = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data")) / "ayyubi-stem-defects"
+    if not d.is_dir():
+        sys.exit(f"benchmarks/mobilenet.py: data not found at {d} (set STEMROI_DATA_DIR to the shared/data folder)")
+    return d
+
+
+def study_split(y, seed=0):
+    """The study's 70:20:10 random split, stratified and seeded: (train, val, test)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    trva, te = train_test_split(idx, test_size=0.1, stratify=y, random_state=seed)
+    tr, va = train_test_split(trva, test_size=0.2 / 0.9, stratify=y[trva], random_state=seed)
+    return np.sort(tr), np.sort(va), np.sort(te)
+
+
+def per_class_recall(model, X, y, names):
+    pred = model.predict(X)
+    return {names[c]: float(np.mean(pred[y == c] == c)) if np.any(y == c) else float("nan")
+            for c in range(len(names))}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--input-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--epochs", type=int, default=30, help="max epochs per stage (early stopping, patience 7)")
+    ap.add_argument("--input-size", type=int, default=96, help="network input side in pixels (patches resized)")
+    ap.add_argument("--datasets", default="CdTe,STO")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--quick", action="store_true", help="3 epochs, for a smoke run")
-    ap.add_argument("--sets", default="CdTe,STO")
+    ap.add_argument("--quick", action="store_true", help="2 epochs at 32 px: a smoke run, accuracies meaningless")
     args = ap.parse_args()
     if args.quick:
-        args.epochs = 3
-    root = L.data_dir() / "ayyubi-stem-defects"
+        args.epochs, args.input_size = 2, 32
+
+    import stemroi
+    from stemroi.cli import _load_patch_folder
+    from stemroi.mobilenet import find_imagenet_weights
+
+    root = data_dir()
     wpath = find_imagenet_weights()
-    weights = str(wpath) if wpath else None
-    print(f"MobileNetV2 weights: {wpath or 'none found -> trained from scratch (all stages)'}; "
-          f"input {args.input_size}px, 'tf' [-1,1] preprocessing, {args.epochs} epochs, Adam lr {args.lr}, batch 32")
+    print(f"MobileNetV2Classifier = PatchClassifier(backbone='mobilenet_v2', mode='finetune'); weights: "
+          f"{wpath or 'ImageNet file not found -> trained from scratch, all stages, [-1, 1] inputs'}; "
+          f"input {args.input_size} px, max {args.epochs} epochs per stage, seed 0")
     print("(timings on a shared, loaded 2-core machine)")
     rows = []
-    for name in args.sets.split(","):
-        X, y, _ = L.load_patch_folder(root / name)
-        A = L.overlap_adjacency(X)
-        rnd = L.random_split(len(y), (0.7, 0.2, 0.1), random_state=0)
-        tr, va, te, purged = L.blocked_split(A, y, (0.9, 0.0, 0.1), random_state=0)
-        leak_rnd = float(np.mean(np.asarray(A[rnd[2]][:, rnd[0]].sum(axis=1)).ravel() > 0))
-        for split_name, split in (("random 70:20:10", rnd), ("blocked+purged", (tr, va, te))):
-            acc_te, acc_va, fit_s, hist = run(name, X, y, split, args, weights)
-            extra = f"(test patches overlapping a training patch: {leak_rnd:.0%})" if split_name.startswith("random") \
-                else f"(train {len(tr)}, test {len(te)}, purged {purged})"
-            print(f"{name:5s} {split_name:16s} test acc {acc_te:.3f}  val acc {acc_va:.3f}  fit {fit_s:6.1f} s  "
-                  f"loss {hist[0]:.3f}->{hist[-1]:.3f} {extra}", flush=True)
-            rows.append((name, split_name, acc_te))
-    print("\nsummary (MobileNetV2 test accuracy | VGG16 classifier: filled by the integrator)")
-    for name, split_name, acc in rows:
-        print(f"  {name:5s} {split_name:16s} {acc:.3f} | VGG16: n/a")
-    print("study reports 0.993 (CdTe) / 0.94 (STO) with a leaky unseeded random split; its saved runs show 0.14-0.45")
+    for name in args.datasets.split(","):
+        X, y, names = _load_patch_folder(str(root / name))
+        print(f"\n=== {name}: {len(X)} patches {X.shape[1:]}, {len(names)} classes {names}", flush=True)
+        sp_tr, sp_te = stemroi.spatial_train_test_split(X, y, test_size=0.2, random_state=0)
+        r_tr, r_va, r_te = study_split(y, seed=0)
+        purged = len(X) - len(sp_tr) - len(sp_te)
+        for split_name, tr, va, te, note in (
+            ("spatial 80:20", sp_tr, None, sp_te, f"train {len(sp_tr)}, test {len(sp_te)}, purged {purged}"),
+            ("random 70:20:10", r_tr, r_va, r_te, f"train {len(r_tr)}, val {len(r_va)}, test {len(r_te)}; leaky"),
+        ):
+            clf = stemroi.MobileNetV2Classifier(weights="auto", input_size=args.input_size, max_epochs=args.epochs,
+                                                random_state=0, n_threads=args.threads)
+            fit_kw = {} if va is None else {"X_val": X[va], "y_val": y[va]}
+            t0 = time.perf_counter()
+            clf.fit(X[tr], y[tr], class_names=names, **fit_kw)
+            fit_s = time.perf_counter() - t0
+            acc = clf.score(X[te], y[te])
+            rec = per_class_recall(clf, X[te], y[te], names)
+            hist = clf.history_["epochs"]
+            print(f"--- {name} | {split_name} ({note})", flush=True)
+            print(f"    accuracy {acc:.4f}; fit {fit_s:.1f} s, {len(hist)} epochs "
+                  f"(train loss {hist[0]['train_loss']:.3f} -> {hist[-1]['train_loss']:.3f}); "
+                  f"{clf.backbone_description_}")
+            print("    per-class recall: " + ", ".join(f"{k} {v:.3f}" for k, v in rec.items()), flush=True)
+            rows.append((name, split_name, acc, fit_s, len(hist)))
+    print("\nsummary: MobileNetV2 test accuracy")
+    for name, split_name, acc, fit_s, n_ep in rows:
+        print(f"  {name:5s} {split_name:16s} {acc:.3f}  ({fit_s:.0f} s, {n_ep} epochs)")
+    print("study reports 0.993 (CdTe) / 0.94 (STO) with a leaky unseeded random split")
 
 
 if __name__ == "__main__":

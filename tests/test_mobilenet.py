@@ -1,7 +1,10 @@
 """MobileNetV2 in the C++ core: torchvision parity (names, shapes, outputs),
 weight loading checks (hash, names, shapes), the [-1, 1] preprocessing and a
-real (tiny) fine-tuning run."""
+real (tiny) training run of MobileNetV2Classifier (= PatchClassifier with the
+mobilenet_v2 backbone)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,30 +115,93 @@ def test_bad_inputs():
         MobileNetV2(0)
     with pytest.raises(FileNotFoundError, match="not found"):
         MobileNetV2(2, weights="/nonexistent/mobilenet.pth")
+
+
+def test_classifier_bad_inputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEMROI_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(FileNotFoundError, match=r"ImageNet weights mobilenet_v2-b0353104\.pth not found.*weights=None"):
+        MobileNetV2Classifier(weights="imagenet")
+    # "auto" without the file: from scratch
+    assert MobileNetV2Classifier(weights="auto").weights is None
+    fake = tmp_path / "home" / "weights" / "mobilenet_v2-b0353104.pth"
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not the torchvision file")
+    with pytest.raises(ValueError, match="SHA-256 of .* expected b0353104"):
+        MobileNetV2Classifier(weights="imagenet")
+    with pytest.raises(TypeError, match="weights must be None, 'random', 'imagenet', 'auto' or a file path"):
+        MobileNetV2Classifier(weights={"features.0.0.weight": np.zeros(1)})
+    with pytest.raises(TypeError, match="sets backbone itself"):
+        MobileNetV2Classifier(backbone="vgg16")
+    with pytest.raises(ValueError, match="input_size must be >= 32, got 16"):
+        MobileNetV2Classifier(input_size=16)
     with pytest.raises(ValueError, match="at least 2 classes"):
-        MobileNetV2Classifier(epochs=1).fit(np.zeros((4, 32, 32), np.float32), ["a"] * 4)
-    with pytest.raises(ValueError, match="unknown stage 'block5'"):
-        MobileNetV2Classifier(epochs=1, input_size=32, trainable_stages=["block5"]).fit(
+        MobileNetV2Classifier(max_epochs=1).fit(np.zeros((4, 32, 32), np.float32), ["a"] * 4)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        MobileNetV2Classifier(weights=tmp_path / "nope.pth", max_epochs=1, input_size=32).fit(
             np.zeros((4, 32, 32), np.float32), ["a", "b"] * 2)
 
 
-def test_fine_tuning_learns_a_simple_task():
-    rng = np.random.default_rng(0)
-    n = 24
+def test_classifier_is_a_patch_classifier():
+    clf = MobileNetV2Classifier(max_epochs=5, n_threads=1)
+    assert isinstance(clf, stemroi.PatchClassifier)
+    p = clf.get_params()
+    assert (p["backbone"], p["mode"], p["weights"], p["input_size"], p["random_state"], p["max_epochs"]) == (
+        "mobilenet_v2", "finetune", None, 96, 0, 5)
+
+
+def tiny_task(n=24, seed=0):
+    rng = np.random.default_rng(seed)
     X = rng.uniform(0, 0.3, (n, 32, 32)).astype(np.float32)
     y = np.array(["dark", "bright"] * (n // 2))
     X[y == "bright"] += 0.6
-    # from scratch (all stages, BatchNorm in training mode); torchvision's
-    # initialisation makes an untrained network's eval-mode features vanish,
-    # so head-only training on random weights cannot work
-    kw = dict(input_size=32, epochs=8, batch_size=8, learning_rate=3e-3, random_state=0, dropout=0.0)
-    clf = MobileNetV2Classifier(n_threads=2, **kw).fit(X, y)
-    assert clf.loss_history_[-1] < 0.5 * clf.loss_history_[0]
-    assert clf.score(X, y) >= 0.75  # eval mode, BatchNorm recalibrated on the training set
+    return X, y
+
+
+def test_fine_tuning_learns_a_simple_task():
+    X, y = tiny_task()
+    # from scratch (all stages, BatchNorm in training mode, statistics recomputed on
+    # the training set); brightness task, so no per-patch standardisation
+    kw = dict(input_size=32, max_epochs=8, batch_size=8, learning_rate=3e-3, dropout=0.0, patience=8,
+              patch_contrast="none", validation_fraction=0.0, augment=False, random_state=0, n_threads=1)
+    clf = MobileNetV2Classifier(**kw).fit(X, y)
+    losses = [e["train_loss"] for e in clf.history_["epochs"]]
+    assert len(losses) >= 2 and losses[-1] < 0.5 * losses[0], losses
+    assert clf.net_.architecture == "mobilenet_v2" and clf.net_.preprocessing == "tf"
+    assert clf.score(X, y) >= 0.75  # eval mode
     assert set(clf.predict(X[:3])) <= {"dark", "bright"}
-    clf2 = MobileNetV2Classifier(n_threads=2, **kw).fit(X, y)
-    np.testing.assert_array_equal(clf2.loss_history_, clf.loss_history_)
+    clf2 = MobileNetV2Classifier(**kw).fit(X, y)
+    assert [e["train_loss"] for e in clf2.history_["epochs"]] == losses
+    np.testing.assert_array_equal(clf2.decision_function(X), clf.decision_function(X))
+
+
+def test_pretrained_file_passes_through(tmp_path, monkeypatch):
+    # a torchvision MobileNetV2 .pth (random here; the ImageNet file is not needed)
+    # reaches the backbone: converted once into the project's backbone file (the
+    # BatchNorm counters are 0-d), then staged fine-tuning never unfreezes stage1
+    monkeypatch.setenv("STEMROI_HOME", str(tmp_path / "home"))
+    tv = torchvision_net(num_classes=1000, seed=2)
+    path = tmp_path / "tv_mobilenet.pth"
+    torch.save(tv.state_dict(), path)
+    X, y = tiny_task(n=16)
+    clf = MobileNetV2Classifier(weights=path, input_size=32, max_epochs=1, batch_size=8, validation_fraction=0.0,
+                                n_threads=1)
+    converted = Path(clf.weights)
+    assert converted.parent == tmp_path / "home" / "weights" and converted.suffix == ".stemroi"
+    assert MobileNetV2Classifier(weights=str(path)).weights == clf.weights  # cached by content
+    clf.fit(X, y)
+    assert clf.net_.preprocessing == "torchvision"  # ImageNet normalisation of torchvision's weights
+    assert len(clf.model_card_["stages"]) == 3  # staged fine-tuning
+    state = clf.net_.state_dict()
+    ref = tv.state_dict()
+    np.testing.assert_array_equal(state["backbone.features.0.0.weight"], ref["features.0.0.weight"].numpy())
+    np.testing.assert_array_equal(state["backbone.features.0.1.running_var"], ref["features.0.1.running_var"].numpy())
+    # a project backbone file passes through as it is
+    assert MobileNetV2Classifier(weights=converted).weights == str(converted)
 
 
 def test_exported():
     assert stemroi.MobileNetV2 is MobileNetV2
+    assert stemroi.MobileNetV2Classifier is MobileNetV2Classifier
+    assert "PatchClassifier" in MobileNetV2Classifier.__doc__ and "MobileNetV2" in MobileNetV2Classifier.__doc__

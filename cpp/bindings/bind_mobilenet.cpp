@@ -1,6 +1,6 @@
 // Bindings of the mobilenet area: the MobileNetV2 backbone (torchvision
-// names), torchvision state loading, input preparation and the simple
-// fine-tuning loop.
+// names), torchvision state loading and input preparation. Training goes
+// through the patch classifier's PatchNet (backbone "mobilenet_v2").
 #include "common.hpp"
 #include "stemroi/mobilenet.hpp"
 #include "stemroi/parallel.hpp"
@@ -83,46 +83,6 @@ void bind_mobilenet(py::module_& m) {
         return tensor_to_numpy(out);
       },
       py::arg("patches"), py::arg("size"), py::arg("preset"));
-  m.def(
-      "train_backbone_classifier",
-      [](std::shared_ptr<MobileNetV2Impl> n, const carray<float>& inputs, const carray<int64_t>& labels,
-         int64_t epochs, int64_t batch_size, double learning_rate, double weight_decay,
-         const std::vector<std::string>& trainable_stages, double dropout, uint64_t seed, int n_threads,
-         const py::object& progress) {
-        require_ndim(inputs, 4, "inputs");
-        require_ndim(labels, 1, "labels");
-        auto x = tensor_view(inputs).clone(), y = tensor_view(labels).clone();
-        BackboneTrainOptions o;
-        o.epochs = epochs;
-        o.batch_size = batch_size;
-        o.learning_rate = learning_rate;
-        o.weight_decay = weight_decay;
-        o.trainable_stages = trainable_stages;
-        o.dropout = dropout;
-        o.seed = seed;
-        o.n_threads = n_threads;
-        auto cb = wrap_progress(progress);
-        auto head = n->classifier_linear();
-        py::gil_scoped_release release;
-        return train_backbone_classifier(*n, head, x, y, o, cb);
-      },
-      py::arg("net"), py::arg("inputs"), py::arg("labels"), py::arg("epochs"), py::arg("batch_size"),
-      py::arg("learning_rate"), py::arg("weight_decay"), py::arg("trainable_stages"), py::arg("dropout"),
-      py::arg("seed"), py::arg("n_threads") = 0, py::arg("progress") = py::none());
-  m.def(
-      "backbone_classifier_logits",
-      [](std::shared_ptr<MobileNetV2Impl> n, const carray<float>& inputs, int64_t batch_size, int n_threads) {
-        require_ndim(inputs, 4, "inputs");
-        auto x = tensor_view(inputs);
-        auto head = n->classifier_linear();
-        torch::Tensor out;
-        {
-          py::gil_scoped_release release;
-          out = backbone_classifier_logits(*n, head, x, batch_size, n_threads);
-        }
-        return tensor_to_numpy(out);
-      },
-      py::arg("net"), py::arg("inputs"), py::arg("batch_size") = 64, py::arg("n_threads") = 0);
 }
 
 }  // namespace stemroi::bind

@@ -1,15 +1,9 @@
 #include "stemroi/mobilenet.hpp"
 
-#include <ATen/CPUGeneratorImpl.h>
-
-#include <algorithm>
-#include <cmath>
 #include <mutex>
-#include <random>
 
 #include "stemroi/errors.hpp"
 #include "stemroi/normalization.hpp"
-#include "stemroi/parallel.hpp"
 
 namespace stemroi {
 
@@ -159,113 +153,6 @@ torch::Tensor prepare_backbone_input(const torch::Tensor& patches, int64_t size,
   auto mean = torch::tensor({norm.mean[0], norm.mean[1], norm.mean[2]}).view({1, 3, 1, 1});
   auto stdv = torch::tensor({norm.std[0], norm.std[1], norm.std[2]}).view({1, 3, 1, 1});
   return ((x * norm.input_scale - mean) / stdv).contiguous();
-}
-
-std::vector<double> train_backbone_classifier(Backbone& backbone, torch::nn::Linear& head,
-                                              const torch::Tensor& inputs, const torch::Tensor& labels,
-                                              const BackboneTrainOptions& o, const ProgressFn& progress) {
-  STEMROI_CHECK(o.epochs >= 1, "epochs must be >= 1, got ", o.epochs);
-  STEMROI_CHECK(o.batch_size >= 1, "batch_size must be >= 1, got ", o.batch_size);
-  STEMROI_CHECK(std::isfinite(o.learning_rate) && o.learning_rate > 0, "learning_rate must be > 0, got ",
-                o.learning_rate);
-  STEMROI_CHECK(inputs.dim() == 4 && inputs.size(1) == 3, "inputs must be (n, 3, S, S), got ",
-                shape_str(inputs.sizes().vec()));
-  STEMROI_CHECK(labels.dim() == 1 && labels.size(0) == inputs.size(0), "labels must be (", inputs.size(0),
-                ",), got ", shape_str(labels.sizes().vec()));
-  const int64_t n = inputs.size(0), k = head->options.out_features();
-  auto y = labels.to(torch::kInt64);
-  STEMROI_CHECK(n >= 1, "at least one training sample is needed");
-  STEMROI_CHECK(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < k, "labels must be in [0, ", k,
-                "), got range [", y.min().item<int64_t>(), ", ", y.max().item<int64_t>(), "]");
-  TorchThreadsGuard threads(o.n_threads);
-  const auto all = backbone.stages();
-  for (const auto& s : o.trainable_stages)
-    STEMROI_CHECK(std::find(all.begin(), all.end(), s) != all.end(), "unknown stage '", s, "' for ",
-                  backbone.architecture());
-  const bool full = o.trainable_stages.size() == all.size();
-  std::vector<torch::Tensor> params;
-  for (auto& p : backbone.parameters()) p.set_requires_grad(false);
-  for (const auto& s : o.trainable_stages)
-    for (auto& p : backbone.stage_parameters(s)) {
-      p.set_requires_grad(true);
-      params.push_back(p);
-    }
-  for (auto& p : head->parameters()) {
-    p.set_requires_grad(true);
-    params.push_back(p);
-  }
-  torch::optim::Adam opt(params, torch::optim::AdamOptions(o.learning_rate).weight_decay(o.weight_decay));
-  std::mt19937_64 rng(o.seed);
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-  std::vector<int64_t> order(n);
-  std::vector<double> history;
-  const int64_t total_batches = o.epochs * ((n + o.batch_size - 1) / o.batch_size);
-  int64_t done = 0;
-  for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
-    backbone.train(full);
-    head->train();
-    for (int64_t i = 0; i < n; ++i) order[i] = i;
-    std::shuffle(order.begin(), order.end(), rng);
-    double total = 0.0;
-    for (int64_t lo = 0; lo < n; lo += o.batch_size) {
-      InterruptCallback::check();
-      const int64_t hi = std::min(n, lo + o.batch_size);
-      auto idx = torch::tensor(std::vector<int64_t>(order.begin() + lo, order.begin() + hi));
-      auto xb = inputs.index_select(0, idx), yb = y.index_select(0, idx);
-      opt.zero_grad();
-      auto f = F::adaptive_avg_pool2d(backbone.features(xb), F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
-      if (o.dropout > 0) {
-        auto keep = torch::empty_like(f).bernoulli_(1.0 - o.dropout, gen);
-        f = f * keep / (1.0 - o.dropout);
-      }
-      auto loss = F::cross_entropy(head->forward(f), yb);
-      loss.backward();
-      opt.step();
-      total += loss.item<double>() * static_cast<double>(hi - lo);
-      if (progress) progress(++done, total_batches);
-    }
-    history.push_back(total / static_cast<double>(n));
-  }
-  if (full) {
-    // BatchNorm recalibration: running statistics as the exact average over
-    // the training set (the momentum-0.1 estimates lag far behind when a
-    // network is trained from scratch for few steps).
-    torch::NoGradGuard no_grad;
-    std::vector<std::pair<torch::nn::BatchNorm2dImpl*, c10::optional<double>>> bns;
-    for (auto& m : backbone.modules(false))
-      if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
-        bns.emplace_back(bn, bn->options.momentum());
-        bn->options.momentum(c10::nullopt);  // cumulative average
-        bn->reset_running_stats();
-      }
-    backbone.train(true);
-    for (int64_t lo = 0; lo < n; lo += o.batch_size) {
-      InterruptCallback::check();
-      backbone.features(inputs.slice(0, lo, std::min(n, lo + o.batch_size)));
-    }
-    for (auto& [bn, mom] : bns) bn->options.momentum(mom);
-  }
-  for (auto& p : backbone.parameters()) p.set_requires_grad(true);
-  backbone.eval();
-  head->eval();
-  return history;
-}
-
-torch::Tensor backbone_classifier_logits(Backbone& backbone, torch::nn::Linear& head, const torch::Tensor& inputs,
-                                         int64_t batch_size, int n_threads) {
-  STEMROI_CHECK(batch_size >= 1, "batch_size must be >= 1, got ", batch_size);
-  TorchThreadsGuard threads(n_threads);
-  torch::NoGradGuard no_grad;
-  backbone.eval();
-  head->eval();
-  std::vector<torch::Tensor> out;
-  for (int64_t lo = 0; lo < inputs.size(0); lo += batch_size) {
-    InterruptCallback::check();
-    auto xb = inputs.slice(0, lo, std::min(inputs.size(0), lo + batch_size));
-    auto f = F::adaptive_avg_pool2d(backbone.features(xb), F::AdaptiveAvgPool2dFuncOptions(1)).flatten(1);
-    out.push_back(head->forward(f));
-  }
-  return out.empty() ? torch::zeros({0, head->options.out_features()}) : torch::cat(out);
 }
 
 }  // namespace stemroi

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
+#include "stemroi/classifier.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/mobilenet.hpp"
+#include "stemroi/small_cnn.hpp"
 
 using namespace stemroi;
 
@@ -52,20 +54,58 @@ TEST(MobileNetV2, PrepareInputIsTfRange) {
   EXPECT_FLOAT_EQ(x[1].max().item<float>(), 1.f);
 }
 
-TEST(MobileNetV2, FineTuningHeadLowersLoss) {
-  auto net = make_mobilenet_v2({2, 0.0}, 0);
-  auto x = prepare_backbone_input(torch::cat({torch::zeros({8, 32, 32}), torch::ones({8, 32, 32})}), 32, "tf");
+// Training goes through the patch classifier's loop (train_patch_net) with a
+// PatchNet on the mobilenet_v2 backbone, as stemroi.MobileNetV2Classifier does.
+TEST(MobileNetV2, TrainsFromScratchThroughPatchNet) {
+  auto X = torch::cat({torch::rand({8, 32, 32}) * 0.3, torch::rand({8, 32, 32}) * 0.3 + 0.6});
   auto y = torch::cat({torch::zeros({8}, torch::kInt64), torch::ones({8}, torch::kInt64)});
-  BackboneTrainOptions o;
-  o.epochs = 8;
-  o.batch_size = 8;
-  o.learning_rate = 1e-2;
-  o.trainable_stages = net->stages();  // from scratch: BatchNorm in training mode
-  o.dropout = 0.0;
-  o.n_threads = 1;
-  auto head = net->classifier_linear();
-  auto hist = train_backbone_classifier(*net, head, x, y, o);
-  EXPECT_LT(hist.back(), 0.5 * hist.front());
-  auto logits = backbone_classifier_logits(*net, head, x, 4, 1);
-  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{16, 2}));
+  auto run = [&]() {
+    PatchNetOptions o;
+    o.n_classes = 2;
+    o.hidden = 32;
+    o.dropout = 0.0;
+    o.input_size = 32;  // preprocessing "": the backbone's own "tf" ([-1, 1])
+    auto bb = make_backbone("mobilenet_v2", 0);
+    EXPECT_EQ(bb->architecture(), "mobilenet_v2");
+    PatchNet net(bb, o);
+    EXPECT_EQ(net->preprocessing(), "tf");
+    TrainOptions t;
+    t.stages = {TrainStage{-1, 3e-3, 0.0, 8}};  // all stages: BatchNorm in training mode
+    t.batch_size = 8;
+    t.augment = false;
+    t.patience = 8;
+    t.seed = 3;
+    t.n_threads = 1;
+    auto h = train_patch_net(*net, X, y, {}, {}, t);
+    return std::make_pair(predict_logits(*net, X, 4, 1), h);
+  };
+  auto [logits, h] = run();
+  ASSERT_GE(h.epochs.size(), 2u);
+  EXPECT_LT(h.epochs.back().train_loss, 0.5 * h.epochs.front().train_loss);
+  ASSERT_EQ(logits.sizes().vec(), (std::vector<int64_t>{16, 2}));
+  // eval mode with BatchNorm statistics recomputed on the training set
+  EXPECT_GE(logits.argmax(1).eq(y).to(torch::kFloat64).mean().item<double>(), 0.75);
+  auto [logits2, h2] = run();
+  EXPECT_TRUE(logits.equal(logits2));
+  ASSERT_EQ(h2.epochs.size(), h.epochs.size());
+  for (size_t i = 0; i < h.epochs.size(); ++i) EXPECT_EQ(h.epochs[i].train_loss, h2.epochs[i].train_loss);
+}
+
+TEST(MobileNetV2, StagedFineTuningFreezesEarlyStages) {
+  PatchNetOptions o;
+  o.n_classes = 2;
+  o.input_size = 32;
+  auto bb = make_backbone("mobilenet_v2", 1);
+  PatchNet net(bb, o);
+  auto X = torch::rand({8, 32, 32});
+  auto y = torch::arange(8, torch::kInt64) % 2;
+  auto first = bb->stage_parameters("stage1")[0].clone();
+  auto last = bb->stage_parameters("head")[0].clone();
+  TrainOptions t;
+  t.stages = {TrainStage{1, 1e-3, 0.05, 1}};  // the last stage ("head" = features.18) unfrozen
+  t.batch_size = 4;
+  t.n_threads = 1;
+  train_patch_net(*net, X, y, {}, {}, t);
+  EXPECT_TRUE(bb->stage_parameters("stage1")[0].equal(first));  // frozen
+  EXPECT_FALSE(bb->stage_parameters("head")[0].equal(last));    // trained
 }

@@ -1,5 +1,6 @@
 """MobileNetV2 backbone (C++ core, torchvision layout) and the study's baseline
-classifier of labelled STEM patches.
+classifier of labelled STEM patches (``MobileNetV2Classifier``: a
+``PatchClassifier`` on this backbone, trained by the classifier's loop).
 
 The study (Sathish et al.) fed patches in [0, 1] to a Keras MobileNetV2 that
 expects [-1, 1]; here the "tf" preset maps [0, 1] -> [-1, 1]. ImageNet weights
@@ -12,12 +13,15 @@ import hashlib
 import numbers
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
 
 from ._lib import _core
 from ._validation import check_array, check_n_threads, check_positive_int, check_random_state_seed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .classifier import PatchClassifier
 
 __all__ = ["MobileNetV2", "MobileNetV2Classifier", "load_torchvision_state_dict", "MOBILENET_WEIGHTS"]
 
@@ -150,75 +154,93 @@ class MobileNetV2:
         return self.net.features(X, check_n_threads(self.n_threads))
 
 
-class MobileNetV2Classifier:
-    """The study's MobileNetV2 transfer baseline, done right: [-1, 1] inputs,
-    seeded, fine-tuning of the last stages (``trainable_stages``) plus a new
-    linear head; all stages are trained when no ImageNet weights are given.
-
-    A simple loop of the mobilenet area (``train_backbone_classifier`` in the
-    core); the classifier area's PatchClassifier supersedes it when merged.
-    """
-
-    def __init__(
-        self,
-        weights=None,
-        input_size: int = 96,
-        epochs: int = 15,
-        batch_size: int = 32,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 0.0,
-        trainable_stages: Optional[Sequence[str]] = None,
-        dropout: float = 0.2,
-        random_state=0,
-        n_threads=None,
-    ):
-        self.weights = weights
-        self.input_size = input_size
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.trainable_stages = trainable_stages
-        self.dropout = dropout
-        self.random_state = random_state
-        self.n_threads = n_threads
-
-    def fit(self, patches, labels, *, progress: Optional[Callable[[int, int], None]] = None) -> "MobileNetV2Classifier":
-        lab = np.asarray(labels)
-        if lab.ndim != 1:
-            raise ValueError(f"labels must be 1-D, got shape {lab.shape}")
-        self.classes_, y = np.unique(lab, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"at least 2 classes are needed, got {list(self.classes_)}")
-        seed = check_random_state_seed(self.random_state)
-        self.model_ = MobileNetV2(len(self.classes_), weights=None, dropout=self.dropout, random_state=seed,
-                                  n_threads=self.n_threads)
-        if self.weights is not None:
-            self.model_.load_weights(self.weights, include_classifier=False)
-        X = self.model_.prepare(patches, self.input_size)
-        if X.shape[0] != y.shape[0]:
-            raise ValueError(f"patches and labels differ in length: {X.shape[0]} and {y.shape[0]}")
-        if self.trainable_stages is None:
-            stages = self.model_.stages if self.weights is None else ["stage5", "head"]
-        else:
-            stages = list(self.trainable_stages)
-        self.loss_history_ = np.asarray(
-            _core.train_backbone_classifier(
-                self.model_.net, X, y.astype(np.int64), check_positive_int(self.epochs, "epochs"),
-                check_positive_int(self.batch_size, "batch_size"), float(self.learning_rate),
-                float(self.weight_decay), stages, float(self.dropout), seed, check_n_threads(self.n_threads), progress,
-            )
+def _imagenet_weights_file() -> Path:
+    """The cached torchvision MobileNetV2 ImageNet file, SHA-256 checked."""
+    entry = MOBILENET_WEIGHTS["imagenet"]
+    path = find_imagenet_weights()
+    if path is None:
+        raise FileNotFoundError(
+            f"ImageNet weights {entry['filename']} not found in {[str(d) for d in _cache_dirs()]}; "
+            f"download {entry['url']} into one of them, or use weights=None to train from scratch"
         )
-        return self
+    want = entry.get("sha256") or entry["sha256_prefix"]
+    digest = _sha256(path)
+    if not digest.startswith(want):
+        raise ValueError(f"SHA-256 of {path} is {digest}, expected {want}... for {entry['filename']} "
+                         "(corrupt or different file; pass its path as weights to use it anyway)")
+    return path
 
-    def decision_function(self, patches) -> np.ndarray:
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this MobileNetV2Classifier is not fitted yet; call fit first")
-        X = self.model_.prepare(patches, self.input_size)
-        return _core.backbone_classifier_logits(self.model_.net, X, 64, check_n_threads(self.n_threads))
 
-    def predict(self, patches) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_function(patches), axis=1)]
+def _is_torch_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"  # torch.save zip / legacy pickle
 
-    def score(self, patches, labels) -> float:
-        return float(np.mean(self.predict(patches) == np.asarray(labels)))
+
+def _as_backbone_file(path: Path) -> Path:
+    """A torchvision MobileNetV2 ``.pth`` as the project's backbone file (cached by SHA-256).
+
+    PatchClassifier reads ``.pth`` files through ``stemroi.weights``, whose loader
+    turns 0-d tensors into shape (1,) (the BatchNorm ``num_batches_tracked``
+    counters, which VGG16 lacks), so the file would not fit the backbone there;
+    the project's file keeps them. Counters absent from old files are set to 0.
+    """
+    from .weights import save_backbone, weights_dir
+
+    digest = _sha256(path)
+    out = weights_dir() / f"mobilenet_v2-{digest[:16]}.stemroi"
+    if not out.is_file():
+        state = load_torchvision_state_dict(path, check_hash=False)
+        for k in [k for k in state if k.endswith(".running_mean")]:
+            state.setdefault(k[: -len("running_mean")] + "num_batches_tracked", np.zeros((), np.int64))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_backbone(out, state, architecture="mobilenet_v2", preprocessing="torchvision",
+                      model_card={"converted_from": str(path), "source_sha256": digest})
+    return out
+
+
+def MobileNetV2Classifier(weights=None, *, input_size: int = 96, random_state=0, n_threads=None,
+                          **params) -> "PatchClassifier":
+    """The study's MobileNetV2 baseline: ``stemroi.PatchClassifier`` with the
+    MobileNetV2 backbone (``backbone="mobilenet_v2", mode="finetune"``).
+
+    A factory, not a class: it returns a configured, unfitted ``PatchClassifier``
+    (its training loop, early stopping, augmentation, label smoothing, class
+    weights, calibration, save/load). Any other ``PatchClassifier`` parameter
+    (``max_epochs``, ``batch_size``, ``learning_rate``, ``patch_contrast``,
+    ``validation_fraction``, ...) is passed through ``**params``.
+
+    weights : None / "random" (default): seeded initialisation, the whole network
+        trained from scratch, inputs in [-1, 1] (the backbone's own "tf" preset;
+        the study fed [0, 1]). "imagenet": torchvision's ``mobilenet_v2-b0353104.pth``
+        from the caches (``find_imagenet_weights``; FileNotFoundError when absent,
+        SHA-256 checked), fine-tuned with the study's staged recipe on ImageNet
+        ("torchvision") normalisation. "auto": that file when cached, else from
+        scratch. A path: a torchvision ``.pth`` (any MobileNetV2 state dict with
+        torchvision names) or a project backbone file (``stemroi.weights.save_backbone``,
+        architecture "mobilenet_v2"). ``.pth`` files are converted once into the
+        project's backbone file in ``stemroi.weights.weights_dir()`` and the
+        returned estimator's ``weights`` names that file.
+    input_size : side of the network input in pixels (patches are resized), >= 32.
+    """
+    from .classifier import PatchClassifier
+
+    for fixed in ("backbone", "mode"):
+        if fixed in params:
+            raise TypeError(f"MobileNetV2Classifier sets {fixed} itself; use stemroi.PatchClassifier "
+                            f"for another {fixed}")
+    input_size = check_positive_int(input_size, "input_size", minimum=32)
+    if weights is None or (isinstance(weights, str) and weights == "random"):
+        w = None
+    elif isinstance(weights, str) and weights == "imagenet":
+        w = str(_as_backbone_file(_imagenet_weights_file()))
+    elif isinstance(weights, str) and weights == "auto":
+        w = str(_as_backbone_file(_imagenet_weights_file())) if find_imagenet_weights() is not None else None
+    elif isinstance(weights, (str, os.PathLike)):
+        path = Path(weights)
+        w = str(_as_backbone_file(path)) if path.is_file() and _is_torch_file(path) else os.fspath(weights)
+    else:
+        raise TypeError(f"weights must be None, 'random', 'imagenet', 'auto' or a file path, "
+                        f"got {type(weights).__name__}")
+    return PatchClassifier(backbone="mobilenet_v2", mode="finetune", weights=w, input_size=input_size,
+                           random_state=random_state, n_threads=n_threads, **params)

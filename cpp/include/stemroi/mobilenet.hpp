@@ -3,7 +3,9 @@
 // torchvision state dict (e.g. mobilenet_v2-b0353104.pth, converted in Python)
 // loads with name and shape checks. Implements stemroi::Backbone: features()
 // gives (n, 1280, H/32, W/32); the expected input normalisation is "tf"
-// ([-1, 1]; the study fed [0, 1]).
+// ([-1, 1]; the study fed [0, 1]). Training on labelled patches goes through
+// the patch classifier (PatchNet + train_patch_net, classifier.hpp) with
+// make_backbone("mobilenet_v2").
 #pragma once
 #include <torch/torch.h>
 
@@ -11,7 +13,6 @@
 #include <vector>
 
 #include "stemroi/backbone.hpp"
-#include "stemroi/callbacks.hpp"
 #include "stemroi/torch_io.hpp"
 
 namespace stemroi {
@@ -75,32 +76,5 @@ MobileNetV2 make_mobilenet_v2(const MobileNetV2Config& config, uint64_t seed);
 // Grey or RGB patches (n, h, w) / (n, 3, h, w) on [0, 1] -> (n, 3, size, size)
 // normalised with `preset` (bilinear resize, align_corners=false).
 torch::Tensor prepare_backbone_input(const torch::Tensor& patches, int64_t size, const std::string& preset);
-
-struct BackboneTrainOptions {
-  int64_t epochs = 10;
-  int64_t batch_size = 32;
-  double learning_rate = 1e-3;
-  double weight_decay = 0.0;
-  // stages to train; empty = only the head. All stages -> backbone in train
-  // mode (BatchNorm statistics update, recalibrated on the training set at the
-  // end); otherwise the backbone stays in eval mode (frozen BatchNorm, as Keras
-  // fine-tuning does).
-  std::vector<std::string> trainable_stages;
-  double dropout = 0.2;
-  uint64_t seed = 0;
-  int n_threads = 0;
-};
-
-// Cross-entropy fine-tuning of head(dropout(avgpool(backbone.features(x))))
-// on prepared inputs (n, 3, S, S) and labels (n,) in [0, head.out). Returns the
-// mean loss per epoch. A simple loop for the MobileNetV2 baseline; the
-// classifier area's generic loop supersedes it when merged.
-std::vector<double> train_backbone_classifier(Backbone& backbone, torch::nn::Linear& head,
-                                              const torch::Tensor& inputs, const torch::Tensor& labels,
-                                              const BackboneTrainOptions& opts, const ProgressFn& progress = {});
-
-// Logits (n, classes) of head(avgpool(features(x))) in eval mode, in batches.
-torch::Tensor backbone_classifier_logits(Backbone& backbone, torch::nn::Linear& head, const torch::Tensor& inputs,
-                                         int64_t batch_size, int n_threads);
 
 }  // namespace stemroi
