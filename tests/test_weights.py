@@ -287,3 +287,17 @@ def test_project_model_file_roundtrip(tmp_path, rng):
     np.testing.assert_array_equal(reloaded.transform(patches), expected)
     with pytest.raises(weights.WeightsError, match="architecture 'vgg16', expected 'mobilenet_v2'"):
         weights.load_backbone(path, architecture="mobilenet_v2")
+
+
+def test_torchvision_loader_keeps_0d_tensors(tmp_path):
+    # BatchNorm's num_batches_tracked is 0-d; an earlier loader made it (1,), which
+    # then failed the backbone's shape check for MobileNetV2 files
+    import torch
+
+    from stemroi.weights import load_torchvision_state
+
+    p = tmp_path / "bn.pth"
+    torch.save({"bn.weight": torch.ones(4), "bn.num_batches_tracked": torch.tensor(7)}, p)
+    state = load_torchvision_state(p)
+    assert state["bn.num_batches_tracked"].shape == () and state["bn.num_batches_tracked"] == 7
+    assert state["bn.weight"].shape == (4,) and state["bn.weight"].dtype == np.float32

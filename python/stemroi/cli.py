@@ -66,31 +66,10 @@ def _read_image(path: str) -> np.ndarray:
 
 
 def _load_patch_folder(folder: str):
-    try:
-        from .datasets import load_patch_folder  # data area
-    except ImportError:
-        load_patch_folder = None
-    if load_patch_folder is not None:
-        ds = load_patch_folder(folder)
-        return ds.patches, ds.labels, list(ds.class_names)
-    from PIL import Image
+    from .datasets import load_patch_folder
 
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png"))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no .tif/.png patches found")
-    names = [f.stem.rsplit("_", 1)[0] for f in files]
-    class_names = sorted(set(names))
-    patches = []
-    for f in files:
-        with Image.open(f) as im:
-            a = np.asarray(im)
-        if a.ndim == 3:
-            a = a[..., 0]
-        patches.append(a.astype(np.float32) / 255.0)
-    shapes = {p.shape for p in patches}
-    if len(shapes) != 1:
-        raise ValueError(f"{folder}: patches of different shapes {sorted(shapes)}")
-    return np.stack(patches), np.array([class_names.index(n) for n in names], np.int64), class_names
+    ds = load_patch_folder(folder)
+    return ds.patches, ds.labels, list(ds.class_names)
 
 
 def _groups(patches: np.ndarray, exact_only: bool):

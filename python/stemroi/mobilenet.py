@@ -180,10 +180,9 @@ def _is_torch_file(path: Path) -> bool:
 def _as_backbone_file(path: Path) -> Path:
     """A torchvision MobileNetV2 ``.pth`` as the project's backbone file (cached by SHA-256).
 
-    PatchClassifier reads ``.pth`` files through ``stemroi.weights``, whose loader
-    turns 0-d tensors into shape (1,) (the BatchNorm ``num_batches_tracked``
-    counters, which VGG16 lacks), so the file would not fit the backbone there;
-    the project's file keeps them. Counters absent from old files are set to 0.
+    The project's file records the ImageNet ("torchvision") normalisation the
+    weights expect, so PatchClassifier feeds them the right input, and is read
+    without pickle afterwards. BatchNorm counters absent from old files are set to 0.
     """
     from .weights import save_backbone, weights_dir
 

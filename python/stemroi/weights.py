@@ -233,7 +233,9 @@ def _as_float32(name: str, value) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiu":
         raise WeightsError(f"weight {name!r} has unsupported dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    # np.array, not np.ascontiguousarray: the latter turns 0-d arrays (BatchNorm's
+    # num_batches_tracked) into shape (1,), which then fails the shape check
+    return np.array(arr, dtype=np.float32, order="C")
 
 
 def load_torchvision_state(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
