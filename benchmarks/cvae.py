@@ -122,10 +122,12 @@ def table1(args, out: Path):
                 print(f"   energy at calibration quantile {q}: bulk kept {100 * np.mean(bulk_scores['energy'] <= t):.1f}%, "
                       f"all defects {np.mean(list(det.values())):.1f}%, "
                       + ", ".join(f"{NAMES[k]} {v:.1f}" for k, v in det.items()), flush=True)
-        detectors = [kw["detector"]] if kw["detector"] == "anm" else ["energy", "anm"]
+        # "signed": two one-sided tests (darker / brighter than the model expects, Gaussian sigma 2.5,
+        # bulk quantiles 0.98 / 0.97), also chosen on the first half of each defect set
+        detectors = [kw["detector"]] if kw["detector"] == "anm" else ["energy", "signed", "anm"]
         for det in detectors:
             model.detector = det  # same model and scores, another decision rule
-            label = name if det == kw["detector"] else f"{name.split()[0]} +ANM"
+            label = name if det == kw["detector"] else f"{name.split()[0]} +{'ANM' if det == 'anm' else det}"
             bulk_flag = model._decision(bulk_scores) >= 0
             rows = {}
             for k, s in defect_scores.items():
@@ -133,6 +135,8 @@ def table1(args, out: Path):
                 if det == "anm":  # continuous: distance from the bulk band centre
                     centre = 0.5 * sum(model.band_)
                     cont_d, cont_b = np.abs(s["anm"] - centre), np.abs(bulk_scores["anm"] - centre)
+                elif det == "signed":  # larger of the two margins over their thresholds
+                    cont_d, cont_b = model._decision(s), model._decision(bulk_scores)
                 else:
                     cont_d, cont_b = s["energy"], bulk_scores["energy"]
                 y = np.r_[np.ones(len(cont_d)), np.zeros(len(cont_b))]

@@ -73,6 +73,27 @@ def test_planted_vacancy_scores_above_bulk_band(fitted):
     assert np.abs(anm).min() > np.abs(fitted.calibration_scores_["anm"]).max()
 
 
+def test_signed_detector_gives_the_polarity(fitted):
+    inside = [(24, 24), (24, 32), (32, 24), (32, 32)]
+    vacancy = crops_at(lattice(96, 96, vacancies={(36, 36)}, seed=7), inside)
+    bright = crops_at(lattice(96, 96, seed=7), inside).copy()
+    yy, xx = np.mgrid[0:CROP, 0:CROP]
+    for k, (r, c) in enumerate(inside):  # an extra column between lattice sites, at (40, 40) in the image
+        bright[k] += 0.8 * np.exp(-((yy - (40 - r)) ** 2 + (xx - (40 - c)) ** 2) / (2 * 1.6**2))
+    bulk = crops_at(lattice(96, 96, seed=7), inside)
+    td, tb = fitted.signed_thresholds_
+    sv, sb, s0 = fitted.score_all(vacancy), fitted.score_all(bright), fitted.score_all(bulk)
+    assert np.all(sv["darker"] > td) and np.all(sv["darker"] > s0["darker"])   # missing intensity
+    assert np.all(sb["brighter"] > tb) and np.all(sb["brighter"] > s0["brighter"])  # extra intensity
+    assert np.all(sv["darker"] - td > sv["brighter"] - tb)
+    assert np.all(sb["brighter"] - tb > sb["darker"] - td)
+    model = BulkCVAE(**{**fitted.get_params(), "detector": "signed"})
+    model.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+    assert model.predict(vacancy).all() and model.predict(bright).all()
+    with pytest.raises(ValueError, match=r"signed_quantiles must be two quantiles \(darker, brighter\)"):
+        BulkCVAE(signed_quantiles=(0.9,)).fit(bulk)
+
+
 def _anm_reference(d, threshold, half):
     """NumPy reference of the clipped ANM (no wrapping)."""
     out_s, out_a, peaks = [], [], []
@@ -136,6 +157,7 @@ def test_save_load_round_trip_is_exact(fitted, tmp_path):
     np.testing.assert_array_equal(fitted.reconstruct(crops), loaded.reconstruct(crops))
     assert loaded.band_ == fitted.band_
     assert loaded.energy_threshold_ == fitted.energy_threshold_
+    assert loaded.signed_thresholds_ == fitted.signed_thresholds_
     assert loaded.get_params() == fitted.get_params()
     np.testing.assert_array_equal(loaded.predict(crops), fitted.predict(crops))
     _, meta = stemroi.load_model_file(path)
