@@ -70,9 +70,11 @@ def unet_settings(args, **over):
     return kw
 
 
-def budget(seg):
+def budget(seg, method=None):
+    labels = ("'cvae' pseudo-labels (bulk CVAE residual above its 0.99 bulk quantile)" if method == "cvae" else
+              f"'{seg.pseudo_label}' pseudo-labels at p{seg.percentile:g}")
     return (f"base {seg.base_channels}, {seg.epochs} epochs x {seg.samples_per_epoch} samples, batch {seg.batch_size}, "
-            f"lr {seg.learning_rate}, '{seg.pseudo_label}' pseudo-labels at p{seg.percentile:g}, "
+            f"lr {seg.learning_rate}, {labels}, "
             f"positive weight {seg.positive_weight:g}, max_parts {seg.max_parts}")
 
 
@@ -236,6 +238,18 @@ def cluster_part(name, method, which, maps, channel_names, y, out, seed=0, threa
     print(f"        figure: {path}")
 
 
+CVAE_MODELS = {}  # set name -> fitted stemroi.BulkCVAE (--cvae-model NAME=PATH)
+
+
+def masks_for(method, X, is_bulk, percentile, threads, name):
+    """Pseudo-labels of ``method``: a pseudo_label_masks rule, or "cvae" (pixels the bulk CVAE of
+    this set cannot reconstruct, stemroi.residual_pseudo_labels, 0.99 bulk quantile)."""
+    if method == "cvae":
+        return stemroi.residual_pseudo_labels(X, is_bulk, CVAE_MODELS[name], quantile=0.99, sigma=2.0,
+                                              n_threads=threads)
+    return stemroi.pseudo_label_masks(X, is_bulk, method=method, percentile=percentile, n_threads=threads)
+
+
 def pseudo_label_figure(name, X, y, classes, method, percentile, out, n=6):
     """A few patches per defect class with their pseudo-label outlines (what the U-Net is asked to learn)."""
     import matplotlib.pyplot as plt
@@ -245,7 +259,10 @@ def pseudo_label_figure(name, X, y, classes, method, percentile, out, n=6):
     rng = np.random.default_rng(0)
     for i, c in enumerate(defect):
         idx = rng.choice(np.flatnonzero(y == c), min(n, int((y == c).sum())), replace=False)
-        m = stemroi.pseudo_label_masks(X[idx], None, method=method, percentile=percentile)
+        if method == "cvae":  # the threshold comes from the bulk patches: compute on all, show some
+            m = masks_for(method, X, y == "Bulk", percentile, None, name)[idx]
+        else:
+            m = masks_for(method, X[idx], None, percentile, None, name)
         for j, ax in enumerate(axes[i]):
             ax.axis("off")
             if j < len(idx):
@@ -260,11 +277,10 @@ def pseudo_label_figure(name, X, y, classes, method, percentile, out, n=6):
     return path
 
 
-def agreement(seg, X, y, maps, threshold, threads):
+def agreement(seg, X, y, maps, threshold, threads, method, name):
     """Per defect class: (n, precision, recall, IoU, flagged fraction, mean in mask, mean outside, max)
     of the class channel against the pseudo-labels of the model's method."""
-    masks = stemroi.pseudo_label_masks(X, y == seg.bulk_class, method=seg.pseudo_label, percentile=seg.percentile,
-                                       n_threads=threads).astype(bool)
+    masks = masks_for(method, X, y == seg.bulk_class, seg.percentile, threads, name).astype(bool)
     rows = {}
     for c, cname in enumerate(seg.defect_classes_):
         sel = y == cname
@@ -297,11 +313,18 @@ def real_part(args, out):
         if missing:
             print(f"      classes with no held-out patch (each is one overlap region, too compact to split): {missing}")
         for method in args.real_pseudo_labels.split(","):
-            seg = stemroi.DefectSegmenter(**unet_settings(args, pseudo_label=method))
-            seg.fit(X[tr], y[tr])
+            if method == "cvae" and name not in CVAE_MODELS:
+                print(f"   {name} / 'cvae': skipped (no --cvae-model {name}=PATH)")
+                continue
+            seg = stemroi.DefectSegmenter(**unet_settings(args, pseudo_label="lattice" if method == "cvae" else method))
+            if method == "cvae":
+                seg.fit(X[tr], y[tr], masks=masks_for(method, X[tr], y[tr] == seg.bulk_class, seg.percentile,
+                                                      args.threads, name))
+            else:
+                seg.fit(X[tr], y[tr])
             models[name, method] = seg
             fig_path = pseudo_label_figure(name, X[tr], y[tr], ds.class_names, method, seg.percentile, out)
-            print(f"   {name} / '{method}': fit {seg.fit_time_:.0f} s ({budget(seg)}; loss {seg.loss_history_[0]:.3f} -> "
+            print(f"   {name} / '{method}': fit {seg.fit_time_:.0f} s ({budget(seg, method)}; loss {seg.loss_history_[0]:.3f} -> "
                   f"{seg.loss_history_[-1]:.3f}); pseudo-label examples: {fig_path}")
             all_maps = seg.predict_patch_maps(X)
             print(f"      agreement of each class channel with the '{method}' p{seg.percentile:g} pseudo-labels "
@@ -309,7 +332,8 @@ def real_part(args, out):
             print(f"      {'side':5s} {'class':14s} {'n':>4s} {'prec':>6s} {'recall':>6s} {'IoU':>6s} {'flagged':>8s} "
                   f"{'mean in mask':>12s} {'mean outside':>12s} {'max':>6s}")
             for side, idx in (("test", te), ("train", tr)):
-                rows, bulk_flag, n_bulk = agreement(seg, X[idx], y[idx], all_maps[idx], args.threshold, args.threads)
+                rows, bulk_flag, n_bulk = agreement(seg, X[idx], y[idx], all_maps[idx], args.threshold, args.threads,
+                                                    method, name)
                 for cname, (n, p, r, iou, fl, mi, mo, mx) in rows.items():
                     print(f"      {side:5s} {cname:14s} {n:4d} {p:6.3f} {r:6.3f} {iou:6.3f} {fl:8.4f} {mi:12.3f} {mo:12.3f} "
                           f"{mx:6.3f}")
@@ -398,8 +422,11 @@ def main():
     ap.add_argument("--max-parts", type=int, default=1, help="patches per composed sample (study: 3)")
     ap.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the maps (study: 0.5)")
     ap.add_argument("--det-thresholds", default="0.5,0.3", help="thresholds of the synthetic detection")
-    ap.add_argument("--real-pseudo-labels", default="lattice,deviation",
-                    help="pseudo-label methods of the U-Nets on the real patches")
+    ap.add_argument("--real-pseudo-labels", default="lattice,deviation,cvae",
+                    help="pseudo-label methods of the U-Nets on the real patches (cvae: needs --cvae-model)")
+    ap.add_argument("--cvae-model", action="append", default=[], metavar="NAME=PATH",
+                    help="bulk CVAE of a set for the 'cvae' pseudo-labels, e.g. CdTe=bench_out/cvae/cdte_map.stemroi "
+                         "(benchmarks/cvae.py --only map saves one)")
     ap.add_argument("--syn-kinds", default="vacancy,interstitial",
                     help="synthetic point-defect kinds (stemroi.synth: vacancy, interstitial, antisite, column_shift)")
     ap.add_argument("--syn-lattice", default="cubic", choices=sorted(synth.LATTICES))
@@ -414,6 +441,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs x 64 samples, small synthetic set")
     args = ap.parse_args()
     args.det_thresholds = [float(t) for t in args.det_thresholds.split(",")]
+    for spec in args.cvae_model:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise SystemExit(f"--cvae-model: expected NAME=PATH, got {spec!r}")
+        CVAE_MODELS[name] = stemroi.BulkCVAE.load(path).set_params(n_threads=args.threads)
     if args.quick:
         args.epochs, args.samples, args.syn_per_class, args.fields = 2, 64, 10, 1
     out = Path(args.out)

@@ -286,3 +286,31 @@ def test_warm_start_continues_training_and_reports_progress():
     assert not np.array_equal(before, m.model_.state_dict()["dec_fc.weight"])
     with pytest.raises(ValueError, match="warm_start: latent_dim, variant and crop_size must not change"):
         m.set_params(latent_dim=5).fit(small)
+
+
+def test_residual_pseudo_labels_mark_the_defect_not_the_lattice(fitted):
+    inside = [(24, 24), (24, 32), (32, 24), (32, 32)]
+    vacancy = crops_at(lattice(96, 96, vacancies={(36, 36)}, seed=7), inside)
+    bulk = crops_at(lattice(96, 96, seed=8), inside)
+    X = np.concatenate([bulk, vacancy])
+    X = X / X.max()
+    is_bulk = np.r_[np.ones(4, bool), np.zeros(4, bool)]
+    m = stemroi.residual_pseudo_labels(X, is_bulk, fitted, quantile=0.99, sigma=1.0)
+    assert m.shape == X.shape and m.dtype == np.uint8
+    assert m[:4].sum() == 0 and m[4:].sum() > 0
+    for k, (r, c) in enumerate(inside):  # the marked pixels lie around the vacant column (36, 36)
+        rr, cc = np.nonzero(m[4 + k])
+        near = np.hypot(rr + r - 36, cc + c - 36) <= SPACING  # within one lattice period
+        assert rr.size and near.mean() >= 0.9, (k, rr + r, cc + c)
+    with pytest.raises(ValueError, match="at least one bulk patch"):
+        stemroi.residual_pseudo_labels(X, np.zeros(8, bool), fitted)
+    with pytest.raises(ValueError, match=r"patches must be 16 x 16 like the model's crops, got \(8, 8\)"):
+        stemroi.residual_pseudo_labels(X[:, :8, :8], is_bulk, fitted)
+    with pytest.raises(TypeError, match="fitted stemroi.BulkCVAE"):
+        stemroi.residual_pseudo_labels(X, is_bulk, object())
+    seg = stemroi.DefectSegmenter(epochs=1, batch_size=4, base_channels=4, random_state=0, n_threads=1)
+    labels = np.where(is_bulk, "Bulk", "Vacancy")
+    seg.fit(X, labels, masks=m)
+    np.testing.assert_array_equal(seg.pseudo_masks_, m)
+    with pytest.raises(ValueError, match=r"masks must have the patches' shape \(8, 16, 16\), got \(8, 16\)"):
+        seg.fit(X, labels, masks=m[:, 0])

@@ -74,6 +74,7 @@ _EXPORTS = {
     # unet / mobilenet (issue 8)
     "DefectSegmenter": "segment",
     "pseudo_label_masks": "segment",
+    "residual_pseudo_labels": "segment",
     "pseudo_label_scores": "segment",
     "make_multi_defect_samples": "segment",
     "map_descriptors": "segment",
@@ -153,5 +154,6 @@ if TYPE_CHECKING:  # pragma: no cover
         map_descriptors,
         plot_class_heatmaps,
         pseudo_label_masks,
+        residual_pseudo_labels,
         pseudo_label_scores,
     )

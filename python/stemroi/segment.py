@@ -9,7 +9,6 @@ background) and predicts per-class probability maps of images of any size
 """
 from __future__ import annotations
 
-import json
 import numbers
 import os
 import time
@@ -24,6 +23,7 @@ from .model_file import load_model_file, save_model_file
 __all__ = [
     "DefectSegmenter",
     "pseudo_label_masks",
+    "residual_pseudo_labels",
     "pseudo_label_scores",
     "local_deviation",
     "make_multi_defect_samples",
@@ -73,6 +73,39 @@ def pseudo_label_scores(patches, *, method: str = "deviation", sigma: float = 1.
     arr = _check_patches(patches)
     sigma, size, _ = _check_filter_options(sigma, size, 50.0)
     return _core.pseudo_label_scores(arr, sigma, size, _check_method(method), check_n_threads(n_threads))
+
+
+def residual_pseudo_labels(patches, is_bulk, model, *, quantile: float = 0.99, sigma: float = 2.0,
+                           n_threads=None) -> np.ndarray:
+    """Pseudo-labels from a bulk model: pixels whose local reconstruction error
+    under ``model`` (a fitted :class:`stemroi.BulkCVAE`, trained on bulk of the
+    same material) exceeds the ``quantile`` of that error over the ``is_bulk``
+    patches. The error is the residual squared, Gaussian-smoothed (``sigma``)
+    and square-rooted. Unlike the local-deviation rules, which mark the
+    brightest specks of every patch, this marks what is *not* bulk, including
+    extended defects (stacking faults, junctions) that fill a patch, and marks
+    nothing in a defect patch that looks like bulk. Bulk patches get empty masks.
+    Returns (n, h, w) uint8 in {0, 1}."""
+    arr = _check_patches(patches)
+    bulk = np.asarray(is_bulk).astype(bool)
+    if bulk.shape != (arr.shape[0],):
+        raise ValueError(f"is_bulk must have shape ({arr.shape[0]},), got {bulk.shape}")
+    if not bulk.any():
+        raise ValueError("is_bulk: at least one bulk patch is needed to set the threshold, got none")
+    if not (0 < float(quantile) < 1):
+        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+    if not hasattr(model, "difference"):
+        raise TypeError(f"model must be a fitted stemroi.BulkCVAE, got {type(model).__name__}")
+    from .filters import gaussian_filter
+
+    crop = int(model.crop_size)
+    if arr.shape[1:] != (crop, crop):
+        raise ValueError(f"patches must be {crop} x {crop} like the model's crops, got {arr.shape[1:]}")
+    err = np.sqrt(gaussian_filter(model.difference(arr) ** 2, float(sigma), n_threads=n_threads))
+    t = float(np.quantile(err[bulk], float(quantile)))
+    masks = (err > t).astype(np.uint8)
+    masks[bulk] = 0
+    return masks
 
 
 def pseudo_label_masks(
@@ -233,8 +266,13 @@ class DefectSegmenter:
         _check_method(self.pseudo_label)
 
     # ---- fitting ---------------------------------------------------------
-    def fit(self, patches, labels, *, progress: Optional[Callable[[int, int], None]] = None) -> "DefectSegmenter":
-        """Train on labelled patches (n, h, w) in [0, 1] (h, w multiples of 4, >= 8)."""
+    def fit(self, patches, labels, *, masks=None,
+            progress: Optional[Callable[[int, int], None]] = None) -> "DefectSegmenter":
+        """Train on labelled patches (n, h, w) in [0, 1] (h, w multiples of 4, >= 8).
+
+        ``masks``: pseudo-labels (n, h, w) computed elsewhere (e.g.
+        :func:`residual_pseudo_labels`) instead of the ``pseudo_label`` rule;
+        bulk patches' masks are ignored (their targets are background)."""
         X = _check_patches(patches)
         if X.shape[1] % 4 or X.shape[2] % 4 or min(X.shape[1:]) < 8:
             raise ValueError(f"patch height and width must be multiples of 4 and >= 8, got {X.shape[1:]}")
@@ -249,10 +287,19 @@ class DefectSegmenter:
         chan = channel_of[idx]
         n_threads = check_n_threads(self.n_threads)
         seed = check_random_state_seed(self.random_state)
-        masks = pseudo_label_masks(
-            X, chan < 0, sigma=self.sigma, size=self.filter_size, percentile=self.percentile,
-            method=self.pseudo_label, n_threads=n_threads,
-        )
+        if masks is None:
+            masks = pseudo_label_masks(
+                X, chan < 0, sigma=self.sigma, size=self.filter_size, percentile=self.percentile,
+                method=self.pseudo_label, n_threads=n_threads,
+            )
+        else:
+            masks = np.asarray(masks)
+            if masks.shape != X.shape:
+                raise ValueError(f"masks must have the patches' shape {X.shape}, got {masks.shape}")
+            if masks.dtype.kind not in "biu":
+                raise TypeError(f"masks must be boolean or integer 0/1, got dtype {masks.dtype}")
+            masks = np.ascontiguousarray(masks != 0, dtype=np.uint8)
+            masks[chan < 0] = 0
         self.pseudo_masks_ = masks
         net = _core.UNet(len(defect_classes) + 1, int(self.base_channels), 1, seed)
         t0 = time.perf_counter()
