@@ -153,7 +153,7 @@ class PatchClassifier:
         (0.5 + 0.15 z, clamped) before the backbone's normalisation; "none" feeds the
         patches as they are (the study's). The real CdTe regions differ in brightness
         and contrast, and without it a network learns the region rather than the defect
-        (small_cnn, CdTe spatial split: 0.67 -> 1.00).
+        (small_cnn, CdTe spatial split: 0.76 -> 1.00; STO 0.97 either way).
     hidden_units, dropout, l2 : the head (256, 0.4, 1e-4 in the study).
     label_smoothing : stage-1 smoothing (default 0.05; later stages 0.03).
     class_weight : "balanced" or None.
