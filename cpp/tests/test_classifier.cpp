@@ -1,4 +1,7 @@
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
 #include <torch/torch.h>
 
 #include "stemroi/classifier.hpp"
@@ -87,20 +90,32 @@ TEST(Classifier, BadInputsAreRejected) {
   EXPECT_THROW(PatchNet(nullptr, o), ValueError);
 }
 
-TEST(Classifier, FinetuneSmallCNNRunsAndFreezes) {
+// Staged fine-tuning with one stage unfrozen: the first stage keeps its weights,
+// the last one trains; checked for each backbone with stages.
+void expect_staged_freezing(const std::string& backbone, const std::string& first, const std::string& last) {
+  SCOPED_TRACE(backbone);
   PatchNetOptions o;
   o.n_classes = 2;
-  auto bb = make_backbone("small_cnn", 0);
+  o.input_size = 32;
+  auto bb = make_backbone(backbone, 0);
   PatchNet net(bb, o);
   auto X = torch::rand({16, 32, 32});
   auto y = torch::arange(16, torch::kInt64) % 2;
-  auto before = bb->stage_parameters("block1")[0].clone();
-  auto last_before = bb->stage_parameters("block4")[0].clone();
+  auto first_before = bb->stage_parameters(first)[0].clone();
+  auto last_before = bb->stage_parameters(last)[0].clone();
   TrainOptions t;
   t.stages = {TrainStage{1, 1e-3, 0.05, 2}};
   t.batch_size = 8;
+  t.n_threads = 1;
   train_patch_net(*net, X, y, {}, {}, t);
-  EXPECT_TRUE(bb->stage_parameters("block1")[0].equal(before));       // frozen
-  EXPECT_FALSE(bb->stage_parameters("block4")[0].equal(last_before));  // trained
+  EXPECT_TRUE(bb->stage_parameters(first)[0].equal(first_before));  // frozen
+  EXPECT_FALSE(bb->stage_parameters(last)[0].equal(last_before));   // trained
   EXPECT_EQ(predict_logits(*net, X, 5, 1).sizes().vec(), (std::vector<int64_t>{16, 2}));
+}
+
+TEST(Classifier, StagedFineTuningFreezesEarlyStages) {
+  expect_staged_freezing("small_cnn", "block1", "block4");
+  const auto names = available_backbones();
+  if (std::find(names.begin(), names.end(), "mobilenet_v2") != names.end())
+    expect_staged_freezing("mobilenet_v2", "stage1", "head");  // "head" = features.18
 }
