@@ -27,7 +27,7 @@ test-py:
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf build .stamps

@@ -22,21 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import data_dir
 
-
-def data_dir() -> Path:
-    d = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data")) / "ayyubi-stem-defects"
-    if not d.is_dir():
-        sys.exit(f"benchmarks/classify.py: data not found at {d} (set STEMROI_DATA_DIR to the shared/data folder)")
-    return d
 
 
 def load(folder: Path):
@@ -145,7 +137,7 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    d = data_dir()
+    d = data_dir("ayyubi-stem-defects")
     report = {"machine_note": "2-core machine; timings indicative only", "patch_contrast": args.patch_contrast, "results": []}
     cdte_models = {}
     for ds in args.datasets.split(","):

@@ -14,25 +14,17 @@ features; no label is used anywhere before the accuracy is computed.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _common import data_dir
+
 import stemroi
 from stemroi.clustering import evaluate_clustering
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def data_dir() -> Path:
-    d = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data")) / "ayyubi-stem-defects"
-    if not d.exists():
-        sys.exit(f"benchmark data not found at {d}; set STEMROI_DATA_DIR to the shared/data folder")
-    return d
 
 
 def load_patches(folder: Path):
@@ -171,7 +163,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     n_init = 3 if args.quick else 10
     seed = args.seed
-    d = data_dir()
+    d = data_dir("ayyubi-stem-defects")
     print("Machine note: timings on a shared, loaded 2-core machine; compare within one run only.")
     results = []
     fitted = {}

@@ -15,25 +15,18 @@ Timings come from a shared, loaded 2-core machine.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import data_dir
+
 
 PUBLISHED = {"TiVacancy": 100.0, "SrVacancy": 99.9, "TiFMag": 99.4, "SrFMag": 99.1, "antiTi": 90.0, "antiSr": 93.1}
 NAMES = {"TiVacancy": "Ti vacancy", "SrVacancy": "Sr vacancy", "TiFMag": "ferroelectric Ti",
          "SrFMag": "ferroelectric Sr", "antiTi": "anti-Ti site", "antiSr": "anti-Sr site"}
-
-
-def data_dir() -> Path:
-    d = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data"))
-    if not d.exists():
-        sys.exit(f"benchmarks/cvae.py: reference data not found at {d}; set STEMROI_DATA_DIR to the shared/data folder")
-    return d
 
 
 def read_grey(path: Path) -> np.ndarray:

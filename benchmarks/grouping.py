@@ -14,12 +14,11 @@ Data: <repo>/../shared/data or $STEMROI_DATA_DIR.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _common import data_dir
 
 import stemroi
 from stemroi.grouping import (
@@ -31,14 +30,6 @@ from stemroi.grouping import (
     purge_overlapping,
     spatial_blocks,
 )
-
-
-def data_dir() -> Path:
-    root = Path(__file__).resolve().parents[1]
-    d = Path(os.environ.get("STEMROI_DATA_DIR", root.parent / "shared" / "data")) / "ayyubi-stem-defects"
-    if not d.is_dir():
-        sys.exit(f"benchmarks/grouping.py: reference data not found at {d} (set STEMROI_DATA_DIR to shared/data)")
-    return d
 
 
 def bruteforce_groups(patches: np.ndarray, min_overlap: float) -> np.ndarray:
@@ -90,7 +81,7 @@ def main() -> None:
     ap.add_argument("--min-overlap", type=float, default=0.25)
     ap.add_argument("--block", type=int, default=128, help="mosaic block size of the spatial split")
     args = ap.parse_args()
-    root = data_dir()
+    root = data_dir("ayyubi-stem-defects")
     print("Timings on a shared, loaded machine; ratios are from this run.")
     for name in ("CdTe", "STO"):
         t = time.perf_counter()

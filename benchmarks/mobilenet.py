@@ -22,21 +22,12 @@ Test accuracy, per-class recall, fit time and epochs on
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import data_dir
 
-
-def data_dir() -> Path:
-    d = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data")) / "ayyubi-stem-defects"
-    if not d.is_dir():
-        sys.exit(f"benchmarks/mobilenet.py: data not found at {d} (set STEMROI_DATA_DIR to the shared/data folder)")
-    return d
 
 
 def study_split(y, seed=0):
@@ -74,7 +65,7 @@ def main():
     from stemroi.cli import _load_patch_folder
     from stemroi.mobilenet import find_imagenet_weights
 
-    root = data_dir()
+    root = data_dir("ayyubi-stem-defects")
     wpath = find_imagenet_weights()
     print(f"MobileNetV2Classifier = PatchClassifier(backbone='mobilenet_v2', mode='finetune'); weights: "
           f"{wpath or 'ImageNet file not found -> trained from scratch, all stages, [-1, 1] inputs'}; "

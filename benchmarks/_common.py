@@ -1,0 +1,19 @@
+"""Shared by the benchmark scripts (not a benchmark itself): where the reference data is."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir(subfolder: str = "") -> Path:
+    """``$STEMROI_DATA_DIR`` (default ``<repo>/../shared/data``), or a subfolder of it;
+    exits with a message naming the path when it is absent."""
+    base = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data"))
+    d = base / subfolder if subfolder else base
+    if not d.is_dir():
+        sys.exit(f"{Path(sys.argv[0]).name}: reference data not found at {d} "
+                 "(set STEMROI_DATA_DIR to the shared/data folder)")
+    return d
