@@ -28,30 +28,13 @@ from stemroi.clustering import evaluate_clustering
 
 
 def load_patches(folder: Path):
-    """(patches in [0,1], labels, class_names) via stemroi.load_patch_folder when available."""
-    if "load_patch_folder" in stemroi._EXPORTS:
-        ds = stemroi.load_patch_folder(folder)
-        return np.asarray(ds.patches, np.float32), np.asarray(ds.labels), list(ds.class_names)
-    from PIL import Image  # local stand-in until the data branch is merged
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".png", ".jpg"))
-    X, names = [], []
-    for f in files:
-        a = np.asarray(Image.open(f))
-        X.append((a[..., 0] if a.ndim == 3 else a).astype(np.float32) / 255.0)
-        names.append(f.stem.rsplit("_", 1)[0])
-    classes = sorted(set(names))
-    return np.stack(X), np.array([classes.index(n) for n in names]), classes
+    """(patches in [0,1], labels, class_names) via stemroi.load_patch_folder."""
+    ds = stemroi.load_patch_folder(folder)
+    return np.asarray(ds.patches, np.float32), np.asarray(ds.labels), list(ds.class_names)
 
 
 def read_large_image(path: Path) -> np.ndarray:
-    if "read_image" in stemroi._EXPORTS:
-        img = np.asarray(stemroi.read_image(path), np.float32)
-    else:
-        from PIL import Image
-
-        a = np.asarray(Image.open(path))
-        img = (a[..., 0] if a.ndim == 3 else a).astype(np.float32)
+    img = np.asarray(stemroi.read_image(path), np.float32)
     return (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
 
 
@@ -93,9 +76,7 @@ def _exact_crop_groups(patches, segment=16, max_share=64):
 
 
 def groups_for(patches):
-    if "overlap_groups" in stemroi._EXPORTS:
-        return np.asarray(stemroi.overlap_groups(patches)), "stemroi.overlap_groups"
-    return _exact_crop_groups(patches), "benchmark-local exact shared-segment grouping (stemroi.overlap_groups not merged)"
+    return np.asarray(stemroi.overlap_groups(patches)), "stemroi.overlap_groups"
 
 
 def group_weighted_accuracy(y, labels, groups):
@@ -214,7 +195,7 @@ def main(argv=None):
         for name, feat, nc in routes[2:]:
             run_route(name + " [1 per group]", feat, X[reps], y[reps], k_true, n_components=nc, n_init=n_init,
                       seed=seed, results=results, dataset=ds)
-        if "VGG16Features" in stemroi._EXPORTS and not args.quick:
+        if not args.quick:
             for layer in ("block3_pool", "block5_pool"):
                 ext = stemroi.VGG16Features(weights="random", layer=layer, pooling="avg",
                                             input_size=args.vgg_input_size, random_state=seed)
@@ -222,7 +203,7 @@ def main(argv=None):
                           n_components=0.95,
                           n_init=n_init, seed=seed, results=results, dataset=ds, groups=groups)
         else:
-            print("  (VGG16 routes skipped: " + ("--quick" if args.quick else "stemroi.VGG16Features not merged") + ")")
+            print("  (VGG16 routes skipped: --quick)")
 
         print(" (a) label-informed (embedding trained on these labels; MLP head on lattice-residual features,"
               " scikit-learn, benchmark-only stand-in for the study's fine-tuned VGG16)")
@@ -235,7 +216,7 @@ def main(argv=None):
             run_route(f"supervised {tag}", "precomputed", emb, y, k_true, n_components=0.95, n_init=n_init,
                       seed=seed, results=results, dataset=ds, groups=groups)
             print(f"    (head training {t_train:.1f} s)")
-        if "PatchClassifier" in stemroi._EXPORTS and not args.quick:
+        if not args.quick:
             # the project's classifier (fine-tuned small CNN; the study fine-tuned ImageNet VGG16, not available
             # here): penultimate (pooled backbone) features of a network trained on the labels
             from sklearn.model_selection import GroupKFold

@@ -58,14 +58,9 @@ def tile_origins(image_shape, patch: int, stride: int) -> np.ndarray:
     h, w = int(image_shape[0]), int(image_shape[1])
     if patch > h or patch > w:
         raise ValueError(f"patch must be <= image size {(h, w)}, got {patch}")
-    try:  # the patches area's grid when merged (same "drop" rule)
-        from .patches import PatchGrid
+    from .patches import PatchGrid
 
-        return np.asarray(PatchGrid(patch_size=patch, stride=stride, edge="drop").origins((h, w)), dtype=np.int64)
-    except ImportError:
-        rows = np.arange(0, h - patch + 1, stride)
-        cols = np.arange(0, w - patch + 1, stride)
-        return np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2).astype(np.int64)
+    return np.asarray(PatchGrid(patch_size=patch, stride=stride, edge="drop").origins((h, w)), dtype=np.int64)
 
 
 def detect(
