@@ -38,35 +38,23 @@ def load(folder: Path):
 
 
 def groups_of(patches):
-    try:
-        from stemroi import overlap_groups
+    from stemroi import overlap_groups
 
-        return overlap_groups(patches), "overlap groups (stemroi.overlap_groups)"
-    except (ImportError, AttributeError):
-        from stemroi.classifier import duplicate_groups
-
-        return duplicate_groups(patches), "EXACT-DUPLICATE groups only (overlap grouping not available: leaky)"
+    return overlap_groups(patches), "overlap groups (stemroi.overlap_groups)"
 
 
 def splits(patches, labels, groups, seed):
-    from stemroi.classifier import grouped_validation_split
+    from stemroi import grouped_train_test_split
 
-    try:
-        from stemroi import grouped_train_test_split
-
-        g_tr, g_te = grouped_train_test_split(labels, groups, test_size=0.2, random_state=seed)
-    except (ImportError, AttributeError):
-        g_tr, g_te = grouped_validation_split(labels, groups, 0.2, seed)
+    g_tr, g_te = grouped_train_test_split(labels, groups, test_size=0.2, random_state=seed)
     from sklearn.model_selection import train_test_split
 
     r_tr, r_te = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=seed)
     out = {"grouped": (g_tr, g_te), "random": (np.sort(r_tr), np.sort(r_te))}
-    try:  # spatial blocks of each overlap group's mosaic, touching train patches purged (docs/data.md)
-        from stemroi import spatial_train_test_split
+    # spatial blocks of each overlap group's mosaic, touching train patches purged (docs/data.md)
+    from stemroi import spatial_train_test_split
 
-        out["spatial"] = spatial_train_test_split(patches, labels, test_size=0.2, random_state=seed)
-    except (ImportError, AttributeError):
-        pass
+    out["spatial"] = spatial_train_test_split(patches, labels, test_size=0.2, random_state=seed)
     return out
 
 

@@ -23,10 +23,9 @@ calibrates the confidences (``ece_before_`` / ``ece_after_``).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -56,38 +55,11 @@ def duplicate_groups(X) -> np.ndarray:
 
 
 def grouped_validation_split(y, groups, fraction: float, seed: int):
-    """(train_idx, val_idx) with no group on both sides, stratified as far as groups allow.
+    """(train_idx, val_idx) with no group on both sides, stratified as far as groups
+    allow: :func:`stemroi.grouped_train_test_split` with ``test_size=fraction``."""
+    from .grouping import grouped_train_test_split
 
-    Uses ``stemroi.grouped_train_test_split`` when available, else the same
-    greedy rule locally."""
-    y = np.asarray(y)
-    groups = np.asarray(groups)
-    try:
-        from .grouping import grouped_train_test_split  # data area
-
-        return grouped_train_test_split(y, groups, test_size=fraction, random_state=seed)
-    except ImportError:
-        pass
-    rng = np.random.default_rng(seed)
-    ug, g_idx = np.unique(groups, return_inverse=True)
-    uy, y_idx = np.unique(y, return_inverse=True)
-    counts = np.zeros((len(ug), len(uy)), np.int64)
-    np.add.at(counts, (g_idx, y_idx), 1)
-    target = counts.sum(0) * fraction
-    taken = np.zeros(len(uy))
-    in_val = np.zeros(len(ug), bool)
-    majority = counts.argmax(1)
-    for k in range(len(uy)):
-        for g in rng.permutation(np.flatnonzero(majority == k)):
-            if abs(target[k] - (taken[k] + counts[g, k])) < abs(target[k] - taken[k]):
-                in_val[g] = True
-                taken += counts[g]
-    if not in_val.any():
-        in_val[int(np.argmin(counts.sum(1)))] = True
-    if in_val.all():
-        in_val[int(np.argmax(counts.sum(1)))] = False
-    m = in_val[g_idx]
-    return np.flatnonzero(~m), np.flatnonzero(m)
+    return grouped_train_test_split(np.asarray(y), np.asarray(groups), test_size=fraction, random_state=seed)
 
 
 def _validation_split(y_idx, groups, Xin, fraction: float, seed: int):
