@@ -29,6 +29,7 @@ import numpy as np
 from ._lib import _core
 from ._validation import check_array, check_n_threads, check_positive_int, check_random_state_seed
 from .filters import gaussian_filter
+from .preprocess import divide_by_max
 from .roi import ROIResult
 
 __all__ = ["BulkCVAE", "preprocess_crops", "anm_scores", "local_energy_scores", "random_crops",
@@ -58,10 +59,7 @@ def preprocess_crops(crops, blur_sigma: float = 2.0, *, n_threads=None) -> np.nd
     else:
         x = x.copy()
     np.maximum(x, 0, out=x)
-    peak = x.reshape(len(x), -1).max(axis=1)
-    scale = np.where(peak > 0, peak, 1).astype(np.float32)
-    x /= scale[:, None, None]
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return divide_by_max(x, n_threads=n_threads)  # the core's per-patch rule: a zero crop stays zero
 
 
 def _image_2d(image, name="image") -> np.ndarray:
