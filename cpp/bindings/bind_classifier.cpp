@@ -21,17 +21,6 @@ torch::Tensor label_input(const py::array& y, const char* name) {
   return t;
 }
 
-StateDict state_from_dict(const py::dict& d) {
-  StateDict s;
-  for (auto item : d) s[py::cast<std::string>(item.first)] = numpy_to_tensor(py::cast<py::array>(item.second));
-  return s;
-}
-
-py::dict dict_from_state(const StateDict& s) {
-  py::dict d;
-  for (const auto& [k, v] : s) d[py::str(k)] = tensor_to_numpy(v);
-  return d;
-}
 
 }  // namespace
 
@@ -160,11 +149,11 @@ void bind_classifier(py::module_& m) {
             return tensor_to_numpy(out);
           },
           py::arg("X"), py::arg("batch_size") = 128, py::arg("n_threads") = 0)
-      .def("state_dict", [](PatchNetImpl& net) { return dict_from_state(module_state(net)); })
+      .def("state_dict", [](PatchNetImpl& net) { return state_to_dict(module_state(net)); })
       .def(
           "load_state_dict",
           [](PatchNetImpl& net, const py::dict& state, const std::string& origin) {
-            auto s = state_from_dict(state);
+            auto s = dict_to_state(state);
             py::gil_scoped_release release;
             load_module_state(net, s, /*strict=*/true, origin);
           },
@@ -173,7 +162,7 @@ void bind_classifier(py::module_& m) {
           "load_backbone_state",
           [](PatchNetImpl& net, const py::dict& state, const std::string& origin) {
             if (!net.has_backbone()) throw ValueError("this PatchNet has no backbone (head mode)");
-            auto s = state_from_dict(state);
+            auto s = dict_to_state(state);
             // Pretrained files may carry a classifier the backbone does not build: keep what it has.
             StateDict target = module_state(*net.backbone()), kept;
             for (auto& [k, v] : s)

@@ -10,6 +10,18 @@
 
 namespace stemroi::bind {
 
+py::dict state_to_dict(const StateDict& state) {
+  py::dict out;
+  for (const auto& [name, t] : state) out[py::str(name)] = tensor_to_numpy(t);
+  return out;
+}
+
+StateDict dict_to_state(const py::dict& d) {
+  StateDict out;
+  for (auto item : d) out[py::cast<std::string>(item.first)] = numpy_to_tensor(py::cast<py::array>(item.second));
+  return out;
+}
+
 py::array tensor_to_numpy(const torch::Tensor& t) {
   auto c = t.detach().to(torch::kCPU).contiguous();
   py::dtype dt;

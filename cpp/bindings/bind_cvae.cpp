@@ -17,11 +17,6 @@ torch::Tensor crops_tensor(const carray<float>& data) {
   return tensor_view(data);
 }
 
-py::dict state_to_dict(CVAE& m) {
-  py::dict d;
-  for (const auto& [name, t] : module_state(*m)) d[py::str(name)] = tensor_to_numpy(t);
-  return d;
-}
 }  // namespace
 
 void bind_cvae(py::module_& m) {
@@ -87,7 +82,7 @@ void bind_cvae(py::module_& m) {
             return cvae_eval_loss(s.model, x, seed, batch_size, n_threads);
           },
           py::arg("crops").noconvert(), py::arg("seed"), py::arg("batch_size") = 64, py::arg("n_threads") = 0)
-      .def("state_dict", [](PyCVAE& s) { return state_to_dict(s.model); })
+      .def("state_dict", [](PyCVAE& s) { return state_to_dict(module_state(*s.model)); })
       .def(
           "save",
           [](PyCVAE& s, const std::string& path, const std::map<std::string, std::string>& metadata) {

@@ -23,17 +23,11 @@ void bind_mobilenet(py::module_& m) {
       .def_property_readonly("architecture", &MobileNetV2Impl::architecture)
       .def("stages", &MobileNetV2Impl::stages)
       .def("state_dict",
-           [](const MobileNetV2Impl& n) {
-             py::dict out;
-             for (const auto& [name, t] : module_state(n)) out[py::str(name)] = tensor_to_numpy(t);
-             return out;
-           })
+           [](const MobileNetV2Impl& n) { return state_to_dict(module_state(n)); })
       .def(
           "load_torchvision_state",
           [](MobileNetV2Impl& n, const py::dict& d, bool include_classifier, const std::string& origin) {
-            StateDict st;
-            for (auto item : d)
-              st[py::cast<std::string>(item.first)] = numpy_to_tensor(py::cast<py::array>(item.second));
+            StateDict st = dict_to_state(d);
             py::gil_scoped_release release;
             n.load_torchvision_state(st, include_classifier, origin);
           },
@@ -41,33 +35,13 @@ void bind_mobilenet(py::module_& m) {
       .def(
           "forward",
           [](MobileNetV2Impl& n, const carray<float>& x, int n_threads) {
-            require_ndim(x, 4, "x");
-            auto t = tensor_view(x);
-            torch::Tensor y;
-            {
-              py::gil_scoped_release release;
-              TorchThreadsGuard g(n_threads);
-              torch::NoGradGuard ng;
-              n.eval();
-              y = n.forward(t);
-            }
-            return tensor_to_numpy(y);
+            return eval_forward(n, x, n_threads, [&](const torch::Tensor& t) { return n.forward(t); });
           },
           py::arg("x"), py::arg("n_threads") = 0)
       .def(
           "features",
           [](MobileNetV2Impl& n, const carray<float>& x, int n_threads) {
-            require_ndim(x, 4, "x");
-            auto t = tensor_view(x);
-            torch::Tensor y;
-            {
-              py::gil_scoped_release release;
-              TorchThreadsGuard g(n_threads);
-              torch::NoGradGuard ng;
-              n.eval();
-              y = n.features(t);
-            }
-            return tensor_to_numpy(y);
+            return eval_forward(n, x, n_threads, [&](const torch::Tensor& t) { return n.features(t); });
           },
           py::arg("x"), py::arg("n_threads") = 0);
 

@@ -10,16 +10,6 @@
 namespace stemroi::bind {
 
 namespace {
-py::dict state_to_dict(const torch::nn::Module& m) {
-  py::dict out;
-  for (const auto& [name, t] : module_state(m)) out[py::str(name)] = tensor_to_numpy(t);
-  return out;
-}
-StateDict dict_to_state(const py::dict& d) {
-  StateDict out;
-  for (auto item : d) out[py::cast<std::string>(item.first)] = numpy_to_tensor(py::cast<py::array>(item.second));
-  return out;
-}
 PseudoLabelOptions pl_options(double sigma, int64_t size, double percentile, const std::string& method = "deviation") {
   PseudoLabelOptions o;
   o.method = method;
@@ -120,7 +110,7 @@ void bind_unet(py::module_& m) {
            py::arg("n_outputs"), py::arg("base_channels") = 32, py::arg("in_channels") = 1, py::arg("seed") = 0)
       .def_property_readonly("n_outputs", [](const UNetImpl& n) { return n.config().n_outputs; })
       .def_property_readonly("base_channels", [](const UNetImpl& n) { return n.config().base_channels; })
-      .def("state_dict", [](const UNetImpl& n) { return state_to_dict(n); })
+      .def("state_dict", [](const UNetImpl& n) { return state_to_dict(module_state(n)); })
       .def(
           "load_state_dict",
           [](UNetImpl& n, const py::dict& d, const std::string& origin) {
@@ -132,17 +122,7 @@ void bind_unet(py::module_& m) {
       .def(
           "forward",
           [](std::shared_ptr<UNetImpl> n, const carray<float>& x, int n_threads) {
-            require_ndim(x, 4, "x");
-            auto t = tensor_view(x);
-            torch::Tensor y;
-            {
-              py::gil_scoped_release release;
-              TorchThreadsGuard g(n_threads);
-              torch::NoGradGuard ng;
-              n->eval();
-              y = n->forward(t);
-            }
-            return tensor_to_numpy(y);
+            return eval_forward(*n, x, n_threads, [&](const torch::Tensor& t) { return n->forward(t); });
           },
           py::arg("x"), py::arg("n_threads") = 0);
 

@@ -53,19 +53,12 @@ void bind_vgg16(py::module_& m) {
       .def_property_readonly("stages", &VGG16Impl::stages)
       .def(
           "state_dict",
-          [](const VGG16Impl& v) {
-            StateDict s = module_state(v);
-            py::dict out;
-            for (const auto& [k, t] : s) out[py::str(k)] = tensor_to_numpy(t);
-            return out;
-          },
+          [](const VGG16Impl& v) { return state_to_dict(module_state(v)); },
           "Parameters as {torchvision name: float32 array}.")
       .def(
           "load_state_dict",
           [](VGG16Impl& v, const py::dict& state, bool strict, const std::string& origin) {
-            StateDict s;
-            for (auto item : state)
-              s[py::cast<std::string>(item.first)] = numpy_to_tensor(py::cast<py::array>(item.second));
+            StateDict s = dict_to_state(state);
             py::gil_scoped_release release;
             load_module_state(v, s, strict, origin);
           },

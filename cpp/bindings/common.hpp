@@ -13,6 +13,8 @@
 
 #include "stemroi/callbacks.hpp"
 #include "stemroi/errors.hpp"
+#include "stemroi/parallel.hpp"
+#include "stemroi/torch_io.hpp"
 
 namespace py = pybind11;
 
@@ -56,5 +58,26 @@ py::array tensor_to_numpy(const torch::Tensor& t);
 
 // Copy a NumPy array (any numeric dtype, made contiguous) into a new CPU tensor.
 torch::Tensor numpy_to_tensor(const py::array& a);
+
+// {name: array} <-> StateDict (copies), for the modules' state_dict bindings.
+py::dict state_to_dict(const StateDict& state);
+StateDict dict_to_state(const py::dict& d);
+
+// Inference on a 4-D float array: GIL released, LibTorch threads set, no
+// gradients, module in eval mode; fn(tensor) -> tensor does the forward pass.
+template <typename Module, typename Fn>
+py::array eval_forward(Module& module, const carray<float>& x, int n_threads, Fn&& fn) {
+  require_ndim(x, 4, "x");
+  auto t = tensor_view(x);
+  torch::Tensor y;
+  {
+    py::gil_scoped_release release;
+    TorchThreadsGuard threads(n_threads);
+    torch::NoGradGuard no_grad;
+    module.eval();
+    y = fn(t);
+  }
+  return tensor_to_numpy(y);
+}
 
 }  // namespace stemroi::bind
