@@ -18,7 +18,9 @@ scikit-learn only for the t-SNE view.
       defects (a blob of the class channel above the threshold whose peak lies
       within half a lattice spacing) and false positives per 1000 lattice
       sites (blob peaks farther than that from every planted defect of the
-      class; how many of those sit on a defect of another class is printed).
+      class; how many of those sit on a defect of another class is printed),
+      and the same for all planted defects on the kind-agnostic map
+      1 - background.
 2. CdTe and STO labelled patches (stemroi.load_patch_folder), overlap-aware
    80:20 split (stemroi.spatial_train_test_split; a random split leaks because
    patches are shifted crops of each other): pixel precision / recall / IoU
@@ -34,7 +36,10 @@ scikit-learn only for the t-SNE view.
    per defect channel, the mean probability inside reference regions (the
    Lomer-Cottrell junction, the vertical and the inclined stacking faults, a
    lower-left region of the same disturbed pattern) and outside all of them
-   (checked by eye on the image; drawn in CdTe_reference_regions.png).
+   (checked by eye on the image; drawn in CdTe_reference_regions.png), and
+   the pixel ROC-AUC of each region against the outside. With
+   --cvae-model CdTe=PATH a U-Net trained on all CdTe patches with the CVAE
+   residual pseudo-labels is added (the frame's reference maps).
 
 LibTorch's OpenMP threads spin-wait by default; on a machine shared with other
 jobs that made 2-thread training 10-17x slower than 1 thread (measured), so
@@ -94,6 +99,21 @@ def detect(map_c, threshold=0.5):
     if n == 0:
         return np.zeros((0, 2))
     return np.array(ndimage.maximum_position(map_c, lab, range(1, n + 1)), float).reshape(-1, 2)
+
+
+def match_peaks(peaks, truth, other, radius):
+    """(planted defects in ``truth`` with a peak within ``radius``, peaks farther than that from every
+    one of them, how many of those false peaks sit within ``radius`` of a defect in ``other``)."""
+    if not len(peaks):
+        return 0, 0, 0
+    d = np.hypot(peaks[:, None, 0] - truth[None, :, 0], peaks[:, None, 1] - truth[None, :, 1])
+    found = int((d.min(axis=0) <= radius).sum()) if len(truth) else 0
+    false = d.min(axis=1) > radius if len(truth) else np.ones(len(peaks), bool)
+    on_other = 0
+    if len(other):
+        do = np.hypot(peaks[:, None, 0] - other[None, :, 0], peaks[:, None, 1] - other[None, :, 1])
+        on_other = int((false & (do.min(axis=1) <= radius)).sum())
+    return found, int(false.sum()), on_other
 
 
 def disks(shape, positions, radius):
@@ -177,18 +197,20 @@ def synthetic_part(args, out):
                     own = pp[cls]
                     other = np.concatenate([pp[k] for k in kinds if k != cls] or [np.zeros((0, 2))])
                     planted_n += len(own)
-                    pk = detect(mp[c], thr)
-                    if not len(pk):
-                        continue
-                    d = np.hypot(pk[:, None, 0] - own[None, :, 0], pk[:, None, 1] - own[None, :, 1])
-                    found += int((d.min(axis=0) <= radius).sum())
-                    false = d.min(axis=1) > radius
-                    fp += int(false.sum())
-                    if len(other):
-                        do = np.hypot(pk[:, None, 0] - other[None, :, 0], pk[:, None, 1] - other[None, :, 1])
-                        fp_other += int((false & (do.min(axis=1) <= radius)).sum())
+                    f, false, on_other = match_peaks(detect(mp[c], thr), own, other, radius)
+                    found, fp, fp_other = found + f, fp + false, fp_other + on_other
                 print(f"        threshold {thr:g}: recall {found}/{planted_n} = {found / planted_n:.2f}; false positives "
                       f"{fp} ({fp_other} of them on another kind's defect) = {1000 * fp / sites:.1f} per 1000 sites")
+        # kind-agnostic: does the U-Net find the planted defects at all? (1 - background channel)
+        for thr in args.det_thresholds:
+            found = planted_n = fp = 0
+            for mp, pp in zip(maps, pos):
+                allp = np.concatenate([pp[k] for k in kinds])
+                planted_n += len(allp)
+                f, false, _ = match_peaks(detect(1.0 - mp[-1], thr), allp, np.zeros((0, 2)), radius)
+                found, fp = found + f, fp + false
+            print(f"      any defect (1 - background) threshold {thr:g}: recall {found}/{planted_n} = "
+                  f"{found / planted_n:.2f}; false positives {fp} = {1000 * fp / sites:.1f} per 1000 sites")
         path = out / f"synthetic_field_maps_{method}.png"
         fig = stemroi.plot_class_heatmaps(fields[0].image, maps[0], seg.channel_names_, path,
                                           title=f"synthetic field 0, U-Net from '{method}' pseudo-labels: "
@@ -365,10 +387,12 @@ def reference_regions(shape):
 
 def frame_part(args, models, out):
     cdte = [(method, seg) for (name, method), seg in models.items() if name == "CdTe"]
-    if not cdte:
+    if not cdte and "CdTe" not in CVAE_MODELS:
+        print("== 3. CdTe frame: skipped (no CdTe U-Net from part 2 and no --cvae-model CdTe=PATH)")
         return
-    print("== 3. heatmaps of the 768 x 768 CdTe frame (U-Nets of part 2, trained on the CdTe train side; the "
-          "patches are likely crops of frames like this one, so this is not held-out data)")
+    print("== 3. heatmaps of the 768 x 768 CdTe frame (U-Nets of part 2, trained on the CdTe train side, and, "
+          "with --cvae-model CdTe=..., one trained on all CdTe patches; the patches are likely crops of frames "
+          "like this one, so this is not held-out data)")
     raw = stemroi.read_image(DATA / "CdTe_Training_Image.tif")
     if raw.max() > 255:
         raise SystemExit("CdTe_Training_Image.tif: expected 8-bit values")
@@ -392,33 +416,55 @@ def frame_part(args, models, out):
     short = ["LC junction", "SF vertical", "SF inclined", "lower-left", "outside"]
     print(f"   reference regions: {rpath} (sizes: " + ", ".join(
         f"{s} {int(m.sum())} px" for s, m in zip(short, list(regions.values()) + [outside])) + ")")
+    if "CdTe" in CVAE_MODELS:
+        # the frame's own U-Net: all labelled CdTe patches (the frame is not held-out data either way)
+        ds = stemroi.load_patch_folder(DATA / "CdTe")
+        X, y = ds.patches, np.asarray(ds.class_names)[ds.labels]
+        seg = stemroi.DefectSegmenter(**unet_settings(args))
+        seg.fit(X, y, masks=masks_for("cvae", X, y == seg.bulk_class, seg.percentile, args.threads, "CdTe"))
+        print(f"   frame U-Net: all {len(y)} CdTe patches, fit {seg.fit_time_:.0f} s ({budget(seg, 'cvae')}; loss "
+              f"{seg.loss_history_[0]:.3f} -> {seg.loss_history_[-1]:.3f})")
+        cdte.append(("cvae-all-patches", seg))
+    from sklearn.metrics import roc_auc_score
+
     for method, seg in cdte:
         t0 = time.perf_counter()
         maps = seg.predict_maps(img)
         dt = time.perf_counter() - t0
+        anyd = 1.0 - maps[-1]
+        shown = np.concatenate([maps, anyd[None]], 0)
+        names = list(seg.channel_names_) + ["any defect (1 - background)"]
         path = out / f"CdTe_frame_heatmaps_{method}.png"
-        fig = stemroi.plot_class_heatmaps(img, maps, seg.channel_names_, path, ncols=4,
+        fig = stemroi.plot_class_heatmaps(img, shown, names, path, ncols=5,
                                           title=f"CdTe 768x768: per-class U-Net maps ('{method}' pseudo-labels)")
         close_fig(fig)
         np.save(out / f"CdTe_frame_maps_{method}.npy", maps)
         print(f"   U-Net from '{method}' pseudo-labels: maps {maps.shape} in {dt:.1f} s; figure: {path}")
-        print("      mean probability per defect channel inside each region and outside all of them (> 30 px away):")
+        print("      mean probability per defect channel inside each region and outside all of them (> 30 px away); "
+              "AUC: pixels of each region against the outside pixels (0.5 = no contrast, 1 = every region pixel "
+              "above every outside pixel)")
         print(f"      {'channel':14s} " + " ".join(f"{s:>12s}" for s in short) + "   max(frame)")
-        for c, cname in enumerate(seg.channel_names_[:-1]):
-            vals = [maps[c][m].mean() for m in regions.values()] + [maps[c][outside].mean()]
-            print(f"      {cname:14s} " + " ".join(f"{v:12.3f}" for v in vals) + f"   {maps[c].max():.3f}")
+        for c, cname in enumerate(names):
+            if cname == "background":
+                continue
+            m_c = shown[c]
+            vals = [m_c[m].mean() for m in regions.values()] + [m_c[outside].mean()]
+            print(f"      {cname[:14]:14s} " + " ".join(f"{v:12.3f}" for v in vals) + f"   {m_c.max():.3f}")
+            aucs = [roc_auc_score(np.r_[np.ones(int(m.sum())), np.zeros(int(outside.sum()))],
+                                  np.r_[m_c[m], m_c[outside]]) for m in regions.values()]
+            print(f"      {'  AUC':14s} " + " ".join(f"{a:12.3f}" for a in aucs))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/stemroi_bench_seg")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--samples", type=int, default=256, help="composed training samples per epoch")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--base", type=int, default=8, help="U-Net base channels (study: 32)")
     ap.add_argument("--percentile", type=float, default=99.0, help="pseudo-label percentile for training (study: 98)")
-    ap.add_argument("--positive-weight", type=float, default=10.0)
+    ap.add_argument("--positive-weight", type=float, default=2.0)
     ap.add_argument("--max-parts", type=int, default=1, help="patches per composed sample (study: 3)")
     ap.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the maps (study: 0.5)")
     ap.add_argument("--det-thresholds", default="0.5,0.3", help="thresholds of the synthetic detection")
@@ -438,6 +484,8 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--sets", default="CdTe,STO")
     ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--parts", default="synthetic,real,frame",
+                    help="which parts to run (comma-separated subset of synthetic,real,frame)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs x 64 samples, small synthetic set")
     args = ap.parse_args()
     args.det_thresholds = [float(t) for t in args.det_thresholds.split(",")]
@@ -453,10 +501,15 @@ def main():
     print(f"(timings on a shared, loaded 2-core machine; threads {args.threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; outputs in {out})")
     t0 = time.perf_counter()
-    if not args.skip_synthetic:
+    parts = set(args.parts.split(","))
+    unknown = parts - {"synthetic", "real", "frame"}
+    if unknown:
+        raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from synthetic, real, frame")
+    if "synthetic" in parts and not args.skip_synthetic:
         synthetic_part(args, out)
-    models = real_part(args, out)
-    frame_part(args, models, out)
+    models = real_part(args, out) if "real" in parts else {}
+    if "frame" in parts:
+        frame_part(args, models, out)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

@@ -231,3 +231,29 @@ def test_standardize_patches_matches_numpy_and_is_saved(tmp_path):
     np.testing.assert_array_equal(back.decision_function(X), clf.decision_function(X))
     # contrast-invariant end to end: the network sees the same input
     np.testing.assert_allclose(clf.decision_function(X * 0.5 + 0.2), clf.decision_function(X), atol=1e-4)
+
+
+def test_plateau_patience_sets_when_the_learning_rate_halves():
+    X, y = blobs(k=2)
+    # validation_fraction=0: the monitored loss is the training loss; a learning rate
+    # this small barely moves it, so epochs without improvement do occur
+    for pp in (1, 4):
+        clf = PatchClassifier(backbone="precomputed", max_epochs=12, patience=12, plateau_patience=pp,
+                              learning_rate=1e-3, validation_fraction=0.0, random_state=0, n_threads=1).fit(X, y)
+        ep = clf.history_["epochs"]
+        lr = np.array([e["learning_rate"] for e in ep])
+        loss = np.array([e["train_loss"] for e in ep])
+        # replay the rule: halve after pp epochs without a new best
+        best, wait, want = np.inf, 0, 1e-3
+        for e in range(len(ep)):
+            assert lr[e] == pytest.approx(want), (pp, e, lr.tolist())
+            if loss[e] < best:
+                best, wait = loss[e], 0
+            else:
+                wait += 1
+                if wait % pp == 0:
+                    want *= 0.5
+        if pp == 1:
+            assert lr.min() < 1e-3  # the schedule did act in this run
+    with pytest.raises(ValueError, match="plateau_patience"):
+        PatchClassifier(backbone="precomputed", plateau_patience=0).fit(X, y)
