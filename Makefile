@@ -6,6 +6,9 @@ SHELL   := /bin/bash
 PY      := .venv/bin/python
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
+# LibTorch's OpenMP threads spin-wait by default; on a busy machine that made
+# 2-thread training 8x slower (README, "Threads"). Results do not depend on it.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-cpp test-py bench clean
 
