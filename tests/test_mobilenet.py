@@ -149,6 +149,9 @@ def test_classifier_is_a_patch_classifier():
     p = clf.get_params()
     assert (p["backbone"], p["mode"], p["weights"], p["input_size"], p["random_state"], p["max_epochs"]) == (
         "mobilenet_v2", "finetune", None, 96, 0, 5)
+    # from scratch the learning rate waits longer before halving; an explicit value wins
+    assert p["plateau_patience"] == 10
+    assert MobileNetV2Classifier(plateau_patience=4).get_params()["plateau_patience"] == 4
 
 
 def tiny_task(n=24, seed=0):
@@ -188,6 +191,7 @@ def test_pretrained_file_passes_through(tmp_path, monkeypatch):
     clf = MobileNetV2Classifier(weights=path, input_size=32, max_epochs=1, batch_size=8, validation_fraction=0.0,
                                 n_threads=1)
     converted = Path(clf.weights)
+    assert clf.get_params()["plateau_patience"] == 3  # pretrained: PatchClassifier's default schedule
     assert converted.parent == tmp_path / "home" / "weights" and converted.suffix == ".stemroi"
     assert MobileNetV2Classifier(weights=str(path)).weights == clf.weights  # cached by content
     clf.fit(X, y)

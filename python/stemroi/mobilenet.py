@@ -221,6 +221,10 @@ def MobileNetV2Classifier(weights=None, *, input_size: int = 96, random_state=0,
         project's backbone file in ``stemroi.weights.weights_dir()`` and the
         returned estimator's ``weights`` names that file.
     input_size : side of the network input in pixels (patches are resized), >= 32.
+        The network downsamples 32x: at 64 px the atomic columns of a 64 px patch are
+        near the resolution of its second stage and training from scratch stalls
+        (STO internal validation 0.40 at 64 px, 0.95 at 128 px after 40 epochs).
+    Without ImageNet weights ``plateau_patience`` defaults to 10 (PatchClassifier: 3).
     """
     from .classifier import PatchClassifier
 
@@ -241,5 +245,9 @@ def MobileNetV2Classifier(weights=None, *, input_size: int = 96, random_state=0,
     else:
         raise TypeError(f"weights must be None, 'random', 'imagenet', 'auto' or a file path, "
                         f"got {type(weights).__name__}")
+    if w is None:
+        # from scratch the validation loss is noisy; halving the rate after 3 stale epochs had
+        # it at 1e-5 by epoch 25 with the training loss still 0.8 (CdTe, docs/segmentation.md)
+        params.setdefault("plateau_patience", 10)
     return PatchClassifier(backbone="mobilenet_v2", mode="finetune", weights=w, input_size=input_size,
                            random_state=random_state, n_threads=n_threads, **params)
