@@ -2,6 +2,8 @@
 multi-defect samples, real (tiny) training, seamless tiled maps, save/load."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -135,6 +137,21 @@ def test_defect_channels_light_up_strongly(trained):
         assert np.hypot(peak[0] - pos[0], peak[1] - pos[1]) <= 3
         assert maps[ch][pos] > 3 * np.median(maps[ch])
         assert maps[ch][other] < 0.5 * maps[ch][pos]
+
+
+def test_patch_maps_are_the_sigmoid_of_the_logits(trained):
+    # probabilities come from the core (torch.sigmoid): equal to the logistic of the raw
+    # logits, finite and without overflow warnings even for extreme logits
+    rng = np.random.default_rng(5)
+    X = lattice((32, 32), rng)[None].repeat(3, 0).astype(np.float32)
+    X[1] = 0.0
+    X[2] = 1.0
+    logits = trained.net_.forward(np.ascontiguousarray(X[:, None]), 1).astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        maps = trained.predict_patch_maps(X)
+    assert maps.dtype == np.float32 and maps.shape == (3, 3, 32, 32)
+    np.testing.assert_allclose(maps, 0.5 * (1.0 + np.tanh(0.5 * logits)), rtol=1e-5, atol=1e-6)
 
 
 def test_constant_image_gives_constant_map(trained):

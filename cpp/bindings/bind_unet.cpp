@@ -124,7 +124,14 @@ void bind_unet(py::module_& m) {
           [](std::shared_ptr<UNetImpl> n, const carray<float>& x, int n_threads) {
             return eval_forward(*n, x, n_threads, [&](const torch::Tensor& t) { return n->forward(t); });
           },
-          py::arg("x"), py::arg("n_threads") = 0);
+          py::arg("x"), py::arg("n_threads") = 0)
+      .def(
+          "probabilities",
+          [](std::shared_ptr<UNetImpl> n, const carray<float>& x, int n_threads) {
+            return eval_forward(*n, x, n_threads, [&](const torch::Tensor& t) { return torch::sigmoid(n->forward(t)); });
+          },
+          py::arg("x"), py::arg("n_threads") = 0,
+          "sigmoid of forward(x): per-channel probabilities (n, n_outputs, H, W)");
 
   m.def(
       "train_unet",

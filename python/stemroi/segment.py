@@ -332,9 +332,8 @@ class DefectSegmenter:
         n_threads = check_n_threads(self.n_threads)
         out = []
         for lo in range(0, X.shape[0], batch_size):
-            logits = self.net_.forward(np.ascontiguousarray(X[lo : lo + batch_size, None]), n_threads)
-            out.append(1.0 / (1.0 + np.exp(-logits)))
-        return np.concatenate(out).astype(np.float32)
+            out.append(self.net_.probabilities(np.ascontiguousarray(X[lo : lo + batch_size, None]), n_threads))
+        return np.concatenate(out)
 
     def predict_maps(
         self, image, *, tile: Optional[int] = None, stride: Optional[int] = None, batch_size: int = 16,
