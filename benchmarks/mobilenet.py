@@ -17,7 +17,7 @@ Test accuracy, per-class recall, fit time and epochs on
     seeded; leaky: many patches are shifted crops of each other, so twins sit
     on both sides). The 20 % validation part drives early stopping.
 
-    python benchmarks/mobilenet.py [--epochs 30] [--input-size 96] [--datasets CdTe,STO] [--threads N] [--quick]
+    python benchmarks/mobilenet.py [--epochs 40] [--input-size 128] [--datasets CdTe,STO] [--threads N] [--quick]
 """
 from __future__ import annotations
 
