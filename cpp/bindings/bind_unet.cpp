@@ -128,7 +128,7 @@ void bind_unet(py::module_& m) {
       .def(
           "probabilities",
           [](std::shared_ptr<UNetImpl> n, const carray<float>& x, int n_threads) {
-            return eval_forward(*n, x, n_threads, [&](const torch::Tensor& t) { return torch::sigmoid(n->forward(t)); });
+            return eval_forward(*n, x, n_threads, [&](const torch::Tensor& t) { return n->probabilities(t); });
           },
           py::arg("x"), py::arg("n_threads") = 0,
           "sigmoid of forward(x): per-channel probabilities (n, n_outputs, H, W)");

@@ -171,7 +171,7 @@ torch::Tensor predict_tiled(UNet& net, const torch::Tensor& image, int64_t tile,
       tiles.push_back(padded.slice(0, origins[i].first, origins[i].first + tile)
                           .slice(1, origins[i].second, origins[i].second + tile));
     auto x = torch::stack(tiles).unsqueeze(1);
-    auto p = torch::sigmoid(net->forward(x));
+    auto p = net->probabilities(x);
     for (int64_t i = lo; i < hi; ++i) {
       const auto [r, c] = origins[i];
       acc.slice(1, r, r + tile).slice(2, c, c + tile).add_(p[i - lo] * win);

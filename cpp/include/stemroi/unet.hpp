@@ -25,6 +25,8 @@ class UNetImpl : public torch::nn::Module {
   explicit UNetImpl(const UNetConfig& config);
   // (n, in_channels, H, W) with H, W multiples of 4 -> logits (n, n_outputs, H, W)
   torch::Tensor forward(const torch::Tensor& x);
+  // sigmoid of forward(x): one independent probability per channel (multi-label)
+  torch::Tensor probabilities(const torch::Tensor& x) { return torch::sigmoid(forward(x)); }
   const UNetConfig& config() const { return config_; }
 
  private:
