@@ -82,7 +82,7 @@ def make_model(kind: str, quick: bool, seed: int, progress=None):
 def evaluate(model, X, y, names):
     from sklearn.metrics import confusion_matrix
 
-    from stemroi.calibration import expected_calibration_error, softmax
+    from stemroi.models.calibration import expected_calibration_error, softmax
 
     logits = model.decision_function(X)
     pred = logits.argmax(1)
@@ -121,7 +121,7 @@ def main():
 
     matplotlib.use("Agg")
     import stemroi
-    from stemroi.plots import plot_confusion_matrix, plot_rois, save_figure
+    from stemroi.plotting import plot_confusion_matrix, plot_rois, save_figure
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def main():
                     print(f"      {n:>14s} {row}")
                 ax = plot_confusion_matrix(np.array(r["confusion_matrix"]), class_names=names,
                                            title=f"{ds} {kind} {split}: acc {r['accuracy']:.3f}")
-                save_figure(ax, out / f"cm_{ds}_{kind}_{split}.png")
+                save_figure(ax, out / f"cm_{ds}_{kind}_{split}.png", dpi=150)
                 import matplotlib.pyplot as plt
 
                 plt.close("all")
@@ -179,14 +179,14 @@ def main():
             model = make_model(kind, args.quick, args.seed)
             model.fit(X, y, class_names=names, data_description="all CdTe patches")
             model.save(out / f"cdte_{kind}.stemroi")
-        from stemroi.cli import _read_image
+        from stemroi import read_image
 
-        img = _read_image(str(d / "CdTe_Training_Image.tif"))
+        img = read_image(str(d / "CdTe_Training_Image.tif"))
         res = stemroi.detect(img, model, patch=64, stride=64, unknown_below=0.4)
         res.to_json(out / "cdte_768_rois.json")
         res.to_csv(out / "cdte_768_rois.csv")
         ax = plot_rois(img, res, title=f"CdTe 768x768 ({kind}): {int(res.is_roi.sum())} of {len(res)} tiles flagged")
-        save_figure(ax, out / "cdte_768_rois.png")
+        save_figure(ax, out / "cdte_768_rois.png", dpi=150)
         print(f"\n=== CdTe 768 x 768 image, {kind} trained on all CdTe patches: counts {res.counts()}, "
               f"{int(res.is_roi.sum())} of {len(res)} tiles flagged; overlay {out / 'cdte_768_rois.png'}")
         report["cdte_768"] = {"counts": res.counts(), "n_roi": int(res.is_roi.sum()), "n_tiles": len(res),

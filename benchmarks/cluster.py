@@ -1,4 +1,4 @@
-"""Clustering benchmark (issue 6): silhouette-chosen k and cluster accuracy on
+"""Clustering benchmark: silhouette-chosen k and cluster accuracy on
 the labelled CdTe and SrTiO3 patch sets, for the label-informed protocol (a)
 and every label-free route, plus the cluster map of the 768x768 CdTe image.
 
@@ -7,9 +7,9 @@ and every label-free route, plus the cluster map of the 768x768 CdTe image.
 Protocol (a), label-informed (the study's): the embedding comes from a model
 trained on the evaluated labels. Two variants: "in-sample" (trained on every
 patch, as the study did) and "out-of-fold" (each patch embedded by a model
-that never saw it nor - when stemroi.overlap_groups is available - any shifted
-crop of it). Protocol (b), label-free: descriptors and untrained VGG16
-features; no label is used anywhere before the accuracy is computed.
+that never saw it nor any shifted crop of it, grouped by
+stemroi.overlap_groups). Protocol (b), label-free: descriptors and untrained
+VGG16 features; no label is used anywhere before the accuracy is computed.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 from _common import data_dir
 
 import stemroi
-from stemroi.clustering import evaluate_clustering
+from stemroi.cluster._patch_clusterer import evaluate_clustering
 
 
 
@@ -83,7 +83,7 @@ def group_weighted_accuracy(y, labels, groups):
     """Accuracy under the usual Hungarian matching, each overlap group weighing 1 (not its crop count)."""
     if groups is None:
         return float("nan")
-    mapping = stemroi.clustering._engine().cluster_confusion_matrix(y, labels).mapping
+    mapping = stemroi.cluster._patch_clusterer._engine().cluster_confusion_matrix(y, labels).mapping
     correct = np.array([mapping.get(int(l), None) == int(t) for l, t in zip(labels, y)], dtype=float)
     w = 1.0 / np.bincount(groups)[groups]
     return float((w * correct).sum() / w.sum())
@@ -169,14 +169,14 @@ def main(argv=None):
         # the study's grid over PCA dimensions (label-free choice of k per setting), top 5 by silhouette
         lr = fitted[(ds, "lattice residual, PCA 0.95")]
         t0 = time.perf_counter()
-        grid = stemroi.pca_k_grid(lr.features_, n_components=(2, 3, 5, 8, 10, 20, 0.8, 0.9, 0.95),
+        grid = stemroi.cluster.pca_k_grid(lr.features_, n_components=(2, 3, 5, 8, 10, 20, 0.8, 0.9, 0.95),
                                   n_init=n_init, random_state=seed, feature_groups=lr.extractor_.feature_groups)
         print(f"  -- PCA x k grid on the lattice-residual features ({time.perf_counter() - t0:.1f} s), top 5:")
         for r in grid[:5]:
             print(f"     n_components={r['n_components']!s:>5} dims={r['n_dims']:3d}  k={r['best_k']:2d}  "
                   f"sil={r['silhouette']:.3f}  acc@k={evaluate_clustering(y, r['labels'])['accuracy']:.3f}")
         # stability of the silhouette choice over K-means seeds (same features)
-        from stemroi.descriptors import Precomputed
+        from stemroi.features.descriptors import Precomputed
 
         print("  -- lattice residual, PCA 0.95, other K-means seeds (same features):")
         for s2 in range(1, 5):
@@ -207,7 +207,7 @@ def main(argv=None):
 
         print(" (a) label-informed (embedding trained on these labels; MLP head on lattice-residual features,"
               " scikit-learn, benchmark-only stand-in for the study's fine-tuned VGG16)")
-        base = stemroi.LatticeResidual().transform(X)
+        base = stemroi.features.LatticeResidual().transform(X)
         for oof, tag in ((False, "in-sample (study-like, leaky)"),
                          (True, "out-of-fold, grouped 5-fold")):
             t0 = time.perf_counter()
@@ -242,8 +242,8 @@ def main(argv=None):
 
     # the project's synthetic generator: known classes, no near-duplicates
     if hasattr(stemroi, "synth") or "synth" in getattr(stemroi, "_SUBMODULES", ()):
-        P, ys, names = stemroi.synth.make_patch_dataset(n_per_class=60, random_state=seed)
-        print(f"\n=== synthetic (stemroi.synth.make_patch_dataset): {len(P)} patches, {len(names)} classes {names}")
+        P, ys, names = stemroi.io.synth.make_patch_dataset(n_per_class=60, random_state=seed)
+        print(f"\n=== synthetic (stemroi.io.synth.make_patch_dataset): {len(P)} patches, {len(names)} classes {names}")
         for name, feat in (("polar power spectrum, PCA 0.95", "polar_fft"), ("lattice residual, PCA 0.95",
                                                                             "lattice_residual")):
             run_route(name, feat, P, ys, len(names), n_components=0.95, n_init=n_init, seed=seed, results=results,
@@ -251,7 +251,7 @@ def main(argv=None):
 
     # cluster map of the large CdTe image with the best label-free route
     if "CdTe" in args.datasets:
-        from stemroi import plots_cluster as pc
+        from stemroi import plotting as pc
 
         img = read_large_image(d / "CdTe_Training_Image.tif")
         cl = fitted[("CdTe", "lattice residual, PCA 0.95")]

@@ -197,17 +197,16 @@ def cdte_map(args, out: Path):
     # merely imperfect bulk reconstruction oscillates at the atomic scale); recalibrate the
     # bulk threshold for that box on bulk crops (drawn from the training region, so in-sample)
     model.set_params(energy_window=args.map_window, energy_quantile=args.map_quantile)
-    from stemroi.anomaly import random_crops
+    from stemroi.models.cvae import random_crops
 
     cal_crops, _ = random_crops(img, 300, 64, mask=mask, random_state=12345)
     model.calibrate(cal_crops)
     t0 = time.perf_counter()
-    amap = model.anomaly_map(img, stride=args.map_stride)
+    res = model.anomaly_map(img, stride=args.map_stride)
     map_s = time.perf_counter() - t0
     png = out / "cdte_anomaly_map.png"
-    stemroi.plot_anomaly_map(img, amap, png, title="CdTe (CVAE trained on bulk)")
-    amap.result.to_json(out / "cdte_anomaly_rois.json")
-    res = amap.result
+    stemroi.plotting.plot_anomaly_map(img, res, png, title="CdTe (CVAE trained on bulk)")
+    res.to_json(out / "cdte_anomaly_rois.json")
     flagged = res.origins[res.is_roi]
     in_defect_zone = np.array([(r < 440 and c < 420) for r, c in flagged]) if len(flagged) else np.zeros(0, bool)
     print(f"\nCdTe dense map: fit {len(model.loss_history_)} epochs on {args.n_crops_map} bulk crops in {fit_s:.0f} s, "
@@ -224,12 +223,12 @@ def cdte_map(args, out: Path):
     print(f"  inclined stacking fault flagged at (265, 60)/(298, 160)/(328, 250): "
           f"{[tile_hit(r, c) for r, c in ((265, 60), (298, 160), (328, 250))]}")
     print(f"  PNG: {png}")
-    return amap
+    return res
 
 
 def clustering(args, out: Path):
     import stemroi
-    from stemroi.cvae_features import cvae_cluster_workflow
+    from stemroi.features.cvae_residual import cvae_cluster_workflow
 
     base = data_dir() / "ayyubi-stem-defects"
     # with --models, reuse the longer-trained bulk models of the same images: the CdTe map

@@ -21,7 +21,7 @@ import numpy as np
 from _common import data_dir
 
 import stemroi
-from stemroi.grouping import (
+from stemroi.model_selection._overlap import (
     grouped_train_test_split,
     label_audit,
     leakage_report,

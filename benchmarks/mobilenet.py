@@ -64,10 +64,11 @@ def main():
 
     import stemroi
     from stemroi.cli import _load_patch_folder
-    from stemroi.mobilenet import find_imagenet_weights
+    from stemroi.models import weights
+    from stemroi.models.mobilenet import IMAGENET_WEIGHTS
 
     root = data_dir("ayyubi-stem-defects")
-    wpath = find_imagenet_weights()
+    wpath = weights.cached_path(IMAGENET_WEIGHTS)
     print(f"MobileNetV2Classifier = PatchClassifier(backbone='mobilenet_v2', mode='finetune'); weights: "
           f"{wpath or 'ImageNet file not found -> trained from scratch, all stages, [-1, 1] inputs'}; "
           f"input {args.input_size} px, max {args.epochs} epochs per stage, seed 0")

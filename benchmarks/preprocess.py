@@ -1,7 +1,7 @@
 """Patch extraction + resize 64 -> 224 + caffe normalisation (the VGG16 input on CPU).
 
 Compares, in one run and on the same inputs:
-  stemroi  PatchGrid.extract + stemroi.prepare_patches (C++ / OpenMP, fused)
+  stemroi  PatchGrid.extract + stemroi.preprocessing.prepare_patches (C++ / OpenMP, fused)
   PIL      the Keras study's per-patch loop: PIL Image.resize(BILINEAR) on each
            uint8 patch, NumPy grey -> 3 channels and caffe preprocess_input
   torch    torch.nn.functional.interpolate on the batch (torch.set_num_threads(2)),
@@ -94,7 +94,7 @@ def torch_image_pipeline(image01):
 def stemroi_image_pipeline(image01):
     import stemroi
 
-    return stemroi.prepare_patches(stemroi.PatchGrid(64).extract(image01), 224, "caffe")
+    return stemroi.preprocessing.prepare_patches(stemroi.PatchGrid(64).extract(image01), 224, "caffe")
 
 
 # --- streaming peak RSS -----------------------------------------------------------------
@@ -120,7 +120,7 @@ STREAM_CODE = textwrap.dedent("""
     t0 = time.perf_counter()
     n, checksum = 0, 0.0
     for origins, patches in grid.iter_batches(image, batch_size=batch):
-        x = stemroi.prepare_patches(patches, 224, "caffe")
+        x = stemroi.preprocessing.prepare_patches(patches, 224, "caffe")
         n += len(x); checksum += float(x[:, 0, 0, 0].sum())
     dt = time.perf_counter() - t0
     print(n, base, status_mib("VmHWM"), dt)
@@ -164,7 +164,7 @@ def main():
 
     rows = []
     for label, ours, pil, tch in (
-        ("1119 CdTe patches", lambda: stemroi.prepare_patches(patches01, 224, "caffe"), lambda: pil_loop(patches_u8),
+        ("1119 CdTe patches", lambda: stemroi.preprocessing.prepare_patches(patches01, 224, "caffe"), lambda: pil_loop(patches_u8),
          lambda: torch_batch(patches01)),
         ("768 image, 144 tiles", lambda: stemroi_image_pipeline(image01), lambda: pil_image_pipeline(image_u8),
          lambda: torch_image_pipeline(image01)),

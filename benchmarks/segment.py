@@ -1,11 +1,11 @@
-"""Weakly supervised multi-defect segmentation benchmark (issue 8).
+"""Weakly supervised multi-defect segmentation benchmark.
 
-Uses stemroi's public API only (stemroi.synth, load_patch_folder,
+Uses stemroi's public API only (stemroi.io.synth, load_patch_folder,
 spatial_train_test_split, pseudo_label_masks, DefectSegmenter, map_descriptors,
 PCA, select_n_clusters, cluster_accuracy, read_image, plot_class_heatmaps);
 scikit-learn only for the t-SNE view.
 
-1. Synthetic truth (stemroi.synth: lattice of Gaussian columns with planted
+1. Synthetic truth (stemroi.io.synth: lattice of Gaussian columns with planted
    point defects at known positions, Poisson + Gaussian noise):
    a. pseudo-labels of the labelled 64 x 64 training patches against the true
       defect disks (radius = half a lattice spacing), for the study's rule
@@ -27,12 +27,12 @@ scikit-learn only for the t-SNE view.
    per class of the U-Net maps against the pseudo-labels of the held-out
    patches, as the study reports them (this measures agreement with the
    heuristic, not with a true defect mask); then descriptors of the held-out
-   maps (stemroi.map_descriptors) -> standardise -> stemroi.PCA ->
+   maps (stemroi.detection.map_descriptors) -> standardise -> stemroi.PCA ->
    stemroi.select_n_clusters (K-means, silhouette-chosen k) ->
    stemroi.cluster_accuracy (Hungarian matching) and a t-SNE figure; the same
    on the maps of all patches (the train side was seen in training), because
    the CdTe held-out side lacks the classes that are one compact region each.
-3. Heatmaps of the 768 x 768 CdTe frame (stemroi.plot_class_heatmaps) and,
+3. Heatmaps of the 768 x 768 CdTe frame (stemroi.plotting.plot_class_heatmaps) and,
    per defect channel, the mean probability inside reference regions (the
    Lomer-Cottrell junction, the vertical and the inclined stacking faults, a
    lower-left region of the same disturbed pattern) and outside all of them
@@ -62,7 +62,7 @@ from scipy import ndimage
 
 import stemroi
 import stemroi.io
-from stemroi import synth
+from stemroi.io import synth as synth
 
 DATA = Path(os.environ.get("STEMROI_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) / "ayyubi-stem-defects"
 
@@ -135,12 +135,12 @@ def synthetic_part(args, out):
     kinds = args.syn_kinds.split(",")
     bad = [k for k in kinds if k not in synth.DEFECT_KINDS or k == "stacking_fault"]
     if bad:
-        raise SystemExit(f"--syn-kinds: point-defect kinds of stemroi.synth only "
+        raise SystemExit(f"--syn-kinds: point-defect kinds of stemroi.io.synth only "
                          f"({[k for k in synth.DEFECT_KINDS if k != 'stacking_fault']}), got {bad}")
     cell = args.syn_cell
     look = dict(lattice=args.syn_lattice, cell_px=cell, column_sigma=args.syn_sigma)
-    radius = cell / 2.0  # stemroi.synth's default mask radius; also the detection match radius
-    print(f"== 1. synthetic truth (stemroi.synth, lattice '{args.syn_lattice}', cell {cell:g} px, column sigma "
+    radius = cell / 2.0  # stemroi.io.synth's default mask radius; also the detection match radius
+    print(f"== 1. synthetic truth (stemroi.io.synth, lattice '{args.syn_lattice}', cell {cell:g} px, column sigma "
           f"{args.syn_sigma:g} px, dose 500 e/px + noise 0.02)")
     t0 = time.perf_counter()
     X, yi, names, planted = synth.make_patch_dataset(args.syn_per_class, 64, ["Bulk"] + kinds, random_state=0,
@@ -153,7 +153,7 @@ def synthetic_part(args, out):
     print(f"   a. pseudo-labels vs true defect disks (r = {radius:g} px) on the {is_def.sum()} defect patches:")
     for method in ("deviation", "lattice"):
         for pct in sorted({98.0, args.percentile}):
-            m = stemroi.pseudo_label_masks(X, ~is_def, method=method, percentile=pct, n_threads=args.threads).astype(bool)
+            m = stemroi.models.pseudo_label_masks(X, ~is_def, method=method, percentile=pct, n_threads=args.threads).astype(bool)
             p, r, iou = prf(m[is_def], truth[is_def])
             hit = np.mean([np.any(m[k] & truth[k]) for k in np.flatnonzero(is_def)])
             print(f"      {method:9s} p{pct:g}: pixel precision {p:.3f} recall {r:.3f} IoU {iou:.3f}; "
@@ -212,7 +212,7 @@ def synthetic_part(args, out):
             print(f"      any defect (1 - background) threshold {thr:g}: recall {found}/{planted_n} = "
                   f"{found / planted_n:.2f}; false positives {fp} = {1000 * fp / sites:.1f} per 1000 sites")
         path = out / f"synthetic_field_maps_{method}.png"
-        fig = stemroi.plot_class_heatmaps(fields[0].image, maps[0], seg.channel_names_, path,
+        fig = stemroi.plotting.plot_class_heatmaps(fields[0].image, maps[0], seg.channel_names_, path,
                                           title=f"synthetic field 0, U-Net from '{method}' pseudo-labels: "
                                           + ", ".join(f"{len(pos[0][k])} {k}" for k in kinds))
         close_fig(fig)
@@ -223,7 +223,7 @@ def synthetic_part(args, out):
 def cluster_part(name, method, which, maps, channel_names, y, out, seed=0, threads=None):
     from sklearn.manifold import TSNE
 
-    feats, _ = stemroi.map_descriptors(maps, channel_names)
+    feats, _ = stemroi.detection.map_descriptors(maps, channel_names)
     sd = feats.std(0)
     Z = (feats - feats.mean(0)) / np.where(sd > 0, sd, 1.0)
     Z = stemroi.PCA(n_components=min(10, *Z.shape), n_threads=threads).fit_transform(Z)
@@ -255,7 +255,7 @@ def cluster_part(name, method, which, maps, channel_names, y, out, seed=0, threa
     axes[1].set_title(f"stemroi K-means clusters (silhouette k = {best})")
     fig.tight_layout()
     path = out / f"{name}_{method}_tsne_{which.split()[0].replace('-', '')}.png"
-    fig.savefig(path, dpi=100)
+    stemroi.plotting.save_figure(fig, path, dpi=100)
     plt.close(fig)
     print(f"        figure: {path}")
 
@@ -265,11 +265,11 @@ CVAE_MODELS = {}  # set name -> fitted stemroi.BulkCVAE (--cvae-model NAME=PATH)
 
 def masks_for(method, X, is_bulk, percentile, threads, name):
     """Pseudo-labels of ``method``: a pseudo_label_masks rule, or "cvae" (pixels the bulk CVAE of
-    this set cannot reconstruct, stemroi.residual_pseudo_labels, 0.99 bulk quantile)."""
+    this set cannot reconstruct, stemroi.models.residual_pseudo_labels, 0.99 bulk quantile)."""
     if method == "cvae":
-        return stemroi.residual_pseudo_labels(X, is_bulk, CVAE_MODELS[name], quantile=0.99, sigma=2.0,
+        return stemroi.models.residual_pseudo_labels(X, is_bulk, CVAE_MODELS[name], quantile=0.99, sigma=2.0,
                                               n_threads=threads)
-    return stemroi.pseudo_label_masks(X, is_bulk, method=method, percentile=percentile, n_threads=threads)
+    return stemroi.models.pseudo_label_masks(X, is_bulk, method=method, percentile=percentile, n_threads=threads)
 
 
 def pseudo_label_figure(name, X, y, classes, method, percentile, out, n=6):
@@ -294,7 +294,7 @@ def pseudo_label_figure(name, X, y, classes, method, percentile, out, n=6):
     fig.suptitle(f"{name}: '{method}' p{percentile:g} pseudo-labels (red) on training-class patches", fontsize=9)
     fig.tight_layout()
     path = out / f"{name}_pseudo_labels_{method}.png"
-    fig.savefig(path, dpi=80)
+    stemroi.plotting.save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path
 
@@ -411,7 +411,7 @@ def frame_part(args, models, out):
     ax.set_title("CdTe frame: reference regions")
     fig.tight_layout()
     rpath = out / "CdTe_reference_regions.png"
-    fig.savefig(rpath, dpi=100)
+    stemroi.plotting.save_figure(fig, rpath, dpi=100)
     plt.close(fig)
     short = ["LC junction", "SF vertical", "SF inclined", "lower-left", "outside"]
     print(f"   reference regions: {rpath} (sizes: " + ", ".join(
@@ -435,7 +435,7 @@ def frame_part(args, models, out):
         shown = np.concatenate([maps, anyd[None]], 0)
         names = list(seg.channel_names_) + ["any defect (1 - background)"]
         path = out / f"CdTe_frame_heatmaps_{method}.png"
-        fig = stemroi.plot_class_heatmaps(img, shown, names, path, ncols=5,
+        fig = stemroi.plotting.plot_class_heatmaps(img, shown, names, path, ncols=5,
                                           title=f"CdTe 768x768: per-class U-Net maps ('{method}' pseudo-labels)")
         close_fig(fig)
         np.save(out / f"CdTe_frame_maps_{method}.npy", maps)
@@ -474,7 +474,7 @@ def main():
                     help="bulk CVAE of a set for the 'cvae' pseudo-labels, e.g. CdTe=bench_out/cvae/cdte_map.stemroi "
                          "(benchmarks/cvae.py --only map saves one)")
     ap.add_argument("--syn-kinds", default="vacancy,interstitial",
-                    help="synthetic point-defect kinds (stemroi.synth: vacancy, interstitial, antisite, column_shift)")
+                    help="synthetic point-defect kinds (stemroi.io.synth: vacancy, interstitial, antisite, column_shift)")
     ap.add_argument("--syn-lattice", default="cubic", choices=sorted(synth.LATTICES))
     ap.add_argument("--syn-cell", type=float, default=8.0, help="synthetic lattice spacing (px)")
     ap.add_argument("--syn-sigma", type=float, default=1.3, help="synthetic column width (px)")

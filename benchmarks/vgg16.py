@@ -33,7 +33,8 @@ import torch
 import torch.utils.mkldnn
 import torchvision
 
-from stemroi import VGG16Features, extract_image_features
+from stemroi import VGG16Features
+from stemroi.features import extract_image_features
 
 ROOT = Path(__file__).resolve().parents[1]
 

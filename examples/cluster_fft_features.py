@@ -3,7 +3,7 @@
 The FFT magnitude does not change when the lattice shifts, so patches cluster
 by what is in them, not where the columns sit. Shows stemroi.PCA,
 stemroi.select_n_clusters (silhouette over k) and stemroi.cluster_accuracy
-(Hungarian matching). Synthetic patches (stemroi.synth) by default; the real
+(Hungarian matching). Synthetic patches (stemroi.io.synth) by default; the real
 CdTe patches with --data (<repo>/../shared/data or $STEMROI_DATA_DIR).
 
     python examples/cluster_fft_features.py [--quick] [--data] [--out DIR]
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import stemroi
-import stemroi.synth
+import stemroi.io.synth
 
 
 def fft_features(patches, keep=16):
@@ -41,7 +41,7 @@ def main(argv=None):
         ds = stemroi.load_patch_folder(root / "ayyubi-stem-defects" / "CdTe")
         patches, labels, names = ds.patches, ds.labels, ds.class_names
     else:
-        patches, labels, names = stemroi.synth.make_patch_dataset(
+        patches, labels, names = stemroi.io.synth.make_patch_dataset(
             n_per_class=15 if args.quick else 60, classes=["Bulk", "vacancy", "stacking_fault"], random_state=0)
 
     Z = stemroi.PCA(n_components=20, random_state=0).fit_transform(fft_features(patches))

@@ -2,7 +2,7 @@
 
 Shows stemroi.PatchClassifier (small CNN trained from scratch, offline),
 stemroi.detect -> ROIResult (tiles, calibrated probabilities, "unknown" below
-a confidence threshold), stemroi.plot_rois, and ROIResult.to_json / to_csv.
+a confidence threshold), stemroi.plotting.plot_rois, and ROIResult.to_json / to_csv.
 Tiles are scored against the generator's defect mask.
 
     python examples/detect_rois.py [--quick] [--out DIR]
@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 import stemroi
-import stemroi.synth
+import stemroi.io.synth
 from stemroi import detect
-from stemroi.plots import save_figure
+from stemroi.plotting import save_figure
 
 
 def main(argv=None):
@@ -26,7 +26,7 @@ def main(argv=None):
     out = args.out or Path(tempfile.mkdtemp(prefix="stemroi_detect_"))
     out.mkdir(parents=True, exist_ok=True)
     classes = ["Bulk", "vacancy", "stacking_fault"] if args.quick else None  # None: all synthetic classes
-    patches, labels, names = stemroi.synth.make_patch_dataset(n_per_class=40 if args.quick else 80,
+    patches, labels, names = stemroi.io.synth.make_patch_dataset(n_per_class=40 if args.quick else 80,
                                                               classes=classes, random_state=0)
     # one thread: LibTorch results are bit-identical only for a fixed thread count
     model = stemroi.PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, input_size=32,
@@ -36,7 +36,7 @@ def main(argv=None):
     print(f"trained on {len(patches)} patches {names}: validation accuracy {model.validation_accuracy_:.3f}")
 
     size = 256 if args.quick else 768
-    frame = stemroi.synth.make_image((size, size), defects={k: 2 for k in names if k != "Bulk"}, random_state=1)
+    frame = stemroi.io.synth.make_image((size, size), defects={k: 2 for k in names if k != "Bulk"}, random_state=1)
     result = detect(frame.image, model, patch=64, stride=64, unknown_below=0.4)
     has_defect = [bool(frame.defect_mask[r:r + 64, c:c + 64].any()) for r, c in result.origins]
     hits = sum(bool(roi) and d for roi, d in zip(result.is_roi, has_defect))
@@ -44,7 +44,7 @@ def main(argv=None):
 
     result.to_json(out / "rois.json")
     result.to_csv(out / "rois.csv")
-    save_figure(stemroi.plot_rois(frame.image, result, title="synthetic frame"), out / "rois.png")
+    save_figure(stemroi.plotting.plot_rois(frame.image, result, title="synthetic frame"), out / "rois.png")
     summary = {**result.summary(), "validation_accuracy": model.validation_accuracy_,
                "defect_tiles": int(sum(has_defect)), "defect_tiles_flagged": int(hits)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

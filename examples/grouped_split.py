@@ -34,7 +34,7 @@ def main(argv=None):
 
     ds = stemroi.load_patch_folder(folder)
     groups, edges, _ = stemroi.overlap_groups(ds.patches, return_edges=True)
-    positions = stemroi.mosaic_positions(groups, edges)  # where each patch sits in its group's mosaic
+    positions = stemroi.model_selection.mosaic_positions(groups, edges)  # where each patch sits in its group's mosaic
     print(f"{args.set}: {len(ds)} patches, {len(ds.class_names)} classes, {len(np.unique(groups))} overlap groups")
 
     random_leak = []

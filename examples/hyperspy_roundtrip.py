@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import stemroi
-import stemroi.synth
+import stemroi.io.synth
 from stemroi.adapters import hyperspy as hsa
 from stemroi import detect
 from stemroi.io import Calibration
@@ -27,14 +27,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="stemroi_hspy_"))
     out.mkdir(parents=True, exist_ok=True)
-    patches, labels, names = stemroi.synth.make_patch_dataset(
+    patches, labels, names = stemroi.io.synth.make_patch_dataset(
         n_per_class=40 if args.quick else 80, classes=["Bulk", "vacancy", "stacking_fault"], random_state=0)
     model = stemroi.PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, input_size=32,
                                     max_epochs=30 if args.quick else 40, patience=6, batch_size=16,
                                     random_state=0, n_threads=1).fit(patches, labels, class_names=names)
 
     size = 256 if args.quick else 512
-    synth = stemroi.synth.make_image((size, size), defects={"vacancy": 2, "stacking_fault": 1}, random_state=1)
+    synth = stemroi.io.synth.make_image((size, size), defects={"vacancy": 2, "stacking_fault": 1}, random_state=1)
     signal = hsa.image_to_signal(synth.image, Calibration(pixel_size=0.0245, unit="nm"), title="synthetic SrTiO3")
     image, cal = hsa.signal_to_image(signal)  # what a detector sees: float32 pixels + calibration
     result = detect(image, model, patch=64, stride=64)

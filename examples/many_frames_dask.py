@@ -18,7 +18,7 @@ import numpy as np
 from dask.distributed import Client
 
 import stemroi
-import stemroi.synth
+import stemroi.io.synth
 from stemroi import detect
 from stemroi.adapters import dask as stemroi_dask
 
@@ -31,7 +31,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="stemroi_dask_"))
     out.mkdir(parents=True, exist_ok=True)
-    patches, labels, names = stemroi.synth.make_patch_dataset(
+    patches, labels, names = stemroi.io.synth.make_patch_dataset(
         n_per_class=40 if args.quick else 80, classes=["Bulk", "vacancy", "stacking_fault"], random_state=0)
     model = stemroi.PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, input_size=32,
                                     max_epochs=15 if args.quick else 40, patience=6, batch_size=16,
@@ -42,7 +42,7 @@ def main(argv=None):
     size, n_frames = (256, 3) if args.quick else (512, 8)
     paths = []
     for i in range(args.frames or n_frames):
-        frame = stemroi.synth.make_image((size, size), defects={"vacancy": 2, "stacking_fault": 1}, random_state=10 + i)
+        frame = stemroi.io.synth.make_image((size, size), defects={"vacancy": 2, "stacking_fault": 1}, random_state=10 + i)
         paths.append(out / f"frame_{i:03d}.npy")
         np.save(paths[-1], frame.image)
 

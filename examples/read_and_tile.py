@@ -1,7 +1,7 @@
 """Read the 768x768 CdTe field of view, tile it 64x64 (stride 64) and prepare VGG16 inputs.
 
 Shows stemroi.read_image, stemroi.io.scale_to_unit, stemroi.PatchGrid and
-stemroi.prepare_patches (resize to 224, grey -> 3 channels, Caffe normalisation).
+stemroi.preprocessing.prepare_patches (resize to 224, grey -> 3 channels, Caffe normalisation).
 Needs the reference data (<repo>/../shared/data or $STEMROI_DATA_DIR).
 
     python examples/read_and_tile.py [--quick] [--out DIR]
@@ -36,7 +36,7 @@ def main(argv=None):
     grid = stemroi.PatchGrid(patch_size=64, stride=64)
     origins, tiles = grid.origins(unit.shape), grid.extract(unit)
     n_net = 16 if args.quick else len(tiles)
-    inputs = stemroi.prepare_patches(tiles[:n_net], size=224, preset="caffe")
+    inputs = stemroi.preprocessing.prepare_patches(tiles[:n_net], size=224, preset="caffe")
 
     print(f"image {image.shape} {image.dtype}, values {image.min():.0f}..{image.max():.0f}")
     print(f"{grid}: {len(tiles)} tiles of {tiles.shape[1:]}, first origins {origins[:3].tolist()}")

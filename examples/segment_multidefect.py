@@ -4,8 +4,9 @@ Each labelled patch gets a pixel mask derived from its own content (pseudo-label
 here the lattice-translation residual, pseudo_label="lattice"), and the U-Net
 (stemroi.DefectSegmenter) learns per-class probability maps that are then
 predicted over a whole frame on overlapping tiles. Shows
-stemroi.plot_class_heatmaps and stemroi.map_descriptors. The maps are scored
-against the generator's defect mask. Synthetic data (stemroi.synth).
+stemroi.detection.segmentation_map (an ROIResult: one row per tile, the maps in result.maps),
+stemroi.plotting.plot_class_heatmaps and stemroi.detection.map_descriptors. The maps are scored
+against the generator's defect mask. Synthetic data (stemroi.io.synth).
 
     python examples/segment_multidefect.py [--quick] [--out DIR]
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import stemroi
-import stemroi.synth
+import stemroi.io.synth
 
 
 def main(argv=None):
@@ -27,7 +28,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="stemroi_segment_"))
     out.mkdir(parents=True, exist_ok=True)
-    patches, labels, names = stemroi.synth.make_patch_dataset(
+    patches, labels, names = stemroi.io.synth.make_patch_dataset(
         n_per_class=16 if args.quick else 60, patch_size=32, cell_px=8, classes=["Bulk", "vacancy", "interstitial"],
         random_state=0)
     # max_parts=1: the pixel-wise maximum of two registered lattices would fill a vacancy with a column
@@ -38,20 +39,24 @@ def main(argv=None):
     seg.fit(patches, np.asarray(names)[labels])
 
     size = 128 if args.quick else 512
-    frame = stemroi.synth.make_image((size, size), cell_px=8, defects={"vacancy": 2, "interstitial": 2},
+    frame = stemroi.io.synth.make_image((size, size), cell_px=8, defects={"vacancy": 2, "interstitial": 2},
                                      random_state=1)
-    maps = seg.predict_maps(frame.image)  # (n_defect_classes + 1, H, W), channels seg.channel_names_
+    result = stemroi.detection.segmentation_map(frame.image, seg)  # one row per 32 x 32 tile
+    maps = np.stack([result.maps[c] for c in seg.channel_names_])  # (n_defect_classes + 1, H, W)
     contrast = {}
     for c, name in enumerate(seg.channel_names_[:-1]):  # last channel: background
         inside = frame.defect_mask == frame.class_names.index(name)
         contrast[name] = [float(maps[c][inside].mean()), float(maps[c][frame.defect_mask == 0].mean())]
         print(f"{name}: mean probability on its planted defects {contrast[name][0]:.3f}, on bulk {contrast[name][1]:.3f}")
-    feats, feat_names = stemroi.map_descriptors(maps, seg.channel_names_)
+    feats, feat_names = stemroi.detection.map_descriptors(maps, seg.channel_names_)
     print(f"map descriptors: {dict(zip(feat_names[:3], np.round(feats[0, :3], 3)))} ...")
 
-    stemroi.plot_class_heatmaps(frame.image, maps, seg.channel_names_, out / "heatmaps.png")
+    print(f"{len(result)} tiles: {result.counts()}")
+    stemroi.plotting.plot_class_heatmaps(frame.image, result, path=out / "heatmaps.png")
+    result.to_json(out / "rois.json")
     np.savez_compressed(out / "maps.npz", maps=maps, channel_names=seg.channel_names_)
     summary = {"channel_names": seg.channel_names_, "maps_shape": list(maps.shape), "contrast": contrast,
+               "n_tiles": len(result), "n_roi": int(result.is_roi.sum()),
                "loss_first_last": [float(seg.loss_history_[0]), float(seg.loss_history_[-1])]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {out / 'heatmaps.png'}")

@@ -1,6 +1,6 @@
 """VGG16 patch embeddings (the VGG16 study's 512-d block5_pool average) -> PCA -> K-means.
 
-Shows stemroi.VGG16Features.transform on labelled patches, stemroi.extract_image_features
+Shows stemroi.VGG16Features.transform on labelled patches, stemroi.features.extract_image_features
 on every 64x64 tile of an image, and clustering of the embeddings
 (stemroi.PCA, stemroi.KMeans, stemroi.cluster_accuracy). Uses the ImageNet
 weights when they are in the cache ($STEMROI_HOME, see docs/weights.md);
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 import stemroi
-import stemroi.synth
-from stemroi import weights as stemroi_weights
+import stemroi.io.synth
+from stemroi.models import weights as stemroi_weights
 
 
 def main(argv=None):
@@ -37,7 +37,7 @@ def main(argv=None):
         ds = stemroi.load_patch_folder(root / "ayyubi-stem-defects" / "CdTe")
         patches, labels, names = ds.patches, ds.labels, ds.class_names
     else:
-        patches, labels, names = stemroi.synth.make_patch_dataset(
+        patches, labels, names = stemroi.io.synth.make_patch_dataset(
             n_per_class=12 if args.quick else 50, classes=["Bulk", "vacancy", "stacking_fault"], random_state=0)
 
     extractor = stemroi.VGG16Features(weights=weights, input_size=64 if args.quick else 224, random_state=0)
@@ -48,8 +48,8 @@ def main(argv=None):
     print(f"weights {weights!r}{' (untrained: a baseline only)' if weights == 'random' else ''}: "
           f"{len(patches)} patches -> features {X.shape}; K-means (k={len(names)}) accuracy {acc:.3f}")
 
-    image = stemroi.synth.make_image((256, 256), defects={"stacking_fault": 1}, random_state=1).image
-    tile_features, origins = stemroi.extract_image_features(image, extractor, patch_size=64, stride=64)
+    image = stemroi.io.synth.make_image((256, 256), defects={"stacking_fault": 1}, random_state=1).image
+    tile_features, origins = stemroi.features.extract_image_features(image, extractor, patch_size=64, stride=64)
     print(f"image {image.shape}: {len(origins)} tiles -> features {tile_features.shape}")
     np.savez_compressed(out / "features.npz", features=X, labels=labels, tile_features=tile_features, origins=origins)
     summary = {"weights": weights, "feature_shape": list(X.shape), "tile_feature_shape": list(tile_features.shape),

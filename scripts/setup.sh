@@ -23,14 +23,16 @@ step() {  # step "description" command...: run quietly, fail loudly naming the s
   fi
 }
 
-# 1. Debian packages (LibTorch, Eigen, pybind11, OpenMP, OpenBLAS, the Python stack).
+# 1. Debian packages (LibTorch, Eigen, pybind11, OpenMP, OpenBLAS, the Python stack;
+#    Sphinx, pandoc and Chromium for scripts/build_docs.sh).
 debs=(build-essential cmake ninja-build git pkg-config
       libtorch-dev libeigen3-dev pybind11-dev libgtest-dev libomp-dev nlohmann-json3-dev
       libopenblas0-pthread
       python3-dev python3-venv python3-pip python3-torch python3-torchvision python3-numpy
       python3-scipy python3-sklearn python3-h5py python3-tifffile python3-pil
       python3-matplotlib python3-pytest python3-pandas python3-tqdm python3-packaging
-      python3-pathspec python3-nbformat python3-nbclient python3-ipykernel)
+      python3-pathspec python3-nbformat python3-nbclient python3-ipykernel
+      python3-sphinx python3-myst-parser python3-nbsphinx furo pandoc chromium)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

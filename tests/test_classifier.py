@@ -6,8 +6,8 @@ import pytest
 
 import stemroi
 from stemroi import _core
-from stemroi.calibration import expected_calibration_error, fit_temperature, softmax
-from stemroi.classifier import PatchClassifier, duplicate_groups, grouped_validation_split
+from stemroi.models.calibration import expected_calibration_error, fit_temperature, softmax
+from stemroi.models.classifier import PatchClassifier, duplicate_groups, grouped_validation_split
 
 
 def spectra_features(patches: np.ndarray, size: int = 16) -> np.ndarray:
@@ -119,7 +119,7 @@ def test_save_load_identical_predictions(tmp_path):
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
     assert back.class_names_ == ["a", "b", "c"]
     assert back.model_card_["split"]
-    _, meta = stemroi.load_model_file(path)
+    _, meta = stemroi.io.load_model_file(path)
     assert meta["architecture"] == "stemroi.PatchClassifier"
     assert set(meta) >= {"config", "class_names", "preprocessing", "model_card"}
 
@@ -142,7 +142,7 @@ def test_corrupt_or_foreign_model_file(tmp_path):
     with pytest.raises(OSError):
         PatchClassifier.load(bad)
     other = tmp_path / "other.stemroi"
-    stemroi.save_model_file(other, {"w": np.zeros(3, np.float32)}, {"architecture": "vgg16"})
+    stemroi.io.save_model_file(other, {"w": np.zeros(3, np.float32)}, {"architecture": "vgg16"})
     with pytest.raises(ValueError, match="not a PatchClassifier model file"):
         PatchClassifier.load(other)
 
@@ -207,18 +207,18 @@ def test_core_helpers_match_reference():
     assert abs(_core.smoothed_cross_entropy(logits, y, 0.1) - ref) < 1e-6
 
 
-def test_standardize_patches_matches_numpy_and_is_saved(tmp_path):
+def test_standardize_contrast_matches_numpy_and_is_saved(tmp_path):
     rng = np.random.default_rng(0)
     X = (rng.random((5, 16, 16)) * rng.random((5, 1, 1)) * 0.5 + rng.random((5, 1, 1)) * 0.4).astype(np.float32)
     X[0] = 0.3  # constant patch: maps to 0.5, no NaN
-    out = _core.standardize_patches(X)
+    out = _core.standardize_contrast(X)
     ref = (X - X.mean((1, 2), keepdims=True)) / np.maximum(X.std((1, 2), keepdims=True), 1e-3) * 0.15 + 0.5
     np.testing.assert_allclose(out, np.clip(ref, 0, 1), atol=2e-5)  # float32 means
     assert out.dtype == np.float32 and np.isfinite(out).all()
-    # brightness and contrast of a patch no longer matter
-    np.testing.assert_allclose(_core.standardize_patches(X * 0.5 + 0.2), out, atol=1e-5)
+    # after standardisation a patch's brightness and contrast do not matter
+    np.testing.assert_allclose(_core.standardize_contrast(X * 0.5 + 0.2), out, atol=1e-5)
     with pytest.raises(ValueError, match=r"expected patches \(n, h, w\), got \(5, 256\)"):
-        _core.standardize_patches(X.reshape(5, -1))
+        _core.standardize_contrast(X.reshape(5, -1))
     with pytest.raises(ValueError, match="patch_contrast must be 'standardize' or 'none', got 'zscore'"):
         PatchClassifier(backbone="small_cnn", mode="finetune", patch_contrast="zscore").fit(X, np.arange(5) % 2)
     y = np.arange(5) % 2

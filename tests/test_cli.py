@@ -1,16 +1,34 @@
-"""The stemroi command line end to end on tiny inputs (train, detect, demo)."""
+"""The stemroi command line end to end on small inputs: train, detect, cluster,
+anomaly, segment, info, demo; bad input exits 2 with a one-line message."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from stemroi.cli import main
-from test_detect import synth_module  # noqa: F401  (fixture: stemroi.synth or a stand-in)
+from test_detect import synth_module  # noqa: F401  (fixture: stemroi.io.synth or a stand-in)
+
+PY_ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+SQUARE = (72, 88)  # rows and cols of the planted dark square in square.png
+VACANCY = (80, 80)  # requested site of the planted vacancy in vacancy.png
+
+
+def _save_png(path: Path, image01: np.ndarray) -> Path:
+    Image.fromarray(np.clip(np.rint(image01 * 255), 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # one line, no traceback
+    return err[0]
 
 
 @pytest.fixture
@@ -28,6 +46,53 @@ def patch_folder(tmp_path):
     return d
 
 
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """Synthetic perovskite frames (cell 8 px): a defect-free bulk frame, a frame with a
+    dark 16 x 16 square, a frame with one vacancy, and a folder of labelled 32 px patches."""
+    import tifffile
+
+    from stemroi.io import synth
+
+    d = tmp_path_factory.mktemp("frames")
+    bulk = synth.make_image((160, 160), cell_px=8, random_state=1)
+    other = synth.make_image((160, 160), cell_px=8, random_state=2).image.copy()
+    other[SQUARE[0]:SQUARE[1], SQUARE[0]:SQUARE[1]] = other.min()
+    vac = synth.make_image((160, 160), cell_px=8, defects=[{"kind": "vacancy", "row": VACANCY[0], "col": VACANCY[1]}],
+                           random_state=2)
+    patches, labels, names = synth.make_patch_dataset(12, 32, classes=["Bulk", "vacancy"], cell_px=8, random_state=0)
+    folder = d / "patches"
+    folder.mkdir()
+    for i, (p, lab) in enumerate(zip(patches, labels)):
+        tifffile.imwrite(folder / f"{names[lab]}_{i}.tif", np.rint(p * 255).astype(np.uint8))
+    return {"bulk": _save_png(d / "bulk.png", bulk.image), "square": _save_png(d / "square.png", other),
+            "vacancy": _save_png(d / "vacancy.png", vac.image), "vacancy_site": vac.defects[0], "patches": folder,
+            "dir": d}
+
+
+@pytest.fixture(scope="module")
+def cvae_run(frames):
+    """`stemroi anomaly --train` on the bulk frame, mapping the frame with the square (tiny training)."""
+    out = frames["dir"] / "anomaly"
+    model = frames["dir"] / "cvae.stemroi"
+    rc = main(["anomaly", "--train", str(frames["bulk"]), "--model-out", str(model), str(frames["square"]),
+               "--out", str(out), "--epochs", "2", "--crops", "200", "--crop", "32", "--stride", "16",
+               "--threads", "1", "--quiet"])
+    assert rc == 0
+    return out, model
+
+
+@pytest.fixture(scope="module")
+def unet_run(frames):
+    """`stemroi segment --train` on the patch folder, mapping the vacancy frame."""
+    out = frames["dir"] / "segment"
+    rc = main(["segment", "--train", str(frames["patches"]), str(frames["vacancy"]), "--out", str(out),
+               "--epochs", "30", "--samples-per-epoch", "64", "--threads", "1", "--quiet"])
+    assert rc == 0
+    return out, out / "model.stemroi"
+
+
+# --------------------------------------------------------------------------- train / detect / demo
 def test_train_then_detect(tmp_path, patch_folder, capsys):
     model = tmp_path / "m.stemroi"
     rc = main(["train", str(patch_folder), "--out", str(model), "--epochs", "3", "--quiet", "--threads", "1",
@@ -43,22 +108,28 @@ def test_train_then_detect(tmp_path, patch_folder, capsys):
     assert doc["summary"]["n_tiles"] == 2 * 3
     assert (out / "frame_rois.csv").is_file() and (out / "frame_rois.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text())
+    # info on a classifier file
+    capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert "stemroi.PatchClassifier" in text and "Bulk, Vacancy_X" in text
 
 
 def test_cli_errors(tmp_path, patch_folder, capsys):
     rc = main(["detect", str(tmp_path / "nope.png"), "--model", str(tmp_path / "nope.stemroi"), "--out", str(tmp_path)])
-    assert rc == 1
-    assert "error" in capsys.readouterr().err
+    assert rc == 2
+    assert "nope.stemroi" in _error_line(capsys)
     empty = tmp_path / "empty"
     empty.mkdir()
     rc = main(["train", str(empty), "--out", str(tmp_path / "m.stemroi"), "--quiet"])
-    assert rc == 1
-    with pytest.raises(SystemExit):
-        main(["train"])
+    assert rc == 2
+    assert "no files match" in _error_line(capsys)
+    assert main(["train"]) == 2
+    assert "patch_folder" in _error_line(capsys)
 
 
 def test_demo_small(tmp_path, synth_module):
-    """`stemroi demo --size 256` end to end (stemroi.synth, or the test stand-in before it is merged)."""
+    """`stemroi demo --size 256` end to end (stemroi.io.synth, or the test stand-in before it is merged)."""
     out = tmp_path / "demo"
     rc = main(["demo", "--size", "256", "--threads", "1", "--out", str(out)])
     assert rc == 0
@@ -70,10 +141,222 @@ def test_demo_small(tmp_path, synth_module):
 
 
 def test_demo_subprocess_from_readme(tmp_path):
-    """The README's command, as a fresh process (needs the real stemroi.synth)."""
-    pytest.importorskip("stemroi.synth", reason="stemroi.synth (data area) not merged yet")
+    """The README's command, as a fresh process (needs the real stemroi.io.synth)."""
+    pytest.importorskip("stemroi.io.synth", reason="stemroi.io.synth (data area) not merged yet")
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "stemroi.cli", "demo", "--size", "256", "--threads", "1", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "stemroi.cli", "demo", "--size", "256", "--threads", "1",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300, env=PY_ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((out / "summary.json").read_text())["files"]
+
+
+# --------------------------------------------------------------------------- cluster
+def test_cluster_image(tmp_path, frames):
+    """Label-free cluster map of a 160 px frame cut into 25 tiles of 32 px."""
+    out = tmp_path / "cl"
+    rc = main(["cluster", str(frames["square"]), "--out", str(out), "--patch", "32", "--k-max", "5",
+               "--threads", "1", "--quiet"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    sil = {int(k): v for k, v in s["silhouette"].items()}
+    assert sorted(sil) == [2, 3, 4, 5] and all(-1 <= v <= 1 for v in sil.values())
+    assert s["chosen_k"] == max(sil, key=sil.get)
+    assert s["input_kind"] == "image" and s["n_tiles"] == 25 and s["patch"] == s["stride"] == 32
+    doc = json.loads((out / "square_rois.json").read_text())
+    assert doc["summary"]["n_tiles"] == 25 and doc["metadata"]["n_clusters"] == s["chosen_k"]
+    labels = [t["label"] for t in doc["tiles"]]
+    assert doc["bulk_label"] == max(set(labels), key=labels.count)  # the most frequent cluster is "bulk"
+    # the two tiles holding the dark square (rows/cols 72-88 span tiles 64-96) leave the bulk cluster
+    square_tiles = [t for t in doc["tiles"] if t["row"] == 64 and t["col"] == 64]
+    assert square_tiles and all(t["roi"] for t in square_tiles)
+    assert (out / "square_rois.csv").read_text().count("\n") == 26
+    for f in ("square_rois.png", "silhouette.png", "montage.png"):
+        assert (out / f).stat().st_size > 1000
+
+
+def test_cluster_patch_folder(tmp_path, frames):
+    """A labelled folder: clusters.csv and the cluster accuracy against the file names' classes."""
+    out = tmp_path / "clf"
+    rc = main(["cluster", str(frames["patches"]), "--out", str(out), "--features", "fft", "--k-max", "4",
+               "--threads", "1", "--quiet", "--no-plot"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["input_kind"] == "patch_folder" and s["n_patches"] == 24 and s["class_names"] == ["Bulk", "vacancy"]
+    assert 0.5 <= s["cluster_accuracy"] <= 1.0
+    assert s["evaluation_at_k_classes"]["n_clusters"] == 2
+    rows = (out / "clusters.csv").read_text().splitlines()
+    assert rows[0] == "file,class,cluster" and len(rows) == 25
+    assert {r.split(",")[1] for r in rows[1:]} == {"Bulk", "vacancy"}
+
+
+STO_ACCURACY_FLOOR = 0.80  # measured 0.865 at k = 5 (docs/clustering.md: lattice residual, PCA 0.95)
+
+
+def test_cluster_sto_folder(tmp_path, ayyubi_dir):
+    """The real STO patches (764, 4 classes): the default lattice-residual descriptor picks k = 5 and
+    reaches a cluster accuracy of 0.865 (floor 0.80)."""
+    sto = ayyubi_dir / "STO"
+    if not sto.is_dir():
+        pytest.skip(f"no STO folder in {ayyubi_dir}")
+    out = tmp_path / "sto"
+    rc = main(["cluster", str(sto), "--out", str(out), "--k-max", "6", "--threads", "1", "--quiet"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_patches"] == 764 and s["class_names"] == ["Bulk", "Extra", "IExtra", "Mis"]
+    assert s["chosen_k"] == 5
+    assert s["cluster_accuracy"] >= STO_ACCURACY_FLOOR
+    assert s["evaluation_at_k_classes"]["n_clusters"] == 4
+    assert (out / "silhouette.png").stat().st_size > 1000
+
+
+# --------------------------------------------------------------------------- anomaly
+def test_anomaly_train_and_map(cvae_run, frames):
+    """The CVAE trained on bulk flags every crop that holds the planted dark square; the
+    per-pixel map peaks inside the square."""
+    out, model = cvae_run
+    assert model.is_file()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["model"]["path"] == str(model) and len(s["model"]["sha256"]) == 64
+    assert s["training"]["epochs"] == 2 and s["detector"]["kind"] == "energy"
+    doc = json.loads((out / "square_rois.json").read_text())
+    tiles = doc["tiles"]
+    assert len(tiles) == 9 * 9  # 32 px crops every 16 px on 160 px
+    lo, hi = SQUARE
+    covering = [t for t in tiles if t["row"] <= lo and t["row"] + 32 >= hi and t["col"] <= lo and t["col"] + 32 >= hi]
+    assert covering and all(t["label"] == "Anomaly" for t in covering)
+    top = max(tiles, key=lambda t: t["score"])
+    assert top["row"] <= (lo + hi) // 2 < top["row"] + 32 and top["col"] <= (lo + hi) // 2 < top["col"] + 32
+    flagged_elsewhere = sum(t["roi"] for t in tiles if t not in covering)
+    assert flagged_elsewhere <= 0.2 * (len(tiles) - len(covering))
+    assert (out / "square_rois.csv").is_file() and (out / "square_rois.png").stat().st_size > 1000
+
+
+def test_anomaly_with_saved_model(tmp_path, cvae_run, frames, capsys):
+    _, model = cvae_run
+    out = tmp_path / "again"
+    rc = main(["anomaly", "--model", str(model), str(frames["square"]), str(frames["bulk"]), "--out", str(out),
+               "--stride", "16", "--threads", "1", "--quiet", "--no-plot"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    square, bulk = s["images"][str(frames["square"])], s["images"][str(frames["bulk"])]
+    first = json.loads((cvae_run[0] / "summary.json").read_text())["images"][str(frames["square"])]
+    assert square["n_flagged"] == first["n_flagged"]  # the saved model maps exactly as the trained one
+    assert square["map_max"] > bulk["map_max"]
+    assert not (out / "square_rois.png").exists()
+    # info: the model card of the CVAE
+    capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    text = capsys.readouterr().out
+    from stemroi.io import file_sha256
+
+    assert "architecture:  cvae" in text and file_sha256(model) in text
+    assert "source: " + str(frames["bulk"]) in text and "final_train_loss" in text
+    assert main(["info", str(model), "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["architecture"] == "cvae" and meta["estimator"]["detector"] == "energy"
+
+
+# --------------------------------------------------------------------------- segment
+def test_segment_train_and_map(unet_run, frames, capsys):
+    """The U-Net's vacancy channel peaks at the planted vacancy (within 4 px)."""
+    out, model = unet_run
+    s = json.loads((out / "summary.json").read_text())
+    assert s["channels"] == ["vacancy", "background"]
+    assert s["training"]["class_counts"] == {"Bulk": 12, "vacancy": 12}
+    doc = json.loads((out / "vacancy_rois.json").read_text())
+    assert doc["class_names"] == ["vacancy", "background"]
+    tiles = doc["tiles"]
+    assert len(tiles) == 5 * 5 and all(0 <= t["p_vacancy"] <= 1 for t in tiles)
+    site = frames["vacancy_site"]
+    best = max(tiles, key=lambda t: t["p_vacancy"])
+    assert best["row"] <= site["row"] < best["row"] + 32 and best["col"] <= site["col"] < best["col"] + 32
+    assert (out / "vacancy_rois.png").stat().st_size > 1000
+    # the same map from the saved model, and its card
+    from stemroi.detection import segmentation_map, to_unit_range
+    from stemroi.io import read_image
+    from stemroi.models import DefectSegmenter
+
+    seg = DefectSegmenter.load(model, n_threads=1)
+    vmap = segmentation_map(to_unit_range(read_image(frames["vacancy"])), seg).maps["vacancy"]
+    r, c = np.unravel_index(int(np.argmax(vmap)), vmap.shape)
+    assert abs(r - site["row"]) <= 4 and abs(c - site["col"]) <= 4
+    capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert "unet_multilabel" in text and "class names:   vacancy, background" in text
+    assert "source: " + str(frames["patches"]) in text
+
+
+def test_segment_with_saved_model(tmp_path, unet_run, frames):
+    _, model = unet_run
+    out = tmp_path / "seg2"
+    rc = main(["segment", "--model", str(model), str(frames["bulk"]), "--out", str(out), "--threshold", "0.3",
+               "--threads", "1", "--quiet", "--no-plot"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    img = s["images"][str(frames["bulk"])]
+    assert img["n_tiles"] == 25 and set(img["channel_max"]) == {"vacancy", "background"}
+    assert json.loads((out / "bulk_rois.json").read_text())["metadata"]["threshold"] == 0.3
+
+
+# --------------------------------------------------------------------------- errors and help
+@pytest.mark.parametrize("argv, needle", [
+    (["cluster", "IMG", "--out", "OUT", "--patch", "0"], "--patch: must be an integer >= 8, got 0"),
+    (["cluster", "IMG", "--out", "OUT", "--k-min", "5", "--k-max", "3"], "--k-max must be >= --k-min (5), got 3"),
+    (["cluster", "IMG", "--out", "OUT", "--k-max", "30", "--patch", "64"],
+     "--k-max 30 needs at least 31 samples; square.png cut into 64 px tiles at stride 64"),
+    (["cluster", "MISSING", "--out", "OUT"], "missing.png: not found"),
+    (["anomaly", "--train", "MISSING", "IMG", "--out", "OUT"], "missing.png"),
+    (["anomaly", "--train", "IMG", "--out", "OUT", "--crop", "36"], "--crop must be a multiple of 8, got 36"),
+    (["anomaly", "--train", "IMG", "--out", "OUT", "--energy-quantile", "1.5"],
+     "--energy-quantile: must be in (0, 1), got 1.5"),
+    (["anomaly", "--model", "CVAE", "IMG"], "--out DIR is needed"),
+    (["segment", "--model", "CVAE", "IMG", "--out", "OUT"], "is a BulkCVAE (CVAE anomaly model) model"),
+    (["detect", "IMG", "--model", "CVAE", "--out", "OUT"], "stemroi detect needs a PatchClassifier"),
+    (["segment", "--train", "IMG", "--out", "OUT"], "--train"),
+    (["segment", "--train", "PATCHES", "--bulk-class", "Perfect", "--out", "OUT"], "--bulk-class 'Perfect'"),
+    (["info", "IMG"], "square.png: not a stemroi model file"),
+    (["info", "MISSING"], "missing.png: model file not found"),
+])
+def test_bad_input_exits_2(argv, needle, tmp_path, frames, cvae_run, capsys):
+    subst = {"IMG": str(frames["square"]), "MISSING": str(tmp_path / "missing.png"), "OUT": str(tmp_path / "o"),
+             "CVAE": str(cvae_run[1]), "PATCHES": str(frames["patches"])}
+    assert main([subst.get(a, a) for a in argv]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"stemroi {argv[0]}: error: ") and needle in line, line
+    assert not (tmp_path / "o").exists()  # nothing written before the input is checked
+
+
+def test_corrupted_model_exits_2(tmp_path, cvae_run, frames, capsys):
+    data = bytearray(cvae_run[1].read_bytes())
+    data[-100] ^= 0xFF
+    bad = tmp_path / "bad.stemroi"
+    bad.write_bytes(bytes(data))
+    assert main(["anomaly", "--model", str(bad), str(frames["square"]), "--out", str(tmp_path / "o")]) == 2
+    assert "bad.stemroi" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["train", "detect", "cluster", "anomaly", "segment", "info", "demo"])
+def test_help_shows_an_example(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "example" in text and f"\n  stemroi {command} " in text
+
+
+def test_info_subprocess(cvae_run):
+    """`python -m stemroi.cli info MODEL` as a fresh process."""
+    r = subprocess.run([sys.executable, "-m", "stemroi.cli", "info", str(cvae_run[1])], capture_output=True,
+                       text=True, timeout=120, env=PY_ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "BulkCVAE" in r.stdout and "SHA-256" in r.stdout
+
+
+def test_cluster_vgg16_features(tmp_path, frames):
+    """--features vgg16 (untrained weights, 32 px input: the wiring, not the quality)."""
+    out = tmp_path / "vgg"
+    rc = main(["cluster", str(frames["square"]), "--out", str(out), "--features", "vgg16", "--weights", "random",
+               "--input-size", "32", "--patch", "32", "--k-max", "3", "--threads", "1", "--quiet", "--no-plot"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["features"] == "vgg16" and s["n_tiles"] == 25 and s["chosen_k"] in (2, 3)
+    assert "VGG16Features" in json.loads((out / "square_rois.json").read_text())["metadata"]["features"]

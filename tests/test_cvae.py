@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import stemroi
-from stemroi import BulkCVAE, anm_scores, local_energy_scores, preprocess_crops
+from stemroi import BulkCVAE
+from stemroi.models import anm_scores, local_energy_scores, preprocess_crops
 from stemroi._lib import _core
 
 CROP = 16
@@ -160,7 +161,7 @@ def test_save_load_round_trip_is_exact(fitted, tmp_path):
     assert loaded.signed_thresholds_ == fitted.signed_thresholds_
     assert loaded.get_params() == fitted.get_params()
     np.testing.assert_array_equal(loaded.predict(crops), fitted.predict(crops))
-    _, meta = stemroi.load_model_file(path)
+    _, meta = stemroi.io.load_model_file(path)
     assert meta["architecture"] == "cvae"
     assert meta["model_card"]["epochs"] == 10
     assert meta["preprocessing"]["blur_sigma"] == 0.5
@@ -189,12 +190,12 @@ def test_preprocess_zero_crop_gives_no_nan():
 
 def test_anomaly_map_localises_a_vacancy(fitted):
     img = lattice(64, 64, vacancies={(28, 36)}, seed=13)
-    amap = fitted.anomaly_map(img, stride=8)
-    assert amap.map.shape == img.shape and np.isfinite(amap.map).all()
-    r, c = np.unravel_index(np.argmax(amap.map), amap.map.shape)
-    assert abs(r - 28) <= 4 and abs(c - 36) <= 4
-    res = amap.result
+    res = fitted.anomaly_map(img, stride=8)
     assert isinstance(res, stemroi.ROIResult) and len(res) == 49
+    amap = res.maps["anomaly"]
+    assert amap.shape == img.shape and np.isfinite(amap).all()
+    r, c = np.unravel_index(np.argmax(amap), amap.shape)
+    assert abs(r - 28) <= 4 and abs(c - 36) <= 4
     flagged = res.origins[res.is_roi]
     assert len(flagged) >= 1
     for r0, c0 in flagged:  # every flagged tile contains the vacancy
@@ -227,7 +228,7 @@ def test_bad_input_is_rejected(fitted, tmp_path):
     with pytest.raises(OSError):
         BulkCVAE.load(corrupt)
     other = tmp_path / "other.stemroi"
-    stemroi.save_model_file(other, {"w": np.zeros(3, np.float32)}, {"architecture": "vgg16"})
+    stemroi.io.save_model_file(other, {"w": np.zeros(3, np.float32)}, {"architecture": "vgg16"})
     with pytest.raises(ValueError, match="architecture 'vgg16', expected 'cvae'"):
         BulkCVAE.load(other)
 
@@ -236,7 +237,7 @@ def test_bad_input_is_rejected(fitted, tmp_path):
 def test_per_feature_silhouette_matches_sklearn(rng):
     from sklearn.metrics import silhouette_score
 
-    from stemroi.cvae_features import per_feature_silhouette
+    from stemroi.features.cvae_residual import per_feature_silhouette
 
     labels = np.repeat([0, 1, 2], 30)
     X = np.c_[labels + rng.normal(0, 0.3, 90), rng.normal(0, 1, 90), 5 * labels + rng.normal(0, 4, 90)]
@@ -244,10 +245,52 @@ def test_per_feature_silhouette_matches_sklearn(rng):
     for j in range(3):
         f = (X[:, [j]] - X[:, j].mean()) / X[:, j].std()
         assert ours[j] == pytest.approx(silhouette_score(f, labels), abs=1e-10)
+    # constant feature / one class: -1; every class a singleton: 0
+    np.testing.assert_array_equal(per_feature_silhouette(np.c_[np.ones(90), X[:, 0]], np.zeros(90)), [-1.0, -1.0])
+    assert per_feature_silhouette(X[:3, :1], np.arange(3))[0] == 0.0
+
+
+def test_per_feature_silhouette_is_the_core_silhouette(rng, monkeypatch):
+    from stemroi.features import cvae_residual as cr
+
+    calls = []
+    real = _core.silhouette_samples_multi
+    monkeypatch.setattr(_core, "silhouette_samples_multi", lambda *a: calls.append(1) or real(*a))
+    cr.per_feature_silhouette(rng.normal(size=(20, 3)), np.repeat([0, 1], 10))
+    assert len(calls) == 3
+
+
+def test_workflow_reads_patches_with_load_patch_folder(tmp_path, rng, monkeypatch):
+    import types
+
+    tifffile = pytest.importorskip("tifffile")
+    from stemroi.features import cvae_residual as cr
+
+    assert not hasattr(cr, "load_labelled_patches")
+    stored = {}
+    for cls in ("Bulk", "Vac"):
+        for i in range(12):  # Bulk_10 sorts before Bulk_2 by name; the reader orders by index
+            stored[f"{cls}_{i}"] = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+            tifffile.imwrite(tmp_path / f"{cls}_{i}.tif", stored[f"{cls}_{i}"])
+    seen = {}
+
+    def features(model, patches, threshold):
+        seen["patches"] = patches
+        return rng.normal(size=(len(patches), len(cr.FEATURE_NAMES))) + np.repeat([0, 3], 12)[:, None]
+
+    monkeypatch.setattr(cr, "difference_features", features)
+    model = types.SimpleNamespace(threshold=0.2, loss_history_=[1.0], variant="dataset_repo")
+    engine = {"name": "stub", "pca": lambda X, var: X[:, :2], "kmeans": lambda X, k, seed: np.arange(len(X)) % k,
+              "select": lambda X, ks, seed: (2, {2: 0.5}, {2: np.repeat([0, 1], 12)}),
+              "accuracy": lambda y, lab: float(np.mean(np.asarray(y) == lab))}
+    res = cr.cvae_cluster_workflow(None, tmp_path, model=model, engine=engine)
+    order = [f"{c}_{i}" for c in ("Bulk", "Vac") for i in range(12)]
+    np.testing.assert_array_equal(seen["patches"], np.stack([stored[k] for k in order]).astype(np.float32))
+    assert res["classes"] == ["Bulk", "Vac"] and res["n_patches"] == 24 and res["accuracy"] == 1.0
 
 
 def test_three_tier_selection(rng):
-    from stemroi.cvae_features import select_features
+    from stemroi.features.cvae_residual import select_features
 
     labels = np.repeat([0, 1], 40)
     good = labels * 3.0 + rng.normal(0, 1.0, 80)
@@ -262,7 +305,7 @@ def test_three_tier_selection(rng):
 
 
 def test_difference_features_shape(fitted):
-    from stemroi.cvae_features import FEATURE_NAMES, difference_features
+    from stemroi.features.cvae_residual import FEATURE_NAMES, difference_features
 
     crops = crops_at(lattice(64, 64, vacancies={(20, 20)}, seed=3), [(8, 8), (16, 16), (32, 40)])
     F = difference_features(fitted, crops)
@@ -295,7 +338,7 @@ def test_residual_pseudo_labels_mark_the_defect_not_the_lattice(fitted):
     X = np.concatenate([bulk, vacancy])
     X = X / X.max()
     is_bulk = np.r_[np.ones(4, bool), np.zeros(4, bool)]
-    m = stemroi.residual_pseudo_labels(X, is_bulk, fitted, quantile=0.99, sigma=1.0)
+    m = stemroi.models.residual_pseudo_labels(X, is_bulk, fitted, quantile=0.99, sigma=1.0)
     assert m.shape == X.shape and m.dtype == np.uint8
     assert m[:4].sum() == 0 and m[4:].sum() > 0
     for k, (r, c) in enumerate(inside):  # the marked pixels lie around the vacant column (36, 36)
@@ -303,11 +346,11 @@ def test_residual_pseudo_labels_mark_the_defect_not_the_lattice(fitted):
         near = np.hypot(rr + r - 36, cc + c - 36) <= SPACING  # within one lattice period
         assert rr.size and near.mean() >= 0.9, (k, rr + r, cc + c)
     with pytest.raises(ValueError, match="at least one bulk patch"):
-        stemroi.residual_pseudo_labels(X, np.zeros(8, bool), fitted)
+        stemroi.models.residual_pseudo_labels(X, np.zeros(8, bool), fitted)
     with pytest.raises(ValueError, match=r"patches must be 16 x 16 like the model's crops, got \(8, 8\)"):
-        stemroi.residual_pseudo_labels(X[:, :8, :8], is_bulk, fitted)
+        stemroi.models.residual_pseudo_labels(X[:, :8, :8], is_bulk, fitted)
     with pytest.raises(TypeError, match="fitted stemroi.BulkCVAE"):
-        stemroi.residual_pseudo_labels(X, is_bulk, object())
+        stemroi.models.residual_pseudo_labels(X, is_bulk, object())
     seg = stemroi.DefectSegmenter(epochs=1, batch_size=4, base_channels=4, random_state=0, n_threads=1)
     labels = np.where(is_bulk, "Bulk", "Vacancy")
     seg.fit(X, labels, masks=m)

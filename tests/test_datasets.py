@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import stemroi
-from stemroi.datasets import PatchDataset, class_from_filename, load_patch_folder
+from stemroi.io.patch_folders import PatchDataset, class_from_filename, load_patch_folder
 
 CDTE_COUNTS = {"Bulk": 185, "LC": 183, "SF1": 181, "SF2": 132, "Twin_Bound": 109, "Vacancy_CdTe": 174, "interstitial": 155}
 STO_COUNTS = {"Bulk": 225, "Extra": 195, "IExtra": 143, "Mis": 201}

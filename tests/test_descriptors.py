@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stemroi import descriptors as D
+from stemroi.features import descriptors as D
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _cluster_synth import lattice_patches  # noqa: E402
@@ -78,9 +78,28 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="pad must be >= the patch size 32"):
         D.lattice_fit_residual(np.ones((1, 32, 32)), pad=16)
     with pytest.raises(TypeError, match="unsupported dtype"):
-        D.standardize_patches(np.array([[["a"] * 8] * 8]))
+        D.zscore_patches(np.array([[["a"] * 8] * 8]))
     with pytest.raises(ValueError, match="unknown features 'x'"):
         D.make_descriptor("x")
+
+
+def test_zscore_patches():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 255, (3, 16, 16)).astype(np.float32)
+    X[2] = 7.0  # constant: all zeros
+    Z = D.zscore_patches(X)
+    assert Z.dtype == np.float64
+    x = X[:2].astype(np.float64)
+    ref = (x - x.mean(axis=(1, 2), keepdims=True)) / x.std(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(Z[:2], ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Z[:2].mean(axis=(1, 2)), 0, atol=1e-12)
+    np.testing.assert_allclose(Z[:2].std(axis=(1, 2)), 1, rtol=1e-12)
+    assert np.array_equal(Z[2], np.zeros((16, 16)))
+    # scale and offset do not matter (unlike the classifier's contrast mapping 0.5 + 0.15 z, clamped)
+    np.testing.assert_allclose(D.zscore_patches(X[:2].astype(np.float64) / 255 + 3), Z[:2], atol=1e-9)
+    assert Z[:2].min() < 0 and Z[:2].max() > 1
+    # one name per rule: the z-score has no second spelling in the descriptors
+    assert not hasattr(D, "standardize_patches")
 
 
 def test_constant_patch_gives_finite_features():

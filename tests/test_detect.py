@@ -1,18 +1,20 @@
 """detect(): tiles of a synthetic frame with planted defects; unknown threshold; plots."""
 from __future__ import annotations
 
+import json
 import types
 
 import numpy as np
 import pytest
 
 import stemroi
-from stemroi.classifier import PatchClassifier
-from stemroi.detection import detect, tile_origins, to_unit_range
+from stemroi.models.classifier import PatchClassifier
+from stemroi.detection import detect, to_unit_range
+from stemroi.io import scale_to_unit, to_grey
 
 
 # ---------------------------------------------------------------------------
-# stemroi.synth when the data area is merged, else a minimal local stand-in
+# stemroi.io.synth when the data area is merged, else a minimal local stand-in
 # with the same contract (make_image / make_patch_dataset).
 def _standin_synth():
     CLASS_NAMES = ["Bulk", "vacancy", "interstitial"]
@@ -67,7 +69,7 @@ def _standin_synth():
 
 def get_synth():
     try:
-        from stemroi import synth
+        from stemroi.io import synth as synth
 
         return synth
     except ImportError:
@@ -76,18 +78,18 @@ def get_synth():
 
 @pytest.fixture
 def synth_module(monkeypatch):
-    """stemroi.synth, or the stand-in installed as stemroi.synth for code that imports it."""
+    """stemroi.io.synth, or the stand-in installed as stemroi.io.synth for code that imports it."""
     try:
-        from stemroi import synth  # noqa: F401
+        from stemroi.io import synth as synth
 
         return synth
     except ImportError:
         import sys
 
-        mod = types.ModuleType("stemroi.synth")
+        mod = types.ModuleType("stemroi.io.synth")
         s = _standin_synth()
         mod.make_image, mod.make_patch_dataset, mod.CLASS_NAMES = s.make_image, s.make_patch_dataset, s.CLASS_NAMES
-        monkeypatch.setitem(sys.modules, "stemroi.synth", mod)
+        monkeypatch.setitem(sys.modules, "stemroi.io.synth", mod)
         monkeypatch.setattr(stemroi, "synth", mod, raising=False)
         return mod
 
@@ -104,11 +106,9 @@ def trained():
 
 
 def test_detect_finds_planted_defects(trained):
-    from stemroi.demo import planted_frame, score_tiles, tile_truth
+    from stemroi.demo import score_tiles, tile_truth
 
     synth, clf, names = trained
-    import stemroi.demo as demo_mod
-
     frame = _frame(synth, names)
     res = detect(frame.image, clf, patch=64, stride=64, unknown_below=0.4)
     truth = tile_truth(frame.defect_mask, res.origins, 64)
@@ -168,7 +168,7 @@ def test_plots_write_png(trained, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from stemroi.plots import plot_confusion_matrix, plot_rois, save_figure
+    from stemroi.plotting import plot_confusion_matrix, plot_rois, save_figure
 
     synth, clf, names = trained
     frame = _frame(synth, names)
@@ -207,5 +207,159 @@ def test_to_unit_range_and_origins():
     assert to_unit_range(np.array([[0, 255]], np.uint8)).max() == 1.0
     np.testing.assert_allclose(to_unit_range(np.array([[0.0, 127.5, 255.0]], np.float32)), [[0, 0.5, 1]])
     np.testing.assert_allclose(to_unit_range(np.array([[-1.0, 1.0]])), [[0, 1]])
-    o = tile_origins((130, 200), 64, 64)
+    o = stemroi.PatchGrid(64, 64, edge="drop").origins((130, 200))
     assert o.tolist() == [[0, 0], [0, 64], [0, 128], [64, 0], [64, 64], [64, 128]]
+    assert not hasattr(stemroi.detection, "tile_origins")
+
+
+def test_to_unit_range_follows_the_io_rules():
+    rng = np.random.default_rng(3)
+    u8 = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    # every 8-bit and 16-bit value scales as stemroi.io.scale_to_unit does, bit for bit
+    all8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(to_unit_range(all8), scale_to_unit(all8))
+    all16 = np.arange(65536, dtype=np.uint64).astype(np.uint16).reshape(256, 256)
+    np.testing.assert_array_equal(to_unit_range(all16), scale_to_unit(all16))
+    assert to_unit_range(all8)[0, 1] == np.float32(1 / 255)
+    # signed integers map their full range (int16 -32768 -> 0, 32767 -> 1)
+    np.testing.assert_array_equal(to_unit_range(np.array([[-32768, 32767]], np.int16)), [[0.0, 1.0]])
+    # float on [0, 255] is read as 8-bit data
+    np.testing.assert_array_equal(to_unit_range(u8.astype(np.float32)), scale_to_unit(u8))
+    # equal RGB(A) channels: channel 0, exact
+    rgba = np.stack([u8, u8, u8, np.full_like(u8, 255)], axis=-1)
+    np.testing.assert_array_equal(to_unit_range(rgba), scale_to_unit(u8))
+    # unequal channels: BT.601 luminance (not the channel mean), as the readers
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    with pytest.warns(UserWarning, match="luminance"):
+        got = to_unit_range(rgb)
+    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(got, luma / 255, rtol=1e-6)
+    assert not np.allclose(got, rgb.mean(axis=-1) / 255, atol=1e-3)
+    with pytest.warns(UserWarning, match="luminance"):
+        np.testing.assert_array_equal(to_grey(rgb), luma)
+
+
+# ---------------------------------------------------------------------------
+# the map detectors: each returns an ROIResult whose rows are tiles and whose
+# dense maps (image pixels) are in ``result.maps``
+def _lattice(h, w, *, vacancies=(), noise=0.03, seed=0):
+    """Gaussian columns every 8 pixels (first at (4, 4)), some left out."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.zeros((h, w))
+    for cy in range(4, h, 8):
+        for cx in range(4, w, 8):
+            if (cy, cx) not in vacancies:
+                img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.6**2))
+    img += np.random.default_rng(seed).normal(0, noise, img.shape)
+    return np.clip(img, 0, None).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def cvae():
+    bulk = _lattice(256, 256, seed=1)
+    origins = np.random.default_rng(0).integers(0, (256 - 16) // 8 + 1, (256, 2)) * 8  # registered crops
+    crops = np.stack([bulk[r:r + 16, c:c + 16] for r, c in origins])
+    return stemroi.BulkCVAE(latent_dim=6, epochs=10, batch_size=16, learning_rate=2e-3, blur_sigma=0.5, crop_size=16,
+                            n_crops=256, calibration_fraction=0.25, detector="energy", energy_window=5,
+                            random_state=0, n_threads=1).fit(crops)
+
+
+def test_anomaly_map_flags_the_tile_with_the_planted_vacancy(cvae, tmp_path):
+    img = _lattice(48, 56, vacancies={(20, 28)}, seed=13)
+    res = stemroi.anomaly_map(img, cvae, stride=16)
+    assert isinstance(res, stemroi.ROIResult)
+    # rows: 16-pixel crops every 16 pixels plus one flush with the right edge (56 = 3 * 16 + 8)
+    expected = [[r, c] for r in (0, 16, 32) for c in (0, 16, 32, 40)]
+    np.testing.assert_array_equal(res.origins, expected)
+    np.testing.assert_array_equal(res.sizes, 16)
+    assert res.image_shape == (48, 56) and res.method == "cvae-energy"
+    holds_vacancy = [(r <= 20 < r + 16) and (c <= 28 < c + 16) for r, c in expected]
+    np.testing.assert_array_equal(res.is_roi, holds_vacancy)  # exactly the tile with the vacancy is flagged
+    np.testing.assert_array_equal(res.labels, np.where(holds_vacancy, "Anomaly", "Bulk"))
+    crops = np.stack([img[r:r + 16, c:c + 16] for r, c in expected])
+    np.testing.assert_allclose(res.scores, cvae.score(crops), rtol=1e-6)
+    assert list(res.maps) == ["anomaly"]
+    amap = res.maps["anomaly"]
+    assert amap.shape == img.shape and amap.dtype == np.float32
+    r, c = np.unravel_index(np.argmax(amap), amap.shape)
+    assert abs(r - 20) <= 3 and abs(c - 28) <= 3
+    assert res.metadata["map_threshold"] == cvae.energy_threshold_
+    assert json.loads(res.to_json())["summary"]["maps"] == {"anomaly": [48, 56]}
+    fig = stemroi.plotting.plot_anomaly_map(img, res, tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(fig.axes) == 4
+
+
+def test_cluster_map_rows_are_the_grid_tiles():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _cluster_synth import lattice_patches
+
+    P, y = lattice_patches(n_per_class=12, size=32, seed=3)
+    cl = stemroi.PatchClusterer("polar_fft", n_components=4, k_range=range(2, 5), n_init=2, random_state=0,
+                                n_threads=1).fit(P)
+    picks = np.array([[0, 12, 24], [1, 25, 2]])  # bulk, interstitial, vacancy, ...
+    image = np.zeros((64, 100), np.float32)  # the last 4 columns are no tile's
+    for i in range(2):
+        for j in range(3):
+            image[32 * i:32 * i + 32, 32 * j:32 * j + 32] = P[picks[i, j]]
+    res = cl.cluster_map(image, patch=32, stride=32)
+    assert isinstance(res, stemroi.ROIResult) and res.method == "patch-clusterer"
+    np.testing.assert_array_equal(res.origins, [[r, c] for r in (0, 32) for c in (0, 32, 64)])
+    tiles = P[picks.ravel()]
+    nearest = cl.predict(tiles)
+    np.testing.assert_array_equal(res.labels, [f"cluster {k}" for k in nearest])
+    d = np.linalg.norm(cl.transform(tiles)[:, None, :] - cl.cluster_centers_[None], axis=-1)
+    d.sort(axis=1)
+    np.testing.assert_allclose(res.scores, d[:, 0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(res.confidence, 1 - d[:, 0] / d[:, 1], rtol=1e-9, atol=1e-9)
+    assert res.bulk_label == f"cluster {np.bincount(nearest).argmax()}"
+    assert list(res.maps) == ["cluster"]
+    expected = np.full((64, 100), -1)
+    expected[:, :96] = np.kron(nearest.reshape(2, 3), np.ones((32, 32), np.int64))
+    np.testing.assert_array_equal(res.maps["cluster"], expected)
+    assert res.to_csv().count("\n") == 7  # header + one row per tile, no map pixels
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    rng = np.random.default_rng(0)
+    X = rng.random((12, 16, 16)).astype(np.float32)
+    y = np.array(["Bulk", "A", "B"] * 4)
+    return stemroi.DefectSegmenter(epochs=2, batch_size=8, samples_per_epoch=16, base_channels=4, random_state=0,
+                                   n_threads=1).fit(X, y)
+
+
+def test_segmentation_map_rows_summarise_the_maps(segmenter, tmp_path):
+    from stemroi.detection import map_descriptors, segmentation_map
+
+    seg = segmenter
+    img = np.random.default_rng(1).random((40, 52)).astype(np.float32)
+    res = segmentation_map(img, seg, threshold=0.5)
+    maps = seg.predict_maps(img)
+    assert isinstance(res, stemroi.ROIResult) and res.image_shape == (40, 52)
+    assert list(res.maps) == seg.channel_names_ == ["A", "B", "background"]
+    for j, name in enumerate(seg.channel_names_):
+        np.testing.assert_array_equal(res.maps[name], maps[j])
+    # rows: the training patch size (16) on the shifted grid, so every pixel is in a tile
+    expected = [[r, c] for r in (0, 16, 24) for c in (0, 16, 32, 36)]
+    np.testing.assert_array_equal(res.origins, expected)
+    tile_max = np.array([[maps[j, r:r + 16, c:c + 16].max() for j in range(3)] for r, c in expected])
+    np.testing.assert_array_equal(res.probabilities, tile_max)
+    best = tile_max[:, :2].max(axis=1)
+    np.testing.assert_array_equal(res.scores, best)
+    labels = np.where(best >= 0.5, np.array(["A", "B"])[tile_max[:, :2].argmax(axis=1)], "background")
+    np.testing.assert_array_equal(res.labels, labels)
+    np.testing.assert_array_equal(res.confidence, np.where(best >= 0.5, best, 1 - best))
+    assert res.bulk_label == "background"
+    # the threshold moves tiles between background and defect labels, nothing else
+    assert (seg.segmentation_map(img, threshold=0.0).labels != "background").all()
+    assert (seg.segmentation_map(img, threshold=1.0).labels == "background").all()
+    feats, names = map_descriptors(res)
+    ref, ref_names = map_descriptors(maps, seg.channel_names_)
+    np.testing.assert_array_equal(feats, ref)
+    assert names == ref_names and feats.shape == (1, 12)
+    fig = stemroi.plotting.plot_class_heatmaps(img, res, path=tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [a.get_title().split(" (")[0] for a in fig.axes[1:4]] == ["A", "B", "background"]

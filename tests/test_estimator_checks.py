@@ -5,7 +5,7 @@ expectation contradicts this project's input contract, documented here:
 
 * ``check_dtype_object``: scikit-learn expects numbers stored in an object
   array to be accepted; stemroi rejects object dtype with a TypeError naming
-  it (the issue asks for exactly that), so nothing is silently converted.
+  it, so nothing is silently converted.
 * ``check_complex_data``: scikit-learn expects a ValueError; stemroi raises a
   TypeError ("unsupported dtype complex128"), which is the more precise type.
 Both behaviours are asserted below instead.

@@ -130,6 +130,9 @@ def check_cluster_map(out: Path, stdout: str):
 def check_segment_multidefect(out: Path, stdout: str):
     s = _summary(out)
     assert s["channel_names"] == ["interstitial", "vacancy", "background"] and s["maps_shape"] == [3, 128, 128]
+    rois = json.loads((out / "rois.json").read_text())
+    assert s["n_tiles"] == 16 == len(rois["tiles"]) and rois["summary"]["maps"]["vacancy"] == [128, 128]
+    assert s["n_roi"] == sum(t["roi"] for t in rois["tiles"])
     first, last = s["loss_first_last"]
     assert last < 0.5 * first
     for name, (on_defect, on_bulk) in s["contrast"].items():  # each map lights up on its own defects

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from stemroi import gaussian_filter, uniform_filter
+from stemroi.preprocessing import gaussian_filter, uniform_filter
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-12)])

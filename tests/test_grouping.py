@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import stemroi
-from stemroi.grouping import (
+from stemroi.model_selection._overlap import (
     GroupedStratifiedKFold,
     grouped_train_test_split,
     label_audit,
@@ -151,7 +151,7 @@ def test_grouped_kfold(rng):
 
 
 def test_leakage_report_of_random_split_and_from_patches(rng):
-    patches, truth = _planted(rng)
+    patches, truth, origins = _planted(rng, return_origins=True)
     train = np.arange(0, patches.shape[0], 2)
     test = np.arange(1, patches.shape[0], 2)
     from_groups = leakage_report(truth, train, test)
@@ -159,6 +159,20 @@ def test_leakage_report_of_random_split_and_from_patches(rng):
     assert {k: from_patches[k] for k in from_groups} == from_groups
     # direct twins are a subset of same-group patches
     assert 0 < from_patches["n_test_with_twin"] <= from_patches["n_test_leaked"]
+    # overlaps of any size: the share of each test patch covered by train crops of the same image
+    image = np.array([0, 0, 1, 0, 1, 1])[truth]
+    shared = []
+    for j in test:
+        covered = np.zeros((P, P), bool)
+        for i in train[image[train] == image[j]]:
+            dy, dx = origins[i] - origins[j]
+            if abs(dy) <= P - 8 and abs(dx) <= P - 8:
+                covered[max(0, dy) : P + min(0, dy), max(0, dx) : P + min(0, dx)] = True
+        shared.append(covered.mean())
+    shared = np.array(shared)
+    assert from_patches["n_test_any_overlap"] == np.count_nonzero(shared) >= from_patches["n_test_with_twin"]
+    assert from_patches["shared_share_min"] == pytest.approx(shared[shared > 0].min())
+    assert from_patches["shared_share_max"] == pytest.approx(shared.max())
     leaked = sum(np.isin(truth[t], truth[train]) for t in test)
     assert from_groups["n_test_leaked"] == leaked and from_groups["leakage"] == pytest.approx(leaked / test.size)
     with pytest.raises(ValueError, match="train_idx and test_idx share samples"):
@@ -182,7 +196,7 @@ def test_label_audit():
 
 @pytest.fixture(scope="module")
 def real_sets(ayyubi_dir):
-    from stemroi.datasets import load_patch_folder
+    from stemroi.io.patch_folders import load_patch_folder
 
     return {name: load_patch_folder(ayyubi_dir / name) for name in ("CdTe", "STO")}
 

@@ -104,11 +104,13 @@ def test_pil_formats_and_colour(tmp_path, rng):
         arr = grey if mode == "L" else np.dstack([grey] * (len(mode) - (mode.endswith("A"))) + ([np.full_like(grey, 7)] if mode.endswith("A") else []))
         for ext in (".png", ".tif"):
             p = tmp_path / f"{mode}{ext}"
-            Image.fromarray(arr, mode=mode).save(p)
+            im = Image.fromarray(arr)  # the mode follows from the array (fromarray's mode= is deprecated)
+            assert im.mode == mode
+            im.save(p)
             np.testing.assert_array_equal(read_image(p), grey.astype(np.float32), err_msg=f"{mode}{ext}")
     # 16-bit PNG
     g16 = rng.integers(0, 65536, size=(9, 11)).astype(np.uint16)
-    Image.fromarray(g16.astype(np.int32), mode="I").save(tmp_path / "g16.png")
+    Image.fromarray(g16).save(tmp_path / "g16.png")  # mode I;16 (Pillow >= 13 cannot write mode I as PNG)
     np.testing.assert_array_equal(read_image(tmp_path / "g16.png"), g16.astype(np.float32))
 
 
@@ -119,6 +121,31 @@ def test_unequal_colour_uses_luminance_and_says_so(tmp_path, rng):
     with pytest.warns(UserWarning, match="luminance"):
         img = read_image(p)
     np.testing.assert_allclose(img, rgb @ np.array([0.299, 0.587, 0.114]), rtol=1e-6)
+
+
+def test_to_grey_is_the_one_grey_rule(tmp_path, rng):
+    from stemroi.io import to_grey
+
+    grey = rng.integers(0, 256, size=(8, 9), dtype=np.uint8)
+    assert to_grey(grey) is grey
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 9)])
+    out = to_grey(rgba)
+    assert out.dtype == np.uint8 and np.array_equal(out, grey)  # equal channels: channel 0, exact
+    np.testing.assert_array_equal(to_grey(np.dstack([grey, np.full_like(grey, 3)])), grey)  # grey + alpha
+    f = rng.random((8, 9)).astype(np.float32) * 0.1
+    np.testing.assert_array_equal(to_grey(np.dstack([f, f, f])), f)  # exact, not (3 f) / 3
+    rgb = rng.integers(0, 256, size=(8, 9, 3), dtype=np.uint8)
+    with pytest.warns(UserWarning, match="my image: colour image with unequal channels"):
+        luma = to_grey(rgb, where="my image")
+    np.testing.assert_array_equal(luma, rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    # the readers use the same rule
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    with pytest.warns(UserWarning, match="luminance"):
+        np.testing.assert_array_equal(read_image(tmp_path / "c.png"), luma.astype(np.float32))
+    with pytest.raises(ValueError, match=r"shape \(8, 9, 5\) is not a 2-D image"):
+        to_grey(np.zeros((8, 9, 5)))
+    with pytest.raises(ValueError, match="expected a 2-D image"):
+        to_grey(np.zeros(5))
 
 
 def test_npy_2d_colour_and_memmap(tmp_path, rng):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import stemroi
-from stemroi.mobilenet import MobileNetV2, MobileNetV2Classifier, load_torchvision_state_dict
+from stemroi.models import mobilenet, weights
+from stemroi.models.mobilenet import MobileNetV2, MobileNetV2Classifier
 
 torch = pytest.importorskip("torch")
 tv_models = pytest.importorskip("torchvision.models")
@@ -77,20 +78,32 @@ def test_weight_mismatch_messages():
         MobileNetV2(10, weights=extra)
 
 
-def test_pth_file_hash_check(tmp_path):
+def test_imagenet_file_is_in_the_one_registry(tmp_path):
+    spec = weights.REGISTRY[mobilenet.IMAGENET_WEIGHTS]
+    assert (spec.filename, spec.architecture, spec.format, spec.sha256_prefix) == (
+        "mobilenet_v2-b0353104.pth", "mobilenet_v2", "torchvision", "b0353104")
+    assert (spec.preprocessing, spec.input_size) == ("torchvision", 224)
+    for own in ("MOBILENET_WEIGHTS", "find_imagenet_weights", "load_torchvision_state_dict", "_sha256", "_cache_dirs"):
+        assert not hasattr(mobilenet, own)
     tv = torchvision_net()
     path = tmp_path / "mobilenet_v2-b0353104.pth"
     torch.save(tv.state_dict(), path)
-    with pytest.raises(ValueError, match="SHA-256 of .* expected b0353104"):
-        load_torchvision_state_dict(path)
-    state = load_torchvision_state_dict(path, check_hash=False)
+    with pytest.raises(weights.WeightsError, match=r"sha256 mismatch .*expected b0353104\.\.\."):
+        weights.verify_file(path, spec)
+    state = weights.load_torchvision_state(path)
     np.testing.assert_array_equal(state["classifier.1.bias"], tv.state_dict()["classifier.1.bias"].numpy())
+    assert state["features.0.1.num_batches_tracked"].shape == ()
+    # the registry's loader feeds the backbone (float32 BatchNorm counters included)
+    ours = MobileNetV2(10, weights=path)
+    assert ours.weights_origin == str(path)
+    np.testing.assert_array_equal(ours.state_dict()["features.3.conv.2.weight"],
+                                  tv.state_dict()["features.3.conv.2.weight"].numpy())
     with pytest.raises(FileNotFoundError, match="not found"):
-        load_torchvision_state_dict(tmp_path / "nope.pth")
+        weights.load_torchvision_state(tmp_path / "nope.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a pickle")
-    with pytest.raises(OSError, match="cannot read MobileNetV2 weights"):
-        load_torchvision_state_dict(garbage, check_hash=False)
+    with pytest.raises(weights.WeightsError, match="cannot read torchvision weights file"):
+        MobileNetV2(2, weights=garbage)
 
 
 def test_preprocessing_is_minus_one_to_one():
@@ -121,15 +134,25 @@ def test_classifier_bad_inputs(tmp_path, monkeypatch):
     monkeypatch.setenv("STEMROI_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(FileNotFoundError, match=r"ImageNet weights mobilenet_v2-b0353104\.pth not found.*weights=None"):
+    monkeypatch.setenv("STEMROI_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"mobilenet_v2 weights 'mobilenet_v2-imagenet' are not available "
+                                                r"\(not cached and downloads are off\)\. Download mobilenet_v2-b0353104\.pth"
+                                                r".*weights=None"):
         MobileNetV2Classifier(weights="imagenet")
     # "auto" without the file: from scratch
     assert MobileNetV2Classifier(weights="auto").weights is None
+    # torchvision's own cache is searched after $STEMROI_HOME/weights
+    hub = tmp_path / "torch" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    hub.parent.mkdir(parents=True)
+    hub.write_bytes(b"not the torchvision file either")
+    assert weights.cached_path(mobilenet.IMAGENET_WEIGHTS) == hub
     fake = tmp_path / "home" / "weights" / "mobilenet_v2-b0353104.pth"
     fake.parent.mkdir(parents=True)
     fake.write_bytes(b"not the torchvision file")
-    with pytest.raises(ValueError, match="SHA-256 of .* expected b0353104"):
-        MobileNetV2Classifier(weights="imagenet")
+    assert weights.cached_path(mobilenet.IMAGENET_WEIGHTS) == fake
+    for w in ("imagenet", "auto"):
+        with pytest.raises(weights.WeightsError, match=r"sha256 mismatch for weights file .*home.*expected b0353104"):
+            MobileNetV2Classifier(weights=w)
     with pytest.raises(TypeError, match="weights must be None, 'random', 'imagenet', 'auto' or a file path"):
         MobileNetV2Classifier(weights={"features.0.0.weight": np.zeros(1)})
     with pytest.raises(TypeError, match="sets backbone itself"):
@@ -206,6 +229,6 @@ def test_pretrained_file_passes_through(tmp_path, monkeypatch):
 
 
 def test_exported():
-    assert stemroi.MobileNetV2 is MobileNetV2
+    assert stemroi.models.MobileNetV2 is MobileNetV2
     assert stemroi.MobileNetV2Classifier is MobileNetV2Classifier
     assert "PatchClassifier" in MobileNetV2Classifier.__doc__ and "MobileNetV2" in MobileNetV2Classifier.__doc__

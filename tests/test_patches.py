@@ -5,7 +5,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from stemroi import PatchGrid, extract_patches
+from stemroi import PatchGrid
+from stemroi.preprocessing import extract_patches
 
 
 def _slices(image, origins, p, mode=None):

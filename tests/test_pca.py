@@ -1,5 +1,6 @@
-"""PCA: parity with scikit-learn 1.2 (components with signs, variances),
-both solver routes, dtype handling without copies, determinism, bad input."""
+"""PCA: parity with the installed scikit-learn (components with signs,
+variances), both solver routes, both sign conventions, dtype handling without
+copies, determinism, bad input."""
 from __future__ import annotations
 
 import pickle
@@ -8,9 +9,18 @@ import numpy as np
 import pytest
 
 import stemroi
-from stemroi import PCA
 
 skd = pytest.importorskip("sklearn.decomposition")
+sklearn = pytest.importorskip("sklearn")
+
+# the sign convention of the installed scikit-learn: >= 1.5 decides from the
+# components (V), earlier versions from the projections (U)
+SKLEARN_SIGN = "components" if tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 5) else "scores"
+
+
+def PCA(*args, **kwargs):  # noqa: N802 - stemroi's PCA with the installed scikit-learn's signs
+    kwargs.setdefault("sign", SKLEARN_SIGN)
+    return stemroi.PCA(*args, **kwargs)
 
 
 def anisotropic(n, d, seed=0, offset=5.0):
@@ -135,7 +145,7 @@ def test_pickle_and_params():
     np.testing.assert_array_equal(q.transform(X), p.transform(X))
     assert p.get_params()["n_components"] == 3
     assert "n_components=3" in repr(p)
-    assert stemroi.PCA is PCA
+    assert stemroi.PCA is stemroi.decomposition.PCA
 
 
 @pytest.mark.parametrize(
@@ -167,3 +177,18 @@ def test_bad_parameters():
         PCA(2).fit(X).transform(X[:, :3])
     with pytest.raises(ValueError, match="not fitted yet"):
         PCA().transform(X)
+
+
+def test_default_sign_is_components_and_scores_is_the_u_based_rule():
+    X = anisotropic(300, 12, seed=7)
+    comp = stemroi.PCA(n_components=5).fit(X).components_
+    assert stemroi.PCA().sign == "components"
+    lead = comp[np.arange(5), np.argmax(np.abs(comp), axis=1)]
+    assert np.all(lead > 0)  # largest loading positive
+    scores_pca = stemroi.PCA(n_components=5, sign="scores").fit(X)
+    Z = scores_pca.transform(X)
+    lead_scores = Z[np.argmax(np.abs(Z), axis=0), np.arange(5)]
+    assert np.all(lead_scores > 0)  # largest projection positive
+    np.testing.assert_array_equal(np.abs(scores_pca.components_), np.abs(comp))  # same vectors up to sign
+    with pytest.raises(ValueError, match="sign must be 'components' or 'scores', got 'u'"):
+        stemroi.PCA(sign="u").fit(X)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stemroi import KMeans, cluster_accuracy, cluster_confusion_matrix, select_n_clusters, silhouette_score
+from stemroi import KMeans, cluster_accuracy, select_n_clusters, silhouette_score
+from stemroi.metrics import cluster_confusion_matrix
 
 skm = pytest.importorskip("sklearn.metrics")
 from scipy.optimize import linear_sum_assignment  # noqa: E402

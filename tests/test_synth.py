@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-import stemroi.synth as synth
+import stemroi.io.synth as synth
 
 ALL = {"vacancy": 2, "interstitial": 2, "antisite": 2, "column_shift": 2, "stacking_fault": 1}
 

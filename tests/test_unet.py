@@ -9,7 +9,9 @@ import pytest
 from scipy import ndimage
 
 import stemroi
-from stemroi import DefectSegmenter, make_multi_defect_samples, map_descriptors, pseudo_label_masks
+from stemroi import DefectSegmenter
+from stemroi.models import make_multi_defect_samples, pseudo_label_masks
+from stemroi.detection import map_descriptors
 
 SPACING = 8
 
@@ -180,7 +182,7 @@ def test_save_load_round_trip_exact(trained, tmp_path):
     np.testing.assert_array_equal(again.loss_history_, trained.loss_history_)
     img = np.random.default_rng(0).random((40, 44)).astype(np.float32)
     np.testing.assert_array_equal(again.predict_maps(img), trained.predict_maps(img))
-    _, meta = stemroi.load_model_file(path)
+    _, meta = stemroi.io.load_model_file(path)
     assert meta["architecture"] == "unet_multilabel"
     assert meta["class_names"] == trained.channel_names_
     assert "model" in meta["model_card"]
@@ -188,7 +190,7 @@ def test_save_load_round_trip_exact(trained, tmp_path):
 
 def test_load_rejects_other_architecture(tmp_path):
     path = tmp_path / "other.stemroi"
-    stemroi.save_model_file(path, {"w": np.zeros(3, np.float32)}, {"architecture": "vgg16"})
+    stemroi.io.save_model_file(path, {"w": np.zeros(3, np.float32)}, {"architecture": "vgg16"})
     with pytest.raises(ValueError, match="expected 'unet_multilabel'"):
         DefectSegmenter.load(path)
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import torchvision
 
 import stemroi
-from stemroi import VGG16Features, extract_image_features
+from stemroi import VGG16Features
+from stemroi.features import extract_image_features
 from stemroi._lib import _core
 
 # Published constants, written out here so the test does not share code with
@@ -174,20 +175,19 @@ def test_bfloat16_close_to_float32(rng):
     assert cosine_min(bf, f32) > 0.999
 
 
-def test_preprocessing_matches_reference_and_prepare_patches(rng):
+def test_network_input_matches_reference_and_prepare_patches(rng):
+    from stemroi.preprocessing.transforms import prepare_patches
+
     patches = rng.random((2, 20, 20), dtype=np.float32)
     for preset in ("torchvision", "caffe"):
-        ours = _core.vgg16_preprocess(patches, 56, preset)
+        ours = _core.network_input(patches, size=56, preset=preset)
         ref = reference_input(patches, 56, preset).numpy()
-        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-4)
-        try:
-            from stemroi.preprocess import prepare_patches
-        except ImportError:
-            continue
-        # Two float32 pipelines that scale at different points (caffe: x 255 before or
-        # after the resize): agree to 2e-6 of the [0, 1] input range times the preset's gain.
+        # torch's bilinear rounds differently (its loop depends on the output size):
+        # 2e-6 of the [0, 1] input range times the preset's gain
         gain = 255.0 if preset == "caffe" else 1 / 0.225
-        np.testing.assert_allclose(prepare_patches(patches, size=56, preset=preset), ours, rtol=0, atol=2e-6 * gain)
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6 * gain)
+        # VGG16Features and prepare_patches share the core's one network input
+        np.testing.assert_array_equal(prepare_patches(patches, size=56, preset=preset), ours)
 
 
 def test_extract_image_features_grid_and_dense(rng):
@@ -212,6 +212,21 @@ def test_extract_image_features_grid_and_dense(rng):
         extract_image_features(image, VGG16Features(pooling="max", dense=True, input_size=None), 64, 32)
 
 
+def test_extract_image_features_batches_follow_patchgrid(rng):
+    image = rng.random((96, 130), dtype=np.float32)
+    ext = VGG16Features(input_size=None, random_state=1, layer="block3_pool")
+    seen = []
+    feats, origins = extract_image_features(image, ext, patch_size=32, stride=24, chunk=4,
+                                            progress=lambda d, t: seen.append((d, t)))
+    grid = stemroi.PatchGrid(32, 24, edge="drop")
+    np.testing.assert_array_equal(origins, grid.origins(image.shape))
+    assert len(origins) == 15 and seen == [(4, 15), (8, 15), (12, 15), (15, 15)]
+    np.testing.assert_array_equal(feats, ext.transform(grid.extract(image)))
+    # uint8 windows are scaled by the readers' rule (stemroi.io.scale_to_unit)
+    u8 = (rng.random((2, 32, 32)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(ext.transform(u8), ext.transform(stemroi.io.scale_to_unit(u8)))
+
+
 def test_sklearn_conventions_and_pickle(rng):
     sklearn_base = pytest.importorskip("sklearn.base")
     ext = VGG16Features(weights="random", layer=["block4_pool"], input_size=32, random_state=4)
@@ -230,9 +245,7 @@ def test_sklearn_conventions_and_pickle(rng):
 
 @pytest.mark.data
 def test_real_cdte_image_windows(ayyubi_dir):
-    from PIL import Image
-
-    img = np.asarray(Image.open(ayyubi_dir / "CdTe_Training_Image.tif").convert("L"), dtype=np.float32) / 255.0
+    img = stemroi.io.scale_to_unit(stemroi.read_image(ayyubi_dir / "CdTe_Training_Image.tif"), source_dtype=np.uint8)
     crop = np.ascontiguousarray(img[:128, :128])
     ext = VGG16Features(input_size=None, random_state=0)
     feats, origins = extract_image_features(crop, ext, patch_size=64, stride=64)

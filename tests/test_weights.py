@@ -1,4 +1,4 @@
-"""stemroi.weights: registry, cache, download/offline, and the loaders on
+"""stemroi.models.weights: registry, cache, download/offline, and the loaders on
 synthetic files written in exactly the torchvision (torch.save) and Keras
 (h5py, as Keras' save_weights writes them) layouts."""
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from stemroi import VGG16Features, weights
+from stemroi import VGG16Features
+from stemroi.models import weights as weights
 from stemroi._lib import _core
 
 h5py = pytest.importorskip("h5py")
@@ -88,11 +89,27 @@ def test_registry_entries():
     t = weights.REGISTRY["imagenet"]
     assert t.filename == "vgg16-397923af.pth" and t.sha256_prefix == "397923af"
     assert t.preprocessing == "torchvision"
+    m = weights.REGISTRY["mobilenet_v2-imagenet"]
+    assert m.filename == "mobilenet_v2-b0353104.pth" and m.sha256_prefix == "b0353104"
+    assert (m.architecture, m.format, m.preprocessing) == ("mobilenet_v2", "torchvision", "torchvision")
+    # every entry says what input its weights expect: a known preset and the input size
+    from stemroi.preprocessing import PRESETS
+
+    for key, spec in weights.REGISTRY.items():
+        assert spec.key == key and spec.preprocessing in PRESETS and spec.input_size == 224
+        assert spec.architecture in ("vgg16", "mobilenet_v2")
+    # a registry key of another architecture is refused, not loaded into the wrong network
+    with pytest.raises(ValueError, match="'mobilenet_v2-imagenet' are mobilenet_v2 weights, not vgg16"):
+        weights.resolve_weights("mobilenet_v2-imagenet", architecture="vgg16")
 
 
 def test_cache_dir_and_offline_error(tmp_path, monkeypatch):
     monkeypatch.setenv("STEMROI_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("STEMROI_OFFLINE", "1")
+    assert weights.cache_dirs("imagenet") == [tmp_path / "home" / "weights", tmp_path / "torch" / "hub" / "checkpoints"]
+    assert weights.cache_dirs("imagenet-keras") == [tmp_path / "home" / "weights"]
+    assert weights.cached_path("imagenet") is None
     assert weights.weights_path("imagenet-keras") == tmp_path / "home" / "weights" / weights.REGISTRY["imagenet-keras"].filename
     folder = str(tmp_path / "home" / "weights")
     with pytest.raises(weights.WeightsNotFoundError, match="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5") as e:
@@ -148,6 +165,7 @@ def test_download_is_verified_and_atomic(tmp_path, monkeypatch):
 
 def test_cached_file_with_wrong_hash_or_size(tmp_path, monkeypatch):
     monkeypatch.setenv("STEMROI_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "vgg16-397923af.pth").write_bytes(b"not the torchvision file")
     with pytest.raises(weights.WeightsError, match=r"sha256 mismatch .*expected 397923af\.\.\."):
@@ -290,11 +308,11 @@ def test_project_model_file_roundtrip(tmp_path, rng):
 
 
 def test_torchvision_loader_keeps_0d_tensors(tmp_path):
-    # BatchNorm's num_batches_tracked is 0-d; an earlier loader made it (1,), which
-    # then failed the backbone's shape check for MobileNetV2 files
+    # BatchNorm's num_batches_tracked is 0-d; a (1,) tensor would fail the
+    # backbone's shape check for MobileNetV2 files
     import torch
 
-    from stemroi.weights import load_torchvision_state
+    from stemroi.models.weights import load_torchvision_state
 
     p = tmp_path / "bn.pth"
     torch.save({"bn.weight": torch.ones(4), "bn.num_batches_tracked": torch.tensor(7)}, p)

@@ -25,9 +25,14 @@ torch::Tensor label_input(const py::array& y, const char* name) {
 }  // namespace
 
 void bind_classifier(py::module_& m) {
+  m.def(
+      "resolve_network_device", [](const std::string& device) { return torch_device(parse_network_device(device)).str(); },
+      py::arg("device"),
+      "The device a network runs on for a device name: 'cpu', 'cuda:N' ('cuda' and 'auto' resolved); "
+      "ValueError for a malformed name or a CUDA device this LibTorch cannot use.");
   m.def("available_backbones", &available_backbones, "Backbones PatchNet can build in this build.");
   m.def(
-      "standardize_patches",
+      "standardize_contrast",
       [](const py::array& X) {
         auto x = float_input(X, "X");
         if (x.dim() != 3)
@@ -35,13 +40,66 @@ void bind_classifier(py::module_& m) {
         torch::Tensor out;
         {
           py::gil_scoped_release release;
-          out = standardize_patches(x.unsqueeze(1)).squeeze(1).contiguous();
+          out = standardize_contrast(x.unsqueeze(1)).squeeze(1).contiguous();
         }
         return tensor_to_numpy(out);
       },
       py::arg("X"), "Per-patch z-score (std floored at 1e-3) mapped to [0, 1] as 0.5 + 0.15 z, clamped (PatchNet's patch_contrast).");
 
-  py::class_<PatchNetImpl, std::shared_ptr<PatchNetImpl>>(m, "PatchNet", "Backbone + the study's softmax head (private).")
+  py::class_<TrainStage>(m, "TrainStage", "One stage of PatchNet training (fields as in classifier.hpp).")
+      .def(py::init([](int64_t unfrozen_stages, double learning_rate, double label_smoothing, int64_t max_epochs) {
+             return TrainStage{unfrozen_stages, learning_rate, label_smoothing, max_epochs};
+           }),
+           py::kw_only(), py::arg("unfrozen_stages") = TrainStage{}.unfrozen_stages,
+           py::arg("learning_rate") = TrainStage{}.learning_rate,
+           py::arg("label_smoothing") = TrainStage{}.label_smoothing, py::arg("max_epochs") = TrainStage{}.max_epochs)
+      .def_readwrite("unfrozen_stages", &TrainStage::unfrozen_stages)
+      .def_readwrite("learning_rate", &TrainStage::learning_rate)
+      .def_readwrite("label_smoothing", &TrainStage::label_smoothing)
+      .def_readwrite("max_epochs", &TrainStage::max_epochs)
+      .def("__repr__", [](const TrainStage& s) {
+        return concat("TrainStage(unfrozen_stages=", s.unfrozen_stages, ", learning_rate=", s.learning_rate,
+                      ", label_smoothing=", s.label_smoothing, ", max_epochs=", s.max_epochs, ")");
+      });
+
+  py::class_<TrainOptions>(m, "TrainOptions", "Options of PatchNet.fit (fields as in classifier.hpp).")
+      .def(py::init([](const std::vector<TrainStage>& stages, int64_t batch_size, double l2, bool class_balanced,
+                       bool augment, int64_t patience, int64_t plateau_patience, double plateau_factor,
+                       double min_learning_rate, uint64_t seed, int n_threads) {
+             TrainOptions o;
+             o.stages = stages;
+             o.batch_size = batch_size;
+             o.l2 = l2;
+             o.class_balanced = class_balanced;
+             o.augment = augment;
+             o.patience = patience;
+             o.plateau_patience = plateau_patience;
+             o.plateau_factor = plateau_factor;
+             o.min_learning_rate = min_learning_rate;
+             o.seed = seed;
+             o.n_threads = n_threads;
+             return o;
+           }),
+           py::kw_only(), py::arg("stages") = TrainOptions{}.stages, py::arg("batch_size") = TrainOptions{}.batch_size,
+           py::arg("l2") = TrainOptions{}.l2, py::arg("class_balanced") = TrainOptions{}.class_balanced,
+           py::arg("augment") = TrainOptions{}.augment, py::arg("patience") = TrainOptions{}.patience,
+           py::arg("plateau_patience") = TrainOptions{}.plateau_patience,
+           py::arg("plateau_factor") = TrainOptions{}.plateau_factor,
+           py::arg("min_learning_rate") = TrainOptions{}.min_learning_rate, py::arg("seed") = TrainOptions{}.seed,
+           py::arg("n_threads") = TrainOptions{}.n_threads)
+      .def_readwrite("stages", &TrainOptions::stages)
+      .def_readwrite("batch_size", &TrainOptions::batch_size)
+      .def_readwrite("l2", &TrainOptions::l2)
+      .def_readwrite("class_balanced", &TrainOptions::class_balanced)
+      .def_readwrite("augment", &TrainOptions::augment)
+      .def_readwrite("patience", &TrainOptions::patience)
+      .def_readwrite("plateau_patience", &TrainOptions::plateau_patience)
+      .def_readwrite("plateau_factor", &TrainOptions::plateau_factor)
+      .def_readwrite("min_learning_rate", &TrainOptions::min_learning_rate)
+      .def_readwrite("seed", &TrainOptions::seed)
+      .def_readwrite("n_threads", &TrainOptions::n_threads);
+
+  auto patch_net = py::class_<PatchNetImpl, std::shared_ptr<PatchNetImpl>>(m, "PatchNet", "Backbone + the study's softmax head (private).")
       .def(py::init([](const std::string& backbone, int64_t n_classes, int64_t in_features, int64_t hidden,
                        double dropout, int64_t input_size, const std::string& preprocessing, uint64_t seed,
                        const std::string& pooling, const std::string& patch_contrast) {
@@ -75,9 +133,7 @@ void bind_classifier(py::module_& m) {
       .def(
           "fit",
           [](PatchNetImpl& net, const py::array& X, const py::array& y, const py::object& X_val, const py::object& y_val,
-             const std::vector<std::tuple<int64_t, double, double, int64_t>>& stages, int64_t batch_size, double l2,
-             bool class_balanced, bool augment, int64_t patience, int64_t plateau_patience, double plateau_factor,
-             uint64_t seed, int n_threads, const py::object& progress) {
+             const TrainOptions& options, const py::object& progress) {
             auto Xt = float_input(X, "X");
             auto yt = label_input(y, "y");
             torch::Tensor Xv, yv;
@@ -85,23 +141,11 @@ void bind_classifier(py::module_& m) {
               Xv = float_input(py::cast<py::array>(X_val), "X_val");
               yv = label_input(py::cast<py::array>(y_val), "y_val");
             }
-            TrainOptions o;
-            o.stages.clear();
-            for (const auto& [k, lr, eps, ep] : stages) o.stages.push_back(TrainStage{k, lr, eps, ep});
-            o.batch_size = batch_size;
-            o.l2 = l2;
-            o.class_balanced = class_balanced;
-            o.augment = augment;
-            o.patience = patience;
-            o.plateau_patience = plateau_patience;
-            o.plateau_factor = plateau_factor;
-            o.seed = seed;
-            o.n_threads = n_threads;
             auto prog = wrap_progress(progress);
             TrainHistory h;
             {
               py::gil_scoped_release release;
-              h = train_patch_net(net, Xt, yt, Xv, yv, o, prog);
+              h = train_patch_net(net, Xt, yt, Xv, yv, options, prog);
             }
             py::list epochs;
             for (const auto& e : h.epochs) {
@@ -120,10 +164,8 @@ void bind_classifier(py::module_& m) {
             out["best_loss"] = h.best_loss;
             return out;
           },
-          py::arg("X"), py::arg("y"), py::arg("X_val"), py::arg("y_val"), py::arg("stages"), py::arg("batch_size") = 32,
-          py::arg("l2") = 1e-4, py::arg("class_balanced") = true, py::arg("augment") = true, py::arg("patience") = 7,
-          py::arg("plateau_patience") = 3, py::arg("plateau_factor") = 0.5, py::arg("seed") = 0,
-          py::arg("n_threads") = 0, py::arg("progress") = py::none())
+          py::arg("X"), py::arg("y"), py::arg("X_val") = py::none(), py::arg("y_val") = py::none(), py::kw_only(),
+          py::arg("options") = TrainOptions{}, py::arg("progress") = py::none())
       .def(
           "logits",
           [](PatchNetImpl& net, const py::array& X, int64_t batch_size, int n_threads, const py::object& progress) {
@@ -171,6 +213,7 @@ void bind_classifier(py::module_& m) {
             load_module_state(*net.backbone(), kept, /*strict=*/false, origin);
           },
           py::arg("state"), py::arg("origin") = "pretrained weights");
+  def_network_device(patch_net, [](PatchNetImpl& n) -> torch::nn::Module& { return n; });
 
   m.def(
       "dihedral_transform",

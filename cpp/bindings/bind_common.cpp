@@ -124,17 +124,19 @@ void bind_common(py::module_& m) {
       "Write tensors (name -> array) and string metadata atomically in the safe model format.");
   m.def(
       "read_model_file",
-      [](const std::string& path) {
+      [](const std::string& path, const std::string& sha256) {
         ModelFile f;
         {
           py::gil_scoped_release release;
-          f = read_model_file(path);
+          f = read_model_file(path, sha256);
         }
         py::dict tensors;
         for (const auto& t : f.tensors) tensors[py::str(t.name)] = tensor_to_numpy(named_to_tensor(t));
         return py::make_tuple(tensors, f.metadata);
       },
-      py::arg("path"), "Read (tensors, metadata) from a model file; never executes code.");
+      py::arg("path"), py::arg("sha256") = "",
+      "Read (tensors, metadata) from a model file; never executes code. Verifies the file's own SHA-256 fields "
+      "and, when sha256 is given, that the whole file has that SHA-256.");
 }
 
 }  // namespace stemroi::bind

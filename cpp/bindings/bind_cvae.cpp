@@ -20,7 +20,7 @@ torch::Tensor crops_tensor(const carray<float>& data) {
 }  // namespace
 
 void bind_cvae(py::module_& m) {
-  py::class_<PyCVAE>(m, "CVAE", "Convolutional VAE (private; use stemroi.BulkCVAE)")
+  auto cvae = py::class_<PyCVAE>(m, "CVAE", "Convolutional VAE (private; use stemroi.BulkCVAE)")
       .def(py::init([](int64_t latent_dim, const std::string& variant, int64_t crop_size, uint64_t seed) {
              CVAEConfig c;
              c.latent_dim = latent_dim;
@@ -92,15 +92,16 @@ void bind_cvae(py::module_& m) {
           py::arg("path"), py::arg("metadata"))
       .def_static(
           "load",
-          [](const std::string& path) {
+          [](const std::string& path, const std::string& sha256) {
             std::pair<CVAE, std::map<std::string, std::string>> loaded{CVAE(nullptr), {}};
             {
               py::gil_scoped_release release;
-              loaded = load_cvae(path);
+              loaded = load_cvae(path, sha256);
             }
             return py::make_tuple(PyCVAE{loaded.first}, loaded.second);
           },
-          py::arg("path"));
+          py::arg("path"), py::arg("sha256") = "");
+  def_network_device(cvae, [](PyCVAE& s) -> torch::nn::Module& { return *s.model; });
 
   m.def(
       "anm_scores",

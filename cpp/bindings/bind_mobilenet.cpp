@@ -1,6 +1,7 @@
 // Bindings of the mobilenet area: the MobileNetV2 backbone (torchvision
-// names), torchvision state loading and input preparation. Training goes
-// through the patch classifier's PatchNet (backbone "mobilenet_v2").
+// names), torchvision state loading, forward and features. Its input comes
+// from the preprocess area's network_input; training goes through the patch
+// classifier's PatchNet (backbone "mobilenet_v2").
 #include "common.hpp"
 #include "stemroi/mobilenet.hpp"
 #include "stemroi/parallel.hpp"
@@ -9,7 +10,7 @@
 namespace stemroi::bind {
 
 void bind_mobilenet(py::module_& m) {
-  py::class_<MobileNetV2Impl, std::shared_ptr<MobileNetV2Impl>>(m, "MobileNetV2")
+  auto mobilenet = py::class_<MobileNetV2Impl, std::shared_ptr<MobileNetV2Impl>>(m, "MobileNetV2")
       .def(py::init([](int64_t num_classes, double dropout, uint64_t seed) {
              MobileNetV2Config c;
              c.num_classes = num_classes;
@@ -44,19 +45,7 @@ void bind_mobilenet(py::module_& m) {
             return eval_forward(n, x, n_threads, [&](const torch::Tensor& t) { return n.features(t); });
           },
           py::arg("x"), py::arg("n_threads") = 0);
-
-  m.def(
-      "prepare_backbone_input",
-      [](const carray<float>& patches, int64_t size, const std::string& preset) {
-        auto t = tensor_view(patches);
-        torch::Tensor out;
-        {
-          py::gil_scoped_release release;
-          out = prepare_backbone_input(t, size, preset);
-        }
-        return tensor_to_numpy(out);
-      },
-      py::arg("patches"), py::arg("size"), py::arg("preset"));
+  def_network_device(mobilenet, [](MobileNetV2Impl& n) -> torch::nn::Module& { return n; });
 }
 
 }  // namespace stemroi::bind

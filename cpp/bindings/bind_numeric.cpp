@@ -2,10 +2,12 @@
 // Arrays are validated in Python (stemroi._validation.check_array) and taken
 // here with noconvert(), so a C-contiguous float32/float64 array is used in
 // place, never copied or upcast. The GIL is released around every core call.
+// device: "cpu", "cuda", "cuda:N" or "auto" (see stemroi/compute_device.hpp).
 #include <optional>
 
 #include "common.hpp"
 #include "stemroi/cluster_metrics.hpp"
+#include "stemroi/compute_device.hpp"
 #include "stemroi/kmeans.hpp"
 #include "stemroi/pca.hpp"
 #include "stemroi/silhouette.hpp"
@@ -25,9 +27,10 @@ void bind_typed(py::module_& m) {
   m.def(
       "pca_fit",
       [](const carray<T>& X, int64_t n_components, double variance_fraction, const std::string& solver,
-         int64_t n_oversamples, int n_iter, uint64_t seed, int n_threads, int route) {
+         int64_t n_oversamples, int n_iter, uint64_t seed, int n_threads, int route, const std::string& device) {
         require_ndim(X, 2, "X");
         PCAOptions opt;
+        opt.device = parse_compute_device(device);
         opt.n_components = n_components;
         opt.variance_fraction = variance_fraction;
         if (solver == "full") opt.solver = PCASolver::Full;
@@ -55,8 +58,12 @@ void bind_typed(py::module_& m) {
         out["used_gram"] = fit.used_gram;
         return out;
       },
-      py::arg("X").noconvert(), py::arg("n_components"), py::arg("variance_fraction"), py::arg("solver"),
-      py::arg("n_oversamples"), py::arg("n_iter"), py::arg("seed"), py::arg("n_threads"), py::arg("route") = 0);
+      py::arg("X").noconvert(), py::kw_only(), py::arg("n_components") = PCAOptions{}.n_components,
+      py::arg("variance_fraction") = PCAOptions{}.variance_fraction, py::arg("solver") = "full",
+      py::arg("n_oversamples") = PCAOptions{}.n_oversamples, py::arg("n_iter") = PCAOptions{}.n_iter,
+      py::arg("seed") = PCAOptions{}.seed, py::arg("n_threads") = PCAOptions{}.n_threads,
+      py::arg("route") = PCAOptions{}.route, py::arg("device") = "cpu",
+      "PCA fit; keyword options are PCAOptions (n_iter=-1: scikit-learn's 'auto', route 0: choose, 1: Gram, 2: SVD).");
 
   m.def(
       "pca_transform",
@@ -97,7 +104,7 @@ void bind_typed(py::module_& m) {
   m.def(
       "kmeans_fit",
       [](const carray<T>& X, int64_t n_clusters, std::optional<carray<T>> init, int n_init, int max_iter, double tol,
-         uint64_t seed, int n_threads) {
+         uint64_t seed, int n_threads, const std::string& device) {
         require_ndim(X, 2, "X");
         const int64_t n = X.shape(0), d = X.shape(1);
         if (init && (init->ndim() != 2 || init->shape(0) != n_clusters || init->shape(1) != d))
@@ -110,6 +117,7 @@ void bind_typed(py::module_& m) {
         opt.tol = tol;
         opt.seed = seed;
         opt.n_threads = n_threads;
+        opt.device = parse_compute_device(device);
         KMeansFit<T> fit;
         {
           py::gil_scoped_release nogil;
@@ -119,7 +127,8 @@ void bind_typed(py::module_& m) {
                               to_array(fit.labels, {static_cast<py::ssize_t>(n)}), fit.inertia, fit.n_iter);
       },
       py::arg("X").noconvert(), py::arg("n_clusters"), py::arg("init").noconvert(), py::arg("n_init"),
-      py::arg("max_iter"), py::arg("tol"), py::arg("seed"), py::arg("n_threads"));
+      py::arg("max_iter"), py::arg("tol"), py::arg("seed"), py::arg("n_threads"), py::kw_only(),
+      py::arg("device") = "cpu");
 
   m.def(
       "kmeans_plusplus",
@@ -136,43 +145,48 @@ void bind_typed(py::module_& m) {
 
   m.def(
       "kmeans_predict",
-      [](const carray<T>& X, const carray<T>& centers, int n_threads) {
+      [](const carray<T>& X, const carray<T>& centers, int n_threads, const std::string& device) {
         require_ndim(X, 2, "X");
         const int64_t n = X.shape(0), d = X.shape(1), k = centers.shape(0);
         if (centers.ndim() != 2 || centers.shape(1) != d)
           throw ValueError(concat("X has ", d, " features, but KMeans was fitted with ", centers.shape(1)));
+        const ComputeDevice dev = parse_compute_device(device);
         py::array_t<int32_t> labels(static_cast<py::ssize_t>(n));
         int32_t* l = labels.mutable_data();
         double inertia;
         {
           py::gil_scoped_release nogil;
-          inertia = kmeans_predict<T>(X.data(), n, d, centers.data(), k, l, n_threads);
+          inertia = kmeans_predict<T>(X.data(), n, d, centers.data(), k, l, n_threads, dev);
         }
         return py::make_tuple(labels, inertia);
       },
-      py::arg("X").noconvert(), py::arg("centers").noconvert(), py::arg("n_threads"));
+      py::arg("X").noconvert(), py::arg("centers").noconvert(), py::arg("n_threads"), py::kw_only(),
+      py::arg("device") = "cpu");
 
   m.def(
       "kmeans_transform",
-      [](const carray<T>& X, const carray<T>& centers, int n_threads) {
+      [](const carray<T>& X, const carray<T>& centers, int n_threads, const std::string& device) {
         require_ndim(X, 2, "X");
         const int64_t n = X.shape(0), d = X.shape(1), k = centers.shape(0);
         if (centers.ndim() != 2 || centers.shape(1) != d)
           throw ValueError(concat("X has ", d, " features, but KMeans was fitted with ", centers.shape(1)));
+        const ComputeDevice dev = parse_compute_device(device);
         py::array_t<T> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
         T* o = out.mutable_data();
         py::gil_scoped_release nogil;
-        kmeans_transform<T>(X.data(), n, d, centers.data(), k, o, n_threads);
+        kmeans_transform<T>(X.data(), n, d, centers.data(), k, o, n_threads, dev);
         return out;
       },
-      py::arg("X").noconvert(), py::arg("centers").noconvert(), py::arg("n_threads"));
+      py::arg("X").noconvert(), py::arg("centers").noconvert(), py::arg("n_threads"), py::kw_only(),
+      py::arg("device") = "cpu");
 
   m.def(
       "silhouette_samples_multi",
       [](const carray<T>& X, const std::vector<carray<int32_t>>& labels, const std::vector<int32_t>& n_clusters,
-         int n_threads) {
+         int n_threads, const std::string& device) {
         require_ndim(X, 2, "X");
         const int64_t n = X.shape(0);
+        const ComputeDevice dev = parse_compute_device(device);
         std::vector<const int32_t*> ptrs;
         for (const auto& l : labels) {
           if (l.ndim() != 1 || l.shape(0) != n)
@@ -182,7 +196,7 @@ void bind_typed(py::module_& m) {
         std::vector<std::vector<double>> res;
         {
           py::gil_scoped_release nogil;
-          res = silhouette_samples_multi<T>(X.data(), n, X.shape(1), ptrs, n_clusters, n_threads);
+          res = silhouette_samples_multi<T>(X.data(), n, X.shape(1), ptrs, n_clusters, n_threads, dev);
         }
         py::list out;
         for (const auto& v : res) {
@@ -192,14 +206,16 @@ void bind_typed(py::module_& m) {
         }
         return out;
       },
-      py::arg("X").noconvert(), py::arg("labels"), py::arg("n_clusters"), py::arg("n_threads"));
+      py::arg("X").noconvert(), py::arg("labels"), py::arg("n_clusters"), py::arg("n_threads"), py::kw_only(),
+      py::arg("device") = "cpu");
 
   m.def(
       "select_n_clusters",
       [](const carray<T>& X, const std::vector<int64_t>& k_values, int n_init, int max_iter, double tol, uint64_t seed,
-         int n_threads, const std::vector<int64_t>& sample_idx) {
+         int n_threads, const std::vector<int64_t>& sample_idx, const std::string& device) {
         require_ndim(X, 2, "X");
         KMeansOptions opt;
+        opt.device = parse_compute_device(device);
         opt.n_init = n_init;
         opt.max_iter = max_iter;
         opt.tol = tol;
@@ -224,12 +240,15 @@ void bind_typed(py::module_& m) {
         return out;
       },
       py::arg("X").noconvert(), py::arg("k_values"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"),
-      py::arg("seed"), py::arg("n_threads"), py::arg("sample_idx"));
+      py::arg("seed"), py::arg("n_threads"), py::arg("sample_idx"), py::kw_only(), py::arg("device") = "cpu");
 }
 
 }  // namespace
 
 void bind_numeric(py::module_& m) {
+  m.attr("cuda_built") = cuda_built();
+  m.def("cuda_device_count", &cuda_device_count,
+        "CUDA devices the numeric engine can use (0 in a build without CUDA or without a visible GPU).");
   bind_typed<float>(m);
   bind_typed<double>(m);
   m.def(

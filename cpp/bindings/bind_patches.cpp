@@ -1,5 +1,5 @@
 // Bindings of the patches area: the PatchGrid geometry and batch extraction.
-// Arrays are validated in python/stemroi/patches.py first.
+// Arrays are validated in python/stemroi/preprocessing/grid.py first.
 #include <cstring>
 
 #include "common.hpp"

@@ -1,6 +1,6 @@
 // Bindings of the preprocess area: resize, channel replication, normalisation,
-// per-patch scaling and the fused prepare_patches. Arrays are validated in
-// python/stemroi/preprocess.py first.
+// per-patch scaling and the network input. Arrays are validated in
+// python/stemroi/preprocessing/transforms.py first.
 #include "common.hpp"
 #include "stemroi/filters.hpp"
 #include "stemroi/normalization.hpp"
@@ -78,10 +78,13 @@ py::array_t<T> per_patch(const carray<T>& images, const std::string& kind, doubl
   return out;
 }
 
-py::array_t<float> prepare(const carray<float>& patches, int64_t size, const std::string& preset,
-                           const std::string& method, int n_threads) {
-  require_ndim(patches, 4, "patches");
-  const auto s = shape_of(patches);
+// (n, h, w) or (n, c, h, w) float32 (c = 1 or 3) -> (n, 3, size, size).
+py::array_t<float> network_input_array(const carray<float>& patches, int64_t size, const std::string& preset,
+                                       const std::string& method, int n_threads) {
+  if (patches.ndim() != 3 && patches.ndim() != 4)
+    throw ValueError(concat("patches: expected (n, h, w) or (n, c, h, w), got shape ", shape_str(shape_of(patches))));
+  auto s = shape_of(patches);
+  if (s.size() == 3) s.insert(s.begin() + 1, 1);
   const Normalization& p = normalization_preset(preset);
   const ResizeMethod m = parse_resize_method(method);
   STEMROI_CHECK(size >= 1, "size must be >= 1, got ", size);
@@ -90,7 +93,7 @@ py::array_t<float> prepare(const carray<float>& patches, int64_t size, const std
   float* o = out.mutable_data();
   {
     py::gil_scoped_release release;
-    prepare_patches_batch(in, o, s[0], s[1], s[2], s[3], size, p, m, n_threads);
+    network_input_batch(in, o, s[0], s[1], s[2], s[3], size, size, p, m, n_threads);
   }
   return out;
 }
@@ -119,9 +122,10 @@ void bind_preprocess(py::module_& m) {
   def_typed<uint16_t>(m);
   m.def("to_rgb", &to_rgb<uint8_t>, py::arg("images").noconvert(), py::arg("n_threads") = 0);
   m.def("to_rgb", &to_rgb<uint16_t>, py::arg("images").noconvert(), py::arg("n_threads") = 0);
-  m.def("prepare_patches", &prepare, py::arg("patches").noconvert(), py::arg("size"), py::arg("preset"),
-        py::arg("method"), py::arg("n_threads") = 0,
-        "(n, c, h, w) float32 on [0, 1] (c = 1 or 3) -> resized, 3-channel, normalised (n, 3, size, size).");
+  m.def("network_input", &network_input_array, py::arg("patches").noconvert(), py::arg("size"), py::arg("preset"),
+        py::arg("method") = "bilinear", py::arg("n_threads") = 0,
+        "Network input: (n, h, w) or (n, c, h, w) float32 on [0, 1] (c = 1 or 3) -> resized, 3-channel, "
+        "normalised (n, 3, size, size).");
   m.def(
       "normalization_preset",
       [](const std::string& name) {

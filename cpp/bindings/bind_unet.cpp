@@ -1,6 +1,6 @@
 // Bindings of the unet area: pseudo-labels, multi-defect composition, the
 // U-Net module, its training loop and tiled prediction. Arrays are checked in
-// Python (stemroi.segment) first; here only shapes, then the GIL is released.
+// Python (stemroi.models.unet) first; here only shapes, then the GIL is released.
 #include "common.hpp"
 #include "stemroi/parallel.hpp"
 #include "stemroi/pseudo_labels.hpp"
@@ -99,7 +99,7 @@ void bind_unet(py::module_& m) {
       py::arg("patches"), py::arg("masks"), py::arg("labels"), py::arg("n_classes"), py::arg("n_samples"),
       py::arg("max_parts"), py::arg("seed"));
 
-  py::class_<UNetImpl, std::shared_ptr<UNetImpl>>(m, "UNet")
+  auto unet = py::class_<UNetImpl, std::shared_ptr<UNetImpl>>(m, "UNet")
       .def(py::init([](int64_t n_outputs, int64_t base_channels, int64_t in_channels, uint64_t seed) {
              UNetConfig c;
              c.n_outputs = n_outputs;
@@ -107,7 +107,8 @@ void bind_unet(py::module_& m) {
              c.in_channels = in_channels;
              return make_unet(c, seed).ptr();
            }),
-           py::arg("n_outputs"), py::arg("base_channels") = 32, py::arg("in_channels") = 1, py::arg("seed") = 0)
+           py::arg("n_outputs"), py::kw_only(), py::arg("base_channels") = UNetConfig{}.base_channels,
+           py::arg("in_channels") = UNetConfig{}.in_channels, py::arg("seed") = 0)
       .def_property_readonly("n_outputs", [](const UNetImpl& n) { return n.config().n_outputs; })
       .def_property_readonly("base_channels", [](const UNetImpl& n) { return n.config().base_channels; })
       .def("state_dict", [](const UNetImpl& n) { return state_to_dict(module_state(n)); })
@@ -132,6 +133,7 @@ void bind_unet(py::module_& m) {
           },
           py::arg("x"), py::arg("n_threads") = 0,
           "sigmoid of forward(x): per-channel probabilities (n, n_outputs, H, W)");
+  def_network_device(unet, [](UNetImpl& n) -> torch::nn::Module& { return n; });
 
   m.def(
       "train_unet",
@@ -155,9 +157,13 @@ void bind_unet(py::module_& m) {
         py::gil_scoped_release release;
         return train_unet(net, p, mk, l, o, cb);
       },
-      py::arg("net"), py::arg("patches"), py::arg("masks"), py::arg("labels"), py::arg("epochs"),
-      py::arg("batch_size"), py::arg("learning_rate"), py::arg("samples_per_epoch"), py::arg("max_parts"),
-      py::arg("seed"), py::arg("n_threads") = 0, py::arg("progress") = py::none(), py::arg("positive_weight") = 1.0);
+      py::arg("net"), py::arg("patches"), py::arg("masks"), py::arg("labels"), py::kw_only(),
+      py::arg("epochs") = SegmenterTrainOptions{}.epochs, py::arg("batch_size") = SegmenterTrainOptions{}.batch_size,
+      py::arg("learning_rate") = SegmenterTrainOptions{}.learning_rate,
+      py::arg("samples_per_epoch") = SegmenterTrainOptions{}.samples_per_epoch,
+      py::arg("max_parts") = SegmenterTrainOptions{}.max_parts, py::arg("seed") = SegmenterTrainOptions{}.seed,
+      py::arg("n_threads") = 0, py::arg("progress") = py::none(),
+      py::arg("positive_weight") = SegmenterTrainOptions{}.positive_weight);
   m.def(
       "unet_predict_tiled",
       [](std::shared_ptr<UNetImpl> n, const carray<float>& image, int64_t tile, int64_t stride, int64_t batch_size,
@@ -175,7 +181,6 @@ void bind_unet(py::module_& m) {
       },
       py::arg("net"), py::arg("image"), py::arg("tile"), py::arg("stride"), py::arg("batch_size") = 16,
       py::arg("n_threads") = 0, py::arg("progress") = py::none());
-  m.def("tile_origins", &tile_origins, py::arg("n"), py::arg("tile"), py::arg("stride"));
 }
 
 }  // namespace stemroi::bind

@@ -1,6 +1,6 @@
 // Bindings of the vgg16 area: the VGG16 module (state in/out, feature
-// extraction, dense mode) and the input pipeline. Arrays are checked with the
-// GIL held; the network runs with it released.
+// extraction with its network input, dense mode) and layer lookup. Arrays are
+// checked with the GIL held; the network runs with it released.
 #include "common.hpp"
 #include "stemroi/normalization.hpp"
 #include "stemroi/parallel.hpp"
@@ -31,7 +31,7 @@ VGG16FeatureOptions feature_options(const std::vector<std::string>& layers, cons
 }  // namespace
 
 void bind_vgg16(py::module_& m) {
-  py::class_<VGG16Impl, std::shared_ptr<VGG16Impl>>(m, "VGG16",
+  auto vgg16 = py::class_<VGG16Impl, std::shared_ptr<VGG16Impl>>(m, "VGG16",
                                                     "VGG16 (torchvision parameter names) with the patch-embedding "
                                                     "inference path; weights start seeded-random (untrained).")
       .def(py::init([](bool include_top, int64_t num_classes, const std::string& preprocessing, uint64_t seed) {
@@ -124,25 +124,8 @@ void bind_vgg16(py::module_& m) {
           py::arg("dtype") = "float32", py::arg("backend") = "auto", py::arg("device") = "cpu",
           py::arg("strip_bytes") = int64_t(1) << 30, py::arg("progress") = py::none(),
           "Dense mode: (features (n, d), origins (n, 2)) of all windows from one pass over the image.");
+  def_network_device(vgg16, [](VGG16Impl& v) -> torch::nn::Module& { return v; });
 
-  m.def(
-      "vgg16_preprocess",
-      [](const carray<float>& patches, int64_t size, const std::string& preset, int n_threads) {
-        if (patches.ndim() != 3 && patches.ndim() != 4)
-          throw ValueError(concat("patches: expected a 3-D or 4-D array, got shape ", shape_str(shape_of(patches))));
-        const auto& norm = normalization_preset(preset);
-        auto x = tensor_view(patches);
-        torch::Tensor out;
-        {
-          py::gil_scoped_release release;
-          TorchThreadsGuard threads(n_threads);
-          c10::InferenceMode guard;
-          out = preprocess_patches(x, size, norm);
-        }
-        return tensor_to_numpy(out);
-      },
-      py::arg("patches").noconvert(), py::arg("size"), py::arg("preset"), py::arg("n_threads") = 0,
-      "The VGG16 input pipeline: resize (bilinear, align_corners=False), grey -> 3 channels, normalise.");
   m.def(
       "vgg16_conv_layers",
       []() { return vgg16_conv_layers(); },

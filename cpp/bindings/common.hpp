@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "stemroi/callbacks.hpp"
+#include "stemroi/compute_device.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/parallel.hpp"
 #include "stemroi/torch_io.hpp"
@@ -64,7 +65,8 @@ py::dict state_to_dict(const StateDict& state);
 StateDict dict_to_state(const py::dict& d);
 
 // Inference on a 4-D float array: GIL released, LibTorch threads set, no
-// gradients, module in eval mode; fn(tensor) -> tensor does the forward pass.
+// gradients, module in eval mode, input on the module's device; fn(tensor) ->
+// tensor does the forward pass.
 template <typename Module, typename Fn>
 py::array eval_forward(Module& module, const carray<float>& x, int n_threads, Fn&& fn) {
   require_ndim(x, 4, "x");
@@ -75,9 +77,29 @@ py::array eval_forward(Module& module, const carray<float>& x, int n_threads, Fn
     TorchThreadsGuard threads(n_threads);
     torch::NoGradGuard no_grad;
     module.eval();
-    y = fn(t);
+    y = fn(t.to(module_device(module)));
   }
   return tensor_to_numpy(y);
+}
+
+// `device` (where the parameters are: "cpu", "cuda:0", ...) and `to(device)`
+// (moves them; names of parse_network_device) of a bound network class;
+// module(self) -> torch::nn::Module&.
+template <typename PyClass, typename GetModule>
+PyClass& def_network_device(PyClass& cls, GetModule module) {
+  using Self = typename PyClass::type;
+  cls.def_property_readonly(
+      "device", [module](Self& self) { return module_device(module(self)).str(); },
+      "Device of the parameters ('cpu', 'cuda:0', ...).");
+  cls.def(
+      "to",
+      [module](Self& self, const std::string& device) {
+        const c10::Device target = torch_device(parse_network_device(device));
+        py::gil_scoped_release release;
+        module(self).to(target);
+      },
+      py::arg("device"), "Move the parameters to device ('cpu', 'cuda', 'cuda:N' or 'auto').");
+  return cls;
 }
 
 }  // namespace stemroi::bind

@@ -2,6 +2,8 @@
 // its own bind_<area>.cpp; this file wires them up and maps exceptions.
 #include <Python.h>
 
+#include <cstring>
+
 #include "common.hpp"
 #include "stemroi/parallel.hpp"
 
@@ -32,30 +34,43 @@ struct PythonInterruptCallback : InterruptCallback {
 }  // namespace
 }  // namespace stemroi::bind
 
+namespace {
+// Messages may quote bytes of a corrupt file that are not valid UTF-8:
+// decode with replacement so the message survives (PyErr_SetString would
+// raise a UnicodeDecodeError and lose it).
+void set_error(PyObject* type, const char* message) {
+  PyObject* text = PyUnicode_DecodeUTF8(message, static_cast<Py_ssize_t>(std::strlen(message)), "replace");
+  if (text == nullptr) {
+    PyErr_Clear();
+    PyErr_SetString(type, "(message could not be decoded)");
+    return;
+  }
+  PyErr_SetObject(type, text);
+  Py_DECREF(text);
+}
+}  // namespace
+
 PYBIND11_MODULE(_core, m) {
   using namespace stemroi;
   using namespace stemroi::bind;
   m.doc() = "stemroi compiled core (private; use the stemroi package)";
   m.attr("__version__") = STEMROI_VERSION;
   m.attr("torch_version") = TORCH_VERSION;
-#ifdef STEMROI_WITH_CUDA
-  m.attr("with_cuda") = true;
-#else
-  m.attr("with_cuda") = false;
-#endif
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const stemroi::Interrupted& e) {
-      PyErr_SetString(PyExc_KeyboardInterrupt, e.what());
+      set_error(PyExc_KeyboardInterrupt, e.what());
     } catch (const stemroi::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what());
+      set_error(PyExc_TypeError, e.what());
+    } catch (const stemroi::ValueError& e) {
+      set_error(PyExc_ValueError, e.what());
     } catch (const stemroi::IOError& e) {
-      PyErr_SetString(PyExc_OSError, e.what());
+      set_error(PyExc_OSError, e.what());
     } catch (const c10::Error& e) {
       // LibTorch checks: keep the message, drop the C++ backtrace.
-      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+      set_error(PyExc_RuntimeError, e.what_without_backtrace());
     }
   });
   InterruptCallback::install(std::make_unique<PythonInterruptCallback>());

@@ -6,9 +6,11 @@
 #include <limits>
 #include <map>
 
+#include "stemroi/compute_device.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/normalization.hpp"
 #include "stemroi/parallel.hpp"
+#include "stemroi/preprocess.hpp"
 #include "stemroi/torch_io.hpp"
 
 namespace stemroi {
@@ -48,26 +50,22 @@ torch::Tensor PatchNetImpl::prepare(const torch::Tensor& x_in) const {
   if (!backbone_) {
     STEMROI_CHECK(x_in.dim() == 2 && x_in.size(1) == options_.in_features, "features must be (n, ",
                   options_.in_features, "), got ", shape_str(x_in.sizes().vec()));
-    return x_in.to(torch::kFloat32);
+    return x_in.to(module_device(*this), torch::kFloat32);
   }
   torch::Tensor x = x_in.to(torch::kFloat32);
   if (x.dim() == 3) x = x.unsqueeze(1);
   STEMROI_CHECK(x.dim() == 4 && (x.size(1) == 1 || x.size(1) == 3),
                 "patches must be (n, h, w), (n, 1, h, w) or (n, 3, h, w), got ", shape_str(x_in.sizes().vec()));
-  if (options_.patch_contrast == "standardize") x = standardize_patches(x);
-  int64_t s = options_.input_size;
-  if (s > 0 && (x.size(2) != s || x.size(3) != s))
-    x = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{s, s}).mode(torch::kBilinear).align_corners(false));
-  if (x.size(1) == 1) x = x.expand({x.size(0), 3, x.size(2), x.size(3)});
+  if (options_.patch_contrast == "standardize") x = standardize_contrast(x);
   const Normalization& norm = normalization_preset(preprocessing() == "none" ? "unit" : preprocessing());
-  if (norm.bgr) x = x.flip({1});
-  auto mean = torch::tensor({norm.mean[0], norm.mean[1], norm.mean[2]}).view({1, 3, 1, 1});
-  auto stdv = torch::tensor({norm.std[0], norm.std[1], norm.std[2]}).view({1, 3, 1, 1});
-  return ((x * norm.input_scale - mean.to(x.device())) / stdv.to(x.device())).contiguous();
+  // the caller's TorchThreadsGuard sets LibTorch's thread count: the input uses as many
+  return network_input(x, options_.input_size, options_.input_size, norm, ResizeMethod::Bilinear,
+                       at::get_num_threads())
+      .to(module_device(*this));
 }
 
-torch::Tensor standardize_patches(const torch::Tensor& x) {
-  STEMROI_CHECK(x.dim() == 4, "standardize_patches expects (n, c, h, w), got ", shape_str(x.sizes().vec()));
+torch::Tensor standardize_contrast(const torch::Tensor& x) {
+  STEMROI_CHECK(x.dim() == 4, "standardize_contrast expects (n, c, h, w), got ", shape_str(x.sizes().vec()));
   auto mean = x.mean({2, 3}, /*keepdim=*/true);
   // population std (ddof 0), as numpy's x.std()
   auto stdv = (x - mean).pow(2).mean({2, 3}, true).sqrt();
@@ -167,7 +165,7 @@ EvalResult evaluate(PatchNetImpl& net, const torch::Tensor& X, const torch::Tens
     InterruptCallback::check();
     int64_t e = std::min(n, s + batch_size);
     auto logits = net.forward(X.slice(0, s, e));
-    auto yb = y.slice(0, s, e);
+    auto yb = y.slice(0, s, e).to(logits.device());
     loss_sum += smoothed_cross_entropy(logits, yb, smoothing).item<double>() * double(e - s);
     correct += logits.argmax(1).eq(yb).sum().item<int64_t>();
   }
@@ -208,153 +206,210 @@ void set_lr(torch::optim::Adam& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
 }
 
-}  // namespace
-
-TrainHistory train_patch_net(PatchNetImpl& net, const torch::Tensor& X_in, const torch::Tensor& y_in,
-                             const torch::Tensor& Xv_in, const torch::Tensor& yv_in, const TrainOptions& opt,
-                             const ProgressFn& progress) {
+void check_train_options(const TrainOptions& opt) {
   STEMROI_CHECK(!opt.stages.empty(), "at least one training stage is needed");
   STEMROI_CHECK(opt.batch_size >= 1, "batch_size must be >= 1, got ", opt.batch_size);
   STEMROI_CHECK(opt.patience >= 1, "patience must be >= 1, got ", opt.patience);
   STEMROI_CHECK(opt.plateau_factor > 0 && opt.plateau_factor <= 1, "plateau_factor must be in (0, 1], got ",
                 opt.plateau_factor);
-  STEMROI_CHECK(X_in.size(0) >= 2, "at least 2 training samples are needed, got ", X_in.size(0));
-  TorchThreadsGuard threads(opt.n_threads);
-  const torch::Tensor X = X_in.to(torch::kFloat32).contiguous();
-  const torch::Tensor y = y_in.to(torch::kInt64).contiguous();
-  check_xy(net, X, y, "training data");
-  net.prepare(X.slice(0, 0, 1));  // shape check before any work
-  const bool has_val = Xv_in.defined() && Xv_in.numel() > 0;
-  torch::Tensor Xv, yv;
-  if (has_val) {
-    Xv = Xv_in.to(torch::kFloat32).contiguous();
-    yv = yv_in.to(torch::kInt64).contiguous();
-    check_xy(net, Xv, yv, "validation data");
-    net.prepare(Xv.slice(0, 0, 1));
-  }
-  const int64_t n = X.size(0), K = net.options().n_classes;
   for (const auto& st : opt.stages) {
     STEMROI_CHECK(st.max_epochs >= 1, "max_epochs of a stage must be >= 1, got ", st.max_epochs);
     STEMROI_CHECK(st.learning_rate > 0, "learning_rate must be > 0, got ", st.learning_rate);
     STEMROI_CHECK(st.label_smoothing >= 0 && st.label_smoothing < 1, "label_smoothing must be in [0, 1), got ",
                   st.label_smoothing);
   }
+}
 
-  torch::Tensor class_weights;
-  if (opt.class_balanced) {
-    auto counts = torch::bincount(y, {}, K).to(torch::kFloat64);
-    int64_t present = (counts > 0).sum().item<int64_t>();
-    class_weights = torch::where(counts > 0, double(n) / (double(present) * counts), torch::zeros_like(counts))
-                        .to(torch::kFloat32);
+// Training (and optional validation) data as float32 / int64, checked against the network.
+struct TrainData {
+  torch::Tensor X, y, Xv, yv;
+  bool has_val = false;
+};
+
+TrainData prepare_train_data(PatchNetImpl& net, const torch::Tensor& X_in, const torch::Tensor& y_in,
+                             const torch::Tensor& Xv_in, const torch::Tensor& yv_in) {
+  STEMROI_CHECK(X_in.size(0) >= 2, "at least 2 training samples are needed, got ", X_in.size(0));
+  TrainData data;
+  data.X = X_in.to(torch::kFloat32).contiguous();
+  data.y = y_in.to(torch::kInt64).contiguous();
+  check_xy(net, data.X, data.y, "training data");
+  net.prepare(data.X.slice(0, 0, 1));  // shape check before any work
+  data.has_val = Xv_in.defined() && Xv_in.numel() > 0;
+  if (data.has_val) {
+    data.Xv = Xv_in.to(torch::kFloat32).contiguous();
+    data.yv = yv_in.to(torch::kInt64).contiguous();
+    check_xy(net, data.Xv, data.yv, "validation data");
+    net.prepare(data.Xv.slice(0, 0, 1));
   }
+  return data;
+}
+
+// n / (classes present * n_c) per class (0 for absent classes).
+torch::Tensor balanced_class_weights(const torch::Tensor& y, int64_t n_classes) {
+  const int64_t n = y.size(0);
+  auto counts = torch::bincount(y, {}, n_classes).to(torch::kFloat64);
+  int64_t present = (counts > 0).sum().item<int64_t>();
+  return torch::where(counts > 0, double(n) / (double(present) * counts), torch::zeros_like(counts))
+      .to(torch::kFloat32);
+}
+
+// Freezes the backbone except its trailing `unfrozen_stages` stages; returns
+// the parameters to train (those stages and the head). all_unfrozen: every
+// backbone stage trains.
+std::vector<torch::Tensor> unfreeze_for_stage(PatchNetImpl& net, const TrainStage& st, bool& all_unfrozen) {
+  std::vector<torch::Tensor> trainable;
+  all_unfrozen = false;
+  if (auto bb = net.backbone()) {
+    const auto stage_names = bb->stages();
+    for (auto& p : bb->parameters()) p.set_requires_grad(false);
+    int64_t k = st.unfrozen_stages < 0 ? int64_t(stage_names.size())
+                                       : std::min<int64_t>(st.unfrozen_stages, stage_names.size());
+    all_unfrozen = k == int64_t(stage_names.size());
+    for (int64_t j = int64_t(stage_names.size()) - k; j < int64_t(stage_names.size()); ++j)
+      for (auto& p : bb->stage_parameters(stage_names[j])) {
+        p.set_requires_grad(true);
+        trainable.push_back(p);
+      }
+  }
+  for (const auto& p : net.named_parameters(true))
+    if (p.key().rfind("backbone.", 0) != 0) {
+      p.value().set_requires_grad(true);
+      trainable.push_back(p.value());
+    }
+  return trainable;
+}
+
+// One pass over the shuffled training data; returns the mean training loss.
+double train_epoch(PatchNetImpl& net, torch::optim::Adam& adam, const TrainData& data, const TrainOptions& opt,
+                   const TrainStage& st, const torch::Tensor& class_weights, bool augment, bool all_unfrozen,
+                   at::Generator& gen) {
+  const int64_t n = data.X.size(0);
+  auto bb = net.backbone();
+  net.train();
+  // Frozen stages keep BatchNorm in inference mode (as Keras fine-tuning does).
+  if (bb && !all_unfrozen) bb->eval();
+  auto perm = torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kInt64));
+  double loss_sum = 0.0;
+  int64_t seen = 0;
+  for (int64_t s = 0; s < n; s += opt.batch_size) {
+    InterruptCallback::check();
+    int64_t e = std::min(n, s + opt.batch_size);
+    if (e - s < 2 && seen > 0) break;  // a batch of one breaks BatchNorm; it is reshuffled next epoch
+    auto idx = perm.slice(0, s, e);
+    auto xb = data.X.index_select(0, idx);
+    auto yb = data.y.index_select(0, idx).to(module_device(net));
+    if (augment) xb = dihedral_transform(xb, torch::randint(0, 8, {e - s}, gen, torch::kInt64));
+    adam.zero_grad();
+    auto logits = net.forward(xb);
+    auto loss = smoothed_cross_entropy(logits, yb, st.label_smoothing, class_weights);
+    auto total = opt.l2 > 0 ? loss + opt.l2 * net.dense()->weight.pow(2).sum() : loss;
+    total.backward();
+    adam.step();
+    loss_sum += loss.item<double>() * double(e - s);
+    seen += e - s;
+  }
+  // Backbone trained in train mode: make its BatchNorm statistics match the new weights.
+  if (bb && all_unfrozen) recompute_batchnorm_stats(net, data.X, std::max<int64_t>(opt.batch_size, 64));
+  return loss_sum / double(std::max<int64_t>(seen, 1));
+}
+
+// Early stopping and learning-rate plateau of one stage, on the monitored loss.
+struct StageMonitor {
+  double best = std::numeric_limits<double>::infinity();
+  int64_t best_epoch = -1, wait = 0, plateau_wait = 0;
+
+  // Returns true when the monitored loss improved (the caller keeps a snapshot).
+  bool update(double monitored, int64_t epoch, const TrainOptions& opt, double& lr, torch::optim::Adam& adam) {
+    if (monitored < best) {
+      best = monitored;
+      best_epoch = epoch;
+      wait = plateau_wait = 0;
+      return true;
+    }
+    ++wait;
+    ++plateau_wait;
+    if (plateau_wait >= opt.plateau_patience) {
+      lr = std::max(opt.min_learning_rate, lr * opt.plateau_factor);
+      set_lr(adam, lr);
+      plateau_wait = 0;
+    }
+    return false;
+  }
+  bool should_stop(const TrainOptions& opt) const { return wait >= opt.patience; }
+};
+
+// Trains one stage until early stopping or max_epochs and restores its best
+// weights; appends its epochs to hist. done_epochs counts epochs for progress.
+void train_stage(PatchNetImpl& net, const TrainData& data, const TrainOptions& opt, size_t si,
+                 const torch::Tensor& class_weights, bool augment, at::Generator& gen, TrainHistory& hist,
+                 int64_t& done_epochs, int64_t total_epochs, const ProgressFn& progress) {
+  const TrainStage& st = opt.stages[si];
+  bool all_unfrozen = false;
+  std::vector<torch::Tensor> trainable = unfreeze_for_stage(net, st, all_unfrozen);
+  torch::optim::Adam adam(trainable, torch::optim::AdamOptions(st.learning_rate));
+  double lr = st.learning_rate;
+  StageMonitor monitor;
+  StateDict best_state = snapshot(net);
+
+  for (int64_t epoch = 0; epoch < st.max_epochs; ++epoch) {
+    EpochRecord rec;
+    rec.stage = int64_t(si);
+    rec.epoch = epoch;
+    rec.train_loss = train_epoch(net, adam, data, opt, st, class_weights, augment, all_unfrozen, gen);
+    rec.learning_rate = lr;
+    double monitored = rec.train_loss;
+    if (data.has_val) {
+      auto ev = evaluate(net, data.Xv, data.yv, st.label_smoothing, std::max<int64_t>(opt.batch_size, 64));
+      rec.val_loss = ev.loss;
+      rec.val_accuracy = ev.accuracy;
+      monitored = ev.loss;
+    } else {
+      rec.val_loss = rec.val_accuracy = std::numeric_limits<double>::quiet_NaN();
+    }
+    STEMROI_CHECK(std::isfinite(monitored), "training diverged (loss ", monitored, " at stage ", si, " epoch ",
+                  epoch, "); lower the learning rate");
+    hist.epochs.push_back(rec);
+    ++done_epochs;
+    if (monitor.update(monitored, epoch, opt, lr, adam)) best_state = snapshot(net);
+    if (progress) progress(done_epochs, total_epochs);
+    if (monitor.should_stop(opt)) break;
+  }
+  restore(net, best_state);
+  hist.best_epoch.push_back(monitor.best_epoch);
+  hist.best_loss.push_back(monitor.best);
+}
+
+}  // namespace
+
+TrainHistory train_patch_net(PatchNetImpl& net, const torch::Tensor& X_in, const torch::Tensor& y_in,
+                             const torch::Tensor& Xv_in, const torch::Tensor& yv_in, const TrainOptions& opt,
+                             const ProgressFn& progress) {
+  check_train_options(opt);
+  TorchThreadsGuard threads(opt.n_threads);
+  const TrainData data = prepare_train_data(net, X_in, y_in, Xv_in, yv_in);
+  const torch::Tensor class_weights = opt.class_balanced
+                                         ? balanced_class_weights(data.y, net.options().n_classes).to(module_device(net))
+                                         : torch::Tensor();
+  const DeterministicCudnnGuard deterministic(module_device(net));
 
   torch::manual_seed(opt.seed);  // dropout draws from the default generator
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed ^ 0x9E3779B97F4A7C15ULL);
   const bool augment = opt.augment && net.has_backbone();
 
-  int64_t total_epochs = 0, done_epochs = 0;
+  int64_t total_epochs = 0;
   for (const auto& st : opt.stages) total_epochs += st.max_epochs;
 
   TrainHistory hist;
-  std::shared_ptr<Backbone> bb = net.backbone();
-  const auto stage_names = bb ? bb->stages() : std::vector<std::string>{};
-
   for (size_t si = 0; si < opt.stages.size(); ++si) {
-    const TrainStage& st = opt.stages[si];
-    // Freeze everything in the backbone, then unfreeze the trailing stages.
-    std::vector<torch::Tensor> trainable;
-    bool all_unfrozen = false;
-    if (bb) {
-      for (auto& p : bb->parameters()) p.set_requires_grad(false);
-      int64_t k = st.unfrozen_stages < 0 ? int64_t(stage_names.size())
-                                         : std::min<int64_t>(st.unfrozen_stages, stage_names.size());
-      all_unfrozen = k == int64_t(stage_names.size());
-      for (int64_t j = int64_t(stage_names.size()) - k; j < int64_t(stage_names.size()); ++j)
-        for (auto& p : bb->stage_parameters(stage_names[j])) {
-          p.set_requires_grad(true);
-          trainable.push_back(p);
-        }
-    }
-    for (const auto& p : net.named_parameters(true))
-      if (p.key().rfind("backbone.", 0) != 0) {
-        p.value().set_requires_grad(true);
-        trainable.push_back(p.value());
-      }
-    torch::optim::Adam adam(trainable, torch::optim::AdamOptions(st.learning_rate));
-    double lr = st.learning_rate;
-    double best = std::numeric_limits<double>::infinity();
-    int64_t best_epoch = -1, wait = 0, plateau_wait = 0;
-    StateDict best_state = snapshot(net);
-
-    for (int64_t epoch = 0; epoch < st.max_epochs; ++epoch) {
-      net.train();
-      // Frozen stages keep BatchNorm in inference mode (as Keras fine-tuning does).
-      if (bb && !all_unfrozen) bb->eval();
-      auto perm = torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kInt64));
-      double loss_sum = 0.0;
-      int64_t seen = 0;
-      for (int64_t s = 0; s < n; s += opt.batch_size) {
-        InterruptCallback::check();
-        int64_t e = std::min(n, s + opt.batch_size);
-        if (e - s < 2 && seen > 0) break;  // a batch of one breaks BatchNorm; it is reshuffled next epoch
-        auto idx = perm.slice(0, s, e);
-        auto xb = X.index_select(0, idx);
-        auto yb = y.index_select(0, idx);
-        if (augment) xb = dihedral_transform(xb, torch::randint(0, 8, {e - s}, gen, torch::kInt64));
-        adam.zero_grad();
-        auto logits = net.forward(xb);
-        auto loss = smoothed_cross_entropy(logits, yb, st.label_smoothing, class_weights);
-        auto total = opt.l2 > 0 ? loss + opt.l2 * net.dense()->weight.pow(2).sum() : loss;
-        total.backward();
-        adam.step();
-        loss_sum += loss.item<double>() * double(e - s);
-        seen += e - s;
-      }
-      // Backbone trained in train mode: make its BatchNorm statistics match the new weights.
-      if (bb && all_unfrozen) recompute_batchnorm_stats(net, X, std::max<int64_t>(opt.batch_size, 64));
-      EpochRecord rec;
-      rec.stage = int64_t(si);
-      rec.epoch = epoch;
-      rec.train_loss = loss_sum / double(std::max<int64_t>(seen, 1));
-      rec.learning_rate = lr;
-      double monitored = rec.train_loss;
-      if (has_val) {
-        auto ev = evaluate(net, Xv, yv, st.label_smoothing, std::max<int64_t>(opt.batch_size, 64));
-        rec.val_loss = ev.loss;
-        rec.val_accuracy = ev.accuracy;
-        monitored = ev.loss;
-      } else {
-        rec.val_loss = rec.val_accuracy = std::numeric_limits<double>::quiet_NaN();
-      }
-      STEMROI_CHECK(std::isfinite(monitored), "training diverged (loss ", monitored, " at stage ", si, " epoch ",
-                    epoch, "); lower the learning rate");
-      hist.epochs.push_back(rec);
-      ++done_epochs;
-      if (monitored < best) {
-        best = monitored;
-        best_epoch = epoch;
-        best_state = snapshot(net);
-        wait = plateau_wait = 0;
-      } else {
-        ++wait;
-        ++plateau_wait;
-        if (plateau_wait >= opt.plateau_patience) {
-          lr = std::max(opt.min_learning_rate, lr * opt.plateau_factor);
-          set_lr(adam, lr);
-          plateau_wait = 0;
-        }
-      }
-      if (progress) progress(done_epochs, total_epochs);
-      if (wait >= opt.patience) break;
-    }
-    restore(net, best_state);
-    hist.best_epoch.push_back(best_epoch);
-    hist.best_loss.push_back(best);
+    int64_t done_epochs = 0;
+    for (size_t j = 0; j < si; ++j) done_epochs += opt.stages[j].max_epochs;
+    train_stage(net, data, opt, si, class_weights, augment, gen, hist, done_epochs, total_epochs, progress);
+    // a stage stopped early still counts all its epochs
     done_epochs = 0;
     for (size_t j = 0; j <= si; ++j) done_epochs += opt.stages[j].max_epochs;
     if (progress) progress(done_epochs, total_epochs);
   }
-  if (bb)
+  if (auto bb = net.backbone())
     for (auto& p : bb->parameters()) p.set_requires_grad(true);
   net.eval();
   return hist;
@@ -373,7 +428,7 @@ torch::Tensor predict_logits(PatchNetImpl& net, const torch::Tensor& X_in, int64
   for (int64_t s = 0; s < n; s += batch_size) {
     InterruptCallback::check();
     int64_t e = std::min(n, s + batch_size);
-    parts.push_back(net.forward(X_in.slice(0, s, e)));
+    parts.push_back(net.forward(X_in.slice(0, s, e)).to(torch::kCPU));
     if (progress) progress(e, n);
   }
   return torch::cat(parts, 0).contiguous();
@@ -388,7 +443,7 @@ torch::Tensor embed_patches(PatchNetImpl& net, const torch::Tensor& X_in, int64_
   for (int64_t s = 0; s < X_in.size(0); s += batch_size) {
     InterruptCallback::check();
     int64_t e = std::min(X_in.size(0), s + batch_size);
-    parts.push_back(net.embed(net.prepare(X_in.slice(0, s, e))));
+    parts.push_back(net.embed(net.prepare(X_in.slice(0, s, e))).to(torch::kCPU));
   }
   if (parts.empty()) return torch::empty({0, 0});
   return torch::cat(parts, 0).contiguous();

@@ -8,6 +8,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "stemroi/compute_device.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/parallel.hpp"
 #include "stemroi/torch_io.hpp"
@@ -64,8 +65,15 @@ void CVAEConfig::validate() const {
   STEMROI_CHECK(latent_dim >= 1 && latent_dim <= 4096, "latent_dim must be in [1, 4096], got ", latent_dim);
   STEMROI_CHECK(variant == "study" || variant == "dataset_repo",
                 "variant must be 'study' or 'dataset_repo', got '", variant, "'");
-  STEMROI_CHECK(crop_size >= 16 && crop_size % 8 == 0, "crop_size must be a multiple of 8 and >= 16, got ",
-                crop_size);
+  STEMROI_CHECK(crop_size >= 16 && crop_size % 8 == 0 && crop_size <= 4096,
+                "crop_size must be a multiple of 8 in [16, 4096], got ", crop_size);
+  // A config read from a model file decides what is allocated before any weight
+  // is checked: bound the dense layers (at most (s/8+1)^2*128 -> 2*latent values)
+  // so that a corrupt or hostile file cannot ask for terabytes.
+  constexpr int64_t kMaxDenseValues = int64_t(1) << 28;  // 1 GiB of float32
+  const int64_t side = crop_size / 8 + 1, dense = side * side * 128 * 2 * latent_dim;
+  STEMROI_CHECK(dense <= kMaxDenseValues, "crop_size ", crop_size, " with latent_dim ", latent_dim,
+                " needs dense layers of up to ", dense, " values, more than the limit of ", kMaxDenseValues);
 }
 
 // ---- model ---------------------------------------------------------------------
@@ -198,6 +206,8 @@ std::vector<double> train_cvae(CVAE& model, const torch::Tensor& data, const CVA
   auto x = as_nchw(data, model->config().crop_size);
   STEMROI_CHECK(torch::isfinite(x).all().item<bool>(), "data: contains NaN or infinity");
   TorchThreadsGuard threads(o.n_threads);
+  const auto device = module_device(*model);
+  const DeterministicCudnnGuard deterministic(device);
   model->train();
   torch::optim::Adam opt(model->parameters(),
                          torch::optim::AdamOptions(o.learning_rate).betas({0.9, 0.999}).eps(1e-7));
@@ -215,8 +225,9 @@ std::vector<double> train_cvae(CVAE& model, const torch::Tensor& data, const CVA
     for (int64_t start = 0; start < n; start += o.batch_size) {
       InterruptCallback::check();
       const int64_t b = std::min(o.batch_size, n - start);
-      auto batch = x.index_select(0, idx_all.narrow(0, start, b));
-      auto eps = torch::randn({b, L}, gen, torch::TensorOptions().dtype(torch::kFloat32));
+      // drawn on the CPU: the same noise on every device
+      auto batch = x.index_select(0, idx_all.narrow(0, start, b)).to(device);
+      auto eps = torch::randn({b, L}, gen, torch::TensorOptions().dtype(torch::kFloat32)).to(device);
       opt.zero_grad();
       auto loss = model->loss(batch, eps);
       loss.backward();
@@ -241,11 +252,12 @@ torch::Tensor cvae_reconstruct(CVAE& model, const torch::Tensor& data, int64_t b
   TorchThreadsGuard threads(n_threads);
   torch::NoGradGuard no_grad;
   model->eval();
+  const auto device = module_device(*model);
   std::vector<torch::Tensor> parts;
   for (int64_t start = 0; start < x.size(0); start += batch_size) {
     InterruptCallback::check();
     const int64_t b = std::min(batch_size, x.size(0) - start);
-    parts.push_back(model->forward(x.narrow(0, start, b)));
+    parts.push_back(model->forward(x.narrow(0, start, b).to(device)).to(torch::kCPU));
   }
   return torch::cat(parts, 0).squeeze(1);
 }
@@ -257,13 +269,14 @@ std::pair<torch::Tensor, torch::Tensor> cvae_encode(CVAE& model, const torch::Te
   TorchThreadsGuard threads(n_threads);
   torch::NoGradGuard no_grad;
   model->eval();
+  const auto device = module_device(*model);
   std::vector<torch::Tensor> means, logvars;
   for (int64_t start = 0; start < x.size(0); start += batch_size) {
     InterruptCallback::check();
     const int64_t b = std::min(batch_size, x.size(0) - start);
-    auto [m, lv] = model->encode(x.narrow(0, start, b));
-    means.push_back(m);
-    logvars.push_back(lv);
+    auto [m, lv] = model->encode(x.narrow(0, start, b).to(device));
+    means.push_back(m.to(torch::kCPU));
+    logvars.push_back(lv.to(torch::kCPU));
   }
   return {torch::cat(means, 0), torch::cat(logvars, 0)};
 }
@@ -275,13 +288,14 @@ double cvae_eval_loss(CVAE& model, const torch::Tensor& data, uint64_t seed, int
   torch::NoGradGuard no_grad;
   model->eval();
   at::Generator gen = at::detail::createCPUGenerator(seed);
+  const auto device = module_device(*model);
   const int64_t L = model->config().latent_dim;
   double total = 0.0;
   for (int64_t start = 0; start < x.size(0); start += batch_size) {
     InterruptCallback::check();
     const int64_t b = std::min(batch_size, x.size(0) - start);
-    auto eps = torch::randn({b, L}, gen, torch::TensorOptions().dtype(torch::kFloat32));
-    total += model->loss(x.narrow(0, start, b), eps).item<double>() * b;
+    auto eps = torch::randn({b, L}, gen, torch::TensorOptions().dtype(torch::kFloat32)).to(device);
+    total += model->loss(x.narrow(0, start, b).to(device), eps).item<double>() * b;
   }
   return total / static_cast<double>(x.size(0));
 }
@@ -293,8 +307,9 @@ void save_cvae(const std::string& path, CVAE& model, std::map<std::string, std::
   write_model_file(path, model_file_from_state(module_state(*model), std::move(metadata)));
 }
 
-std::pair<CVAE, std::map<std::string, std::string>> load_cvae(const std::string& path) {
-  ModelFile f = read_model_file(path);
+std::pair<CVAE, std::map<std::string, std::string>> load_cvae(const std::string& path,
+                                                              const std::string& expected_sha256) {
+  ModelFile f = read_model_file(path, expected_sha256);
   auto arch = f.metadata.find("architecture");
   if (arch == f.metadata.end() || arch->second != kArchitecture)
     throw ValueError(concat("model file ", path, " holds architecture '",

@@ -7,10 +7,12 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
 
 #include "stemroi/callbacks.hpp"
+#include "stemroi/cuda.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/parallel.hpp"
 
@@ -287,6 +289,38 @@ KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> c
   return out;
 }
 
+// Lloyd with a full nearest-centre assignment by `assign` (the GPU's) in place
+// of the bounded one: the same iterations as lloyd, hence the same result,
+// since the bounds skip only samples whose nearest centre cannot change.
+template <typename T, typename Assign>
+KMeansFit<T> lloyd_full(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> centers, int max_iter,
+                        double tol, int nt, StopFlag& stop, Assign&& assign) {
+  KMeansFit<T> out;
+  std::vector<int32_t> labels(n), labels_old(n, -1);
+  std::vector<T> new_centers(k * d);
+  bool strict = false;
+  int it = 0;
+  for (; it < max_iter; ++it) {
+    assign(centers.data(), labels.data());
+    double shift = update_centers(X, n, d, centers.data(), k, labels.data(), new_centers.data(), nt);
+    std::swap(centers, new_centers);
+    if (labels == labels_old) {
+      strict = true;
+      break;
+    }
+    if (shift <= tol) break;
+    labels_old = labels;
+    if (stop.poll()) return out;
+  }
+  if (it == max_iter) it = max_iter - 1;
+  if (!strict) assign(centers.data(), labels.data());
+  out.inertia = inertia_of(X, n, d, centers.data(), labels.data(), nt);
+  out.n_iter = it + 1;
+  out.centers = std::move(centers);
+  out.labels = std::move(labels);
+  return out;
+}
+
 bool same_clustering(const std::vector<int32_t>& a, const std::vector<int32_t>& b, int64_t k) {
   std::vector<int32_t> map(k, -1);
   for (size_t i = 0; i < a.size(); ++i) {
@@ -430,14 +464,21 @@ std::vector<KMeansFit<T>> kmeans_fit_many(const T* X, int64_t n, int64_t d, cons
   const int64_t n_tasks = static_cast<int64_t>(ks.size()) * n_init;
   std::vector<KMeansFit<T>> runs(n_tasks);
   StopFlag stop;
+  // CUDA: the centred data stay on the GPU for every run.
+  std::unique_ptr<cuda::NearestCentres<T>> gpu;
+  if (opt.device.is_cuda()) gpu = std::make_unique<cuda::NearestCentres<T>>(Xc.data(), n, d, opt.device.index);
   auto one_run = [&](int64_t task, int inner) {
     const int64_t k = ks[task / n_init];
     const int r = static_cast<int>(task % n_init);
     std::vector<T> c0 = init ? init_c : plusplus(Xc.data(), n, d, k, derive_seed(opt.seed, r), inner);
     if (stop.poll()) return;
-    runs[task] = lloyd(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop);
+    if (gpu)
+      runs[task] = lloyd_full(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop,
+                              [&](const T* c, int32_t* l) { gpu->assign(c, k, l); });
+    else
+      runs[task] = lloyd(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop);
   };
-  if (n_tasks > 1 && nt > 1) {
+  if (n_tasks > 1 && nt > 1 && !gpu) {
     // Independent runs in parallel, each single-threaded: results do not
     // depend on which thread ran them. Largest k first for load balance.
     std::vector<int64_t> order(n_tasks);
@@ -474,14 +515,22 @@ KMeansFit<T> kmeans_fit(const T* X, int64_t n, int64_t d, const KMeansOptions& o
 
 template <typename T>
 double kmeans_predict(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, int32_t* labels,
-                      int n_threads) {
+                      int n_threads, const ComputeDevice& device) {
   const int nt = resolve_n_threads(n_threads);
-  assign_labels(X, n, d, centers, k, labels, nt);
+  if (device.is_cuda())
+    cuda::NearestCentres<T>(X, n, d, device.index).assign(centers, k, labels);
+  else
+    assign_labels(X, n, d, centers, k, labels, nt);
   return inertia_of(X, n, d, centers, labels, nt);
 }
 
 template <typename T>
-void kmeans_transform(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, T* out, int n_threads) {
+void kmeans_transform(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, T* out, int n_threads,
+                      const ComputeDevice& device) {
+  if (device.is_cuda()) {
+    cuda::NearestCentres<T>(X, n, d, device.index).distances(centers, k, out);
+    return;
+  }
   const int nt = resolve_n_threads(n_threads);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
   for (int64_t i = 0; i < n; ++i)
@@ -493,8 +542,9 @@ void kmeans_transform(const T* X, int64_t n, int64_t d, const T* centers, int64_
   template std::vector<KMeansFit<T>> kmeans_fit_many<T>(const T*, int64_t, int64_t, const std::vector<int64_t>&, \
                                                         const KMeansOptions&, const T*);                        \
   template std::vector<T> kmeans_plusplus<T>(const T*, int64_t, int64_t, int64_t, uint64_t, int);             \
-  template double kmeans_predict<T>(const T*, int64_t, int64_t, const T*, int64_t, int32_t*, int);            \
-  template void kmeans_transform<T>(const T*, int64_t, int64_t, const T*, int64_t, T*, int);
+  template double kmeans_predict<T>(const T*, int64_t, int64_t, const T*, int64_t, int32_t*, int,             \
+                                    const ComputeDevice&);                                                     \
+  template void kmeans_transform<T>(const T*, int64_t, int64_t, const T*, int64_t, T*, int, const ComputeDevice&);
 STEMROI_KMEANS_INSTANTIATE(float)
 STEMROI_KMEANS_INSTANTIATE(double)
 

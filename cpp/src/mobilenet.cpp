@@ -3,7 +3,6 @@
 #include <mutex>
 
 #include "stemroi/errors.hpp"
-#include "stemroi/normalization.hpp"
 
 namespace stemroi {
 
@@ -134,25 +133,6 @@ MobileNetV2 make_mobilenet_v2(const MobileNetV2Config& config, uint64_t seed) {
   std::lock_guard<std::mutex> lock(seed_mutex());
   torch::manual_seed(seed);
   return MobileNetV2(config);
-}
-
-torch::Tensor prepare_backbone_input(const torch::Tensor& patches, int64_t size, const std::string& preset) {
-  STEMROI_CHECK(size >= 32, "input size must be >= 32, got ", size);
-  const auto& norm = normalization_preset(preset);
-  torch::Tensor x = patches.to(torch::kFloat32);
-  if (x.dim() == 3) x = x.unsqueeze(1);
-  STEMROI_CHECK(x.dim() == 4 && (x.size(1) == 1 || x.size(1) == 3),
-                "patches must be (n, h, w) or (n, 3, h, w), got ", shape_str(patches.sizes().vec()));
-  if (x.size(1) == 1) x = x.expand({x.size(0), 3, x.size(2), x.size(3)});
-  if (x.size(2) != size || x.size(3) != size)
-    x = F::interpolate(x, F::InterpolateFuncOptions()
-                              .size(std::vector<int64_t>{size, size})
-                              .mode(torch::kBilinear)
-                              .align_corners(false));
-  if (norm.bgr) x = x.flip({1});
-  auto mean = torch::tensor({norm.mean[0], norm.mean[1], norm.mean[2]}).view({1, 3, 1, 1});
-  auto stdv = torch::tensor({norm.std[0], norm.std[1], norm.std[2]}).view({1, 3, 1, 1});
-  return ((x * norm.input_scale - mean) / stdv).contiguous();
 }
 
 }  // namespace stemroi

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <random>
 
 #include "stemroi/errors.hpp"
+#include "stemroi/sha256.hpp"
 
 namespace stemroi {
 
@@ -30,6 +32,25 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::BF16, "BF16", 2}, {DType::I64, "I64", 8}, {DType::I32, "I32", 4},
     {DType::I16, "I16", 2}, {DType::I8, "I8", 1}, {DType::U8, "U8", 1},
     {DType::BOOL, "BOOL", 1}};
+
+// The bytes header_sha256 is computed over: the header without the two hash
+// fields, serialised compactly with sorted keys (nlohmann::json objects are
+// sorted maps), UTF-8 as is.
+std::string canonical_header(json header) {
+  auto meta = header.find("__metadata__");
+  if (meta != header.end() && meta->is_object()) {
+    meta->erase(kTensorSha256Key);
+    meta->erase(kHeaderSha256Key);
+  }
+  return header.dump();
+}
+
+bool is_sha256_hex(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
 }  // namespace
 
 const char* dtype_name(DType d) {
@@ -92,7 +113,8 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 void write_model_file(const std::string& path, const ModelFile& file) {
   json header = json::object();
   json meta = json::object();
-  for (const auto& [k, v] : file.metadata) meta[k] = v;
+  for (const auto& [k, v] : file.metadata)
+    if (k != kTensorSha256Key && k != kHeaderSha256Key) meta[k] = v;
   meta["format"] = kModelFileFormat;
   meta["format_version"] = std::to_string(kModelFileVersion);
   header["__metadata__"] = meta;
@@ -107,6 +129,10 @@ void write_model_file(const std::string& path, const ModelFile& file) {
     header[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;
   }
+  Sha256 data_hash;
+  for (const auto& t : file.tensors) data_hash.update(t.data.data(), t.data.size());
+  header["__metadata__"][kHeaderSha256Key] = sha256_hex(canonical_header(header));
+  header["__metadata__"][kTensorSha256Key] = data_hash.hexdigest();
   std::string h = header.dump();
   while (h.size() % 8) h.push_back(' ');  // keep tensor data 8-byte aligned
   std::string out;
@@ -146,6 +172,33 @@ ModelFile parse_model_file(const std::vector<uint8_t>& bytes, const std::string&
       out.metadata[it.key()] = it.value().get<std::string>();
     }
   }
+  // Hashes first: a mismatch is the true diagnosis of a corrupted file, whatever
+  // structural check the corruption would trip next. Present hashes are verified
+  // whatever format_version says (a flipped version must not disable them).
+  const auto stored_header = out.metadata.find(kHeaderSha256Key);
+  const auto stored_tensor = out.metadata.find(kTensorSha256Key);
+  const bool has_header = stored_header != out.metadata.end(), has_tensor = stored_tensor != out.metadata.end();
+  if (has_header || has_tensor) {
+    if (!has_header || !has_tensor)
+      throw fail(concat("metadata has '", has_header ? kHeaderSha256Key : kTensorSha256Key, "' but not '",
+                        has_header ? kTensorSha256Key : kHeaderSha256Key, "' (file corrupted or modified)"));
+    std::string canonical;
+    try {
+      canonical = canonical_header(header);
+    } catch (const std::exception& e) {
+      throw fail(concat("header cannot be serialised (", e.what(), ")"));
+    }
+    const std::string header_hash = sha256_hex(canonical);
+    if (header_hash != stored_header->second)
+      throw IOError(concat("model file '", origin, "': header SHA-256 mismatch (file corrupted or modified): stored ",
+                           stored_header->second, ", computed ", header_hash));
+    const std::string tensor_hash = sha256_hex(data, data_size);
+    if (tensor_hash != stored_tensor->second)
+      throw IOError(concat("model file '", origin,
+                           "': tensor data SHA-256 mismatch (file corrupted or modified): stored ",
+                           stored_tensor->second, ", computed ", tensor_hash));
+    out.hash_verified = true;
+  }
   auto fmt = out.metadata.find("format");
   if (fmt == out.metadata.end() || fmt->second != kModelFileFormat)
     throw fail(concat("metadata 'format' is '", fmt == out.metadata.end() ? std::string("<missing>") : fmt->second,
@@ -160,6 +213,9 @@ ModelFile parse_model_file(const std::vector<uint8_t>& bytes, const std::string&
   if (version < 1 || version > kModelFileVersion)
     throw fail(concat("format_version '", ver == out.metadata.end() ? std::string("<missing>") : ver->second,
                       "' is not supported (this stemroi reads versions 1..", kModelFileVersion, ")"));
+  if (version >= 2 && !out.hash_verified)
+    throw fail(concat("format_version ", version, " requires '", kTensorSha256Key, "' and '", kHeaderSha256Key,
+                      "' (file corrupted or modified)"));
 
   struct Span { uint64_t b, e; std::string name; };
   std::vector<Span> spans;
@@ -217,10 +273,26 @@ ModelFile parse_model_file(const std::vector<uint8_t>& bytes, const std::string&
   return out;
 }
 
-ModelFile read_model_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+ModelFile read_model_file(const std::string& path, const std::string& expected_sha256) {
+  std::string pinned = expected_sha256;
+  for (auto& c : pinned) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!pinned.empty() && !is_sha256_hex(pinned))
+    throw ValueError(concat("sha256 must be 64 hexadecimal digits, got '", expected_sha256, "' (", expected_sha256.size(),
+                            " characters)"));
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw IOError(concat("cannot open model file '", path, "': ", std::strerror(errno)));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::streamoff size = f.tellg();
+  if (size < 0) throw IOError(concat("cannot read model file '", path, "': not a regular file"));
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  f.seekg(0);
+  if (size > 0 && !f.read(reinterpret_cast<char*>(bytes.data()), size))
+    throw IOError(concat("cannot read model file '", path, "': ", std::strerror(errno)));
+  if (!pinned.empty()) {
+    const std::string actual = sha256_hex(bytes.data(), bytes.size());
+    if (actual != pinned)
+      throw IOError(concat("model file '", path, "': SHA-256 ", actual, " does not match the pinned SHA-256 ", pinned,
+                           " (wrong file, or corrupted or modified)"));
+  }
   return parse_model_file(bytes, path);
 }
 

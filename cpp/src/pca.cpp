@@ -9,6 +9,7 @@
 #include <random>
 
 #include "stemroi/callbacks.hpp"
+#include "stemroi/cuda.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/parallel.hpp"
 
@@ -146,6 +147,186 @@ MatD orthonormal(const MatD& A) {
   return qr.householderQ() * MatD::Identity(A.rows(), A.cols());
 }
 
+// Index of the entry of largest magnitude of column j (first one on ties).
+template <typename M>
+Eigen::Index arg_max_abs(const M& U, int64_t j) {
+  Eigen::Index arg = 0;
+  for (Eigen::Index i = 0; i < U.rows(); ++i)
+    if (std::abs(U(i, j)) > std::abs(U(arg, j))) arg = i;
+  return arg;
+}
+
+// Randomized solver (Halko et al., as scikit-learn's randomized_svd): sets the
+// fit's variances, returns the k components as columns (d, k).
+template <typename T>
+Eigen::MatrixXd randomized_components(const T* X, int64_t n, int64_t d, const Eigen::VectorXd& mean,
+                                      const PCAOptions& opt, PCAFit<T>& fit) {
+  const int64_t kmax = std::min(n, d);
+  STEMROI_CHECK(opt.variance_fraction <= 0, "the randomized solver needs an int n_components");
+  const int64_t k = opt.n_components < 0 ? kmax : opt.n_components;
+  const int64_t p = std::min(kmax, k + opt.n_oversamples);
+  int n_iter = opt.n_iter >= 0 ? opt.n_iter : (k < 0.1 * kmax ? 7 : 4);
+  MatD Xc = centred_rows(X, d, 0, n, mean);
+  std::mt19937_64 rng(opt.seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  MatD omega(d, p);
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t j = 0; j < p; ++j) omega(i, j) = normal(rng);
+  MatD Q = orthonormal(Xc * omega);
+  for (int it = 0; it < n_iter; ++it) {
+    InterruptCallback::check();
+    MatD Z = orthonormal(Xc.transpose() * Q);
+    Q = orthonormal(Xc * Z);
+  }
+  MatD B = Q.transpose() * Xc;  // (p, d)
+  Eigen::JacobiSVD<MatD> svd(B, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  MatD U = Q * svd.matrixU();
+  Eigen::MatrixXd V = svd.matrixV().leftCols(k);
+  std::vector<double> s_all(svd.singularValues().data(), svd.singularValues().data() + k);
+  // scikit-learn's randomized_svd flips u-based unless it transposed (n < d).
+  for (int64_t j = 0; j < k; ++j) {
+    double val = 0, best = -1;
+    if (n >= d) {
+      for (int64_t i = 0; i < n; ++i)
+        if (std::abs(U(i, j)) > best) best = std::abs(U(i, j)), val = U(i, j);
+    } else {
+      for (int64_t i = 0; i < d; ++i)
+        if (std::abs(V(i, j)) > best) best = std::abs(V(i, j)), val = V(i, j);
+    }
+    V.col(j) *= sign_of(val);
+  }
+  double total = Xc.squaredNorm() / static_cast<double>(n - 1);
+  finish(fit, s_all, k, total);
+  double kept = 0;
+  for (double v : fit.explained_variance) kept += v;
+  fit.noise_variance = k < kmax ? (total - kept) / static_cast<double>(kmax - k) : 0.0;
+  return V;
+}
+
+// Full solver, covariance route: eigendecomposition of the centred Gram
+// matrix (d x d for tall data, n x n for wide data).
+struct GramSpectrum {
+  Eigen::MatrixXd G;
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
+  MatD Xc_wide;               // the centred data, wide case only
+  std::vector<double> s_all;  // singular values, descending
+  int64_t k = 0;
+  bool accurate = true;       // every retained eigenvalue within the Gram route's tolerance
+};
+
+template <typename T>
+GramSpectrum gram_spectrum(const T* X, int64_t n, int64_t d, const Eigen::VectorXd& mean, const PCAOptions& opt,
+                           int nt) {
+  const int64_t kmax = std::min(n, d);
+  GramSpectrum g;
+  if (opt.device.is_cuda()) {
+    if (n < d) g.Xc_wide = centred_rows(X, d, 0, n, mean);
+    MatD G(kmax, kmax);
+    cuda::gram_matrix(X, n, d, mean.data(), opt.device.index, G.data());
+    g.G = G;
+    g.G.triangularView<Eigen::StrictlyUpper>() = g.G.transpose();
+  } else if (n >= d) {
+    g.G = gram_tall(X, n, d, mean, nt);
+  } else {
+    g.Xc_wide = centred_rows(X, d, 0, n, mean);
+    g.G = Eigen::MatrixXd::Zero(n, n);
+    g.G.selfadjointView<Eigen::Lower>().rankUpdate(g.Xc_wide);
+    g.G.triangularView<Eigen::StrictlyUpper>() = g.G.transpose();
+  }
+  InterruptCallback::check();
+  g.es.compute(g.G);
+  STEMROI_CHECK(g.es.info() == Eigen::Success, "PCA: eigendecomposition of the Gram matrix failed");
+  const int64_t m = g.G.rows();
+  g.s_all.resize(kmax);
+  std::vector<double> ev(kmax);
+  for (int64_t j = 0; j < kmax; ++j) {
+    double lam = std::max(0.0, g.es.eigenvalues()[m - 1 - j]);
+    g.s_all[j] = std::sqrt(lam);
+    ev[j] = lam;
+  }
+  g.k = choose_k(ev, opt, kmax);
+  // The Gram route loses accuracy on eigenvalues far below the largest
+  // (absolute error ~ eps * lambda_max): fall back to an SVD unless every
+  // retained eigenvalue is within the stated tolerances.
+  const double tau = sizeof(T) == 4 ? 1e-9 : 1e-5;
+  g.accurate = !(ev[0] > 0 && ev[g.k - 1] < tau * ev[0]);
+  return g;
+}
+
+// Components (d, k) from the Gram eigenvectors, with scikit-learn's signs.
+template <typename T>
+Eigen::MatrixXd gram_components(const T* X, int64_t n, int64_t d, const Eigen::VectorXd& mean,
+                                const GramSpectrum& g, int nt) {
+  const int64_t m = g.G.rows(), k = g.k;
+  Eigen::MatrixXd V;
+  if (n >= d) {
+    V.resize(d, k);
+    for (int64_t j = 0; j < k; ++j) V.col(j) = g.es.eigenvectors().col(m - 1 - j);
+    std::vector<double> u_max = max_abs_entries(X, n, d, mean, V, nt);
+    for (int64_t j = 0; j < k; ++j) V.col(j) *= sign_of(u_max[j]);
+  } else {
+    Eigen::MatrixXd U(n, k);
+    for (int64_t j = 0; j < k; ++j) {
+      U.col(j) = g.es.eigenvectors().col(m - 1 - j);
+      U.col(j) *= sign_of(U(arg_max_abs(U, j), j));
+    }
+    V = g.Xc_wide.transpose() * U;
+    for (int64_t j = 0; j < k; ++j) V.col(j) /= (g.s_all[j] > 0 ? g.s_all[j] : 1.0);
+  }
+  return V;
+}
+
+// Full solver, SVD route: sets s_all and k, returns the components (d, k).
+template <typename T>
+Eigen::MatrixXd svd_components(const T* X, int64_t n, int64_t d, const Eigen::VectorXd& mean, const PCAOptions& opt,
+                               std::vector<double>& s_all, int64_t& k) {
+  const int64_t kmax = std::min(n, d);
+  MatD Xc = centred_rows(X, d, 0, n, mean);
+  InterruptCallback::check();
+  Eigen::BDCSVD<MatD> svd(Xc, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  const auto& S = svd.singularValues();
+  s_all.assign(S.data(), S.data() + kmax);
+  std::vector<double> ev(kmax);
+  for (int64_t j = 0; j < kmax; ++j) ev[j] = s_all[j] * s_all[j];
+  k = choose_k(ev, opt, kmax);
+  Eigen::MatrixXd V = svd.matrixV().leftCols(k);
+  const MatD& U = svd.matrixU();
+  for (int64_t j = 0; j < k; ++j) V.col(j) *= sign_of(U(arg_max_abs(U, j), j));
+  return V;
+}
+
+// Full solver: variances from all kmax singular values.
+template <typename T>
+void full_variances(PCAFit<T>& fit, const std::vector<double>& s_all, int64_t k, int64_t n) {
+  const int64_t kmax = static_cast<int64_t>(s_all.size());
+  double total = 0;
+  for (double s : s_all) total += s * s / static_cast<double>(n - 1);
+  finish(fit, s_all, k, total);
+  double rest = 0;
+  for (int64_t j = k; j < kmax; ++j) rest += s_all[j] * s_all[j] / static_cast<double>(n - 1);
+  fit.noise_variance = k < kmax ? rest / static_cast<double>(kmax - k) : 0.0;
+}
+
+// Full solver: the Gram route when route allows it and it is accurate, else the SVD.
+template <typename T>
+Eigen::MatrixXd full_components(const T* X, int64_t n, int64_t d, const Eigen::VectorXd& mean,
+                                const PCAOptions& opt, int nt, PCAFit<T>& fit) {
+  if (opt.route != 2) {
+    GramSpectrum g = gram_spectrum(X, n, d, mean, opt, nt);
+    if (opt.route == 1 || g.accurate) {
+      Eigen::MatrixXd V = gram_components(X, n, d, mean, g, nt);
+      fit.used_gram = true;
+      full_variances(fit, g.s_all, g.k, n);
+      return V;
+    }
+  }
+  std::vector<double> s_all;
+  int64_t k = 0;
+  Eigen::MatrixXd V = svd_components(X, n, d, mean, opt, s_all, k);
+  full_variances(fit, s_all, k, n);
+  return V;
+}
+
 }  // namespace
 
 template <typename T>
@@ -161,127 +342,9 @@ PCAFit<T> pca_fit(const T* X, int64_t n, int64_t d, const PCAOptions& opt) {
   Eigen::VectorXd mean = column_mean(X, n, d, nt);
   fit.mean.resize(d);
   for (int64_t j = 0; j < d; ++j) fit.mean[j] = static_cast<T>(mean[j]);
-
-  Eigen::MatrixXd V;          // (d, k) right singular vectors (columns)
-  std::vector<double> s_all;  // all singular values, descending
-  int64_t k = 0;
-
-  if (opt.solver == PCASolver::Randomized) {
-    STEMROI_CHECK(opt.variance_fraction <= 0, "the randomized solver needs an int n_components");
-    k = opt.n_components < 0 ? kmax : opt.n_components;
-    const int64_t p = std::min(kmax, k + opt.n_oversamples);
-    int n_iter = opt.n_iter >= 0 ? opt.n_iter : (k < 0.1 * kmax ? 7 : 4);
-    MatD Xc = centred_rows(X, d, 0, n, mean);
-    std::mt19937_64 rng(opt.seed);
-    std::normal_distribution<double> normal(0.0, 1.0);
-    MatD omega(d, p);
-    for (int64_t i = 0; i < d; ++i)
-      for (int64_t j = 0; j < p; ++j) omega(i, j) = normal(rng);
-    MatD Q = orthonormal(Xc * omega);
-    for (int it = 0; it < n_iter; ++it) {
-      InterruptCallback::check();
-      MatD Z = orthonormal(Xc.transpose() * Q);
-      Q = orthonormal(Xc * Z);
-    }
-    MatD B = Q.transpose() * Xc;  // (p, d)
-    Eigen::JacobiSVD<MatD> svd(B, Eigen::ComputeThinU | Eigen::ComputeThinV);
-    MatD U = Q * svd.matrixU();
-    V = svd.matrixV().leftCols(k);
-    s_all.assign(svd.singularValues().data(), svd.singularValues().data() + k);
-    // scikit-learn's randomized_svd flips u-based unless it transposed (n < d).
-    for (int64_t j = 0; j < k; ++j) {
-      double val = 0, best = -1;
-      if (n >= d) {
-        for (int64_t i = 0; i < n; ++i)
-          if (std::abs(U(i, j)) > best) best = std::abs(U(i, j)), val = U(i, j);
-      } else {
-        for (int64_t i = 0; i < d; ++i)
-          if (std::abs(V(i, j)) > best) best = std::abs(V(i, j)), val = V(i, j);
-      }
-      V.col(j) *= sign_of(val);
-    }
-    double total = Xc.squaredNorm() / static_cast<double>(n - 1);
-    finish(fit, s_all, k, total);
-    double kept = 0;
-    for (double v : fit.explained_variance) kept += v;
-    fit.noise_variance = k < kmax ? (total - kept) / static_cast<double>(kmax - k) : 0.0;
-  } else {
-    bool use_gram = opt.route != 2;
-    Eigen::MatrixXd G;
-    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
-    MatD Xc_wide;
-    if (use_gram) {
-      if (n >= d) {
-        G = gram_tall(X, n, d, mean, nt);
-      } else {
-        Xc_wide = centred_rows(X, d, 0, n, mean);
-        G = Eigen::MatrixXd::Zero(n, n);
-        G.selfadjointView<Eigen::Lower>().rankUpdate(Xc_wide);
-        G.triangularView<Eigen::StrictlyUpper>() = G.transpose();
-      }
-      InterruptCallback::check();
-      es.compute(G);
-      STEMROI_CHECK(es.info() == Eigen::Success, "PCA: eigendecomposition of the Gram matrix failed");
-      const int64_t m = G.rows();
-      s_all.resize(kmax);
-      std::vector<double> ev(kmax);
-      for (int64_t j = 0; j < kmax; ++j) {
-        double lam = std::max(0.0, es.eigenvalues()[m - 1 - j]);
-        s_all[j] = std::sqrt(lam);
-        ev[j] = lam;
-      }
-      k = choose_k(ev, opt, kmax);
-      // The Gram route loses accuracy on eigenvalues far below the largest
-      // (absolute error ~ eps * lambda_max): fall back to an SVD unless every
-      // retained eigenvalue is within the stated tolerances.
-      const double tau = sizeof(T) == 4 ? 1e-9 : 1e-5;
-      if (opt.route == 0 && ev[0] > 0 && ev[k - 1] < tau * ev[0]) use_gram = false;
-    }
-    if (use_gram) {
-      const int64_t m = G.rows();
-      if (n >= d) {
-        V.resize(d, k);
-        for (int64_t j = 0; j < k; ++j) V.col(j) = es.eigenvectors().col(m - 1 - j);
-        std::vector<double> u_max = max_abs_entries(X, n, d, mean, V, nt);
-        for (int64_t j = 0; j < k; ++j) V.col(j) *= sign_of(u_max[j]);
-      } else {
-        Eigen::MatrixXd U(n, k);
-        for (int64_t j = 0; j < k; ++j) {
-          U.col(j) = es.eigenvectors().col(m - 1 - j);
-          Eigen::Index arg = 0;
-          for (Eigen::Index i = 0; i < n; ++i)
-            if (std::abs(U(i, j)) > std::abs(U(arg, j))) arg = i;
-          U.col(j) *= sign_of(U(arg, j));
-        }
-        V = Xc_wide.transpose() * U;
-        for (int64_t j = 0; j < k; ++j) V.col(j) /= (s_all[j] > 0 ? s_all[j] : 1.0);
-      }
-      fit.used_gram = true;
-    } else {
-      MatD Xc = centred_rows(X, d, 0, n, mean);
-      InterruptCallback::check();
-      Eigen::BDCSVD<MatD> svd(Xc, Eigen::ComputeThinU | Eigen::ComputeThinV);
-      const auto& S = svd.singularValues();
-      s_all.assign(S.data(), S.data() + kmax);
-      std::vector<double> ev(kmax);
-      for (int64_t j = 0; j < kmax; ++j) ev[j] = s_all[j] * s_all[j];
-      k = choose_k(ev, opt, kmax);
-      V = svd.matrixV().leftCols(k);
-      const MatD& U = svd.matrixU();
-      for (int64_t j = 0; j < k; ++j) {
-        Eigen::Index arg = 0;
-        for (Eigen::Index i = 0; i < U.rows(); ++i)
-          if (std::abs(U(i, j)) > std::abs(U(arg, j))) arg = i;
-        V.col(j) *= sign_of(U(arg, j));
-      }
-    }
-    double total = 0;
-    for (double s : s_all) total += s * s / static_cast<double>(n - 1);
-    finish(fit, s_all, k, total);
-    double rest = 0;
-    for (int64_t j = k; j < kmax; ++j) rest += s_all[j] * s_all[j] / static_cast<double>(n - 1);
-    fit.noise_variance = k < kmax ? rest / static_cast<double>(kmax - k) : 0.0;
-  }
+  const Eigen::MatrixXd V = opt.solver == PCASolver::Randomized ? randomized_components(X, n, d, mean, opt, fit)
+                                                                 : full_components(X, n, d, mean, opt, nt, fit);
+  const int64_t k = V.cols();
   fit.components.resize(k * d);
   for (int64_t j = 0; j < k; ++j)
     for (int64_t i = 0; i < d; ++i) fit.components[j * d + i] = static_cast<T>(V(i, j));

@@ -269,12 +269,13 @@ void minmax_scale_batch(const T* in, T* out, int64_t n, int64_t h, int64_t w, in
   }
 }
 
-void prepare_patches_batch(const float* in, float* out, int64_t n, int64_t c, int64_t h, int64_t w, int64_t size,
-                           const Normalization& preset, ResizeMethod method, int n_threads) {
-  STEMROI_CHECK(c == 1 || c == 3, "prepare_patches needs 1 (grey) or 3 (RGB) input channels, got ", c);
-  check_sizes(n, h, w, size, size);
-  const Resizer<float> resizer(h, w, size, size, method);
-  const int64_t in_plane = h * w, out_plane = size * size;
+void network_input_batch(const float* in, float* out, int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh,
+                         int64_t ow, const Normalization& preset, ResizeMethod method, int n_threads) {
+  STEMROI_CHECK(c == 1 || c == 3, "network input needs 1 (grey) or 3 (RGB) input channels, got ", c);
+  check_sizes(n, h, w, oh, ow);
+  const bool resample = oh != h || ow != w;
+  const Resizer<float> resizer(h, w, resample ? oh : 1, resample ? ow : 1, method);
+  const int64_t in_plane = h * w, out_plane = oh * ow;
   const int nt = resolve_n_threads(n_threads);
   for (int64_t first = 0; first < n; first += kInterruptChunk) {
     const int64_t last = std::min(n, first + kInterruptChunk);
@@ -282,15 +283,19 @@ void prepare_patches_batch(const float* in, float* out, int64_t n, int64_t c, in
 #pragma omp parallel num_threads(nt) if ((last - first) * out_plane >= kMinParallelElements)
     {
       auto scratch = resizer.scratch();
-      std::vector<float> resized(static_cast<size_t>(c * out_plane));
+      std::vector<float> resized(resample ? static_cast<size_t>(c * out_plane) : 0);
 #pragma omp for schedule(static)
       for (int64_t i = first; i < last; ++i) {
         capture.run([&] {
-          for (int64_t k = 0; k < c; ++k)
-            resizer(in + (i * c + k) * in_plane, resized.data() + k * out_plane, scratch);
+          const float* sized = in + i * c * in_plane;
+          if (resample) {
+            for (int64_t k = 0; k < c; ++k)
+              resizer(in + (i * c + k) * in_plane, resized.data() + k * out_plane, scratch);
+            sized = resized.data();
+          }
           for (int oc = 0; oc < 3; ++oc) {
             const int64_t src_c = c == 1 ? 0 : (preset.bgr ? 2 - oc : oc);
-            const float* s = resized.data() + src_c * out_plane;
+            const float* s = sized + src_c * out_plane;
             float* d = out + (i * 3 + oc) * out_plane;
             for (int64_t k = 0; k < out_plane; ++k) d[k] = normalize_value(s[k], preset, oc);
           }
@@ -300,6 +305,26 @@ void prepare_patches_batch(const float* in, float* out, int64_t n, int64_t c, in
     capture.rethrow();
     InterruptCallback::check();
   }
+}
+
+torch::Tensor network_input(const torch::Tensor& patches, int64_t oh, int64_t ow, const Normalization& preset,
+                            ResizeMethod method, int n_threads) {
+  STEMROI_CHECK(patches.dim() == 3 || patches.dim() == 4,
+                "patches: expected (n, h, w) or (n, c, h, w), got shape ", shape_str(patches.sizes().vec()));
+  STEMROI_CHECK(!patches.requires_grad(), "network input is not differentiable; pass a tensor without gradient");
+  auto x = (patches.dim() == 3 ? patches.unsqueeze(1) : patches)
+               .to(torch::kCPU, torch::kFloat32, /*non_blocking=*/false, /*copy=*/false)
+               .contiguous();
+  STEMROI_CHECK(x.size(1) == 1 || x.size(1) == 3, "patches: expected 1 or 3 channels, got shape ",
+                shape_str(patches.sizes().vec()));
+  STEMROI_CHECK(x.size(0) > 0 && x.size(2) > 0 && x.size(3) > 0, "patches: empty array of shape ",
+                shape_str(patches.sizes().vec()));
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  if (oh <= 0) oh = h;
+  if (ow <= 0) ow = w;
+  auto out = torch::empty({n, 3, oh, ow}, torch::kFloat32);
+  network_input_batch(x.data_ptr<float>(), out.data_ptr<float>(), n, c, h, w, oh, ow, preset, method, n_threads);
+  return out;
 }
 
 template void resize_batch<float>(const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t, ResizeMethod, int);

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "stemroi/callbacks.hpp"
+#include "stemroi/cuda.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/parallel.hpp"
 
@@ -35,55 +36,94 @@ void load_rows(const T* X, int64_t d, int64_t r0, int64_t r1, const std::vector<
   }
 }
 
-}  // namespace
+// Cluster sizes of every label set and the column offset of each set's
+// per-cluster sums (all sets side by side, `width` columns in all).
+struct LabelSets {
+  std::vector<std::vector<int64_t>> freq;
+  std::vector<int64_t> offset;
+  int64_t width = 0;
+  int64_t max_k = 0;
+};
 
-double ordered_mean(const std::vector<double>& v) {
-  double s = 0;
-  for (double x : v) s += x;
-  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
-}
-
-template <typename T>
-std::vector<std::vector<double>> silhouette_samples_multi(const T* X, int64_t n, int64_t d,
-                                                          const std::vector<const int32_t*>& labels,
-                                                          const std::vector<int32_t>& n_clusters, int n_threads) {
+LabelSets check_label_sets(const std::vector<const int32_t*>& labels, const std::vector<int32_t>& n_clusters,
+                           int64_t n) {
   STEMROI_CHECK(labels.size() == n_clusters.size(), "silhouette: ", labels.size(), " label sets but ",
                 n_clusters.size(), " cluster counts");
-  STEMROI_CHECK(n >= 1 && d >= 1, "silhouette needs a non-empty 2-D array, got shape ", shape_str({n, d}));
   const size_t n_sets = labels.size();
-  std::vector<std::vector<int64_t>> freq(n_sets);
-  std::vector<int64_t> offset(n_sets + 1, 0);
+  LabelSets sets;
+  sets.freq.resize(n_sets);
+  sets.offset.assign(n_sets + 1, 0);
   for (size_t s = 0; s < n_sets; ++s) {
     const int32_t k = n_clusters[s];
     STEMROI_CHECK(k >= 2 && k <= n - 1, "Number of labels is ", k,
                   ". Valid values are 2 to n_samples - 1 (inclusive), n_samples=", n);
-    freq[s].assign(k, 0);
+    sets.freq[s].assign(k, 0);
     for (int64_t i = 0; i < n; ++i) {
       const int32_t l = labels[s][i];
       STEMROI_CHECK(l >= 0 && l < k, "silhouette: label code ", l, " at index ", i, " outside [0, ", k, ")");
-      ++freq[s][l];
+      ++sets.freq[s][l];
     }
-    offset[s + 1] = offset[s] + k;
+    sets.offset[s + 1] = sets.offset[s] + k;
   }
-  const int64_t width = offset[n_sets];
-  const int64_t max_k = *std::max_element(n_clusters.begin(), n_clusters.end());  // per-row cluster sums of all label sets side by side
-  const int nt = resolve_n_threads(n_threads);
+  sets.width = sets.offset[n_sets];
+  sets.max_k = *std::max_element(n_clusters.begin(), n_clusters.end());
+  return sets;
+}
 
+template <typename T>
+std::vector<double> feature_mean(const T* X, int64_t n, int64_t d) {
   std::vector<double> mean(d, 0.0);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < d; ++j) mean[j] += static_cast<double>(X[i * d + j]);
   for (double& m : mean) m /= static_cast<double>(n);
+  return mean;
+}
 
-  // Each distance is computed once: block pairs (I, J >= I) of the upper
-  // triangle. Rows of I take their sums over the columns of J directly
-  // ("direct", row-wise); rows of J take their sums over the rows of I
-  // ("mirror"), first in a per-thread buffer, then merged into the shared
-  // mirror sums in the order of I (an OpenMP ordered section). Every sum is
-  // therefore formed in a fixed order, whatever the number of threads.
+// Adds the distances drow[0, nc) of one sample to its per-cluster sums acc[0, k)
+// (lab: the cluster of each column). Four interleaved accumulators break the
+// add -> store -> load dependency when neighbouring samples share a cluster;
+// they are combined in a fixed order.
+void add_cluster_sums(const double* drow, const int32_t* lab, int64_t nc, int64_t k, std::vector<double>& acc4,
+                      double* acc) {
+  std::fill(acc4.begin(), acc4.begin() + 4 * k, 0.0);
+  double *a0 = acc4.data(), *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k;
+  int64_t j = 0;
+  for (; j + 4 <= nc; j += 4) {
+    a0[lab[j]] += drow[j];
+    a1[lab[j + 1]] += drow[j + 1];
+    a2[lab[j + 2]] += drow[j + 2];
+    a3[lab[j + 3]] += drow[j + 3];
+  }
+  for (; j < nc; ++j) a0[lab[j]] += drow[j];
+  for (int64_t c = 0; c < k; ++c) acc[c] += (a0[c] + a1[c]) + (a2[c] + a3[c]);
+}
+
+// Sum of distances from every sample to every cluster of every label set:
+// direct(i, offset[s] + c) + mirror(offset[s] + c, i).
+struct ClusterDistanceSums {
+  MatD direct;  // (sample, cluster column)
+  MatD mirror;  // (cluster column, sample)
+};
+
+// Each distance is computed once: block pairs (I, J >= I) of the upper
+// triangle. Rows of I take their sums over the columns of J directly
+// ("direct", row-wise); rows of J take their sums over the rows of I
+// ("mirror"), first in a per-thread buffer, then merged into the shared
+// mirror sums in the order of I (an OpenMP ordered section). Every sum is
+// therefore formed in a fixed order, whatever the number of threads.
+template <typename T>
+ClusterDistanceSums cluster_distance_sums(const T* X, int64_t n, int64_t d, const std::vector<double>& mean,
+                                          const std::vector<const int32_t*>& labels,
+                                          const std::vector<int32_t>& n_clusters, const LabelSets& sets, int nt) {
+  const size_t n_sets = labels.size();
+  const int64_t width = sets.width;
   const int64_t B = kBlock;
   const int64_t nb = (n + B - 1) / B;
-  MatD direct = MatD::Zero(n, width);
-  MatD mirror = MatD::Zero(width, n);  // (cluster column, sample)
+  ClusterDistanceSums sums;
+  MatD& direct = sums.direct;
+  MatD& mirror = sums.mirror;
+  direct = MatD::Zero(n, width);
+  mirror = MatD::Zero(width, n);
   std::atomic<bool> stop{false};
   OmpExceptionCapture cap;
 #pragma omp parallel num_threads(nt)
@@ -91,7 +131,7 @@ std::vector<std::vector<double>> silhouette_samples_multi(const T* X, int64_t n,
     MatD local;  // this thread's mirror contributions of the current block row
     MatD XI, XJ, D;
     Eigen::VectorXd nI, nJ;
-    std::vector<double> acc4(4 * max_k);
+    std::vector<double> acc4(4 * sets.max_k);
 #pragma omp for ordered schedule(static, 1)
     for (int64_t I = 0; I < nb; ++I) {
       const int64_t r0 = I * B, r1 = std::min(n, r0 + B), nr = r1 - r0;
@@ -112,27 +152,12 @@ std::vector<std::vector<double>> silhouette_samples_multi(const T* X, int64_t n,
               const double sq = nI[i] + nJ[j] - 2.0 * drow[j];
               drow[j] = (sq > 0 && r0 + i != c0 + j) ? std::sqrt(sq) : 0.0;
             }
-            // Four interleaved accumulators break the add -> store -> load
-            // dependency when neighbouring samples share a cluster; they are
-            // combined in a fixed order.
             for (size_t s = 0; s < n_sets; ++s) {
-              const int32_t* lab = labels[s] + c0;
-              const int64_t k = n_clusters[s];
-              std::fill(acc4.begin(), acc4.begin() + 4 * k, 0.0);
-              double *a0 = acc4.data(), *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k;
-              int64_t j = 0;
-              for (; j + 4 <= nc; j += 4) {
-                a0[lab[j]] += drow[j];
-                a1[lab[j + 1]] += drow[j + 1];
-                a2[lab[j + 2]] += drow[j + 2];
-                a3[lab[j + 3]] += drow[j + 3];
-              }
-              for (; j < nc; ++j) a0[lab[j]] += drow[j];
-              double* acc = direct.row(r0 + i).data() + offset[s];
-              for (int64_t c = 0; c < k; ++c) acc[c] += (a0[c] + a1[c]) + (a2[c] + a3[c]);
+              add_cluster_sums(drow, labels[s] + c0, nc, n_clusters[s], acc4,
+                               direct.row(r0 + i).data() + sets.offset[s]);
               // mirror: row i of this block is column i for the samples of J
               if (J > I) {
-                double* dst = local.row(offset[s] + labels[s][r0 + i]).data() + c0;
+                double* dst = local.row(sets.offset[s] + labels[s][r0 + i]).data() + c0;
                 for (int64_t jj = 0; jj < nc; ++jj) dst[jj] += drow[jj];
               }
             }
@@ -153,20 +178,30 @@ std::vector<std::vector<double>> silhouette_samples_multi(const T* X, int64_t n,
   }
   cap.rethrow();
   if (stop) throw Interrupted();
+  return sums;
+}
 
+// s(i) = (b - a) / max(a, b) from the distance sums (0 for singleton clusters).
+std::vector<std::vector<double>> silhouette_values(const ClusterDistanceSums& sums,
+                                                   const std::vector<const int32_t*>& labels,
+                                                   const std::vector<int32_t>& n_clusters, const LabelSets& sets,
+                                                   int64_t n) {
+  const size_t n_sets = labels.size();
   std::vector<std::vector<double>> out(n_sets, std::vector<double>(n, 0.0));
-  std::vector<double> acc(max_k);
+  std::vector<double> acc(sets.max_k);
   for (size_t s = 0; s < n_sets; ++s) {
     const int32_t k = n_clusters[s];
+    const auto& freq = sets.freq[s];
     for (int64_t i = 0; i < n; ++i) {
-      for (int32_t c = 0; c < k; ++c) acc[c] = direct(i, offset[s] + c) + mirror(offset[s] + c, i);
+      for (int32_t c = 0; c < k; ++c)
+        acc[c] = sums.direct(i, sets.offset[s] + c) + sums.mirror(sets.offset[s] + c, i);
       const int32_t own = labels[s][i];
       double v = 0;
-      if (freq[s][own] > 1) {
-        const double a = acc[own] / static_cast<double>(freq[s][own] - 1);
+      if (freq[own] > 1) {
+        const double a = acc[own] / static_cast<double>(freq[own] - 1);
         double bmin = std::numeric_limits<double>::infinity();
         for (int32_t c = 0; c < k; ++c)
-          if (c != own) bmin = std::min(bmin, acc[c] / static_cast<double>(freq[s][c]));
+          if (c != own) bmin = std::min(bmin, acc[c] / static_cast<double>(freq[c]));
         const double m = std::max(a, bmin);
         v = m > 0 ? (bmin - a) / m : 0.0;
       }
@@ -174,6 +209,35 @@ std::vector<std::vector<double>> silhouette_samples_multi(const T* X, int64_t n,
     }
   }
   return out;
+}
+
+}  // namespace
+
+double ordered_mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+}
+
+template <typename T>
+std::vector<std::vector<double>> silhouette_samples_multi(const T* X, int64_t n, int64_t d,
+                                                          const std::vector<const int32_t*>& labels,
+                                                          const std::vector<int32_t>& n_clusters, int n_threads,
+                                                          const ComputeDevice& device) {
+  STEMROI_CHECK(n >= 1 && d >= 1, "silhouette needs a non-empty 2-D array, got shape ", shape_str({n, d}));
+  const LabelSets sets = check_label_sets(labels, n_clusters, n);
+  if (device.is_cuda()) {
+    // The GPU's sums come whole, in the (cluster column, sample) layout of mirror.
+    ClusterDistanceSums sums;
+    sums.direct = MatD::Zero(n, sets.width);
+    sums.mirror.resize(sets.width, n);
+    cuda::cluster_distance_sums(X, n, d, labels, sets.offset, device.index, sums.mirror.data());
+    return silhouette_values(sums, labels, n_clusters, sets, n);
+  }
+  const std::vector<double> mean = feature_mean(X, n, d);
+  const ClusterDistanceSums sums =
+      cluster_distance_sums(X, n, d, mean, labels, n_clusters, sets, resolve_n_threads(n_threads));
+  return silhouette_values(sums, labels, n_clusters, sets, n);
 }
 
 template <typename T>
@@ -221,14 +285,15 @@ NClustersSweep<T> select_n_clusters(const T* X, int64_t n, int64_t d, const std:
     ptrs.push_back(codes[s].data());
     ks.push_back(next);
   }
-  auto sil = silhouette_samples_multi(Xp, m, d, ptrs, ks, base.n_threads);
+  auto sil = silhouette_samples_multi(Xp, m, d, ptrs, ks, base.n_threads, base.device);
   for (auto& v : sil) res.scores.push_back(ordered_mean(v));
   return res;
 }
 
 #define STEMROI_SIL_INSTANTIATE(T)                                                                          \
   template std::vector<std::vector<double>> silhouette_samples_multi<T>(                                   \
-      const T*, int64_t, int64_t, const std::vector<const int32_t*>&, const std::vector<int32_t>&, int);   \
+      const T*, int64_t, int64_t, const std::vector<const int32_t*>&, const std::vector<int32_t>&, int,    \
+      const ComputeDevice&);                                                                               \
   template NClustersSweep<T> select_n_clusters<T>(const T*, int64_t, int64_t, const std::vector<int64_t>&, \
                                                   const KMeansOptions&, const std::vector<int64_t>&);
 STEMROI_SIL_INSTANTIATE(float)

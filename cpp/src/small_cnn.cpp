@@ -66,7 +66,8 @@ void SmallCNNImpl::reset_parameters(uint64_t seed) {
     if (auto* conv = m->as<torch::nn::Conv2d>()) {
       auto& w = conv->weight;
       double fan_out = double(w.size(0) * w.size(2) * w.size(3));
-      auto init = at::normal(0.0, std::sqrt(2.0 / fan_out), w.sizes(), gen, w.options());
+      // drawn on the CPU (the generator's device), then copied to the weight's device
+      auto init = at::normal(0.0, std::sqrt(2.0 / fan_out), w.sizes(), gen, w.options().device(torch::kCPU));
       w.copy_(init);
     } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
       bn->weight.fill_(1.0);

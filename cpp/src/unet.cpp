@@ -3,8 +3,10 @@
 #include <cmath>
 #include <mutex>
 
+#include "stemroi/compute_device.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/parallel.hpp"
+#include "stemroi/patches.hpp"
 #include "stemroi/pseudo_labels.hpp"
 
 namespace stemroi {
@@ -82,8 +84,11 @@ std::vector<double> train_unet(UNet& net, const torch::Tensor& patches, const to
   STEMROI_CHECK(std::isfinite(o.positive_weight) && o.positive_weight > 0, "positive_weight must be > 0, got ",
                 o.positive_weight);
   TorchThreadsGuard threads(o.n_threads);
+  const auto device = module_device(*net);
+  const DeterministicCudnnGuard deterministic(device);
   auto pos_weight = torch::full({n_classes + 1, 1, 1}, o.positive_weight, torch::kFloat32);
   pos_weight[n_classes] = 1.0f;
+  pos_weight = pos_weight.to(device);
   const int64_t per_epoch = o.samples_per_epoch > 0 ? o.samples_per_epoch : patches.size(0);
   const int64_t n_batches = (per_epoch + o.batch_size - 1) / o.batch_size;
   torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(o.learning_rate));
@@ -97,8 +102,8 @@ std::vector<double> train_unet(UNet& net, const torch::Tensor& patches, const to
     for (int64_t b = 0; b < n_batches; ++b) {
       InterruptCallback::check();
       const int64_t lo = b * o.batch_size, hi = std::min(per_epoch, lo + o.batch_size);
-      auto x = samples.images.slice(0, lo, hi);
-      auto y = samples.targets.slice(0, lo, hi);
+      auto x = samples.images.slice(0, lo, hi).to(device);
+      auto y = samples.targets.slice(0, lo, hi).to(device);
       opt.zero_grad();
       auto loss = F::binary_cross_entropy_with_logits(
           net->forward(x), y, F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(pos_weight));
@@ -113,15 +118,6 @@ std::vector<double> train_unet(UNet& net, const torch::Tensor& patches, const to
   return history;
 }
 
-std::vector<int64_t> tile_origins(int64_t n, int64_t tile, int64_t stride) {
-  STEMROI_CHECK(tile >= 1 && stride >= 1 && n >= tile, "tile_origins: need n >= tile >= 1 and stride >= 1, got n=",
-                n, ", tile=", tile, ", stride=", stride);
-  std::vector<int64_t> out;
-  for (int64_t o = 0; o + tile < n; o += stride) out.push_back(o);
-  out.push_back(n - tile);
-  return out;
-}
-
 torch::Tensor predict_tiled(UNet& net, const torch::Tensor& image, int64_t tile, int64_t stride,
                             int64_t batch_size, int n_threads, const ProgressFn& progress) {
   STEMROI_CHECK(image.dim() == 2, "image must be 2-D (H, W), got ", shape_str(image.sizes().vec()));
@@ -132,6 +128,7 @@ torch::Tensor predict_tiled(UNet& net, const torch::Tensor& image, int64_t tile,
   TorchThreadsGuard threads(n_threads);
   torch::NoGradGuard no_grad;
   net->eval();
+  const auto device = module_device(*net);
   const int64_t H = image.size(0), W = image.size(1);
   auto img = image.to(torch::kFloat32).contiguous();
   // reflect-pad images smaller than a tile (repeatedly: reflect needs pad < size)
@@ -148,7 +145,9 @@ torch::Tensor predict_tiled(UNet& net, const torch::Tensor& image, int64_t tile,
                                 .mode(torch::kReflect));
   }
   padded = padded.view({Hp, Wp});
-  const auto rows = tile_origins(Hp, tile, stride), cols = tile_origins(Wp, tile, stride);
+  // the last row/column of tiles ends at the border (every pixel predicted)
+  const PatchGrid grid(tile, stride, EdgeMode::Shift);
+  const auto rows = grid.axis_origins(Hp, Hp, Wp), cols = grid.axis_origins(Wp, Hp, Wp);
   std::vector<std::pair<int64_t, int64_t>> origins;
   for (auto r : rows)
     for (auto c : cols) origins.emplace_back(r, c);
@@ -171,7 +170,7 @@ torch::Tensor predict_tiled(UNet& net, const torch::Tensor& image, int64_t tile,
       tiles.push_back(padded.slice(0, origins[i].first, origins[i].first + tile)
                           .slice(1, origins[i].second, origins[i].second + tile));
     auto x = torch::stack(tiles).unsqueeze(1);
-    auto p = net->probabilities(x);
+    auto p = net->probabilities(x.to(device)).to(torch::kCPU);
     for (int64_t i = lo; i < hi; ++i) {
       const auto [r, c] = origins[i];
       acc.slice(1, r, r + tile).slice(2, c, c + tile).add_(p[i - lo] * win);

@@ -6,8 +6,10 @@
 #include <cmath>
 #include <regex>
 
+#include "stemroi/compute_device.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/parallel.hpp"
+#include "stemroi/patches.hpp"
 
 namespace stemroi {
 
@@ -27,18 +29,6 @@ c10::ScalarType parse_dtype(const std::string& d) {
   if (d == "float32" || d == "float") return torch::kFloat32;
   if (d == "bfloat16" || d == "bf16") return torch::kBFloat16;
   throw ValueError(concat("dtype must be 'float32' or 'bfloat16', got '", d, "'"));
-}
-
-torch::Device parse_device(const std::string& d) {
-  try {
-    torch::Device dev(d);
-    if (dev.is_cuda() && !torch::cuda::is_available())
-      throw ValueError(concat("device '", d, "' requested but this LibTorch has no usable CUDA device"));
-    STEMROI_CHECK(dev.is_cpu() || dev.is_cuda(), "device must be 'cpu' or 'cuda[:i]', got '", d, "'");
-    return dev;
-  } catch (const c10::Error&) {
-    throw ValueError(concat("device must be 'cpu' or 'cuda[:i]', got '", d, "'"));
-  }
 }
 
 std::string resolve_backend(const std::string& backend, const torch::Device& dev) {
@@ -132,39 +122,6 @@ VGG16Tap vgg16_tap(const std::string& layer) {
   throw ValueError(concat("unknown VGG16 layer '", layer,
                           "' (expected 'block{b}_pool' or 'block{b}', b = 1..5, or 'block{b}_conv{i}', "
                           "i = 1..2 for blocks 1-2 and 1..3 for blocks 3-5)"));
-}
-
-torch::Tensor preprocess_patches(const torch::Tensor& patches, int64_t size, const Normalization& norm) {
-  STEMROI_CHECK(patches.dim() == 3 || patches.dim() == 4,
-                "patches: expected (n, h, w) or (n, c, h, w), got shape ", shape_str(patches.sizes().vec()));
-  auto x = patches.dim() == 3 ? patches.unsqueeze(1) : patches;
-  STEMROI_CHECK(x.size(1) == 1 || x.size(1) == 3, "patches: expected 1 or 3 channels, got shape ",
-                shape_str(patches.sizes().vec()));
-  STEMROI_CHECK(x.size(0) > 0 && x.size(2) > 0 && x.size(3) > 0, "patches: empty array of shape ",
-                shape_str(patches.sizes().vec()));
-  x = x.to(torch::kFloat32);
-  if (size > 0 && (x.size(2) != size || x.size(3) != size))
-    x = torch::nn::functional::interpolate(
-        x, torch::nn::functional::InterpolateFuncOptions()
-               .size(std::vector<int64_t>{size, size})
-               .mode(torch::kBilinear)
-               .align_corners(false));
-  // Per output channel c: x[c'] * (scale / std[c]) - mean[c] / std[c].
-  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(x.device());
-  std::vector<float> a(3), b(3);
-  for (int c = 0; c < 3; ++c) {
-    a[c] = norm.input_scale / norm.std[c];
-    b[c] = -norm.mean[c] / norm.std[c];
-  }
-  auto scale = torch::tensor(a, opts).view({1, 3, 1, 1});
-  auto shift = torch::tensor(b, opts).view({1, 3, 1, 1});
-  if (x.size(1) == 1) {
-    x = x.expand({x.size(0), 3, x.size(2), x.size(3)});
-  } else if (norm.bgr) {
-    x = x.flip({1});
-  }
-  // Same float operations as (x * scale - mean) / std up to rounding.
-  return torch::addcmul(shift, x, scale).contiguous();
 }
 
 VGG16Impl::VGG16Impl(VGG16Options options) : options_(std::move(options)) {
@@ -367,7 +324,7 @@ torch::Tensor VGG16Impl::extract(const torch::Tensor& patches, const VGG16Featur
   STEMROI_CHECK(opt.input_size <= 0 || opt.input_size >= 32, "input_size must be >= 32 (five 2x2 pools), got ",
                 opt.input_size);
   const auto dtype = parse_dtype(opt.dtype);
-  const auto device = parse_device(opt.device);
+  const auto device = torch_device(parse_network_device(opt.device));
   const auto backend = resolve_backend(opt.backend, device);
   STEMROI_CHECK(patches.dim() == 3 || patches.dim() == 4,
                 "patches: expected (n, h, w) or (n, c, h, w), got shape ", shape_str(patches.sizes().vec()));
@@ -387,7 +344,9 @@ torch::Tensor VGG16Impl::extract(const torch::Tensor& patches, const VGG16Featur
     for (int64_t start = 0; start < n; start += opt.batch_size) {
       InterruptCallback::check();
       int64_t stop = std::min(n, start + opt.batch_size);
-      auto x = preprocess_patches(patches.slice(0, start, stop).to(device), opt.input_size, norm);
+      auto x = network_input(patches.slice(0, start, stop), opt.input_size, opt.input_size, norm,
+                             ResizeMethod::Bilinear, opt.n_threads)
+                   .to(device);
       auto maps = run_taps(x, taps, backend, dtype);
       std::vector<torch::Tensor> parts;
       for (auto& m : maps) parts.push_back(pool_map(m, opt.pooling));
@@ -410,7 +369,7 @@ DenseFeatures VGG16Impl::dense(const torch::Tensor& image, int64_t patch, int64_
   STEMROI_CHECK(stride >= 1, "stride must be >= 1, got ", stride);
   STEMROI_CHECK(patch <= H && patch <= W, "patch_size must be <= image size (", H, ", ", W, "), got ", patch);
   const auto dtype = parse_dtype(opt.dtype);
-  const auto device = parse_device(opt.device);
+  const auto device = torch_device(parse_network_device(opt.device));
   const auto backend = resolve_backend(opt.backend, device);
   const int64_t size = opt.input_size > 0 ? opt.input_size : patch;
   STEMROI_CHECK(size >= 32, "dense mode needs windows of >= 32 pixels after resizing, got ", size);
@@ -418,22 +377,15 @@ DenseFeatures VGG16Impl::dense(const torch::Tensor& image, int64_t patch, int64_
   const int64_t RH = static_cast<int64_t>(std::llround(H * scale)), RW = static_cast<int64_t>(std::llround(W * scale));
 
   // Window origins (row-major), edge windows that do not fit are dropped.
-  std::vector<int64_t> rows, cols;
-  for (int64_t r = 0; r + patch <= H; r += stride) rows.push_back(r);
-  for (int64_t c = 0; c + patch <= W; c += stride) cols.push_back(c);
+  const PatchGrid grid(patch, stride, EdgeMode::Drop);
+  const std::vector<int64_t> rows = grid.axis_origins(H, H, W), cols = grid.axis_origins(W, H, W);
   const int64_t nr = rows.size(), nc = cols.size();
 
   TorchThreadsGuard threads(opt.n_threads);
   c10::InferenceMode guard;
 
-  auto img = image.to(device, torch::kFloat32).view({1, 1, H, W});
-  auto resized = (RH == H && RW == W)
-                     ? img
-                     : torch::nn::functional::interpolate(img, torch::nn::functional::InterpolateFuncOptions()
-                                                                   .size(std::vector<int64_t>{RH, RW})
-                                                                   .mode(torch::kBilinear)
-                                                                   .align_corners(false));
-  auto x = preprocess_patches(resized, 0, norm);  // (1, 3, RH, RW)
+  // (1, 3, RH, RW): the whole image resized by size / patch, then the network input
+  auto x = network_input(image.reshape({1, 1, H, W}), RH, RW, norm, ResizeMethod::Bilinear, opt.n_threads).to(device);
 
   // Strips of whole 32-pixel cell rows plus a halo of 96 pixels above and
   // below: a block5_pool cell reads input rows [32 r - 90, 32 r + 121], so

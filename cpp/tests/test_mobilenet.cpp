@@ -47,13 +47,6 @@ TEST(MobileNetV2, LoadsOwnStateAndRejectsMismatch) {
   }
 }
 
-TEST(MobileNetV2, PrepareInputIsTfRange) {
-  auto x = prepare_backbone_input(torch::stack({torch::zeros({16, 16}), torch::ones({16, 16})}), 32, "tf");
-  EXPECT_EQ(x.sizes(), (std::vector<int64_t>{2, 3, 32, 32}));
-  EXPECT_FLOAT_EQ(x[0].min().item<float>(), -1.f);
-  EXPECT_FLOAT_EQ(x[1].max().item<float>(), 1.f);
-}
-
 // Training goes through the patch classifier's loop (train_patch_net) with a
 // PatchNet on the mobilenet_v2 backbone, as stemroi.MobileNetV2Classifier does.
 TEST(MobileNetV2, TrainsFromScratchThroughPatchNet) {

@@ -30,6 +30,22 @@ TEST(PatchGrid, EdgeModesAlongAnAxis) {
   EXPECT_EQ(PatchGrid(8, 0, EdgeMode::Pad).axis_origins(1, 1, 1), (std::vector<int64_t>{0}));
 }
 
+// Shift is the tiled-prediction rule: 0, s, 2s, ... while a window still
+// ends inside, then one window flush with the edge at L - p.
+TEST(PatchGrid, ShiftEndsFlushWithTheEdge) {
+  EXPECT_EQ(PatchGrid(64, 32, EdgeMode::Shift).axis_origins(100, 100, 100), (std::vector<int64_t>{0, 32, 36}));
+  EXPECT_EQ(PatchGrid(64, 32, EdgeMode::Shift).axis_origins(64, 64, 64), (std::vector<int64_t>{0}));
+  EXPECT_THROW(PatchGrid(64, 32, EdgeMode::Shift).axis_origins(10, 10, 10), ValueError);
+  for (int64_t p = 1; p <= 9; ++p)
+    for (int64_t s = 1; s <= 12; ++s)
+      for (int64_t L = p; L <= 40; ++L) {
+        std::vector<int64_t> flush;
+        for (int64_t o = 0; o + p < L; o += s) flush.push_back(o);
+        flush.push_back(L - p);
+        EXPECT_EQ(PatchGrid(p, s, EdgeMode::Shift).axis_origins(L, L, L), flush) << "p=" << p << " s=" << s << " L=" << L;
+      }
+}
+
 TEST(PatchGrid, ExtractEqualsSlicingAndReflectPadding) {
   const int64_t h = 11, w = 13;
   std::vector<float> img(h * w);

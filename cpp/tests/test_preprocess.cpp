@@ -75,7 +75,7 @@ TEST(Resize, LegacyTF1IsTopLeftAligned) {
   EXPECT_THROW(resize_batch<double>(img.data(), out.data(), 1, 1, 4, 0, 8, ResizeMethod::Bilinear), ValueError);
 }
 
-TEST(Preprocess, FusedPrepareEqualsStagedPipeline) {
+TEST(NetworkInput, BatchEqualsStagedPipeline) {
   const int64_t n = 3, h = 10, w = 10, s = 23;
   std::vector<float> img(n * h * w);
   for (size_t i = 0; i < img.size(); ++i) img[i] = std::fmod(i * 0.013f, 1.0f);
@@ -83,10 +83,52 @@ TEST(Preprocess, FusedPrepareEqualsStagedPipeline) {
   resize_batch<float>(img.data(), resized.data(), n, h, w, s, s, ResizeMethod::Bilinear);
   grey_to_rgb_batch<float>(resized.data(), rgb.data(), n, s, s);
   normalize_batch<float>(rgb.data(), staged.data(), n, s, s, kCaffe);
-  prepare_patches_batch(img.data(), fused.data(), n, 1, h, w, s, kCaffe, ResizeMethod::Bilinear, 2);
+  network_input_batch(img.data(), fused.data(), n, 1, h, w, s, s, kCaffe, ResizeMethod::Bilinear, 2);
   EXPECT_EQ(staged, fused);
   // caffe: channel 0 is blue = x * 255 - 103.939
   EXPECT_FLOAT_EQ(fused[0], resized[0] * 255.0f - 103.939f);
+}
+
+TEST(NetworkInput, PresetsChannelOrderAndTorchBilinear) {
+  auto grey = torch::full({1, 4, 4}, 0.5f);
+  auto tv = network_input(grey, 0, 0, kTorchvision);
+  ASSERT_EQ(tv.sizes(), torch::IntArrayRef({1, 3, 4, 4}));
+  for (int c = 0; c < 3; ++c)
+    EXPECT_NEAR(tv[0][c][1][2].item<float>(), (0.5f - kTorchvision.mean[c]) / kTorchvision.std[c], 1e-5);
+  auto caffe = network_input(grey, 0, 0, kCaffe);
+  for (int c = 0; c < 3; ++c) EXPECT_NEAR(caffe[0][c][0][0].item<float>(), 127.5f - kCaffe.mean[c], 1e-4);
+  // RGB input: caffe reverses the channel order.
+  auto rgb = torch::stack({torch::full({2, 2}, 0.1f), torch::full({2, 2}, 0.2f), torch::full({2, 2}, 0.3f)}).unsqueeze(0);
+  auto bgr = network_input(rgb, 0, 0, kCaffe);
+  EXPECT_NEAR(bgr[0][0][0][0].item<float>(), 0.3f * 255 - kCaffe.mean[0], 1e-3);
+  EXPECT_NEAR(bgr[0][2][0][0].item<float>(), 0.1f * 255 - kCaffe.mean[2], 1e-3);
+  // Resizing: bilinear align_corners=False, as torch.nn.functional.interpolate.
+  auto p = torch::rand({2, 8, 8});
+  auto r = network_input(p, 16, 16, kUnit);
+  auto ref = torch::nn::functional::interpolate(
+      p.unsqueeze(1), torch::nn::functional::InterpolateFuncOptions()
+                          .size(std::vector<int64_t>{16, 16})
+                          .mode(torch::kBilinear)
+                          .align_corners(false));
+  // same formula as torch's kernel; torch picks a different loop (and rounding) by output size
+  for (int c = 0; c < 3; ++c) EXPECT_LT((r.select(1, c) - ref.select(1, 0)).abs().max().item<double>(), 1e-6);
+  EXPECT_THROW(network_input(torch::zeros({2, 2, 8, 8}), 0, 0, kUnit), ValueError);
+}
+
+TEST(NetworkInput, TensorFormEqualsStagedPipelineAtAnySize) {
+  const int64_t n = 2, h = 9, w = 13, oh = 20, ow = 11;
+  auto x = torch::rand({n, h, w});
+  auto got = network_input(x, oh, ow, kTorchvision, ResizeMethod::Bilinear, 2);
+  ASSERT_EQ(got.sizes(), torch::IntArrayRef({n, 3, oh, ow}));
+  std::vector<float> resized(n * oh * ow), rgb(n * 3 * oh * ow), staged(n * 3 * oh * ow);
+  resize_batch<float>(x.data_ptr<float>(), resized.data(), n, h, w, oh, ow, ResizeMethod::Bilinear);
+  grey_to_rgb_batch<float>(resized.data(), rgb.data(), n, oh, ow);
+  normalize_batch<float>(rgb.data(), staged.data(), n, oh, ow, kTorchvision);
+  EXPECT_EQ(std::vector<float>(got.data_ptr<float>(), got.data_ptr<float>() + got.numel()), staged);
+  // MobileNetV2's tf preset maps [0, 1] onto [-1, 1]
+  auto tf = network_input(torch::stack({torch::zeros({16, 16}), torch::ones({16, 16})}), 32, 32, kTF);
+  EXPECT_FLOAT_EQ(tf[0].min().item<float>(), -1.f);
+  EXPECT_FLOAT_EQ(tf[1].max().item<float>(), 1.f);
 }
 
 TEST(Preprocess, ZeroPatchesStayFinite) {

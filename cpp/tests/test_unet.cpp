@@ -76,12 +76,6 @@ TEST(UNet, SameSeedSameWeights) {
   EXPECT_FALSE(torch::equal(pa[0], pc[0]));
 }
 
-TEST(UNet, TileOrigins) {
-  EXPECT_EQ(tile_origins(100, 64, 32), (std::vector<int64_t>{0, 32, 36}));
-  EXPECT_EQ(tile_origins(64, 64, 32), (std::vector<int64_t>{0}));
-  EXPECT_THROW(tile_origins(10, 64, 32), ValueError);
-}
-
 TEST(UNet, TiledPredictionOfConstantImageIsConstant) {
   auto net = make_unet({1, 2, 4}, 3);
   auto maps = predict_tiled(net, torch::full({70, 90}, 0.6f), 32, 16, 8, 1);

@@ -78,31 +78,6 @@ TEST(VGG16, TapsAndErrors) {
   EXPECT_THROW(net->feature_dim(o, 64, 64), ValueError);
 }
 
-TEST(VGG16, PreprocessingPresets) {
-  auto grey = torch::full({1, 4, 4}, 0.5f);
-  auto tv = preprocess_patches(grey, 0, kTorchvision);
-  ASSERT_EQ(tv.sizes(), torch::IntArrayRef({1, 3, 4, 4}));
-  for (int c = 0; c < 3; ++c)
-    EXPECT_NEAR(tv[0][c][1][2].item<float>(), (0.5f - kTorchvision.mean[c]) / kTorchvision.std[c], 1e-5);
-  auto caffe = preprocess_patches(grey, 0, kCaffe);
-  for (int c = 0; c < 3; ++c) EXPECT_NEAR(caffe[0][c][0][0].item<float>(), 127.5f - kCaffe.mean[c], 1e-4);
-  // RGB input: caffe reverses the channel order.
-  auto rgb = torch::stack({torch::full({2, 2}, 0.1f), torch::full({2, 2}, 0.2f), torch::full({2, 2}, 0.3f)}).unsqueeze(0);
-  auto bgr = preprocess_patches(rgb, 0, kCaffe);
-  EXPECT_NEAR(bgr[0][0][0][0].item<float>(), 0.3f * 255 - kCaffe.mean[0], 1e-3);
-  EXPECT_NEAR(bgr[0][2][0][0].item<float>(), 0.1f * 255 - kCaffe.mean[2], 1e-3);
-  // Resizing: bilinear align_corners=False, as torch.nn.functional.interpolate.
-  auto p = random_patches(2, 8, 8, 1);
-  auto r = preprocess_patches(p, 16, kUnit);
-  auto ref = torch::nn::functional::interpolate(
-      p.unsqueeze(1), torch::nn::functional::InterpolateFuncOptions()
-                          .size(std::vector<int64_t>{16, 16})
-                          .mode(torch::kBilinear)
-                          .align_corners(false));
-  EXPECT_LT((r.select(1, 0) - ref.select(1, 0)).abs().max().item<double>(), 1e-6);
-  EXPECT_THROW(preprocess_patches(torch::zeros({2, 2, 8, 8}), 0, kUnit), ValueError);
-}
-
 TEST(VGG16, BackendsMatchModulePath) {
   VGG16 net;
   net->reset_parameters(7);
@@ -119,7 +94,7 @@ TEST(VGG16, BackendsMatchModulePath) {
   torch::Tensor ref;
   {
     torch::NoGradGuard ng;
-    auto x = preprocess_patches(patches, 40, kTorchvision);
+    auto x = network_input(patches, 40, 40, kTorchvision);
     auto maps = net->feature_maps(x, {vgg16_tap("block2_conv2"), vgg16_tap("block5_pool")});
     ref = torch::cat({maps[0].mean({2, 3}), maps[1].mean({2, 3})}, 1);
     EXPECT_LT(max_rel(net->features(x).mean({2, 3}), maps[1].mean({2, 3})), 1e-6);

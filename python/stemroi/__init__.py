@@ -1,159 +1,124 @@
 """stemroi: regions of interest in atomic-resolution STEM images.
 
-Public names are re-exported lazily from their modules so that ``import
-stemroi`` stays fast and optional parts load only when used.
+The pipeline, one subpackage per step (``docs/developer.md`` has the map)::
+
+    io               images, patch folders, synthetic frames, model files
+    preprocessing    PatchGrid tiles, network inputs, filters
+    features         VGG16 embeddings, spectral/lattice and CVAE descriptors
+    decomposition    PCA
+    cluster          K-means, the choice of k, PatchClusterer
+    models           PatchClassifier, BulkCVAE, DefectSegmenter, weights
+    model_selection  overlap-aware splits, leakage report
+    detection        detect, anomaly / cluster / segmentation maps, ROIResult
+    metrics          silhouette, cluster accuracy, calibration error
+    plotting         figures
+
+The names below are the curated entry points; everything else is reachable
+in its subpackage. Names load lazily, so ``import stemroi`` stays fast.
 """
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+
+from . import _compat
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it (one line per name; areas add theirs)
+# curated public name -> subpackage that offers it
 _EXPORTS = {
-    # shared
-    "save_model_file": "model_file",
-    "load_model_file": "model_file",
-    "gaussian_filter": "filters",
-    "uniform_filter": "filters",
-    "ROIResult": "roi",
-    # cluster (issue 6)
-    "PatchClusterer": "clustering",
-    "pca_k_grid": "clustering",
-    "evaluate_clustering": "clustering",
-    "per_class_accuracy": "clustering",
-    "FFTMagnitude": "descriptors",
-    "PolarPowerSpectrum": "descriptors",
-    "LatticeResidual": "descriptors",
-    "lattice_fit_residual": "descriptors",
-    # cvae (issue 7)
-    "BulkCVAE": "anomaly",
-    "AnomalyMap": "anomaly",
-    "anomaly_map": "anomaly",
-    "plot_anomaly_map": "anomaly",
-    "preprocess_crops": "anomaly",
-    "anm_scores": "anomaly",
-    "local_energy_scores": "anomaly",
-    "cvae_cluster_workflow": "cvae_features",
-    # data
     "read_image": "io",
-    "load_patch_folder": "datasets",
-    "overlap_groups": "grouping",
-    "grouped_train_test_split": "grouping",
-    "GroupedStratifiedKFold": "grouping",
-    "leakage_report": "grouping",
-    "label_audit": "grouping",
-    "mosaic_positions": "grouping",
-    "spatial_blocks": "grouping",
-    "purge_overlapping": "grouping",
-    "spatial_train_test_split": "grouping",
-    # patches / preprocess (issue 3); `stemroi.preprocess` is a submodule
-    "PatchGrid": "patches",
-    "extract_patches": "patches",
-    "prepare_patches": "preprocess",
-    # numeric
+    "load_patch_folder": "io",
+    "PatchGrid": "preprocessing",
     "PCA": "decomposition",
     "KMeans": "cluster",
-    "NClustersSelection": "cluster",
     "select_n_clusters": "cluster",
-    "silhouette_samples": "metrics",
+    "PatchClusterer": "cluster",
     "silhouette_score": "metrics",
+    "silhouette_samples": "metrics",
     "cluster_accuracy": "metrics",
-    "cluster_confusion_matrix": "metrics",
-    # vgg16 (issue 4); `stemroi.weights` is a submodule (`from stemroi import weights`)
     "VGG16Features": "features",
-    "extract_image_features": "features",
-    # classifier
-    "PatchClassifier": "classifier",
+    "PatchClassifier": "models",
+    "MobileNetV2Classifier": "models",
+    "BulkCVAE": "models",
+    "DefectSegmenter": "models",
     "detect": "detection",
-    "expected_calibration_error": "calibration",
-    "fit_temperature": "calibration",
-    "plot_rois": "plots",
-    "plot_confusion_matrix": "plots",
-    # unet / mobilenet (issue 8)
-    "DefectSegmenter": "segment",
-    "pseudo_label_masks": "segment",
-    "residual_pseudo_labels": "segment",
-    "pseudo_label_scores": "segment",
-    "make_multi_defect_samples": "segment",
-    "map_descriptors": "segment",
-    "plot_class_heatmaps": "segment",
-    "MobileNetV2": "mobilenet",
-    "MobileNetV2Classifier": "mobilenet",
+    "anomaly_map": "detection",
+    "ROIResult": "detection",
+    "overlap_groups": "model_selection",
+    "grouped_train_test_split": "model_selection",
+    "spatial_train_test_split": "model_selection",
+    "leakage_report": "model_selection",
+    "NotFittedError": "base",
+}
+
+_SUBPACKAGES = {
+    "adapters", "base", "cluster", "decomposition", "detection", "features", "io", "metrics",
+    "model_selection", "models", "plotting", "preprocessing", "cli", "demo",
+}
+
+# names that left the top level: still resolved, with a FutureWarning naming the new path
+_MOVED_NAMES = {
+    "save_model_file": "io",
+    "load_model_file": "io",
+    "gaussian_filter": "preprocessing",
+    "uniform_filter": "preprocessing",
+    "pca_k_grid": "cluster",
+    "evaluate_clustering": "metrics",
+    "per_class_accuracy": "metrics",
+    "FFTMagnitude": "features",
+    "PolarPowerSpectrum": "features",
+    "LatticeResidual": "features",
+    "lattice_fit_residual": "features",
+    "AnomalyMap": "detection",
+    "plot_anomaly_map": "plotting",
+    "preprocess_crops": "models",
+    "anm_scores": "models",
+    "local_energy_scores": "models",
+    "cvae_cluster_workflow": "features",
+    "GroupedStratifiedKFold": "model_selection",
+    "label_audit": "model_selection",
+    "mosaic_positions": "model_selection",
+    "spatial_blocks": "model_selection",
+    "purge_overlapping": "model_selection",
+    "extract_patches": "preprocessing",
+    "prepare_patches": "preprocessing",
+    "NClustersSelection": "cluster",
+    "cluster_confusion_matrix": "metrics",
+    "extract_image_features": "features",
+    "expected_calibration_error": "metrics",
+    "fit_temperature": "models",
+    "plot_rois": "plotting",
+    "plot_confusion_matrix": "plotting",
+    "pseudo_label_masks": "models",
+    "residual_pseudo_labels": "models",
+    "pseudo_label_scores": "models",
+    "make_multi_defect_samples": "models",
+    "map_descriptors": "detection",
+    "plot_class_heatmaps": "plotting",
+    "MobileNetV2": "models",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
-
-# public submodules reachable as attributes (stemroi.preprocess.resize, ...)
-_SUBMODULES = {"adapters", "cluster", "datasets", "decomposition", "features", "filters", "grouping", "io", "metrics", "model_file", "patches", "preprocess", "weights",
-               "roi", "synth",
-               "clustering", "descriptors", "plots_cluster", "anomaly", "cvae_features", "classifier", "detection",
-               "plots", "calibration", "segment", "mobilenet"}
+_compat.install(__name__)
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
+    if name in _SUBPACKAGES:
         value = importlib.import_module(f".{name}", __name__)
-        globals()[name] = value
-        return value
-    module = _EXPORTS.get(name)
-    if module is None:
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _MOVED_NAMES:
+        new = f"stemroi.{_MOVED_NAMES[name]}.{name}"
+        _compat.warn_moved(f"stemroi.{name}", new)
+        return getattr(importlib.import_module(f".{_MOVED_NAMES[name]}", __name__), name)
+    elif name in _compat.MOVED_MODULES:
+        return importlib.import_module(f".{name}", __name__)  # the shim warns
+    else:
         raise AttributeError(f"module 'stemroi' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return __all__
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .clustering import PatchClusterer, evaluate_clustering, pca_k_grid, per_class_accuracy  # noqa: F401
-    from .descriptors import FFTMagnitude, LatticeResidual, PolarPowerSpectrum, lattice_fit_residual  # noqa: F401
-    from . import weights  # noqa: F401
-    from .features import VGG16Features, extract_image_features  # noqa: F401
-    from .filters import gaussian_filter, uniform_filter  # noqa: F401
-    from .mobilenet import MobileNetV2, MobileNetV2Classifier  # noqa: F401
-    from .model_file import load_model_file, save_model_file  # noqa: F401
-    from .anomaly import (AnomalyMap, BulkCVAE, anm_scores, anomaly_map, local_energy_scores,  # noqa: F401
-                          plot_anomaly_map, preprocess_crops)
-    from .cvae_features import cvae_cluster_workflow  # noqa: F401
-    from .datasets import load_patch_folder  # noqa: F401
-    from .grouping import (  # noqa: F401
-        GroupedStratifiedKFold,
-        grouped_train_test_split,
-        label_audit,
-        leakage_report,
-        mosaic_positions,
-        overlap_groups,
-        purge_overlapping,
-        spatial_blocks,
-        spatial_train_test_split,
-    )
-    from .io import read_image  # noqa: F401
-    from .patches import PatchGrid, extract_patches  # noqa: F401
-    from .preprocess import prepare_patches  # noqa: F401
-    from .cluster import KMeans, NClustersSelection, select_n_clusters  # noqa: F401
-    from .decomposition import PCA  # noqa: F401
-    from .metrics import (  # noqa: F401
-        cluster_accuracy,
-        cluster_confusion_matrix,
-        silhouette_samples,
-        silhouette_score,
-    )
-    from .calibration import expected_calibration_error, fit_temperature  # noqa: F401
-    from .classifier import PatchClassifier  # noqa: F401
-    from .detection import detect  # noqa: F401
-    from .plots import plot_confusion_matrix, plot_rois  # noqa: F401
-    from .segment import (  # noqa: F401
-        DefectSegmenter,
-        make_multi_defect_samples,
-        map_descriptors,
-        plot_class_heatmaps,
-        pseudo_label_masks,
-        residual_pseudo_labels,
-        pseudo_label_scores,
-    )
+    return sorted(set(__all__) | _SUBPACKAGES)

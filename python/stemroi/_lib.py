@@ -19,15 +19,29 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 
-def _major_minor(v: str) -> tuple:
-    return tuple(v.split("+")[0].split(".")[:2])
+def _release(v: str) -> tuple:
+    """(major, minor, patch) of a torch version string ('2.15.0+cu132', '1.13.0a0')."""
+    import re
+
+    return tuple(int(re.match(r"\d+", part).group()) for part in v.split("+")[0].split(".")[:3])
 
 
-if _major_minor(_core.torch_version) != _major_minor(torch.__version__):  # pragma: no cover
+BUILT_AGAINST_TORCH = _core.torch_version
+
+if _release(BUILT_AGAINST_TORCH)[:2] != _release(torch.__version__)[:2]:  # pragma: no cover
     raise ImportError(
-        f"stemroi._core was built against LibTorch {_core.torch_version}, but torch "
+        f"stemroi._core was built against LibTorch {BUILT_AGAINST_TORCH}, but torch "
         f"{torch.__version__} is imported. Rebuild stemroi in this environment: "
         "`pip install --no-build-isolation --force-reinstall --no-deps .`"
     )
+if _release(BUILT_AGAINST_TORCH) != _release(torch.__version__):  # pragma: no cover
+    import warnings
 
-__all__ = ["_core"]
+    warnings.warn(
+        f"stemroi._core was built against torch {BUILT_AGAINST_TORCH}, but torch {torch.__version__} is "
+        "running (same minor release, so it loads); rebuild stemroi if anything misbehaves: "
+        "`pip install --no-build-isolation --force-reinstall --no-deps .`",
+        stacklevel=2,
+    )
+
+__all__ = ["_core", "BUILT_AGAINST_TORCH"]

@@ -12,7 +12,8 @@ FLOAT_DTYPES = (np.float32, np.float64)
 def _describe(x) -> str:
     if isinstance(x, np.ndarray):
         return f"array of shape {x.shape} and dtype {x.dtype}"
-    return type(x).__name__
+    text = repr(x)  # the value itself when short: "float 2.5", "str '64'"
+    return f"{type(x).__name__} {text}" if len(text) <= 60 else type(x).__name__
 
 
 def check_array(
@@ -108,3 +109,15 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_numeric_device(device) -> str:
+    """Device of the numeric engine: None means "cpu"; "cpu", "cuda", "cuda:N",
+    "auto" or a torch.device, checked by the core (ValueError names the device)."""
+    if device is None:
+        return "cpu"
+    if isinstance(device, str):
+        return device
+    if type(device).__name__ == "device" and type(device).__module__ == "torch":
+        return str(device)
+    raise TypeError(f"device must be None, a str or a torch.device, got {_describe(device)}")

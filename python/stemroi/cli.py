@@ -1,116 +1,409 @@
-"""The ``stemroi`` command line: ``train``, ``detect``, ``demo``."""
+"""The ``stemroi`` command line: ``train``, ``detect``, ``cluster``, ``anomaly``,
+``segment``, ``info`` and ``demo``.
+
+Every mapping command writes to an ``--out`` folder, per image ``<stem>_rois.png``
+(the figure), ``<stem>_rois.json`` and ``<stem>_rois.csv`` (one row per tile,
+:class:`stemroi.ROIResult`), and a ``summary.json`` of the run; every file is
+written atomically. Models are stemroi's safe model files. Bad input (a missing
+file, an out-of-range option, a model of another kind) ends with exit status 2
+and one line on stderr naming the bad value, never a traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+#: architecture field of each model file kind -> (estimator, the command that makes it)
+MODEL_KINDS = {
+    "stemroi.PatchClassifier": ("PatchClassifier (supervised patch classifier)", "stemroi train"),
+    "cvae": ("BulkCVAE (CVAE anomaly model)", "stemroi anomaly --train"),
+    "unet_multilabel": ("DefectSegmenter (U-Net per-class maps)", "stemroi segment --train"),
+}
+CLASSIFIER, CVAE, UNET = "stemroi.PatchClassifier", "cvae", "unet_multilabel"
+
+#: ``stemroi cluster --features`` names -> PatchClusterer descriptor names ("vgg16": stemroi.VGG16Features)
+CLUSTER_FEATURES = {"lattice_residual": "lattice_residual", "fft": "fft", "log_fft": "log_fft",
+                    "polar": "polar_fft", "polar_fft": "polar_fft", "vgg16": "vgg16"}
+
+
+class UsageError(Exception):
+    """A bad command line value found after parsing (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (exit status 2)."""
+
+    def error(self, message):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _fraction(low_open: bool = True, high_open: bool = True) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = (0 < value if low_open else 0 <= value) and (value < 1 if high_open else value <= 1)
+        if not ok:
+            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(f"must be in {lo}0, 1{hi}, got {text}")
+        return value
+
+    parse.__name__ = "fraction"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _add_parser(sub, name: str, help: str, example: str, writes: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with example invocations (and what it writes)."""
+
+    def block(title: str, text: str) -> str:
+        return f"{title}:\n" + "\n".join(f"  {line}" if line else "" for line in text.strip().splitlines())
+
+    epilog = block("examples" if "\n" in example.strip() else "example", example)
+    if writes:
+        epilog += "\n\n" + block("writes", writes)
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stemroi", description="Regions of interest in atomic-resolution STEM images")
+    p = _Parser(prog="stemroi", description="Regions of interest in atomic-resolution STEM images",
+                epilog="`stemroi COMMAND --help` shows each command's options and an example.")
     p.add_argument("--version", action="version", version=f"stemroi {__import__('stemroi').__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run the main job on a synthetic STEM image (offline)")
+    demo = _add_parser(sub, "demo", "run the main job on a synthetic STEM image (offline)",
+                       "stemroi demo --size 512 --out demo_out")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--size", type=int, default=768, help="synthetic image size in pixels (default 768)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    demo.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
 
-    tr = sub.add_parser("train", help="train a patch classifier on a folder of labelled patches")
+    tr = _add_parser(sub, "train", "train a patch classifier on a folder of labelled patches",
+                     "stemroi train data/CdTe --out cdte.stemroi --backbone small_cnn --epochs 20")
     tr.add_argument("patch_folder", help="folder of patches named <class>_<n>.tif (the CdTe / STO layout)")
     tr.add_argument("--out", required=True, help="model file to write")
     tr.add_argument("--backbone", default="small_cnn", choices=["small_cnn", "vgg16", "mobilenet_v2"])
     tr.add_argument("--mode", default="finetune", choices=["finetune", "head"])
     tr.add_argument("--weights", default="auto", help="auto | random | imagenet | imagenet-keras | PATH")
     tr.add_argument("--input-size", type=int, default=None, help="backbone input side (default 64; 224 for VGG16 head)")
-    tr.add_argument("--epochs", type=int, default=None, help="max epochs per stage")
+    tr.add_argument("--epochs", type=_int_at_least(1), default=None, help="max epochs per stage")
     tr.add_argument("--validation-fraction", type=float, default=0.15)
     tr.add_argument("--no-overlap-groups", action="store_true",
                     help="group only exact duplicates for the validation split (faster, leakier)")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=int, default=None)
+    tr.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     tr.add_argument("--quiet", action="store_true")
 
-    de = sub.add_parser("detect", help="classify the tiles of images and write ROI overlays, JSON and CSV")
+    de = _add_parser(sub, "detect", "classify the tiles of images and write ROI overlays, JSON and CSV",
+                     "stemroi detect frame1.tif frame2.tif --model cdte.stemroi --out rois/",
+                     "<stem>_rois.png (overlay), <stem>_rois.json/.csv (one row per tile), summary.json")
     de.add_argument("images", nargs="+", help="image files (TIFF, PNG, JPEG, ...)")
     de.add_argument("--model", required=True, help="model file from `stemroi train`")
     de.add_argument("--out", required=True, help="output folder")
-    de.add_argument("--patch", type=int, default=None, help="tile size (default: the model's patch size)")
-    de.add_argument("--stride", type=int, default=None, help="tile stride (default: the tile size)")
-    de.add_argument("--unknown-below", type=float, default=0.4)
-    de.add_argument("--batch-size", type=int, default=256)
+    de.add_argument("--patch", type=_int_at_least(16), default=None, help="tile size (default: the model's patch size)")
+    de.add_argument("--stride", type=_int_at_least(1), default=None, help="tile stride (default: the tile size)")
+    de.add_argument("--unknown-below", type=_fraction(False, False), default=0.4)
+    de.add_argument("--batch-size", type=_int_at_least(1), default=256)
     de.add_argument("--no-plot", action="store_true")
     de.add_argument("--quiet", action="store_true")
+
+    cl = _add_parser(
+        sub, "cluster", "label-free ROI discovery: cluster the tiles of an image or a folder of patches",
+        "stemroi cluster frame.tif --out clusters/ --features lattice_residual --k-min 2 --k-max 10\n"
+        "stemroi cluster data/STO --out sto_clusters/ --features fft --k-max 6   # a labelled folder: cluster accuracy",
+        "for an image: <stem>_rois.png (cluster map), <stem>_rois.json/.csv (one row per tile);\n"
+        "for both: silhouette.png (silhouette vs k), montage.png (examples per cluster), summary.json (chosen k,\n"
+        "silhouettes); for a patch folder: clusters.csv (file, class, cluster) and, in summary.json, the cluster\n"
+        "accuracy against the class names of the files.")
+    cl.add_argument("input", metavar="IMAGE_OR_PATCH_FOLDER",
+                    help="an image file, or a folder of patches named <class>_<n>.tif")
+    cl.add_argument("--out", required=True, help="output folder")
+    cl.add_argument("--features", default="lattice_residual", choices=list(CLUSTER_FEATURES),
+                    help="patch descriptor (default lattice_residual; vgg16 = VGG16 block5 average-pooled features)")
+    cl.add_argument("--weights", default="imagenet-keras",
+                    help="VGG16 weights for --features vgg16: imagenet-keras (default) | imagenet | random | PATH")
+    cl.add_argument("--input-size", type=_int_at_least(32), default=224,
+                    help="side the patches are resized to for --features vgg16 (default 224)")
+    cl.add_argument("--k-min", type=_int_at_least(2), default=2, help="smallest number of clusters (default 2)")
+    cl.add_argument("--k-max", type=_int_at_least(2), default=10, help="largest number of clusters (default 10)")
+    cl.add_argument("--patch", type=_int_at_least(8), default=64, help="tile size for an image (default 64)")
+    cl.add_argument("--stride", type=_int_at_least(1), default=None, help="tile stride for an image (default: --patch)")
+    cl.add_argument("--pattern", default="*.tif", help="file pattern of a patch folder (default *.tif)")
+    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
+    cl.add_argument("--no-plot", action="store_true")
+    cl.add_argument("--quiet", action="store_true")
+
+    an = _add_parser(
+        sub, "anomaly", "train a CVAE on a bulk image and map the anomalies of other images",
+        "stemroi anomaly --train bulk.tif --model-out bulk_cvae.stemroi frame1.tif frame2.tif --out anomalies/\n"
+        "stemroi anomaly --model bulk_cvae.stemroi frame3.tif --out anomalies/",
+        "<stem>_rois.png (anomaly overlay), <stem>_rois.json/.csv (one row per crop, flagged 'Anomaly' or\n"
+        "'Bulk'), summary.json; with --train the model (default <out>/model.stemroi).")
+    an.add_argument("images", nargs="*", metavar="IMAGE", help="images to map")
+    src = an.add_mutually_exclusive_group(required=True)
+    src.add_argument("--train", metavar="BULK_IMAGE",
+                     help="train a new model on random crops of this defect-free image")
+    src.add_argument("--model", help="a model file from `stemroi anomaly --train`")
+    an.add_argument("--model-out", help="where --train writes the model (default: <out>/model.stemroi)")
+    an.add_argument("--out", help="output folder (needed with IMAGE)")
+    an.add_argument("--epochs", type=_int_at_least(1), default=16, help="training epochs (default 16)")
+    an.add_argument("--crops", type=_int_at_least(2), default=1000, help="random training crops (default 1000)")
+    an.add_argument("--crop", type=_int_at_least(16), default=64, help="crop side, a multiple of 8 (default 64)")
+    an.add_argument("--variant", default="dataset_repo", choices=["dataset_repo", "study"],
+                    help="network (default dataset_repo: the study's variant can stay at the mean image)")
+    an.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    an.add_argument("--energy-window", type=_int_at_least(1), default=9,
+                    help="box of the local RMS residual in pixels (default 9)")
+    an.add_argument("--energy-quantile", type=_fraction(), default=0.95,
+                    help="bulk quantile of the anomaly threshold (default 0.95)")
+    an.add_argument("--stride", type=_int_at_least(1), default=32, help="crop stride of the map (default 32)")
+    an.add_argument("--seed", type=int, default=0)
+    an.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
+    an.add_argument("--no-plot", action="store_true")
+    an.add_argument("--quiet", action="store_true")
+
+    se = _add_parser(
+        sub, "segment", "train a U-Net on labelled patches and map each defect class in images",
+        "stemroi segment --train data/STO --model-out sto_unet.stemroi frame.tif --out maps/\n"
+        "stemroi segment --model sto_unet.stemroi frame2.tif --out maps/",
+        "<stem>_rois.png (one heatmap per class), <stem>_rois.json/.csv (one row per tile, the largest\n"
+        "probability of each class), summary.json; with --train the model (default <out>/model.stemroi).")
+    se.add_argument("images", nargs="*", metavar="IMAGE", help="images to map")
+    src = se.add_mutually_exclusive_group(required=True)
+    src.add_argument("--train", metavar="PATCH_FOLDER",
+                     help="train a new model on this folder of patches named <class>_<n>.tif")
+    src.add_argument("--model", help="a model file from `stemroi segment --train`")
+    se.add_argument("--model-out", help="where --train writes the model (default: <out>/model.stemroi)")
+    se.add_argument("--out", help="output folder (needed with IMAGE)")
+    se.add_argument("--pattern", default="*.tif", help="file pattern of the patch folder (default *.tif)")
+    se.add_argument("--bulk-class", default="Bulk", help="the defect-free class of the patches (default Bulk)")
+    se.add_argument("--pseudo-label", default="lattice", choices=["lattice", "deviation"],
+                    help="pixel labels of the defect patches (default lattice)")
+    se.add_argument("--epochs", type=_int_at_least(1), default=60, help="training epochs (default 60)")
+    se.add_argument("--samples-per-epoch", type=_int_at_least(1), default=256,
+                    help="composed training samples per epoch (default 256)")
+    se.add_argument("--base-channels", type=_int_at_least(1), default=8, help="U-Net width (default 8)")
+    se.add_argument("--learning-rate", type=_positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    se.add_argument("--patch", type=_int_at_least(8), default=None,
+                    help="tile size of the rows (default: the training patch)")
+    se.add_argument("--stride", type=_int_at_least(1), default=None, help="tile stride of the rows (default: --patch)")
+    se.add_argument("--threshold", type=_fraction(False, False), default=0.5,
+                    help="probability that makes a tile a defect of a class (default 0.5)")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
+    se.add_argument("--no-plot", action="store_true")
+    se.add_argument("--quiet", action="store_true")
+
+    inf = _add_parser(sub, "info", "print the model card of a stemroi model file",
+                      "stemroi info cdte.stemroi\nstemroi info bulk_cvae.stemroi --json > card.json")
+    inf.add_argument("model", metavar="MODEL", help="a stemroi model file")
+    inf.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
     return p
 
 
-def _read_image(path: str) -> np.ndarray:
-    try:
-        from .io import read_image  # data area
-    except ImportError:
-        read_image = None
-    if read_image is not None:
-        return read_image(path)
-    from PIL import Image
+# --------------------------------------------------------------------------- shared helpers
+def _load_patch_folder(folder: str, pattern: str = "*.tif"):
+    from .io.patch_folders import load_patch_folder
 
-    with Image.open(path) as im:
-        a = np.asarray(im)
-    if a.ndim == 3:
-        a = a[..., :3].astype(np.float32).mean(-1)
-    return a.astype(np.float32) if a.dtype.kind == "f" else a
-
-
-def _load_patch_folder(folder: str):
-    from .datasets import load_patch_folder
-
-    ds = load_patch_folder(folder)
+    ds = load_patch_folder(folder, pattern)
     return ds.patches, ds.labels, list(ds.class_names)
 
 
 def _groups(patches: np.ndarray, exact_only: bool):
-    from .classifier import duplicate_groups
+    from .model_selection import overlap_groups
+    from .models.classifier import duplicate_groups
 
-    if not exact_only:
-        try:
-            from .grouping import overlap_groups  # data area
-        except ImportError:
-            overlap_groups = None
-        if overlap_groups is not None:
-            return overlap_groups(patches), "overlap groups"
-    return duplicate_groups(patches), "exact-duplicate groups"
+    if exact_only:
+        return duplicate_groups(patches), "exact-duplicate groups"
+    return overlap_groups(patches), "overlap groups"
 
 
+def _check_files(paths: Sequence[str], what: str = "image file") -> None:
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise UsageError(f"{what}{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}")
+
+
+def _check_folder(path: str, option: str) -> None:
+    if not Path(path).is_dir():
+        raise UsageError(f"{option} {path}: not a folder" if Path(path).exists() else f"{option} {path}: not found")
+
+
+def _model_architecture(path, option: str = "--model") -> str:
+    """The ``architecture`` field of a model file, read from its header only
+    (the full load verifies the hashes)."""
+    from .io.model_file import _decode_metadata
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{option} {path}: model file not found")
+    try:
+        with open(p, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= min(p.stat().st_size - 8, 1 << 28):
+                raise ValueError
+            header = json.loads(f.read(n))
+        meta = _decode_metadata(header.get("__metadata__", {}))
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise UsageError(f"{option} {path}: not a stemroi model file") from None
+    arch = meta.get("architecture")
+    if not isinstance(arch, str):
+        raise UsageError(f"{option} {path}: not a stemroi model file (no architecture recorded)")
+    return arch
+
+
+def _require_model(path, expected: str, command: str, option: str = "--model") -> None:
+    arch = _model_architecture(path, option)
+    if arch != expected:
+        what = MODEL_KINDS.get(arch, (f"{arch!r}", None))[0]
+        want, made_by = MODEL_KINDS[expected]
+        raise UsageError(f"{option} {path} is a {what} model; stemroi {command} needs a {want} model "
+                         f"(architecture {expected!r}, from `{made_by}`)")
+
+
+def _output_stems(paths: Sequence[str]) -> List[str]:
+    """File stems for the outputs, made unique when two inputs share a name."""
+    stems = [Path(p).stem for p in paths]
+    seen: Dict[str, int] = {}
+    out = []
+    for s in stems:
+        if stems.count(s) > 1:
+            seen[s] = seen.get(s, 0) + 1
+            s = f"{s}_{seen[s]}"
+        out.append(s)
+    return out
+
+
+def _progress_bar(quiet: bool, desc: str, unit: str, leave: bool = False):
+    """A tqdm bar and a ``progress(done, total)`` callback that drives it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit=unit, desc=desc, leave=leave, disable=quiet)
+
+    def progress(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
+
+
+def _say(args) -> Callable[[str], None]:
+    if args.quiet:
+        return lambda *a: None
+    from tqdm import tqdm
+
+    return lambda msg: tqdm.write(msg, file=sys.stderr)
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    from ._atomic import atomic_open
+    from .detection.roi import _json_default
+
+    with atomic_open(path, "w") as f:
+        json.dump(doc, f, indent=2, default=_json_default)
+
+
+def _save_plot(fig, path: Path, dpi: int = 150) -> None:
+    import matplotlib.pyplot as plt
+
+    from .plotting import save_figure
+
+    save_figure(fig, path, dpi=dpi)
+    plt.close(fig)
+
+
+def _write_result(result, out: Path, stem: str, source: str) -> List[str]:
+    result.metadata["source"] = str(source)
+    result.to_json(out / f"{stem}_rois.json")
+    result.to_csv(out / f"{stem}_rois.csv")
+    return [f"{stem}_rois.json", f"{stem}_rois.csv"]
+
+
+def _model_record(path) -> Dict[str, str]:
+    from .io.model_file import file_sha256
+
+    return {"path": str(path), "sha256": file_sha256(path)}
+
+
+def _read_calibrated(path):
+    from .io import read_image_with_calibration
+
+    image, cal = read_image_with_calibration(path)
+    pixel = None if cal.pixel_size is None else {"pixel_size": float(cal.pixel_size), "unit": cal.unit}
+    return image, pixel
+
+
+def _check_map_args(args, command: str) -> List[str]:
+    """Checks shared by anomaly and segment (before any training); returns the output stems."""
+    if args.train is not None:
+        if command == "anomaly":
+            _check_files([args.train], "--train bulk image")
+        else:
+            _check_folder(args.train, "--train")
+    else:
+        _require_model(args.model, CVAE if command == "anomaly" else UNET, command)
+        if not args.images:
+            raise UsageError("nothing to do: give IMAGE files to map with --model")
+        if args.model_out:
+            raise UsageError("--model-out goes with --train (a new model); --model reads an existing one")
+    _check_files(args.images)
+    if args.images and not args.out:
+        raise UsageError("--out DIR is needed to write the maps of the images")
+    if args.train is not None and not args.out and not args.model_out:
+        raise UsageError("give --model-out FILE (or --out DIR) for the trained model")
+    return _output_stems(args.images)
+
+
+# --------------------------------------------------------------------------- train / detect
 def cmd_train(args) -> int:
-    from .classifier import PatchClassifier
+    from .models.classifier import PatchClassifier
 
+    _check_folder(args.patch_folder, "PATCH_FOLDER")
     patches, labels, class_names = _load_patch_folder(args.patch_folder)
     groups, gdesc = _groups(patches, args.no_overlap_groups)
     say = (lambda *a: None) if args.quiet else print
     say(f"stemroi train: {len(patches)} patches, {len(class_names)} classes ({', '.join(class_names)}), "
         f"{len(np.unique(groups))} {gdesc}")
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="epoch", desc="training", leave=True)
-
-    def progress(done, total):
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    bar, progress = _progress_bar(args.quiet, "training", "epoch", leave=True)
     model = PatchClassifier(backbone=args.backbone, mode=args.mode, weights=args.weights, input_size=args.input_size,
                             max_epochs=args.epochs, validation_fraction=args.validation_fraction,
                             random_state=args.seed, n_threads=args.threads, progress=progress)
-    model.fit(patches, labels, groups=groups, class_names=class_names,
-              data_description=f"{args.patch_folder}: {len(patches)} patches, {gdesc} for validation")
-    if bar is not None:
+    try:
+        model.fit(patches, labels, groups=groups, class_names=class_names,
+                  data_description=f"{args.patch_folder}: {len(patches)} patches, {gdesc} for validation")
+    finally:
         bar.close()
     model.save(args.out)
     va = model.validation_accuracy_
@@ -122,75 +415,442 @@ def cmd_train(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from .classifier import PatchClassifier
-    from .detection import detect
+    from tqdm import tqdm
 
+    from .detection import detect
+    from .io import read_image
+    from .models.classifier import PatchClassifier
+
+    _require_model(args.model, CLASSIFIER, "detect")
+    _check_files(args.images)
     model = PatchClassifier.load(args.model)
     patch = args.patch or int(model.patch_shape_[0])
     stride = args.stride or patch
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
-    from tqdm import tqdm
-
     files_bar = tqdm(args.images, unit="image", desc="images", disable=args.quiet or len(args.images) < 2)
-    batch_bar = tqdm(total=0, unit="tile", desc="tiles", leave=False, disable=args.quiet)
+    batch_bar, progress = _progress_bar(args.quiet, "tiles", "tile")
     summaries = {}
-    for path in files_bar:
-        image = _read_image(path)
+    for path, stem in zip(files_bar, _output_stems(args.images)):
+        image = read_image(path)
         batch_bar.reset(total=0)
-
-        def progress(done, total):
-            batch_bar.total = total
-            batch_bar.n = done
-            batch_bar.refresh()
-
         result = detect(image, model, patch=patch, stride=stride, unknown_below=args.unknown_below,
                         batch_size=args.batch_size, progress=progress)
-        stem = Path(path).stem
-        result.metadata["source"] = str(path)
-        result.to_json(out / f"{stem}_rois.json")
-        result.to_csv(out / f"{stem}_rois.csv")
+        _write_result(result, out, stem, path)
         if not args.no_plot:
-            import matplotlib.pyplot as plt
-
-            from .plots import plot_rois, save_figure
+            from .plotting import plot_rois
 
             ax = plot_rois(image, result, title=f"{Path(path).name}: {int(result.is_roi.sum())} of {len(result)} tiles")
-            save_figure(ax, out / f"{stem}_rois.png")
-            plt.close(ax.figure)
+            _save_plot(ax.figure, out / f"{stem}_rois.png")
         summaries[str(path)] = result.summary()
         if not args.quiet:
             tqdm.write(f"{path}: {result.counts()}")
     batch_bar.close()
-    from ._atomic import atomic_open
-
-    with atomic_open(out / "summary.json", "w") as f:
-        json.dump(summaries, f, indent=2)
+    _write_json(out / "summary.json", summaries)
     return 0
 
 
+# --------------------------------------------------------------------------- cluster
+def _cluster_features(args):
+    name = CLUSTER_FEATURES[args.features]
+    if name != "vgg16":
+        return name
+    from .features import VGG16Features
+
+    weights = None if args.weights == "random" else args.weights
+    return VGG16Features(weights=weights, input_size=args.input_size, n_threads=args.threads, random_state=args.seed)
+
+
+def cmd_cluster(args) -> int:
+    from .cluster import PatchClusterer
+
+    src = Path(args.input)
+    if not src.exists():
+        raise UsageError(f"IMAGE_OR_PATCH_FOLDER {src}: not found")
+    if args.k_max < args.k_min:
+        raise UsageError(f"--k-max must be >= --k-min ({args.k_min}), got {args.k_max}")
+    out = Path(args.out)
+    say = _say(args)
+    doc: Dict[str, Any] = {"command": "cluster", "input": str(src), "features": args.features,
+                           "k_range": [args.k_min, args.k_max], "seed": args.seed}
+    data = _read_folder(args, src, say) if src.is_dir() else _read_tiles(args, src)
+    clusterer = PatchClusterer(_cluster_features(args), k_range=range(args.k_min, args.k_max + 1),
+                               random_state=args.seed, n_threads=args.threads)
+    bar, step = _progress_bar(args.quiet, "cluster", "step")
+    try:
+        step(0, 3)
+        clusterer.fit(data["samples"])
+        step(1, 3)
+        out.mkdir(parents=True, exist_ok=True)
+        doc.update(_cluster_folder(args, data, clusterer, out) if src.is_dir()
+                   else _cluster_image(args, src, data, clusterer, out))
+        step(2, 3)
+        if not args.no_plot:
+            from .plotting import plot_cluster_montage, plot_silhouette_curve
+
+            k = clusterer.n_clusters_
+            _save_plot(plot_silhouette_curve(clusterer.silhouette_scores_, best_k=k, label=args.features),
+                       out / "silhouette.png")
+            _save_plot(plot_cluster_montage(data["samples"], clusterer.labels_, random_state=args.seed),
+                       out / "montage.png")
+            doc["files"] += ["silhouette.png", "montage.png"]
+        step(3, 3)
+    finally:
+        bar.close()
+    doc["silhouette"] = {str(k): float(v) for k, v in sorted(clusterer.silhouette_scores_.items())}
+    doc["chosen_k"] = clusterer.n_clusters_
+    doc["files"].append("summary.json")
+    _write_json(out / "summary.json", doc)
+    say(f"stemroi cluster: k = {doc['chosen_k']} (silhouette {doc['silhouette'][str(doc['chosen_k'])]:.3f})"
+        + (f", cluster accuracy {doc['cluster_accuracy']:.3f}" if "cluster_accuracy" in doc else "")
+        + f"; wrote {out}")
+    return 0
+
+
+def _check_k_max(args, n: int, what: str) -> None:
+    if args.k_max > n - 1:
+        raise UsageError(f"--k-max {args.k_max} needs at least {args.k_max + 1} samples; {what} has {n}")
+
+
+def _read_tiles(args, src: Path) -> Dict[str, Any]:
+    from .detection import to_unit_range
+    from .preprocessing import PatchGrid
+
+    raw, pixel = _read_calibrated(src)
+    image = to_unit_range(raw)
+    patch = args.patch
+    stride = args.stride or patch
+    if patch > min(image.shape):
+        raise UsageError(f"--patch {patch} is larger than the image {src.name} ({image.shape[0]}x{image.shape[1]})")
+    tiles = PatchGrid(patch_size=patch, stride=stride, edge="drop").extract(image)
+    _check_k_max(args, len(tiles), f"{src.name} cut into {patch} px tiles at stride {stride} "
+                 "(lower --k-max, --patch or --stride)")
+    return {"samples": tiles, "image": image, "calibration": pixel, "patch": patch, "stride": stride}
+
+
+def _read_folder(args, src: Path, say) -> Dict[str, Any]:
+    from .io import load_patch_folder
+
+    ds = load_patch_folder(src, args.pattern)
+    _check_k_max(args, len(ds), f"{src} ({args.pattern})")
+    say(f"stemroi cluster: {len(ds)} patches of {ds.patches.shape[1]}x{ds.patches.shape[2]}, "
+        f"{len(ds.class_names)} classes ({', '.join(ds.class_names)}); the labels only score the clusters")
+    return {"samples": ds.patches, "dataset": ds}
+
+
+def _cluster_image(args, src: Path, data: Dict[str, Any], clusterer, out: Path) -> Dict[str, Any]:
+    image, patch, stride = data["image"], data["patch"], data["stride"]
+    result = clusterer.cluster_map(image, patch, stride)
+    stem = _output_stems([str(src)])[0]
+    files = _write_result(result, out, stem, str(src))
+    if not args.no_plot:
+        from .plotting import plot_cluster_map
+
+        title = (f"{src.name}: k = {clusterer.n_clusters_} clusters ({args.features}), "
+                 f"{int(result.is_roi.sum())} of {len(result)} tiles off the bulk cluster")
+        _save_plot(plot_cluster_map(image, result, title=title), out / f"{stem}_rois.png")
+        files.append(f"{stem}_rois.png")
+    return {"input_kind": "image", "image_shape": list(image.shape), "calibration": data["calibration"],
+            "patch": patch, "stride": stride, "n_tiles": len(result), "result": result.summary(), "files": files}
+
+
+def _cluster_folder(args, data: Dict[str, Any], clusterer, out: Path) -> Dict[str, Any]:
+    from ._atomic import atomic_open
+    from .metrics import evaluate_clustering
+
+    ds = data["dataset"]
+
+    def scored(labels) -> Dict[str, Any]:
+        ev = evaluate_clustering(ds.labels, labels, ds.class_names)
+        return {"accuracy": ev["accuracy"], "balanced_accuracy": ev["weighted_accuracy"],
+                "per_class": {str(k): float(v) for k, v in ev["per_class"].items()},
+                "confusion": np.asarray(ev["confusion"]).tolist(), "n_clusters": ev["n_clusters"]}
+
+    ev = scored(clusterer.labels_)
+    n_cls = len(ds.class_names)
+    at_classes = scored(clusterer.labels_for(n_cls)) if n_cls in clusterer.silhouette_scores_ else None
+    with atomic_open(out / "clusters.csv", "w", newline="") as f:
+        f.write("file,class,cluster\n")
+        for name, lab, c in zip(ds.files, ds.labels, clusterer.labels_):
+            f.write(f"{Path(name).name},{ds.class_names[int(lab)]},{int(c)}\n")
+    return {"input_kind": "patch_folder", "n_patches": len(ds), "patch_shape": list(ds.patches.shape[1:]),
+            "class_names": list(ds.class_names), "class_counts": ds.class_counts(),
+            "cluster_accuracy": ev["accuracy"], "evaluation": ev, "evaluation_at_k_classes": at_classes,
+            "note": "the class names of the files only score the clusters (Hungarian matching, in-sample)",
+            "files": ["clusters.csv"]}
+
+
+# --------------------------------------------------------------------------- anomaly
+def cmd_anomaly(args) -> int:
+    from tqdm import tqdm
+
+    from .detection import anomaly_map
+    from .io import read_image
+    from .models.cvae import BulkCVAE
+
+    stems = _check_map_args(args, "anomaly")
+    if args.crop % 8:
+        raise UsageError(f"--crop must be a multiple of 8, got {args.crop}")
+    say = _say(args)
+    out = Path(args.out) if args.out else None
+    doc: Dict[str, Any] = {"command": "anomaly"}
+    if args.train is not None:
+        bulk, pixel = _read_calibrated(args.train)
+        if args.crop > min(bulk.shape[:2]):
+            raise UsageError(f"--crop {args.crop} is larger than the bulk image {args.train} "
+                             f"({bulk.shape[0]}x{bulk.shape[1]})")
+        model = BulkCVAE(variant=args.variant, epochs=args.epochs, learning_rate=args.learning_rate,
+                         crop_size=args.crop, n_crops=args.crops, detector="energy",
+                         energy_window=args.energy_window, energy_quantile=args.energy_quantile,
+                         random_state=args.seed, n_threads=args.threads)
+        say(f"stemroi anomaly: training a {args.variant} CVAE on {args.crops} crops of {args.train} "
+            f"({args.epochs} epochs)")
+        bar, progress = _progress_bar(args.quiet, "training", "epoch", leave=True)
+        try:
+            model.fit(bulk, progress=progress)
+        finally:
+            bar.close()
+        model.training_data_ = dict(model.training_data_, source=str(args.train), **(pixel or {}))
+        model_path = Path(args.model_out) if args.model_out else out / "model.stemroi"
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(model_path)
+        say(f"  loss {model.loss_history_[0]:.1f} -> {model.loss_history_[-1]:.1f} in {model.fit_time_:.1f} s; "
+            f"wrote {model_path}")
+        doc["training"] = {"bulk_image": str(args.train), "epochs": args.epochs, "crops": args.crops,
+                           "variant": args.variant, "learning_rate": args.learning_rate,
+                           "final_loss": float(model.loss_history_[-1]), "fit_time_s": float(model.fit_time_)}
+    else:
+        model_path = Path(args.model)
+        model = BulkCVAE.load(model_path)
+        if args.threads is not None:
+            model.n_threads = args.threads
+    doc["model"] = _model_record(model_path)
+    doc["detector"] = {"kind": model.detector, "energy_window": int(model.energy_window),
+                       "energy_quantile": float(model.energy_quantile), "threshold": float(model.energy_threshold_)}
+    images: Dict[str, Any] = {}
+    files_bar = tqdm(args.images, unit="image", desc="images", disable=args.quiet or len(args.images) < 2)
+    for path, stem in zip(files_bar, stems):
+        image = read_image(path)
+        if min(image.shape[:2]) < model.crop_size:
+            raise UsageError(f"image {path} ({image.shape[0]}x{image.shape[1]}) is smaller than the model's "
+                             f"{model.crop_size}-pixel crops")
+        result = anomaly_map(image, model, stride=args.stride)
+        out.mkdir(parents=True, exist_ok=True)
+        files = _write_result(result, out, stem, path)
+        if not args.no_plot:
+            from .plotting import plot_anomaly_map
+
+            _save_plot(plot_anomaly_map(image, result, title=Path(path).name), out / f"{stem}_rois.png", dpi=110)
+            files.append(f"{stem}_rois.png")
+        amap, level = result.maps["anomaly"], float(result.metadata["map_threshold"])
+        images[str(path)] = dict(result.summary(), n_flagged=int(result.is_roi.sum()), map_threshold=level,
+                                 map_max=float(amap.max()), map_fraction_above=float((amap > level).mean()),
+                                 files=files)
+        if not args.quiet:
+            tqdm.write(f"{path}: {int(result.is_roi.sum())} of {len(result)} crops flagged")
+    doc["images"] = images
+    if out is not None:
+        _write_json(out / "summary.json", doc)
+    return 0
+
+
+# --------------------------------------------------------------------------- segment
+def cmd_segment(args) -> int:
+    from tqdm import tqdm
+
+    from .detection import segmentation_map, to_unit_range
+    from .io import load_patch_folder, read_image
+    from .models.unet import DefectSegmenter
+
+    stems = _check_map_args(args, "segment")
+    say = _say(args)
+    out = Path(args.out) if args.out else None
+    doc: Dict[str, Any] = {"command": "segment"}
+    if args.train is not None:
+        ds = load_patch_folder(args.train, args.pattern)
+        h, w = ds.patches.shape[1:]
+        if h % 4 or w % 4 or min(h, w) < 8:
+            raise UsageError(f"--train {args.train}: patches are {h}x{w}; the U-Net needs sides that are "
+                             "multiples of 4 and at least 8")
+        if args.bulk_class not in ds.class_names:
+            raise UsageError(f"--bulk-class {args.bulk_class!r} is not a class of {args.train} "
+                             f"(classes: {', '.join(ds.class_names)})")
+        if len(ds.class_names) < 2:
+            raise UsageError(f"--train {args.train}: needs a defect class besides {args.bulk_class!r}, "
+                             f"got only {ds.class_names}")
+        model = DefectSegmenter(classes=ds.class_names, epochs=args.epochs, batch_size=16,
+                                learning_rate=args.learning_rate, random_state=args.seed, n_threads=args.threads,
+                                bulk_class=args.bulk_class, base_channels=args.base_channels,
+                                samples_per_epoch=args.samples_per_epoch, max_parts=1,
+                                pseudo_label=args.pseudo_label, positive_weight=2.0)
+        say(f"stemroi segment: training a U-Net on {len(ds)} patches of {args.train} "
+            f"({', '.join(f'{c} {n}' for c, n in ds.class_counts().items())}; {args.pseudo_label} pseudo-labels)")
+        bar, progress = _progress_bar(args.quiet, "training", "epoch", leave=True)
+        try:
+            model.fit(ds.patches, ds.labels, progress=progress)
+        finally:
+            bar.close()
+        model.training_data_ = dict(getattr(model, "training_data_", None) or {}, source=str(args.train))
+        model_path = Path(args.model_out) if args.model_out else out / "model.stemroi"
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(model_path)
+        say(f"  loss {model.loss_history_[0]:.3f} -> {model.loss_history_[-1]:.3f} in {model.fit_time_:.1f} s; "
+            f"wrote {model_path}")
+        doc["training"] = {"patch_folder": str(args.train), "n_patches": len(ds), "class_counts": ds.class_counts(),
+                           "epochs": args.epochs, "pseudo_label": args.pseudo_label,
+                           "final_loss": float(model.loss_history_[-1]), "fit_time_s": float(model.fit_time_)}
+    else:
+        model_path = Path(args.model)
+        model = DefectSegmenter.load(model_path, n_threads=args.threads)
+    doc["model"] = _model_record(model_path)
+    doc["channels"] = list(model.channel_names_)
+    images: Dict[str, Any] = {}
+    files_bar = tqdm(args.images, unit="image", desc="images", disable=args.quiet or len(args.images) < 2)
+    tile_bar, progress = _progress_bar(args.quiet, "tiles", "tile")
+    for path, stem in zip(files_bar, stems):
+        image = to_unit_range(read_image(path))
+        tile_bar.reset(total=0)
+        result = segmentation_map(image, model, patch=args.patch, stride=args.stride, threshold=args.threshold,
+                                  progress=progress)
+        out.mkdir(parents=True, exist_ok=True)
+        files = _write_result(result, out, stem, path)
+        if not args.no_plot:
+            from .plotting import plot_class_heatmaps
+
+            fig = plot_class_heatmaps(image, result, model.channel_names_, title=Path(path).name)
+            _save_plot(fig, out / f"{stem}_rois.png", dpi=110)
+            files.append(f"{stem}_rois.png")
+        images[str(path)] = dict(result.summary(), channel_max={c: float(m.max()) for c, m in result.maps.items()},
+                                 files=files)
+        if not args.quiet:
+            tqdm.write(f"{path}: {result.counts()}")
+    tile_bar.close()
+    doc["images"] = images
+    if out is not None:
+        _write_json(out / "summary.json", doc)
+    return 0
+
+
+# --------------------------------------------------------------------------- info
+def _short(value: Any, width: int = 200) -> str:
+    """A metadata value on one line: long numeric lists summarised."""
+    if isinstance(value, list) and len(value) > 8 and all(isinstance(v, (int, float)) for v in value):
+        a = np.asarray(value, dtype=float)
+        return f"{len(a)} values, first {a[0]:.4g}, last {a[-1]:.4g}, min {a.min():.4g}, max {a.max():.4g}"
+    if isinstance(value, str):
+        return value
+    text = json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _section(lines: List[str], title: str, value: Any) -> None:
+    if value in (None, {}, [], ""):
+        return
+    lines.append(f"{title}:")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, dict) and v and all(not isinstance(x, (dict, list)) or _short(x) != json.dumps(x)
+                                                 for x in v.values()):
+                lines.append(f"  {k}:")
+                lines.extend(f"    {kk}: {_short(vv)}" for kk, vv in v.items())
+            else:
+                lines.append(f"  {k}: {_short(v)}")
+    else:
+        lines.append(f"  {_short(value, 400)}")
+
+
+def _find_key(tree: Any, key: str) -> Optional[Dict[str, Any]]:
+    """The first dict in ``tree`` that holds ``key``."""
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree
+        for v in tree.values():
+            hit = _find_key(v, key)
+            if hit is not None:
+                return hit
+    elif isinstance(tree, list):
+        for v in tree:
+            hit = _find_key(v, key)
+            if hit is not None:
+                return hit
+    return None
+
+
+def cmd_info(args) -> int:
+    from .io.model_file import HASH_FIELDS, file_sha256, load_model_file
+
+    _model_architecture(args.model, "MODEL")
+    tensors, meta = load_model_file(args.model)
+    if args.json:
+        print(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        return 0
+    arch = meta.get("architecture", "?")
+    card = dict(meta.get("model_card") or {})
+    config = meta.get("config")
+    n_params = int(sum(np.asarray(t).size for t in tensors.values()))
+    size = Path(args.model).stat().st_size
+    class_names = meta.get("class_names") or (config or {}).get("class_names")
+    lines = [f"stemroi model file {args.model}",
+             f"  architecture:  {arch}" + (f" - {MODEL_KINDS[arch][0]}, made by `{MODEL_KINDS[arch][1]}`"
+                                           if arch in MODEL_KINDS else ""),
+             f"  format:        {meta.get('format', '?')} version {meta.get('format_version', '?')}",
+             f"  file:          {size / 1e6:.2f} MB, {len(tensors)} tensors, {n_params:,} values",
+             f"  SHA-256:       {file_sha256(args.model)}",
+             f"  class names:   {', '.join(map(str, class_names)) if class_names else '-'}"]
+    pix = _find_key(meta, "pixel_size")
+    lines.append(f"  pixel size:    {pix['pixel_size']} {pix.get('unit') or ''}".rstrip() if pix and pix["pixel_size"]
+                 is not None else "  pixel size:    not recorded")
+    _section(lines, "config", config)
+    _section(lines, "estimator parameters", meta.get("estimator"))
+    training = card.pop("training_data", None) or card.pop("data", None)
+    _section(lines, "training data", training)
+    metrics = card.pop("metrics", None) or {k: card.pop(k) for k in list(card)
+                                            if k in ("final_loss", "validation_accuracy", "ece_before", "ece_after")}
+    _section(lines, "metrics", metrics)
+    _section(lines, "preprocessing", meta.get("preprocessing"))
+    _section(lines, "model card", card)
+    cal = meta.get("calibration")
+    _section(lines, "calibration", cal)
+    shown = {"architecture", "format", "format_version", "config", "estimator", "model_card", "preprocessing",
+             "calibration", "class_names", *HASH_FIELDS}
+    _section(lines, "other metadata", {k: v for k, v in meta.items() if k not in shown})
+    lines.append("hashes: stored tensor and header SHA-256 verified" if all(k in meta for k in HASH_FIELDS)
+                 else "hashes: none stored (an old file; save it again to add them)")
+    print("\n".join(lines))
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+COMMANDS = {"train": cmd_train, "detect": cmd_detect, "cluster": cmd_cluster, "anomaly": cmd_anomaly,
+            "segment": cmd_segment, "info": cmd_info}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"file not found: {exc.filename}"
+    return text or type(exc).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad option (already reported)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     try:
         if args.command == "demo":
             from .demo import run_demo
 
             run_demo(out=args.out, size=args.size, seed=args.seed, n_threads=args.threads)
             return 0
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "detect":
-            return cmd_detect(args)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"stemroi {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return COMMANDS[args.command](args)
+    except (UsageError, ValueError, TypeError, OSError) as exc:
+        print(f"stemroi {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"stemroi {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 2  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,10 @@
 """``stemroi demo``: the package's main job on a synthetic STEM frame, offline.
 
-1. Labelled synthetic patches (``stemroi.synth.make_patch_dataset``: bulk and
+1. Labelled synthetic patches (``stemroi.io.synth.make_patch_dataset``: bulk and
    each planted-defect kind) train a :class:`PatchClassifier`: VGG16 with
    ImageNet weights (head mode) when the weights are in the cache, otherwise
    the best offline option, a small CNN trained from scratch at 64 x 64.
-2. A fresh synthetic frame (``stemroi.synth.make_image``, another seed) with
+2. A fresh synthetic frame (``stemroi.io.synth.make_image``, another seed) with
    defects planted near tile centres is cut into tiles and classified
    (:func:`stemroi.detect`).
 3. Written to ``out``: ``rois.png`` (overlay), ``rois.json`` / ``rois.csv``,
@@ -68,7 +68,7 @@ def score_tiles(result, truth: np.ndarray, class_names) -> Dict[str, Any]:
 def planted_frame(size: int, seed: int, kinds, n_defects: Optional[int] = None, patch: int = PATCH):
     """A synthetic frame with defects near the centres of random tiles (at most one per tile,
     no two in neighbouring tiles), so that every tile's ground truth is unambiguous."""
-    from . import synth
+    from .io import synth
 
     rng = np.random.default_rng(seed)
     n_tiles = (size // patch) ** 2
@@ -94,10 +94,10 @@ def planted_frame(size: int, seed: int, kinds, n_defects: Optional[int] = None, 
 def run_demo(out="demo_out", size: int = 768, seed: int = 0, *, n_per_class: Optional[int] = None,
              max_epochs: Optional[int] = None, n_threads: Optional[int] = None, verbose: bool = True) -> Dict[str, Any]:
     """Run the demo and return the summary (also written to ``out/summary.json``)."""
-    from . import synth
-    from .classifier import PatchClassifier, _weights_available
-    from .detection import detect
-    from .plots import plot_rois, save_figure
+    from .io import synth
+    from .models.classifier import PatchClassifier, _weights_available
+    from .detection._detect import detect
+    from .plotting import plot_rois, save_figure
     from ._atomic import atomic_open
 
     if size < 2 * PATCH:
@@ -140,7 +140,7 @@ def run_demo(out="demo_out", size: int = 768, seed: int = 0, *, n_per_class: Opt
     result.to_json(out / "rois.json")
     result.to_csv(out / "rois.csv")
     ax = plot_rois(frame.image, result, title=f"stemroi demo: {int(result.is_roi.sum())} of {len(result)} tiles flagged")
-    save_figure(ax, out / "rois.png")
+    save_figure(ax, out / "rois.png", dpi=150)
     import matplotlib.pyplot as plt
 
     plt.close(ax.figure)

@@ -40,7 +40,7 @@ struct PatchNetOptions {
 };
 
 // The "standardize" mapping above on (n, c, h, w); statistics over (h, w) per patch.
-torch::Tensor standardize_patches(const torch::Tensor& x);
+torch::Tensor standardize_contrast(const torch::Tensor& x);
 
 class PatchNetImpl : public torch::nn::Module {
  public:

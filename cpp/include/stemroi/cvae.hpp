@@ -100,6 +100,7 @@ double cvae_eval_loss(CVAE& model, const torch::Tensor& data, uint64_t seed, int
 void save_cvae(const std::string& path, CVAE& model, std::map<std::string, std::string> metadata);
 // Returns the model and the file's metadata. Throws IOError/ValueError on a
 // corrupt file, another architecture or mismatched weights.
-std::pair<CVAE, std::map<std::string, std::string>> load_cvae(const std::string& path);
+std::pair<CVAE, std::map<std::string, std::string>> load_cvae(const std::string& path,
+                                                              const std::string& expected_sha256 = "");
 
 }  // namespace stemroi

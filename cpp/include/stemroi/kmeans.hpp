@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "stemroi/compute_device.hpp"
+
 namespace stemroi {
 
 struct KMeansOptions {
@@ -16,6 +18,10 @@ struct KMeansOptions {
   double tol = 1e-4;   // relative: multiplied by the mean variance of the features
   uint64_t seed = 0;
   int n_threads = 0;   // <= 0: all cores
+  // CUDA: every Lloyd assignment runs on the GPU (exact distances, so the
+  // same labels as the CPU's bounded assignment); seeding and centre updates
+  // stay on the CPU, so centres, inertia and n_iter are the CPU's.
+  ComputeDevice device;
 };
 
 template <typename T>
@@ -41,13 +47,17 @@ template <typename T>
 std::vector<T> kmeans_plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint64_t seed, int n_threads);
 
 // Nearest centre of every sample; returns the inertia (sum of squared distances).
+// On the CPU the nearest centre comes from scikit-learn's GEMM form in T; on
+// CUDA from exact squared distances in double (labels differ only on ties at
+// T's rounding level).
 template <typename T>
 double kmeans_predict(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, int32_t* labels,
-                      int n_threads);
+                      int n_threads, const ComputeDevice& device = {});
 
-// Euclidean distances (n, k) to the centres.
+// Euclidean distances (n, k) to the centres (CUDA: the CPU's values, see cuda.hpp).
 template <typename T>
-void kmeans_transform(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, T* out, int n_threads);
+void kmeans_transform(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, T* out, int n_threads,
+                      const ComputeDevice& device = {});
 
 // Seed of run `run` derived from `seed` (splitmix64), shared with select_n_clusters.
 uint64_t derive_seed(uint64_t seed, uint64_t run);

@@ -73,8 +73,4 @@ TORCH_MODULE(MobileNetV2);
 
 MobileNetV2 make_mobilenet_v2(const MobileNetV2Config& config, uint64_t seed);
 
-// Grey or RGB patches (n, h, w) / (n, 3, h, w) on [0, 1] -> (n, 3, size, size)
-// normalised with `preset` (bilinear resize, align_corners=false).
-torch::Tensor prepare_backbone_input(const torch::Tensor& patches, int64_t size, const std::string& preset);
-
 }  // namespace stemroi

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "stemroi/compute_device.hpp"
+
 namespace stemroi {
 
 enum class PCASolver { Full, Randomized };
@@ -21,6 +23,9 @@ struct PCAOptions {
   int n_threads = 0;              // <= 0: all cores
   // Full solver: 0 = choose (Gram when accurate enough), 1 = force Gram, 2 = force SVD.
   int route = 0;
+  // CUDA: the full solver's Gram matrix is formed on the GPU (cuBLAS, double);
+  // its eigendecomposition, the SVD route and the randomized solver run on the CPU.
+  ComputeDevice device;
 };
 
 template <typename T>

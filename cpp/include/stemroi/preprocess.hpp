@@ -1,6 +1,6 @@
 // Batched image preprocessing for the studies' network inputs (OpenMP over
 // images): resize, grey -> 3 channels, normalisation presets, per-patch blur,
-// divide-by-maximum and min-max, and a fused prepare_patches.
+// divide-by-maximum and min-max, and the network input (network_input).
 //
 // Resize methods (output pixel i, input length L, output length S, scale = L / S):
 //   Bilinear     half-pixel centres, no antialias: src = max(scale * (i + 0.5) - 0.5, 0),
@@ -21,6 +21,8 @@
 //                src = floor(scale * (i + 0.5)) computed in double, clipped to
 //                L - 1 (= torch 'nearest-exact', not torch 'nearest').
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <string>
 
@@ -62,11 +64,20 @@ void divide_by_max_batch(const T* in, T* out, int64_t n, int64_t h, int64_t w, i
 template <typename T>
 void minmax_scale_batch(const T* in, T* out, int64_t n, int64_t h, int64_t w, int n_threads = 0);
 
-// Fused VGG16 input pipeline: n patches of c x h x w (c = 1 grey or 3 RGB) on
-// [0, 1] -> resize to size x size -> 3 channels -> normalise, written to
-// out (n, 3, size, size), one pass per patch. Equal to
-// normalize(to_rgb(resize(x))) up to float rounding of the normalisation.
-void prepare_patches_batch(const float* in, float* out, int64_t n, int64_t c, int64_t h, int64_t w, int64_t size,
-                           const Normalization& preset, ResizeMethod method, int n_threads = 0);
+// The input of every network (VGG16, MobileNetV2, the PatchNet backbones),
+// defined here once, in one order: n patches of c x h x w (c = 1 grey or 3
+// RGB) on [0, 1] -> resize each input channel to oh x ow -> replicate grey to
+// 3 channels (or reverse RGB for a BGR preset) -> (x * input_scale - mean) / std,
+// written to out (n, 3, oh, ow) in one pass per patch. Equal to
+// normalize_batch(grey_to_rgb_batch(resize_batch(x))) bit for bit. Sizes equal
+// to the input's copy the patch (no resampling).
+void network_input_batch(const float* in, float* out, int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh,
+                         int64_t ow, const Normalization& preset, ResizeMethod method, int n_threads = 0);
+
+// network_input_batch on a tensor: patches (n, h, w) or (n, c, h, w), any
+// float dtype and device; oh, ow <= 0 keep the input size. Returns
+// (n, 3, oh, ow) float32 on the CPU (callers move it to their device).
+torch::Tensor network_input(const torch::Tensor& patches, int64_t oh, int64_t ow, const Normalization& preset,
+                            ResizeMethod method = ResizeMethod::Bilinear, int n_threads = 0);
 
 }  // namespace stemroi

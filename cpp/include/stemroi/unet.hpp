@@ -59,13 +59,10 @@ std::vector<double> train_unet(UNet& net, const torch::Tensor& patches, const to
                                const ProgressFn& progress = {});
 
 // Sigmoid maps (n_outputs, H, W) of one image (H, W) float32, predicted on
-// tile x tile windows every `stride` pixels (the last row/column of tiles is
-// shifted to end at the border; the image is reflect-padded when smaller than
-// a tile) and blended with a separable sin^2 window floored at 1e-3.
+// tile x tile windows every `stride` pixels (PatchGrid edge mode Shift: the
+// last row/column of tiles ends at the border; the image is reflect-padded
+// when smaller than a tile) and blended with a separable sin^2 window floored at 1e-3.
 torch::Tensor predict_tiled(UNet& net, const torch::Tensor& image, int64_t tile, int64_t stride,
                             int64_t batch_size, int n_threads, const ProgressFn& progress = {});
-
-// Tile origins along one axis of length n (n >= tile): 0, stride, ..., n - tile.
-std::vector<int64_t> tile_origins(int64_t n, int64_t tile, int64_t stride);
 
 }  // namespace stemroi

@@ -16,6 +16,7 @@
 #include "stemroi/backbone.hpp"
 #include "stemroi/callbacks.hpp"
 #include "stemroi/normalization.hpp"
+#include "stemroi/preprocess.hpp"
 
 namespace stemroi {
 
@@ -42,7 +43,7 @@ struct VGG16FeatureOptions {
   // "auto" (CPU: mkldnn; CUDA: channels_last), "mkldnn", "channels_last",
   // "eager" (plain NCHW module forward, the torchvision reference path).
   std::string backend = "auto";
-  std::string device = "cpu";    // "cpu" or "cuda[:i]" (needs a CUDA LibTorch)
+  std::string device = "cpu";    // "cpu", "cuda", "cuda:N" or "auto" (parse_network_device)
   // Dense mode only: upper bound of the bytes of one first-block activation
   // of a strip of the image (the image is processed in strips with a halo,
   // which gives the same result as one pass over the whole image).
@@ -63,15 +64,6 @@ struct VGG16Tap {
   int64_t stride;       // input pixels per map cell
 };
 VGG16Tap vgg16_tap(const std::string& layer);
-
-// Resize (bilinear, align_corners=False, no antialias) patches (n, h, w),
-// (n, 1, h, w) or (n, 3, h, w) on [0, 1] to (size, size) (size <= 0: keep),
-// replicate grey to 3 channels and apply the normalisation preset:
-// out[c] = (x[bgr ? 2 - c : c] * input_scale - mean[c]) / std[c].
-// Runs with LibTorch ops on the tensor's device; equals
-// stemroi.preprocess.prepare_patches(patches, size, preset, "bilinear") up to
-// float rounding (resizing and the per-channel affine map commute).
-torch::Tensor preprocess_patches(const torch::Tensor& patches, int64_t size, const Normalization& norm);
 
 class VGG16Impl : public Backbone {
  public:

@@ -14,6 +14,6 @@ def require(module: str, extra: str):
 
 
 def calibration(pixel_size, unit):
-    from ..io import Calibration
+    from ..io._readers import Calibration
 
     return Calibration(pixel_size=pixel_size, unit=unit)

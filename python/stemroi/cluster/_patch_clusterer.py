@@ -1,0 +1,296 @@
+"""Unsupervised ROI discovery: features -> standardise -> PCA -> K-means with
+the number of clusters chosen by the maximum mean silhouette.
+
+The numeric work (PCA, K-means, silhouette, Hungarian matching) is done by
+stemroi's own engine (``stemroi.PCA``, ``stemroi.select_n_clusters``,
+``stemroi.cluster_accuracy`` ...); this module only wires it together and
+adds the evaluation against labels when they exist. The cluster map of a
+large image is :func:`stemroi.detection.cluster_map`.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .._validation import check_array, check_positive_int
+from ..base import BaseEstimator, ClusterMixin, TransformerMixin
+
+__all__ = [
+    "PatchClusterer",
+    "pca_k_grid",
+    "evaluate_clustering",
+    "per_class_accuracy",
+]
+
+
+# --------------------------------------------------------------------------- engine
+def _engine():
+    """stemroi's numeric engine (PCA, select_n_clusters, KMeans, metrics)."""
+    import stemroi
+
+    return stemroi
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_k_range(k_range, n_samples: int) -> List[int]:
+    try:
+        ks = sorted({int(k) for k in k_range})
+    except TypeError:
+        raise TypeError(f"k_range must be an iterable of ints, got {type(k_range).__name__}") from None
+    if not ks:
+        raise ValueError("k_range is empty; give at least one k >= 2")
+    if ks[0] < 2:
+        raise ValueError(f"every k in k_range must be >= 2 (silhouette needs two clusters), got {ks[0]}")
+    if ks[-1] > n_samples - 1:
+        raise ValueError(f"every k in k_range must be <= n_samples - 1 = {n_samples - 1}, got {ks[-1]}")
+    return ks
+
+
+def _check_n_components(n_components):
+    if n_components is None:
+        return None
+    if isinstance(n_components, bool):
+        raise TypeError(f"n_components must be None, an int >= 1 or a float in (0, 1], got {n_components!r}")
+    if isinstance(n_components, numbers.Integral):
+        if n_components < 1:
+            raise ValueError(f"n_components must be an int >= 1 or a float in (0, 1], got {n_components}")
+        return int(n_components)
+    if isinstance(n_components, numbers.Real):
+        if not 0.0 < float(n_components) <= 1.0:
+            raise ValueError(f"n_components as a variance fraction must be in (0, 1], got {n_components}")
+        return float(n_components)
+    raise TypeError(f"n_components must be None, an int >= 1 or a float in (0, 1], got {type(n_components).__name__}")
+
+
+def _resolve_extractor(features):
+    if isinstance(features, str):
+        from ..features.descriptors import make_descriptor
+
+        return make_descriptor(features)
+    if hasattr(features, "transform") and callable(features.transform):
+        return features
+    raise TypeError(f"features must be a descriptor name, 'precomputed' or an object with transform(), "
+                    f"got {type(features).__name__}")
+
+
+def _block_weights(extractor, n_features: int) -> Optional[np.ndarray]:
+    """Per-column weights 1/sqrt(block size) from ``extractor.feature_groups`` (None if absent/inconsistent)."""
+    groups = getattr(extractor, "feature_groups", None)
+    if not groups or len(groups) < 2:
+        return None
+    sizes = [int(s) for _, s in groups]
+    if sum(sizes) != n_features or min(sizes) < 1:
+        return None
+    return np.concatenate([np.full(s, 1.0 / np.sqrt(s)) for s in sizes])
+
+
+class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Cluster image patches without labels.
+
+    Pipeline: ``features`` (a descriptor name from :mod:`stemroi.features`
+    - ``"lattice_residual"`` (default), ``"polar_fft"``, ``"fft"``,
+    ``"log_fft"`` -, any object with ``transform(patches) -> (n, d)`` such as
+    ``stemroi.VGG16Features``, or ``"precomputed"`` to pass feature rows
+    directly) -> per-feature standardisation (``standardize=True``; when the
+    extractor declares ``feature_groups`` every block is further scaled by
+    1/sqrt(block size) so each block carries the same total variance) ->
+    ``stemroi.PCA(n_components)`` (int, variance fraction, or None to skip)
+    -> ``stemroi.select_n_clusters`` over ``k_range``; the k with the largest
+    mean silhouette wins.
+
+    Fitted attributes: ``extractor_``, ``features_`` (raw feature rows),
+    ``mean_``, ``scale_``, ``pca_``, ``embedding_`` (what was clustered),
+    ``selection_`` (the engine's ``NClustersSelection``),
+    ``silhouette_scores_`` ({k: score}), ``inertias_``, ``n_clusters_``,
+    ``labels_``, ``cluster_centers_``, ``labels_per_k_`` ({k: labels}).
+    """
+
+    def __init__(self, features="lattice_residual", *, standardize: bool = True, n_components=0.95,
+                 k_range=range(2, 11), n_init: int = 10, random_state=None, n_threads=None):
+        self.features = features
+        self.standardize = standardize
+        self.n_components = n_components
+        self.k_range = k_range
+        self.n_init = n_init
+        self.random_state = random_state
+        self.n_threads = n_threads
+
+    _fitted_attribute = "labels_"
+
+    # -- features
+    def _raw_features(self, X, extractor) -> np.ndarray:
+        if getattr(extractor, "precomputed", False):
+            return check_array(extractor.transform(X), name="X (precomputed features)", ndim=2)
+        X = check_array(X, name="patches", ndim=3, dtype=(np.float32, np.float64))
+        F = np.asarray(extractor.transform(X))
+        if F.ndim != 2 or F.shape[0] != X.shape[0]:
+            raise ValueError(f"features: the extractor returned shape {F.shape}, expected ({X.shape[0]}, d)")
+        return check_array(F, name="features", ndim=2)
+
+    def _scale(self, F: np.ndarray) -> np.ndarray:
+        return (F - self.mean_) / self.scale_
+
+    def fit(self, X, y=None, *, pixel_size=None):
+        """Fit on ``X``: patches ``(n, h, w)`` or, with ``features='precomputed'``, rows ``(n, d)``.
+
+        ``pixel_size``: the patches' pixel size, ``(value, unit)`` or a
+        :class:`stemroi.io.Calibration`, recorded as ``pixel_size_``
+        (:func:`stemroi.detection.cluster_map` resamples images of another pixel size)."""
+        from ..preprocessing._resample import recorded_pixel_size
+
+        pixel_size_ = recorded_pixel_size(pixel_size)
+        eng = _engine()
+        extractor = _resolve_extractor(self.features)
+        n_components = _check_n_components(self.n_components)
+        n_init = check_positive_int(self.n_init, "n_init")
+        if hasattr(extractor, "fit") and not getattr(extractor, "precomputed", False):
+            extractor.fit(check_array(X, name="patches", ndim=3, dtype=(np.float32, np.float64)))
+        F = self._raw_features(X, extractor).astype(np.float64)
+        n, d = F.shape
+        ks = _check_k_range(self.k_range, n)
+        if n < 3:
+            raise ValueError(f"at least 3 samples are needed to cluster, got {n}")
+        self.extractor_ = extractor
+        self.features_ = F
+        self.mean_ = F.mean(axis=0)
+        if self.standardize:
+            sd = F.std(axis=0)
+            scale = np.where(sd > 0, sd, 1.0)
+            w = _block_weights(extractor, d)
+            self.scale_ = scale / w if w is not None else scale
+        else:
+            self.scale_ = np.ones(d)
+        Z = self._scale(F)
+        if n_components is not None:
+            if isinstance(n_components, int) and n_components > min(n, d):
+                raise ValueError(f"n_components must be <= min(n_samples, n_features) = {min(n, d)}, got {n_components}")
+            self.pca_ = eng.PCA(n_components=n_components, random_state=self.random_state,
+                                n_threads=self.n_threads).fit(Z)
+            Z = self.pca_.transform(Z)
+        else:
+            self.pca_ = None
+        Z = np.ascontiguousarray(Z, dtype=np.float64)
+        sel = eng.select_n_clusters(Z, ks, n_init=n_init, random_state=self.random_state, n_threads=self.n_threads)
+        self.embedding_ = Z
+        self.selection_ = sel
+        self.silhouette_scores_ = {int(k): float(s) for k, s in zip(sel.k_values, sel.scores)}
+        self.inertias_ = {int(k): float(v) for k, v in zip(sel.k_values, sel.inertias)}
+        self.labels_per_k_ = {int(k): np.asarray(v, dtype=np.int64) for k, v in sel.labels.items()}
+        self.n_clusters_ = int(sel.best_k)
+        self.labels_ = self.labels_per_k_[self.n_clusters_]
+        centers = getattr(sel, "centers", None) or {}
+        if self.n_clusters_ in centers:
+            self.cluster_centers_ = np.asarray(centers[self.n_clusters_], dtype=np.float64)
+        else:  # centres as the means of the chosen labelling
+            self.cluster_centers_ = np.stack([Z[self.labels_ == c].mean(axis=0) for c in range(self.n_clusters_)])
+        self.n_features_in_ = d
+        self.pixel_size_ = pixel_size_
+        return self
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        return self.fit(X).labels_
+
+    def transform(self, X) -> np.ndarray:
+        """The embedding (standardised, PCA-reduced features) of new samples."""
+        self._check_fitted()
+        F = self._raw_features(X, self.extractor_).astype(np.float64)
+        if F.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {F.shape[1]} features, the clusterer was fitted with {self.n_features_in_}")
+        Z = self._scale(F)
+        if self.pca_ is not None:
+            Z = self.pca_.transform(Z)
+        return np.asarray(Z, dtype=np.float64)
+
+    def _distances(self, Z: np.ndarray) -> np.ndarray:
+        """Euclidean distances (n, k) to the chosen centres: the core's K-means distances (``KMeans.transform``)."""
+        from .._lib import _core
+        from .._validation import check_n_threads
+
+        return _core.kmeans_transform(np.ascontiguousarray(Z, dtype=np.float64),
+                                      np.ascontiguousarray(self.cluster_centers_, dtype=np.float64),
+                                      check_n_threads(self.n_threads))
+
+    def predict(self, X) -> np.ndarray:
+        """Nearest chosen-k cluster centre of each new sample."""
+        return self._distances(self.transform(X)).argmin(axis=1).astype(np.int64)
+
+    def labels_for(self, k: int) -> np.ndarray:
+        """The training labels of the K-means run with ``k`` clusters (any k of ``k_range``)."""
+        self._check_fitted()
+        if int(k) not in self.labels_per_k_:
+            raise ValueError(f"k={k} was not in k_range {sorted(self.labels_per_k_)}")
+        return self.labels_per_k_[int(k)]
+
+    # -- cluster map of a large image
+    def cluster_map(self, image, patch: int = 64, stride: int = 64, *, pixel_size=None):
+        """:func:`stemroi.detection.cluster_map` of ``image``: an ROIResult with
+        one row per tile (nearest cluster) and ``maps["cluster"]``."""
+        from ..detection._cluster_map import cluster_map
+
+        return cluster_map(image, self, patch, stride, pixel_size=pixel_size)
+
+
+# --------------------------------------------------------------------------- grid
+def pca_k_grid(features, n_components: Sequence = (2, 3, 5, 10, 20, 50), k_range=range(2, 11), *,
+               standardize: bool = True, n_init: int = 10, random_state=None, n_threads=None,
+               feature_groups=None) -> List[Dict[str, Any]]:
+    """The study's grid: silhouette-chosen k for every PCA dimension.
+
+    ``features`` are rows ``(n, d)`` (``feature_groups`` as a descriptor's, for
+    the block weighting). Returns one dict per PCA setting ``{n_components,
+    n_dims, best_k, silhouette, scores, labels}`` sorted by decreasing
+    silhouette (the first 5 rows are the study's top-5 table).
+    """
+    from ..features.descriptors import Precomputed
+
+    F = check_array(features, name="features", ndim=2)
+    rows = []
+    for nc in n_components:
+        cl = PatchClusterer(Precomputed(feature_groups=feature_groups), standardize=standardize, n_components=nc,
+                            k_range=k_range, n_init=n_init, random_state=random_state, n_threads=n_threads).fit(F)
+        rows.append({"n_components": nc, "n_dims": int(cl.embedding_.shape[1]), "best_k": cl.n_clusters_,
+                     "silhouette": cl.silhouette_scores_[cl.n_clusters_], "scores": cl.silhouette_scores_,
+                     "labels": cl.labels_})
+    rows.sort(key=lambda r: -r["silhouette"])
+    return rows
+
+
+# --------------------------------------------------------------------------- evaluation
+def per_class_accuracy(y_true, labels) -> Dict[Any, float]:
+    """Fraction of each class that falls into its Hungarian-matched cluster (0 when unmatched)."""
+    from ..metrics import _cluster as eng
+
+    conf = eng.cluster_confusion_matrix(y_true, labels)
+    m = np.asarray(conf.matrix)
+    classes = list(np.asarray(conf.classes).tolist())
+    clusters = list(np.asarray(conf.clusters).tolist())
+    matched_cluster = {cls: cl for cl, cls in conf.mapping.items()}
+    out = {}
+    for i, cls in enumerate(classes):
+        cl = matched_cluster.get(cls)
+        out[cls] = float(m[i, clusters.index(cl)] / m[i].sum()) if cl is not None else 0.0
+    return out
+
+
+def evaluate_clustering(y_true, labels, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Cluster accuracy (Hungarian), its class-balanced variant, per-class accuracy and the confusion table."""
+    from ..metrics import _cluster as eng
+
+    y = np.asarray(y_true)
+    lab = np.asarray(labels)
+    if y.shape != lab.shape or y.ndim != 1:
+        raise ValueError(f"y_true and labels must be 1-D of the same length, got shapes {y.shape} and {lab.shape}")
+    conf = eng.cluster_confusion_matrix(y, lab)
+    per = per_class_accuracy(y, lab)
+    if class_names is not None:
+        per = {class_names[int(k)] if isinstance(k, (int, np.integer)) and 0 <= int(k) < len(class_names) else k: v
+               for k, v in per.items()}
+    return {
+        "accuracy": float(eng.cluster_accuracy(y, lab)),
+        "weighted_accuracy": float(eng.cluster_accuracy(y, lab, sample_weighted=True)),
+        "per_class": per,
+        "confusion": np.asarray(conf.matrix),
+        "n_clusters": int(len(np.unique(lab))),
+    }

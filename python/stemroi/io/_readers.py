@@ -1,0 +1,467 @@
+"""Image readers: TIFF, PNG, JPEG, NPY and microscope formats -> float32 2-D.
+
+Readers return the *stored* values as float32 (uint8 stays 0..255, uint16
+0..65535); :func:`scale_to_unit` maps them to [0, 1]. Colour inputs become
+grey by :func:`to_grey`: when all colour channels are equal (the usual case for STEM images saved
+as RGB/RGBA) channel 0 is returned, so values stay exact; otherwise the ITU-R
+BT.601 luminance ``0.299 R + 0.587 G + 0.114 B`` is used and a warning says so.
+An alpha channel is dropped. 3-D stacks are never flattened: :func:`read_image`
+refuses them and :func:`iter_frames` / :func:`read_stack` read them
+explicitly.
+
+Microscope formats (dm3, dm4, emd, mrc, ser, hspy) go through RosettaSciIO
+(``pip install stemroi[hyperspy]``), imported lazily by
+:mod:`stemroi.adapters.rosettasciio`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+
+__all__ = [
+    "Calibration",
+    "read_image",
+    "read_image_with_calibration",
+    "read_stack",
+    "iter_frames",
+    "scale_to_unit",
+    "to_grey",
+    "SUPPORTED_SUFFIXES",
+]
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+NPY_SUFFIXES = (".npy",)
+MICROSCOPE_SUFFIXES = (".dm3", ".dm4", ".emd", ".mrc", ".ser", ".hspy")
+SUPPORTED_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES + NPY_SUFFIXES + MICROSCOPE_SUFFIXES
+
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
+MIN_SIDE = 2
+# a header claiming more pixels than this is refused before anything is allocated
+# (the float32 image alone would need 8 GiB)
+MAX_IMAGE_PIXELS = 2**31
+
+
+class _TooLargeError(ValueError):
+    """A file whose header claims more pixels than :data:`MAX_IMAGE_PIXELS` (or PIL's limit)."""
+
+
+def _check_pixel_budget(path: Path, shape) -> None:
+    n = int(np.prod([int(d) for d in shape], dtype=object))
+    if n > MAX_IMAGE_PIXELS:
+        raise _TooLargeError(f"{path}: header claims shape {tuple(int(d) for d in shape)} ({n} values), more than "
+                             f"the {MAX_IMAGE_PIXELS} a reader allocates (stemroi.io._readers.MAX_IMAGE_PIXELS)")
+
+
+# length units the readers and adapters report, in metres
+_UNIT_METRES = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "μm": 1e-6, "micron": 1e-6,
+                "nm": 1e-9, "a": 1e-10, "å": 1e-10, "angstrom": 1e-10, "pm": 1e-12, "inch": 0.0254}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Pixel size of an image (``None`` when the file does not say)."""
+
+    pixel_size: Optional[float] = None
+    unit: Optional[str] = None
+
+    @property
+    def known(self) -> bool:
+        """A finite, positive pixel size is given."""
+        return self.pixel_size is not None and bool(np.isfinite(self.pixel_size)) and self.pixel_size > 0
+
+    def metres(self) -> Optional[float]:
+        """The pixel size in metres (None when unknown or in a unit that is not a length)."""
+        factor = _UNIT_METRES.get(self.unit.strip().lower()) if self.unit is not None else None
+        return float(self.pixel_size) * factor if self.known and factor is not None else None
+
+    def ratio_to(self, other: "Calibration") -> float:
+        """``self.pixel_size / other.pixel_size`` in a common unit (ValueError when not comparable)."""
+        if not (self.known and other.known):
+            raise ValueError(f"pixel sizes {self} and {other} are not both known")
+        a, b = self.metres(), other.metres()
+        if a is not None and b is not None:
+            return a / b
+        if self.unit == other.unit:
+            return float(self.pixel_size) / float(other.pixel_size)
+        raise ValueError(f"pixel sizes in units {self.unit!r} and {other.unit!r} cannot be compared")
+
+    def to_dict(self) -> dict:
+        return {"pixel_size": None if self.pixel_size is None else float(self.pixel_size), "unit": self.unit}
+
+    @classmethod
+    def coerce(cls, value, name: str = "pixel_size") -> "Calibration":
+        """A Calibration from None, a Calibration (or an object with ``pixel_size`` and
+        ``unit``), a ``(value, unit)`` pair, a ``{"pixel_size", "unit"}`` dict or a number."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            size, unit = value.pixel_size, value.unit
+        elif isinstance(value, dict):
+            size, unit = value.get("pixel_size"), value.get("unit")
+        elif hasattr(value, "pixel_size") and hasattr(value, "unit"):
+            size, unit = value.pixel_size, value.unit
+        elif isinstance(value, (tuple, list)) and len(value) == 2:
+            size, unit = value
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            size, unit = value, None
+        else:
+            raise TypeError(f"{name}: expected (value, unit), a stemroi.io.Calibration or None, got {value!r}")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(size) or size <= 0:
+                raise ValueError(f"{name}: the pixel size must be a positive number, got {size!r}")
+            size = float(size)
+        if unit is not None and not isinstance(unit, str):
+            raise TypeError(f"{name}: the unit must be a string, got {unit!r}")
+        return cls(size, unit)
+
+
+@dataclass
+class _Raw:
+    data: np.ndarray  # native dtype, axes (frames..., H, W[, C])
+    calibration: Calibration
+    channel_axis: bool  # last axis holds colour samples
+    frame_ndim: int  # number of leading stack axes
+
+
+# --------------------------------------------------------------------------
+# public API
+
+
+def read_image(path) -> np.ndarray:
+    """Read a single 2-D image as float32 (stored values, not rescaled)."""
+    return read_image_with_calibration(path)[0]
+
+
+def read_image_with_calibration(path) -> Tuple[np.ndarray, Calibration]:
+    """Read a single 2-D image as float32 plus its :class:`Calibration`."""
+    image, calibration, _ = _read_image_full(path)
+    return image, calibration
+
+
+def read_stack(path) -> np.ndarray:
+    """Read every frame of a file as a float32 ``(n, H, W)`` array (a 2-D image gives n=1)."""
+    return np.stack(list(iter_frames(path)))
+
+
+def iter_frames(path) -> Iterator[np.ndarray]:
+    """Yield the 2-D frames of a stack (or the single image) as float32, one at a time.
+
+    NPY stacks are memory-mapped, so only one frame is in memory at a time.
+    """
+    path = _check_path(path)
+    raw = _read_raw(path)
+    frames = raw.data
+    if raw.frame_ndim == 0:
+        frames = frames[None]
+    else:
+        lead = int(np.prod(frames.shape[: raw.frame_ndim]))
+        frames = frames.reshape((lead,) + frames.shape[raw.frame_ndim:])
+    for i in range(frames.shape[0]):
+        yield _finish(path, np.asarray(frames[i]), raw.channel_axis, frame=i)
+
+
+def scale_to_unit(image, mode: str = "dtype", source_dtype=None) -> np.ndarray:
+    """Map an image to float32 in [0, 1].
+
+    mode="dtype": divide by the range of the stored integer dtype (uint8 -> /255,
+    uint16 -> /65535, signed types map their full range). ``source_dtype`` is the
+    stored dtype; it defaults to ``image.dtype``. Since readers return float32,
+    pass e.g. ``source_dtype=np.uint8`` for their output. Float data must already
+    lie in [0, 1] (returned unchanged).
+    mode="minmax": ``(x - min) / (max - min)``; a constant image gives zeros.
+    """
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"scale_to_unit: unsupported dtype {arr.dtype} (expected integer or float pixels)")
+    if mode == "minmax":
+        x = arr.astype(np.float32, copy=False)
+        if x.size == 0:
+            raise ValueError(f"scale_to_unit: empty image of shape {arr.shape}")
+        lo, hi = float(np.min(x)), float(np.max(x))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("scale_to_unit: image contains NaN or infinity")
+        if hi <= lo:
+            return np.zeros(arr.shape, np.float32)
+        return ((x - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
+    if mode != "dtype":
+        raise ValueError(f"scale_to_unit: mode must be 'dtype' or 'minmax', got {mode!r}")
+    src = np.dtype(source_dtype) if source_dtype is not None else arr.dtype
+    if src.kind == "b":
+        return arr.astype(np.float32)
+    if src.kind in "iu":
+        info = np.iinfo(src)
+        lo, span = float(info.min), float(info.max) - float(info.min)
+        x = (arr.astype(np.float64) - lo) / span
+        if x.size and (x.min() < 0 or x.max() > 1):
+            raise ValueError(
+                f"scale_to_unit: values outside the range of source_dtype {src} "
+                f"({float(arr.min())}..{float(arr.max())})"
+            )
+        return x.astype(np.float32)
+    if src.kind == "f":
+        x = arr.astype(np.float32, copy=False)
+        if x.size and (float(np.min(x)) < 0.0 or float(np.max(x)) > 1.0):
+            raise ValueError(
+                f"scale_to_unit: mode='dtype' on float data needs values in [0, 1], got "
+                f"{float(np.min(x))}..{float(np.max(x))}; for stored integer values read as float32 "
+                "pass source_dtype (e.g. np.uint8), or use mode='minmax'"
+            )
+        return x.copy() if x is arr else x
+    raise TypeError(f"scale_to_unit: unsupported source dtype {src}")
+
+
+# --------------------------------------------------------------------------
+# internals
+
+
+def _read_image_full(path) -> Tuple[np.ndarray, Calibration, np.dtype]:
+    """(float32 image, calibration, stored dtype) of a single-image file."""
+    path = _check_path(path)
+    raw = _read_raw(path)
+    if raw.frame_ndim:
+        nframes = int(np.prod(raw.data.shape[: raw.frame_ndim]))
+        frame_shape = raw.data.shape[raw.frame_ndim:]
+        raise ValueError(
+            f"{path}: holds a stack of {nframes} frames of shape {tuple(frame_shape)}, not a single "
+            "2-D image; read it frame by frame with stemroi.io.iter_frames(path) or as a whole "
+            "with stemroi.io.read_stack(path)"
+        )
+    return _finish(path, np.asarray(raw.data), raw.channel_axis), raw.calibration, raw.data.dtype
+
+
+def _check_path(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    if p.is_dir():
+        raise IsADirectoryError(f"{p}: is a directory, not an image file")
+    if p.stat().st_size == 0:
+        raise OSError(f"{p}: file is empty (0 bytes)")
+    suffix = p.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ValueError(
+            f"{p}: unsupported file type {p.suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    return p
+
+
+def _read_raw(path: Path) -> _Raw:
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return _read_tiff(path)
+    if suffix in PIL_SUFFIXES:
+        return _read_pil(path)
+    if suffix in NPY_SUFFIXES:
+        return _read_npy(path)
+    from ..adapters.rosettasciio import read_rsciio
+
+    data, pixel_size, unit, frame_ndim = read_rsciio(path)
+    return _Raw(data, Calibration(pixel_size, unit), False, frame_ndim)
+
+
+def _check_dtype(path: Path, dtype: np.dtype) -> None:
+    if dtype.kind not in "biuf":
+        raise TypeError(
+            f"{path}: unsupported pixel dtype {dtype} (expected integer, bool or real float pixels)"
+        )
+
+
+def _read_tiff(path: Path) -> _Raw:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            _check_pixel_budget(path, series.shape)
+            data = series.asarray()
+            calibration = _tiff_calibration(tif)
+    except _TooLargeError:
+        raise
+    except ValueError as exc:
+        if "imagecodecs" in str(exc):
+            # tifffile needs imagecodecs for LZW and friends; PIL decodes them natively
+            return _read_pil(path)
+        raise OSError(f"{path}: cannot read TIFF ({exc})") from None
+    except Exception as exc:  # tifffile raises many types on corrupt input
+        raise OSError(f"{path}: cannot read TIFF, the file is corrupt or truncated ({exc})") from None
+    _check_dtype(path, data.dtype)
+    # drop singleton axes, put colour samples last, everything else is a stack
+    keep = [i for i, a in enumerate(axes) if data.shape[i] != 1 or a in "YX"]
+    data = data.reshape([data.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    channel_axis = False
+    if "S" in axes:
+        s = axes.index("S")
+        data = np.moveaxis(data, s, -1)
+        axes = axes.replace("S", "") + "S"
+        channel_axis = True
+    n_frame_axes = len(axes) - 2 - int(channel_axis)
+    if "Y" not in axes or "X" not in axes:
+        raise ValueError(f"{path}: TIFF series has axes {series.axes!r}, expected an image with Y and X axes")
+    return _Raw(data, calibration, channel_axis, n_frame_axes)
+
+
+def _tiff_calibration(tif) -> Calibration:
+    """Pixel size from ImageJ metadata or the resolution tags (resolution unit cm/inch)."""
+    try:
+        page = tif.pages[0]
+        tags = page.tags
+        ij = tif.imagej_metadata or {}
+        xres = tags.get("XResolution")
+        if xres is None:
+            return Calibration()
+        num, den = xres.value
+        if num == 0:
+            return Calibration()
+        size = den / num
+        unit = ij.get("unit")
+        if unit:
+            unit = {"micron": "um", "\\u00B5m": "um", "µm": "um"}.get(unit, unit)
+            return Calibration(float(size), str(unit))
+        res_unit = tags.get("ResolutionUnit")
+        code = int(res_unit.value) if res_unit is not None else 2
+        if code == 3:
+            return Calibration(float(size), "cm")
+        # unit "inch" with 1/1 resolution is only the writers' default, not a calibration
+        if code == 2 and (num, den) != (1, 1) and num != den * 72 and num != den * 96:
+            return Calibration(float(size), "inch")
+    except Exception:  # calibration is best effort; the image itself is what matters
+        pass
+    return Calibration()
+
+
+def _read_pil(path: Path) -> _Raw:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            n_frames = getattr(im, "n_frames", 1)
+            frames = []
+            for i in range(n_frames):
+                im.seek(i)
+                frames.append(_pil_to_array(im))
+    except Image.DecompressionBombError as exc:
+        raise _TooLargeError(f"{path}: image too large to read safely ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS "
+                             "if the file is trusted") from None
+    except UnidentifiedImageError:
+        raise OSError(f"{path}: not a readable {path.suffix.lstrip('.').upper()} image (corrupt or wrong format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise OSError(f"{path}: cannot read image, the file is corrupt or truncated ({exc})") from None
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise ValueError(f"{path}: frames of different shapes {sorted(shapes)}")
+    data = frames[0] if n_frames == 1 else np.stack(frames)
+    channel_axis = frames[0].ndim == 3
+    return _Raw(data, Calibration(), channel_axis, int(n_frames > 1))
+
+
+def _pil_to_array(im) -> np.ndarray:
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    elif mode == "PA":
+        im = im.convert("LA")
+    arr = np.array(im)
+    if im.mode == "LA":
+        arr = arr[..., 0]
+    return arr
+
+
+def _read_npy(path: Path) -> _Raw:
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "object" in str(exc).lower():
+            raise TypeError(f"{path}: NPY file holds Python objects (dtype object), not pixels") from None
+        raise OSError(f"{path}: cannot read NPY file, it is corrupt or truncated ({exc})") from None
+    except Exception as exc:
+        raise OSError(f"{path}: cannot read NPY file, it is corrupt or truncated ({exc})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):  # pragma: no cover - suffix excludes .npz
+        raise ValueError(f"{path}: is an NPZ archive, expected a single NPY array")
+    _check_dtype(path, data.dtype)
+    if data.ndim < 2:
+        raise ValueError(f"{path}: NPY array of shape {data.shape} is not an image (expected 2-D)")
+    channel_axis = data.ndim >= 3 and data.shape[-1] in (3, 4) and min(data.shape[-3:-1]) > 4
+    frame_ndim = data.ndim - 2 - int(channel_axis)
+    return _Raw(data, Calibration(), channel_axis, frame_ndim)
+
+
+def _finish(path: Path, data: np.ndarray, channel_axis: bool, frame: Optional[int] = None) -> np.ndarray:
+    """Colour -> grey, dtype and content checks, float32 output."""
+    where = f"{path}" if frame is None else f"{path} (frame {frame})"
+    _check_dtype(path, data.dtype)
+    if channel_axis:
+        data = to_grey(data, where=where)
+    if data.ndim != 2:
+        raise ValueError(f"{where}: expected a 2-D image, got shape {data.shape}")
+    h, w = data.shape
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(f"{where}: image is {h}x{w} pixels; at least {MIN_SIDE}x{MIN_SIDE} needed")
+    out = np.array(data, dtype=np.float32)  # always a fresh, writable, C-contiguous copy
+    if out.dtype.kind == "f" and data.dtype.kind == "f":
+        n_nan = int(np.isnan(out).sum())
+        n_inf = int(np.isinf(out).sum())
+        if n_nan or n_inf:
+            raise ValueError(
+                f"{where}: {n_nan} NaN and {n_inf} infinite pixel(s) of {out.size}; "
+                "clean the image (e.g. np.nan_to_num) before using it"
+            )
+    elif not np.isfinite(out).all():  # huge float64 -> inf in float32
+        raise ValueError(f"{where}: pixel values overflow float32")
+    return out
+
+
+def to_grey(image, *, where: str = "image") -> np.ndarray:
+    """The colour -> grey rule of every stemroi entry point.
+
+    ``(H, W)`` is returned as it is. ``(..., C)`` with C = 1 (grey), 2 (grey +
+    alpha), 3 (RGB) or 4 (RGBA): alpha is dropped; when R = G = B everywhere channel 0
+    is returned (exact values, stored dtype); otherwise the ITU-R BT.601
+    luminance ``0.299 R + 0.587 G + 0.114 B`` (float64) with a ``UserWarning``
+    naming ``where``. Any other number of channels raises ValueError.
+    """
+    data = np.asarray(image)
+    if data.ndim == 2:
+        return data
+    if data.ndim < 2:
+        raise ValueError(f"{where}: expected a 2-D image or a colour image (H, W, C), got shape {data.shape}")
+    c = data.shape[-1]
+    if c in (1, 2):  # grey, grey + alpha
+        return data[..., 0]
+    if c not in (3, 4):
+        raise ValueError(f"{where}: shape {data.shape} is not a 2-D image, and its last axis is not 1, 2 "
+                         "(grey+alpha), 3 (RGB) or 4 (RGBA) colour channels")
+    rgb = data[..., :3]
+    r = rgb[..., 0]
+    if np.array_equal(r, rgb[..., 1]) and np.array_equal(r, rgb[..., 2]):
+        return r  # R = G = B: exact
+    _warn_user(
+        f"{where}: colour image with unequal channels converted to grey with luminance weights "
+        f"{LUMA_WEIGHTS} (R, G, B)"
+    )
+    w = np.asarray(LUMA_WEIGHTS, np.float64)
+    return rgb.astype(np.float64) @ w
+
+
+def _warn_user(message: str) -> None:
+    """Warn at the first caller outside the stemroi package (depth varies by entry point)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)

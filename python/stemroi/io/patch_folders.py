@@ -1,0 +1,79 @@
+"""Labelled patch folders (one image file per patch, class in the file name)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from ..io._readers import _read_image_full, scale_to_unit
+
+__all__ = ["PatchDataset", "load_patch_folder", "class_from_filename"]
+
+
+@dataclass
+class PatchDataset:
+    """Patches ``(n, h, w)`` float32 in [0, 1], integer labels and their names."""
+
+    patches: np.ndarray
+    labels: np.ndarray
+    class_names: List[str]
+    files: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.patches.shape[0])
+
+    def class_counts(self) -> Dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(c) for name, c in zip(self.class_names, counts)}
+
+
+def class_from_filename(name: str) -> str:
+    """Class of a patch file: the stem's prefix before the last underscore.
+
+    ``Twin_Bound_12.tif`` -> ``Twin_Bound``, ``Vacancy_CdTe_3.tif`` -> ``Vacancy_CdTe``.
+    """
+    stem = Path(name).stem
+    if "_" not in stem:
+        raise ValueError(f"{name}: file name has no '_<index>' suffix, so its class cannot be read from it")
+    prefix = stem.rsplit("_", 1)[0]
+    if not prefix:
+        raise ValueError(f"{name}: empty class prefix before the last underscore")
+    return prefix
+
+
+def _natural_key(path: Path):
+    stem = path.stem
+    prefix, _, index = stem.rpartition("_")
+    return (prefix, int(index) if index.isdigit() else float("inf"), path.name)
+
+
+def load_patch_folder(path, pattern: str = "*.tif") -> PatchDataset:
+    """Read every file matching ``pattern`` in ``path`` as a labelled patch.
+
+    Classes are sorted by name; files are ordered by class, then by the numeric
+    index after the last underscore (deterministic). Colour files (RGB/RGBA with
+    equal channels) give their exact grey values. Integer files are scaled by
+    their dtype range (uint8 / 255), float files must already lie in [0, 1].
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: not a folder of patch images")
+    files = sorted((p for p in folder.glob(pattern) if p.is_file()), key=_natural_key)
+    if not files:
+        raise ValueError(f"{folder}: no files match pattern {pattern!r}")
+    names = [class_from_filename(f.name) for f in files]
+    class_names = sorted(set(names))
+    index = {c: i for i, c in enumerate(class_names)}
+    patches = []
+    shape = None
+    for f in files:
+        image, _, stored = _read_image_full(f)
+        if shape is None:
+            shape = image.shape
+        elif image.shape != shape:
+            raise ValueError(f"{f}: patch of shape {image.shape}, but {files[0].name} has shape {shape}")
+        patches.append(scale_to_unit(image, "dtype", source_dtype=stored))
+    labels = np.array([index[n] for n in names], dtype=np.int64)
+    return PatchDataset(np.stack(patches).astype(np.float32, copy=False), labels, class_names, [str(f) for f in files])

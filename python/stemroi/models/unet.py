@@ -1,0 +1,438 @@
+"""Weakly supervised multi-defect segmentation (Sathish, Sosa Espada, Karagiannis).
+
+Patches carry one class label each; pixel pseudo-labels come from local
+intensity deviations (:func:`pseudo_label_masks`); a small U-Net (C++ core,
+LibTorch) is trained on synthetic multi-defect samples (pixel-wise maximum of
+1-3 patches of different classes, one sigmoid channel per defect class plus
+background) and predicts per-class probability maps of images of any size
+(tiled with overlap and a smooth blending window, so there are no seams).
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import time
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .._device import place, resolve_device
+from .._lib import _core
+from .._validation import check_array, check_n_threads, check_positive_int, check_random_state_seed
+from ..base import BaseEstimator, _load_model, _save_model
+from ..preprocessing._resample import card_pixel_size, recorded_pixel_size
+
+__all__ = [
+    "DefectSegmenter",
+    "pseudo_label_masks",
+    "residual_pseudo_labels",
+    "pseudo_label_scores",
+    "local_deviation",
+    "make_multi_defect_samples",
+]
+
+_ARCHITECTURE = "unet_multilabel"
+_FORMAT_KIND = "stemroi.DefectSegmenter"
+# the network alone (a pickled DefectSegmenter's core object)
+_NETWORK_ARCHITECTURE = "stemroi.DefectSegmenter.network"
+
+
+def _check_patches(patches, name="patches") -> np.ndarray:
+    arr = check_array(patches, name=name, ndim=3, dtype=(np.float32,))
+    return arr
+
+
+def _check_filter_options(sigma, size, percentile):
+    if not isinstance(sigma, numbers.Real) or not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    size = check_positive_int(size, "size")
+    if not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+    return float(sigma), size, float(percentile)
+
+
+def local_deviation(patches, *, sigma: float = 1.0, size: int = 7, n_threads=None) -> np.ndarray:
+    """``|G_sigma(p) - uniform_size(G_sigma(p))|`` for each patch of a (n, h, w) stack
+    (scipy.ndimage reflect mode)."""
+    arr = _check_patches(patches)
+    sigma, size, _ = _check_filter_options(sigma, size, 50.0)
+    return _core.local_deviation(arr, sigma, size, check_n_threads(n_threads))
+
+
+_METHODS = ("deviation", "lattice")
+
+
+def _check_method(method):
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    return method
+
+
+def pseudo_label_scores(patches, *, method: str = "deviation", sigma: float = 1.0, size: int = 7, n_threads=None) -> np.ndarray:
+    """Score maps the pseudo-labels threshold: ``"deviation"`` (the study's
+    ``|G - uniform(G)|``) or ``"lattice"`` (``|G(x) - median_k G(x + t_k)|`` over
+    the 8 lattice translations found from the patch's autocorrelation)."""
+    arr = _check_patches(patches)
+    sigma, size, _ = _check_filter_options(sigma, size, 50.0)
+    return _core.pseudo_label_scores(arr, sigma, size, _check_method(method), check_n_threads(n_threads))
+
+
+def residual_pseudo_labels(patches, is_bulk, model, *, quantile: float = 0.99, sigma: float = 2.0,
+                           n_threads=None) -> np.ndarray:
+    """Pseudo-labels from a bulk model: pixels whose local reconstruction error
+    under ``model`` (a fitted :class:`stemroi.BulkCVAE`, trained on bulk of the
+    same material) exceeds the ``quantile`` of that error over the ``is_bulk``
+    patches. The error is the residual squared, Gaussian-smoothed (``sigma``)
+    and square-rooted. Unlike the local-deviation rules, which mark the
+    brightest specks of every patch, this marks what is *not* bulk, including
+    extended defects (stacking faults, junctions) that fill a patch, and marks
+    nothing in a defect patch that looks like bulk. Bulk patches get empty masks.
+    Returns (n, h, w) uint8 in {0, 1}."""
+    arr = _check_patches(patches)
+    bulk = np.asarray(is_bulk).astype(bool)
+    if bulk.shape != (arr.shape[0],):
+        raise ValueError(f"is_bulk must have shape ({arr.shape[0]},), got {bulk.shape}")
+    if not bulk.any():
+        raise ValueError("is_bulk: at least one bulk patch is needed to set the threshold, got none")
+    if not (0 < float(quantile) < 1):
+        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+    if not hasattr(model, "difference"):
+        raise TypeError(f"model must be a fitted stemroi.BulkCVAE, got {type(model).__name__}")
+    from ..preprocessing.filters import gaussian_filter
+
+    crop = int(model.crop_size)
+    if arr.shape[1:] != (crop, crop):
+        raise ValueError(f"patches must be {crop} x {crop} like the model's crops, got {arr.shape[1:]}")
+    err = np.sqrt(gaussian_filter(model.difference(arr) ** 2, float(sigma), n_threads=n_threads))
+    t = float(np.quantile(err[bulk], float(quantile)))
+    masks = (err > t).astype(np.uint8)
+    masks[bulk] = 0
+    return masks
+
+
+def pseudo_label_masks(
+    patches, is_bulk=None, *, sigma: float = 1.0, size: int = 7, percentile: float = 98.0,
+    method: str = "deviation", n_threads=None,
+) -> np.ndarray:
+    """Pseudo-labels: pixels whose score (:func:`pseudo_label_scores`; the
+    study's local deviation by default) is strictly above the ``percentile`` of
+    that patch's scores; patches flagged ``is_bulk`` get empty masks. Returns
+    (n, h, w) uint8 in {0, 1}."""
+    arr = _check_patches(patches)
+    sigma, size, percentile = _check_filter_options(sigma, size, percentile)
+    _check_method(method)
+    if is_bulk is None:
+        bulk = np.zeros(arr.shape[0], np.uint8)
+    else:
+        bulk = np.ascontiguousarray(np.asarray(is_bulk).astype(bool).astype(np.uint8))
+        if bulk.shape != (arr.shape[0],):
+            raise ValueError(f"is_bulk must have shape ({arr.shape[0]},), got {bulk.shape}")
+    return _core.pseudo_label_masks(arr, bulk, sigma, size, percentile, method, check_n_threads(n_threads))
+
+
+def make_multi_defect_samples(
+    patches, masks, labels, n_classes: int, n_samples: int, *, max_parts: int = 3, random_state=0
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Synthetic multi-defect samples: each is the pixel-wise maximum of 1..max_parts
+    patches with distinct labels. ``labels`` in [-1, n_classes) (-1 = bulk).
+    Returns images (m, 1, h, w) and targets (m, n_classes + 1, h, w) whose last
+    channel is background = 1 - max(defect masks)."""
+    arr = _check_patches(patches)
+    m = np.ascontiguousarray(np.asarray(masks, dtype=np.uint8))
+    lab = np.ascontiguousarray(np.asarray(labels, dtype=np.int64))
+    n_classes = check_positive_int(n_classes, "n_classes")
+    n_samples = check_positive_int(n_samples, "n_samples", minimum=0)
+    max_parts = check_positive_int(max_parts, "max_parts")
+    seed = check_random_state_seed(random_state)
+    return _core.compose_multi_defect(arr, m, lab, n_classes, n_samples, max_parts, seed)
+
+
+class DefectSegmenter(BaseEstimator):
+    """Weakly supervised U-Net producing one probability map per defect class.
+
+    Parameters
+    ----------
+    classes : sequence of str or None
+        All class names of the labelled patches (bulk included). ``None``: the
+        sorted unique labels seen by ``fit``. Integer labels index this list.
+    epochs, batch_size, learning_rate : training settings (Adam, BCE).
+    random_state : int, seeds the network initialisation and the sample composition.
+    n_threads : LibTorch threads (None = all available cores).
+    bulk_class : name of the defect-free class (its patches get empty masks).
+    base_channels : U-Net width (levels base, 2*base; bottleneck 4*base).
+    pseudo_label : "deviation" (the study's) or "lattice" (lattice-translation residual).
+    sigma, filter_size, percentile : pseudo-label settings (study: 1, 7, 98).
+    samples_per_epoch : synthetic samples per epoch (None: number of patches).
+    max_parts : patches combined per synthetic sample (study: 3).
+    tile_stride : stride of the prediction tiles as a fraction of the tile (0.5).
+    positive_weight : BCE weight of defect pixels (the masks cover ~2 % of a
+        patch; 1 = the study's plain BCE, larger values make the maps reach 0.5).
+    device : "cpu" (default), "cuda", "cuda:N" or "auto": where the U-Net trains
+        and predicts ("auto": "cuda" when LibTorch has a usable CUDA device, else
+        "cpu"). A fixed ``random_state`` repeats bit for bit on the CPU; on CUDA,
+        LibTorch's backward passes of bilinear upsampling and reflect padding
+        accumulate with atomics, so trained weights may differ in the last bits
+        between runs. CUDA maps of the same weights equal the CPU's within 1e-4.
+        Checked by ``fit``: ValueError naming the device when it is malformed or
+        LibTorch has no usable CUDA device. Model files hold CPU tensors and load
+        onto any device (``load(device=)``).
+    """
+
+    def __init__(
+        self,
+        classes: Optional[Sequence[str]] = None,
+        epochs: int = 20,
+        batch_size: int = 32,
+        learning_rate: float = 1e-3,
+        random_state=0,
+        n_threads=None,
+        *,
+        bulk_class: Optional[str] = "Bulk",
+        base_channels: int = 32,
+        sigma: float = 1.0,
+        filter_size: int = 7,
+        percentile: float = 98.0,
+        samples_per_epoch: Optional[int] = None,
+        max_parts: int = 3,
+        tile_stride: float = 0.5,
+        pseudo_label: str = "deviation",
+        positive_weight: float = 1.0,
+        device: str = "cpu",
+    ):
+        self.classes = classes
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.bulk_class = bulk_class
+        self.base_channels = base_channels
+        self.sigma = sigma
+        self.filter_size = filter_size
+        self.percentile = percentile
+        self.samples_per_epoch = samples_per_epoch
+        self.max_parts = max_parts
+        self.tile_stride = tile_stride
+        self.pseudo_label = pseudo_label
+        self.positive_weight = positive_weight
+        self.device = device
+
+    _fitted_attribute = "net_"
+    _core_attributes = ("net_",)
+
+    # ---- helpers ---------------------------------------------------------
+    def _encode_labels(self, labels, n: int) -> Tuple[List[str], np.ndarray]:
+        lab = np.asarray(labels)
+        if lab.ndim != 1 or lab.shape[0] != n:
+            raise ValueError(f"labels must have shape ({n},), got {lab.shape}")
+        if self.classes is not None:
+            classes = [str(c) for c in self.classes]
+            if len(set(classes)) != len(classes):
+                raise ValueError(f"classes must be unique, got {classes}")
+        elif lab.dtype.kind in "US":
+            classes = sorted({str(v) for v in lab})
+        elif lab.dtype.kind in "iu":
+            classes = [str(v) for v in sorted({int(v) for v in lab})]
+            lab = lab.astype(str)
+        else:
+            raise TypeError(f"labels must be strings or integers, got dtype {lab.dtype}")
+        if lab.dtype.kind in "US":
+            lookup = {c: i for i, c in enumerate(classes)}
+            unknown = sorted({str(v) for v in lab} - set(lookup))
+            if unknown:
+                raise ValueError(f"labels {unknown} are not in classes {classes}")
+            idx = np.array([lookup[str(v)] for v in lab], np.int64)
+        elif lab.dtype.kind in "iu":
+            idx = lab.astype(np.int64)
+            if idx.min() < 0 or idx.max() >= len(classes):
+                raise ValueError(f"integer labels must be in [0, {len(classes)}), got range [{idx.min()}, {idx.max()}]")
+        else:
+            raise TypeError(f"labels must be strings or integers, got dtype {lab.dtype}")
+        return classes, idx
+
+    def _check_settings(self):
+        resolve_device(self.device)
+        check_positive_int(self.epochs, "epochs")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.base_channels, "base_channels")
+        check_positive_int(self.max_parts, "max_parts")
+        if not isinstance(self.learning_rate, numbers.Real) or not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not isinstance(self.tile_stride, numbers.Real) or not 0 < self.tile_stride <= 1:
+            raise ValueError(f"tile_stride must be in (0, 1], got {self.tile_stride!r}")
+        if not isinstance(self.positive_weight, numbers.Real) or not self.positive_weight > 0:
+            raise ValueError(f"positive_weight must be > 0, got {self.positive_weight!r}")
+        if self.samples_per_epoch is not None:
+            check_positive_int(self.samples_per_epoch, "samples_per_epoch")
+        _check_filter_options(self.sigma, self.filter_size, self.percentile)
+        _check_method(self.pseudo_label)
+
+    # ---- fitting ---------------------------------------------------------
+    def fit(self, patches, labels, *, masks=None,
+            progress: Optional[Callable[[int, int], None]] = None, pixel_size=None) -> "DefectSegmenter":
+        """Train on labelled patches (n, h, w) in [0, 1] (h, w multiples of 4, >= 8).
+
+        ``masks``: pseudo-labels (n, h, w) computed elsewhere (e.g.
+        :func:`residual_pseudo_labels`) instead of the ``pseudo_label`` rule;
+        bulk patches' masks are ignored (their targets are background).
+        ``pixel_size``: the patches' pixel size, ``(value, unit)`` or a
+        :class:`stemroi.io.Calibration`, recorded as ``pixel_size_`` and in the
+        saved model card (:func:`segmentation_map` resamples images of another
+        pixel size)."""
+        X = _check_patches(patches)
+        pixel_size_ = recorded_pixel_size(pixel_size)
+        if X.shape[1] % 4 or X.shape[2] % 4 or min(X.shape[1:]) < 8:
+            raise ValueError(f"patch height and width must be multiples of 4 and >= 8, got {X.shape[1:]}")
+        self._check_settings()
+        classes, idx = self._encode_labels(labels, X.shape[0])
+        bulk_index = classes.index(self.bulk_class) if self.bulk_class in classes else None
+        defect_classes = [c for i, c in enumerate(classes) if i != bulk_index]
+        if not defect_classes:
+            raise ValueError(f"at least one defect class (other than bulk_class={self.bulk_class!r}) is needed, got classes {classes}")
+        # class index -> defect channel (-1 for bulk)
+        channel_of = np.array([-1 if i == bulk_index else defect_classes.index(c) for i, c in enumerate(classes)], np.int64)
+        chan = channel_of[idx]
+        n_threads = check_n_threads(self.n_threads)
+        seed = check_random_state_seed(self.random_state)
+        given_masks = masks
+        if masks is None:
+            masks = pseudo_label_masks(
+                X, chan < 0, sigma=self.sigma, size=self.filter_size, percentile=self.percentile,
+                method=self.pseudo_label, n_threads=n_threads,
+            )
+        else:
+            masks = np.asarray(masks)
+            if masks.shape != X.shape:
+                raise ValueError(f"masks must have the patches' shape {X.shape}, got {masks.shape}")
+            if masks.dtype.kind not in "biu":
+                raise TypeError(f"masks must be boolean or integer 0/1, got dtype {masks.dtype}")
+            masks = np.ascontiguousarray(masks != 0, dtype=np.uint8)
+            masks[chan < 0] = 0
+        self.pseudo_masks_ = masks
+        counts = np.bincount(idx, minlength=len(classes))
+        self.training_data_ = {"n_patches": int(X.shape[0]), "patch_size": [int(X.shape[1]), int(X.shape[2])],
+                               "class_counts": {c: int(n) for c, n in zip(classes, counts)},
+                               "pseudo_labels": self.pseudo_label if given_masks is None else "given masks"}
+        self.pixel_size_ = pixel_size_
+        net = place(_core.UNet(len(defect_classes) + 1, base_channels=int(self.base_channels), in_channels=1,
+                               seed=seed), self.device)
+        t0 = time.perf_counter()
+        history = _core.train_unet(
+            net, X, masks, chan, epochs=int(self.epochs), batch_size=int(self.batch_size),
+            learning_rate=float(self.learning_rate), samples_per_epoch=int(self.samples_per_epoch or 0),
+            max_parts=int(self.max_parts), seed=seed, n_threads=n_threads, progress=progress,
+            positive_weight=float(self.positive_weight),
+        )
+        self.fit_time_ = time.perf_counter() - t0
+        self.classes_ = classes
+        self.defect_classes_ = defect_classes
+        self.channel_names_ = defect_classes + ["background"]
+        self.patch_size_ = (int(X.shape[1]), int(X.shape[2]))
+        self.loss_history_ = np.asarray(history, np.float64)
+        self.net_ = net
+        return self
+
+    # ---- prediction ------------------------------------------------------
+    def predict_patch_maps(self, patches, *, batch_size: int = 64) -> np.ndarray:
+        """Probability maps (n, n_channels, h, w) of patches (h, w multiples of 4)."""
+        self._check_fitted()
+        X = _check_patches(patches)
+        if X.shape[1] % 4 or X.shape[2] % 4 or min(X.shape[1:]) < 8:
+            raise ValueError(f"patch height and width must be multiples of 4 and >= 8, got {X.shape[1:]}")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        n_threads = check_n_threads(self.n_threads)
+        out = []
+        for lo in range(0, X.shape[0], batch_size):
+            out.append(self.net_.probabilities(np.ascontiguousarray(X[lo : lo + batch_size, None]), n_threads))
+        return np.concatenate(out)
+
+    def predict_maps(
+        self, image, *, tile: Optional[int] = None, stride: Optional[int] = None, batch_size: int = 16,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> np.ndarray:
+        """Per-channel probability maps (n_channels, H, W) of one image (H, W) in [0, 1]
+        (channels: ``channel_names_``). Predicted on overlapping tiles (default:
+        the training patch size, stride tile_stride * tile) blended with a smooth
+        window; images smaller than a tile are reflect-padded."""
+        self._check_fitted()
+        img = check_array(image, name="image", ndim=2, dtype=(np.float32,))
+        tile = self.patch_size_[0] if tile is None else check_positive_int(tile, "tile", minimum=8)
+        if tile % 4:
+            raise ValueError(f"tile must be a multiple of 4, got {tile}")
+        if stride is None:
+            stride = max(1, int(round(tile * float(self.tile_stride))))
+        stride = check_positive_int(stride, "stride")
+        if stride > tile:
+            raise ValueError(f"stride must be <= tile ({tile}), got {stride}")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        return _core.unet_predict_tiled(self.net_, img, tile, stride, batch_size, check_n_threads(self.n_threads), progress)
+
+    def segmentation_map(self, image, patch: Optional[int] = None, stride: Optional[int] = None,
+                         threshold: float = 0.5, **kwargs):
+        """:func:`stemroi.detection.segmentation_map` of ``image`` under this model (an ROIResult)."""
+        from ..detection._segmentation_map import segmentation_map
+
+        return segmentation_map(image, self, patch, stride, threshold, **kwargs)
+
+    # ---- persistence -----------------------------------------------------
+    def save(self, path) -> None:
+        """Write the fitted model to the project's safe model file (no pickle)."""
+        self._check_fitted()
+        config = {k: v for k, v in self.get_params(deep=False).items() if k != "n_threads"}
+        config["classes"] = list(self.classes_)
+        config["patch_size"] = list(self.patch_size_)
+        tensors = self.net_.state_dict()
+        tensors["__loss_history__"] = np.asarray(self.loss_history_, np.float64)
+        _save_model(
+            path, tensors, architecture=_ARCHITECTURE, config=config, kind=_FORMAT_KIND,
+            class_names=self.channel_names_,
+            preprocessing={"input": "grey image scaled to [0, 1]", "channels": 1},
+            model_card={
+                "model": "U-Net (2 levels, bilinear upsampling + skip concatenation, reflect padding)",
+                "training": "weakly supervised: local-deviation pseudo-labels on labelled patches, "
+                "synthetic multi-defect samples, BCE, Adam",
+                "epochs": int(self.epochs),
+                "final_loss": float(self.loss_history_[-1]) if len(self.loss_history_) else None,
+                "training_data": getattr(self, "training_data_", None),
+                "pixel_size": card_pixel_size(getattr(self, "pixel_size_", None)),
+                "reference": "Sathish, Sosa Espada, Karagiannis (weakly supervised multi-defect segmentation)",
+            },
+        )
+
+    @classmethod
+    def load(cls, path, *, n_threads=None, sha256=None, device="cpu") -> "DefectSegmenter":
+        """The segmenter saved at ``path``; ``sha256`` (hex) refuses any other file."""
+        tensors, meta = _load_model(path, _ARCHITECTURE, what="DefectSegmenter", sha256=sha256)
+        config = dict(meta["config"])
+        classes = config.pop("classes")
+        patch_size = tuple(config.pop("patch_size"))
+        history = tensors.pop("__loss_history__", np.zeros(0))
+        config["classes"] = classes
+        seg = cls(**config)
+        seg.n_threads = n_threads
+        seg.device = device
+        names = list(meta["class_names"])
+        base = int(config.get("base_channels", 32))
+        net = place(_core.UNet(len(names), base_channels=base, in_channels=1, seed=0), device)
+        net.load_state_dict(tensors, os.fspath(path))
+        seg.classes_ = list(classes)
+        seg.defect_classes_ = names[:-1]
+        seg.channel_names_ = names
+        seg.patch_size_ = patch_size
+        seg.loss_history_ = np.asarray(history, np.float64)
+        seg.training_data_ = meta.get("model_card", {}).get("training_data")
+        seg.pixel_size_ = recorded_pixel_size(meta.get("model_card", {}).get("pixel_size"))
+        seg.net_ = net
+        return seg
+
+    # -- pickling: the network travels as a model file ---------------------------------
+    def _write_core(self, path: str) -> None:
+        _save_model(path, self.net_.state_dict(), architecture=_NETWORK_ARCHITECTURE,
+                    config={"n_outputs": int(self.net_.n_outputs), "base_channels": int(self.net_.base_channels)})
+
+    def _read_core(self, path: str) -> None:
+        tensors, meta = _load_model(path, _NETWORK_ARCHITECTURE, what="DefectSegmenter network")
+        net = _core.UNet(int(meta["config"]["n_outputs"]), base_channels=int(meta["config"]["base_channels"]),
+                         in_channels=1, seed=0)
+        net.load_state_dict(tensors, "pickled DefectSegmenter")
+        self.net_ = place(net, getattr(self, "device", "cpu"))

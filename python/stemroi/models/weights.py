@@ -1,0 +1,501 @@
+"""Pretrained weights for the backbones: the one registry of known files, a
+cache, safe loaders, and the project's own file for trained backbones.
+
+Known files (``REGISTRY``; each :class:`WeightsSpec` names its architecture and
+the input the weights expect: normalisation preset and input size):
+
+``"imagenet"``
+    VGG16, torchvision's ``vgg16-397923af.pth`` (the SHA-256 of the file starts
+    with the 8 hex digits in its name). Expects ``"torchvision"``
+    preprocessing: RGB on [0, 1], ImageNet mean/std, 224 px.
+``"imagenet-keras"``
+    VGG16, Keras' ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``
+    (58,889,256 bytes), the weights of the VGG16 study. Expects ``"caffe"``
+    preprocessing: BGR on [0, 255] minus the ImageNet BGR means, 224 px.
+``"mobilenet_v2-imagenet"``
+    MobileNetV2, torchvision's ``mobilenet_v2-b0353104.pth``. Expects
+    ``"torchvision"`` preprocessing, 224 px.
+
+Files live in ``$STEMROI_HOME/weights`` (default ``~/.cache/stemroi/weights``);
+torchvision files are also found in torchvision's own cache
+(``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``).
+A missing file is downloaded (``urllib``, written to a temporary file and
+renamed only once its size and hash check out) unless downloads are off
+(``download=False`` or ``STEMROI_OFFLINE=1``) or the network is unreachable,
+in which case :class:`WeightsNotFoundError` says which file to put where.
+
+Loading never unpickles arbitrary objects: torchvision files go through
+``torch.load(..., weights_only=True)`` (tensors and containers only), Keras
+files through h5py, and the project's own files (:func:`save_backbone`) are
+tensor archives with a JSON header read by the C++ core. ``weights=None`` or
+``"random"`` gives seeded, *untrained* weights (torchvision's initialisation),
+meant for tests and baselines only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+__all__ = [
+    "WeightsSpec",
+    "REGISTRY",
+    "WeightsError",
+    "WeightsNotFoundError",
+    "stemroi_home",
+    "weights_dir",
+    "weights_path",
+    "torch_hub_dir",
+    "cache_dirs",
+    "cached_path",
+    "sha256_file",
+    "verify_file",
+    "fetch",
+    "load_torchvision_state",
+    "load_keras_h5",
+    "keras_to_torchvision",
+    "resolve_weights",
+    "save_backbone",
+    "load_backbone",
+]
+
+
+class WeightsError(ValueError):
+    """A weights file is corrupt, truncated, of the wrong hash or does not fit the model."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A known weights file is neither cached nor downloadable."""
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A known weights file and the network input it expects."""
+
+    key: str
+    filename: str
+    url: str
+    format: str  # "torchvision" (.pth state dict) or "keras" (.h5 weights)
+    preprocessing: str  # normalisation preset the weights were trained with (stemroi.preprocessing.PRESETS)
+    architecture: str = "vgg16"
+    input_size: int = 224  # side of the square inputs the weights were trained on
+    sha256: Optional[str] = None  # full digest when known
+    sha256_prefix: Optional[str] = None  # torchvision names carry the first 8 hex digits
+    size: Optional[int] = None  # bytes, when known
+    description: str = ""
+
+
+REGISTRY: Dict[str, WeightsSpec] = {
+    "imagenet": WeightsSpec(
+        key="imagenet",
+        filename="vgg16-397923af.pth",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        format="torchvision",
+        preprocessing="torchvision",
+        sha256_prefix="397923af",
+        description="torchvision VGG16 ImageNet weights (IMAGENET1K_V1), features + classifier",
+    ),
+    "imagenet-keras": WeightsSpec(
+        key="imagenet-keras",
+        filename="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        url=(
+            "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        ),
+        format="keras",
+        preprocessing="caffe",
+        sha256="bfe5187d0a272bed55ba430631598124cff8e880b98d38c9e56c8d66032abdc1",
+        size=58_889_256,
+        description="Keras applications VGG16 ImageNet weights without the top (the VGG16 study's)",
+    ),
+    "mobilenet_v2-imagenet": WeightsSpec(
+        key="mobilenet_v2-imagenet",
+        filename="mobilenet_v2-b0353104.pth",
+        url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+        format="torchvision",
+        preprocessing="torchvision",
+        architecture="mobilenet_v2",
+        sha256_prefix="b0353104",
+        description="torchvision MobileNetV2 ImageNet weights (IMAGENET1K_V1), features + classifier",
+    ),
+}
+
+# The largest VGG16 conv kernel has 3*3*512*512 = 2.4M values; a dataset
+# claiming far more is corrupt and is refused before anything is allocated.
+_MAX_H5_WEIGHT_VALUES = 1 << 24
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def stemroi_home() -> Path:
+    """``$STEMROI_HOME`` or ``~/.cache/stemroi``."""
+    return Path(os.environ.get("STEMROI_HOME") or Path.home() / ".cache" / "stemroi").expanduser()
+
+
+def weights_dir() -> Path:
+    return stemroi_home() / "weights"
+
+
+def _spec(key: str) -> WeightsSpec:
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise ValueError(f"unknown weights {key!r} (known: {sorted(REGISTRY)}, or a file path)") from None
+
+
+def weights_path(key: str) -> Path:
+    """Where the cached file of a registry entry is downloaded to (it may not exist yet)."""
+    return weights_dir() / _spec(key).filename
+
+
+def torch_hub_dir() -> Path:
+    """torchvision's download cache: ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch``)."""
+    return Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch").expanduser() / "hub" / "checkpoints"
+
+
+def cache_dirs(key: str) -> List[Path]:
+    """Folders searched, in order, for the file of registry entry ``key``."""
+    spec = _spec(key)
+    return [weights_dir()] + ([torch_hub_dir()] if spec.format == "torchvision" else [])
+
+
+def cached_path(key: str) -> Optional[Path]:
+    """The cached (not yet verified) file of registry entry ``key``, or None."""
+    name = _spec(key).filename
+    return next((d / name for d in cache_dirs(key) if (d / name).is_file()), None)
+
+
+def sha256_file(path: "os.PathLike[str] | str", chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_verified: Dict[Tuple[str, int, int], str] = {}
+
+
+def verify_file(path: "os.PathLike[str] | str", spec: WeightsSpec) -> None:
+    """Check size and SHA-256 of ``path`` against ``spec``; raise WeightsError naming both."""
+    path = Path(path)
+    st = path.stat()
+    if spec.size is not None and st.st_size != spec.size:
+        what = "truncated" if st.st_size < spec.size else "too large"
+        raise WeightsError(
+            f"weights file {path} is {what}: {st.st_size:,} bytes, expected {spec.size:,} "
+            f"({spec.filename}); delete it and download again from {spec.url}"
+        )
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _verified.get(key) or sha256_file(path)
+    want = spec.sha256 or spec.sha256_prefix
+    if want is not None and not digest.startswith(want):
+        raise WeightsError(
+            f"sha256 mismatch for weights file {path}: got {digest}, expected "
+            f"{spec.sha256 or spec.sha256_prefix + '...'} ({spec.filename}); the file is corrupt "
+            f"or not the expected one: delete it and download again from {spec.url}"
+        )
+    _verified[key] = digest
+
+
+def _downloads_allowed(download: Optional[bool]) -> bool:
+    if download is not None:
+        return bool(download)
+    return os.environ.get("STEMROI_OFFLINE", "").strip().lower() not in ("1", "true", "yes")
+
+
+def _not_found(spec: WeightsSpec, target: Path, why: str) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
+        f"{spec.architecture} weights {spec.key!r} are not available ({why}). Download {spec.filename} from "
+        f"{spec.url} and place it in {target.parent} (full path {target}), or set STEMROI_HOME "
+        f"to the folder that holds weights/{spec.filename}; weights=None gives untrained weights."
+    )
+
+
+def fetch(
+    key: str,
+    *,
+    download: Optional[bool] = None,
+    progress: Optional[Callable[[int, Optional[int]], None]] = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Path of the verified cached file of registry entry ``key``, downloading it if needed.
+
+    ``download=None`` downloads unless ``STEMROI_OFFLINE=1``. ``progress(done_bytes,
+    total_bytes_or_None)`` is called while downloading.
+    """
+    spec = _spec(key)
+    target = weights_dir() / spec.filename
+    cached = cached_path(key)
+    if cached is not None:
+        verify_file(cached, spec)
+        return cached
+    if not _downloads_allowed(download):
+        raise _not_found(spec, target, "not cached and downloads are off")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=target.parent)
+    try:
+        try:
+            with urllib.request.urlopen(spec.url, timeout=timeout) as resp, os.fdopen(fd, "wb") as out:
+                total = resp.headers.get("Content-Length")
+                total = int(total) if total else None
+                done = 0
+                while True:
+                    block = resp.read(1 << 20)
+                    if not block:
+                        break
+                    out.write(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total)
+                out.flush()
+                os.fsync(out.fileno())
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise _not_found(spec, target, f"download from {spec.url} failed: {exc}") from None
+        verify_file(tmp, spec)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _as_float32(name: str, value) -> np.ndarray:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        value = value.detach().to("cpu", torch.float32).numpy()
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise WeightsError(f"weight {name!r} has unsupported dtype {arr.dtype}")
+    # np.array, not np.ascontiguousarray: the latter turns 0-d arrays (BatchNorm's
+    # num_batches_tracked) into shape (1,), which then fails the shape check
+    return np.array(arr, dtype=np.float32, order="C")
+
+
+def load_torchvision_state(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
+    """A torchvision ``.pth`` state dict (VGG16, MobileNetV2, ...) as ``{name: float32 array}``.
+
+    Uses ``torch.load(weights_only=True)``: only tensors and plain containers
+    are rebuilt, nothing else in the pickle is executed.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, ...
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"cannot read torchvision weights file {path}: {msg} (truncated, corrupt, or "
+            "not a tensor-only state dict; weights_only=True refuses arbitrary pickles)"
+        ) from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsError(f"weights file {path} does not hold a state dict (got {type(obj).__name__})")
+    state = {}
+    for name, value in obj.items():
+        name = str(name)
+        if name.startswith("module."):
+            name = name[len("module.") :]
+        state[name] = _as_float32(name, value)
+    return state
+
+
+def _h5_attr_list(group, name: str):
+    """Keras string-list attribute, also in its chunked form (name0, name1, ...)."""
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    else:
+        values, k = [], 0
+        while f"{name}{k}" in group.attrs:
+            values.extend(group.attrs[f"{name}{k}"])
+            k += 1
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def keras_to_torchvision(layers: Mapping[str, Tuple[np.ndarray, np.ndarray]], origin: str = "Keras weights") -> Dict[str, np.ndarray]:
+    """{"block1_conv1": (kernel HWIO, bias)} -> torchvision names with OIHW kernels."""
+    from .._lib import _core
+
+    state = {}
+    missing = []
+    for index, keras_name in _core.vgg16_conv_layers():
+        if keras_name not in layers:
+            missing.append(keras_name)
+            continue
+        kernel, bias = layers[keras_name]
+        kernel = np.asarray(kernel)
+        if kernel.ndim != 4:
+            raise WeightsError(
+                f"{origin}: kernel of {keras_name} must be 4-D (kh, kw, in, out), got shape {kernel.shape}"
+            )
+        state[f"features.{index}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), dtype=np.float32)
+        state[f"features.{index}.bias"] = np.ascontiguousarray(bias, dtype=np.float32)
+    if missing:
+        raise WeightsError(f"{origin} lack VGG16 layer(s) {missing}; not a VGG16 weights file?")
+    return state
+
+
+def load_keras_h5(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
+    """Keras VGG16 ``.h5`` weights -> torchvision-named ``{name: array}`` (OIHW kernels).
+
+    Follows Keras' own reader: the root attribute ``layer_names`` lists the
+    layers, each layer group's ``weight_names`` attribute lists its datasets
+    in order (kernel, bias), whatever their spelling
+    (``block1_conv1/kernel:0``, ``block1_conv1_W_1:0``). A full-model file's
+    ``model_weights`` group is read the same way. The classifier (fc) layers
+    of an include_top file are ignored.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise WeightsError(f"cannot read Keras weights file {path}: {exc} (truncated or not HDF5?)") from None
+    try:
+        root = f["model_weights"] if "model_weights" in f else f
+        names = _h5_attr_list(root, "layer_names")
+        if not names:
+            raise WeightsError(f"Keras weights file {path} has no 'layer_names' attribute (not a Keras weights file)")
+        layers = {}
+        for name in names:
+            if not (name.startswith("block") and "_conv" in name):
+                continue
+            if name not in root:
+                raise WeightsError(f"Keras weights file {path} lists layer {name!r} but has no group for it")
+            g = root[name]
+            wnames = _h5_attr_list(g, "weight_names")
+            if len(wnames) != 2:
+                raise WeightsError(
+                    f"Keras weights file {path}: layer {name!r} has {len(wnames)} weights {wnames}, expected kernel and bias"
+                )
+            try:
+                datasets = [g[w] for w in wnames]
+                for w, ds in zip(wnames, datasets):
+                    # a corrupt header can claim terabytes: refuse before reading
+                    if getattr(ds, "size", 0) > _MAX_H5_WEIGHT_VALUES:
+                        raise WeightsError(f"Keras weights file {path}: weight {w!r} of layer {name!r} claims shape "
+                                           f"{ds.shape}, more than {_MAX_H5_WEIGHT_VALUES} values (corrupt file?)")
+                kernel, bias = (np.asarray(ds) for ds in datasets)
+            except (KeyError, OSError) as exc:
+                raise WeightsError(f"Keras weights file {path}: cannot read layer {name!r}: {exc}") from None
+            for w, arr in zip(wnames, (kernel, bias)):
+                if arr.dtype.kind not in "fiu":
+                    raise WeightsError(f"Keras weights file {path}: weight {w!r} of layer {name!r} has dtype "
+                                       f"{arr.dtype}, expected numbers")
+            layers[name] = (kernel, bias)
+    except WeightsError:
+        raise
+    # RuntimeError: HDF5's own errors on corrupt structure (bad symbol table node, ...)
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise WeightsError(f"cannot read Keras weights file {path}: {exc} (truncated or corrupt?)") from None
+    finally:
+        f.close()
+    return keras_to_torchvision(layers, origin=f"Keras weights file {path}")
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(_HDF5_MAGIC):
+        return "keras"
+    if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80":  # torch.save zip / legacy pickle
+        return "torchvision"
+    return "stemroi"
+
+
+def resolve_weights(weights, *, download: Optional[bool] = None, architecture: str = "vgg16"):
+    """Turn a ``weights`` argument into ``(state or None, preprocessing or None, source)``.
+
+    ``None``/``"random"`` -> ``(None, None, "random")`` (seeded untrained init);
+    a registry key -> the verified cached file; a path -> loaded by content
+    (HDF5: Keras, zip: torchvision ``torch.save``, otherwise the project's
+    model file, whose ``architecture`` metadata must match).
+    """
+    if weights is None or (isinstance(weights, str) and weights == "random"):
+        return None, None, "random"
+    if isinstance(weights, str) and weights in REGISTRY:
+        spec = REGISTRY[weights]
+        if spec.architecture != architecture:
+            known = sorted(k for k, v in REGISTRY.items() if v.architecture == architecture)
+            raise ValueError(f"weights {weights!r} are {spec.architecture} weights, not {architecture} "
+                             f"(known {architecture} weights: {known})")
+        path = fetch(weights, download=download)
+        state = load_keras_h5(path) if spec.format == "keras" else load_torchvision_state(path)
+        return state, spec.preprocessing, f"{weights} ({path})"
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(
+            f"weights must be None, 'random', one of {sorted(REGISTRY)} or a file path, got {type(weights).__name__}"
+        )
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights {os.fspath(weights)!r}: no such file (known names: {sorted(REGISTRY) + ['random']})"
+        )
+    kind = _sniff(path)
+    if kind == "keras":
+        return load_keras_h5(path), "caffe", os.fspath(path)
+    if kind == "torchvision":
+        return load_torchvision_state(path), "torchvision", os.fspath(path)
+    state, meta = load_backbone(path, architecture=architecture)
+    return state, meta.get("preprocessing") or None, os.fspath(path)
+
+
+def save_backbone(
+    path: "os.PathLike[str] | str",
+    state: Mapping[str, np.ndarray],
+    *,
+    architecture: str = "vgg16",
+    preprocessing: str,
+    config: Optional[Mapping] = None,
+    model_card: Optional[Mapping] = None,
+) -> None:
+    """Save backbone weights in the project's safe model file (atomic write).
+
+    ``model_card`` should say what the weights are: training data, split,
+    metrics, origin (e.g. ``{"weights": "imagenet-keras", "fine_tuned_on": ...}``).
+    """
+    from ..io.model_file import save_model_file
+
+    meta = {
+        "architecture": architecture,
+        "preprocessing": preprocessing,
+        "config": dict(config or {}),
+        "model_card": dict(model_card or {}),
+        "kind": "backbone",
+    }
+    save_model_file(path, {k: np.asarray(v) for k, v in state.items()}, meta)
+
+
+def load_backbone(path: "os.PathLike[str] | str", *, architecture: Optional[str] = "vgg16"):
+    """``(state, metadata)`` from a file written by :func:`save_backbone`.
+
+    The file is parsed by the project's validating reader: a pickle or any
+    other foreign file is refused with OSError, never executed.
+    """
+    from ..io.model_file import load_model_file
+
+    state, meta = load_model_file(path)
+    got = meta.get("architecture")
+    if architecture is not None and got != architecture:
+        raise WeightsError(f"model file {os.fspath(path)} holds architecture {got!r}, expected {architecture!r}")
+    return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, meta
+
+
+def _describe_registry() -> str:  # pragma: no cover - used in docs
+    return json.dumps({k: v.__dict__ for k, v in REGISTRY.items()}, indent=2)
