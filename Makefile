@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # 2-thread training 8x slower (README, "Threads"). Results do not depend on it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-debian test-pypi test-cpp test-py docs bench clean
+.PHONY: setup demo test test-debian test-pypi test-cpp test-py docs notebooks bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -41,6 +41,9 @@ test-py:
 
 docs: setup
 	@bash scripts/build_docs.sh
+
+notebooks: setup
+	@bash scripts/run_notebooks.sh
 
 bench: setup
 	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

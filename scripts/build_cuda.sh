@@ -27,6 +27,12 @@ torch_prefix="$("$py" -c 'import torch.utils; print(torch.utils.cmake_prefix_pat
 pybind_dir="$("$py" -c 'import pybind11; print(pybind11.get_cmake_dir())')"
 torch_lib="$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 
+# The torch wheel's CUDA libraries (nvidia-* packages), which libtorch_cuda
+# finds through its own RPATH at run time; the linker needs them named, or it
+# checks libtorch_cuda against older system copies (e.g. the toolkit's libnccl).
+nvidia_libs="$(find "$(dirname "$(dirname "$torch_lib")")/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | paste -sd: -)"
+rpath_link="-Wl,-rpath-link,$torch_lib${nvidia_libs:+:$nvidia_libs}"
+
 # TorchConfig looks its libraries up on the system paths first: name the
 # wheel's, or a system LibTorch (Debian's libtorch-dev) would be linked too.
 start=$(date +%s)
@@ -34,17 +40,18 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DSTEMROI_WITH_CUDA=ON -DSTEMROI_BUILD_TESTS=ON -DSTEMROI_BUILD_PYTHON=ON \
   -DCMAKE_PREFIX_PATH="$torch_prefix" -DTorch_DIR="$torch_prefix/Torch" -Dpybind11_DIR="$pybind_dir" -DPython_EXECUTABLE="$py" \
   -DTORCH_LIBRARY="$torch_lib/libtorch.so" -Dc10_LIBRARY="$torch_lib/libc10.so" \
-  -DCMAKE_CUDA_COMPILER="$cuda/bin/nvcc" -DCUDAToolkit_ROOT="$cuda"
+  -DCMAKE_CUDA_COMPILER="$cuda/bin/nvcc" -DCUDAToolkit_ROOT="$cuda" \
+  -DCMAKE_EXE_LINKER_FLAGS="$rpath_link" -DCMAKE_MODULE_LINKER_FLAGS="$rpath_link" \
+  -DCMAKE_SHARED_LINKER_FLAGS="$rpath_link"
 cmake --build "$build" --target _core stemroi_cpp_tests
 echo "build_cuda: configure + build took $(( $(date +%s) - start )) s"
 
 so="$(find "$build" -maxdepth 3 -name '_core*.so' | head -n 1)"
 [ -n "$so" ] || { echo "build_cuda: no _core module under $build" >&2; exit 1; }
 echo "build_cuda: $so"
-# The CUDA libraries come from the torch wheel's nvidia-* packages; Python
-# torch loads them before stemroi._core, so resolve ldd's view the same way.
-nvidia_libs="$(find "$(dirname "$(dirname "$torch_lib")")/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | tr '\n' ':')"
-ldd_out="$(LD_LIBRARY_PATH="$torch_lib:$nvidia_libs${LD_LIBRARY_PATH:-}" ldd "$so")"
+# Python torch loads the wheel's CUDA libraries before stemroi._core: resolve
+# ldd's view the same way.
+ldd_out="$(LD_LIBRARY_PATH="$torch_lib:$nvidia_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$so")"
 echo "$ldd_out" | grep -E 'torch|c10|cudart|cublas|not found' || true
 if echo "$ldd_out" | grep -q 'not found'; then
   echo "build_cuda: unresolved libraries (above)" >&2

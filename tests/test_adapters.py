@@ -148,3 +148,35 @@ def test_hyperspy_accepts_stemroi_estimators(hs, rng):
     # HyperSpy fitted our instance and reports its labels
     np.testing.assert_array_equal(s.learning_results.cluster_labels.argmax(0), km.labels_)
     assert km.cluster_centers_.shape[0] == 3
+
+
+# ---- shared helpers ------------------------------------------------------------
+
+def test_run_detector_passes_the_pixel_size_only_to_detectors_that_take_it():
+    from stemroi.adapters._common import run_detector, tile_scores
+    from stemroi.io import Calibration
+
+    seen = []
+
+    def with_size(image, pixel_size=None):
+        seen.append(pixel_size)
+        return _result()
+
+    def without(image):
+        return _result()
+
+    cal = Calibration(0.1, "nm")
+    run_detector(with_size, np.zeros((16, 16)), cal)
+    run_detector(with_size, np.zeros((16, 16)), Calibration(None, None))  # uncalibrated: not passed
+    assert seen == [cal, None]
+    assert len(run_detector(without, np.zeros((16, 16)), cal)) == 3
+    with pytest.raises(TypeError, match="expected an ROIResult"):
+        run_detector(lambda im: 42, np.zeros((16, 16)))
+
+    r = _result()
+    np.testing.assert_allclose(tile_scores(r), [0.9, 0.8, 0.7])  # no scores, no probabilities: confidence
+    r.probabilities = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.1, 0.7]])
+    np.testing.assert_allclose(tile_scores(r), [0.1, 0.9, 0.8])  # 1 - p(Bulk)
+    np.testing.assert_allclose(tile_scores(r, "Vac"), [0.05, 0.1, 0.7])
+    with pytest.raises(ValueError, match="has no scores"):
+        tile_scores(r, "scores")

@@ -255,7 +255,7 @@ def test_per_feature_silhouette_is_the_core_silhouette(rng, monkeypatch):
 
     calls = []
     real = _core.silhouette_samples_multi
-    monkeypatch.setattr(_core, "silhouette_samples_multi", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(_core, "silhouette_samples_multi", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     cr.per_feature_silhouette(rng.normal(size=(20, 3)), np.repeat([0, 1], 10))
     assert len(calls) == 3
 

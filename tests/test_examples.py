@@ -26,7 +26,8 @@ NEEDS_DATA = {"read_and_tile": DATA_DIR / "ayyubi-stem-defects" / "CdTe_Training
               "grouped_split": DATA_DIR / "ayyubi-stem-defects" / "CdTe"}
 # the ones that train a network start first, so the others run beside them
 SLOWEST_FIRST = ["cvae_anomaly_map", "segment_multidefect", "detect_rois", "many_frames_dask", "hyperspy_roundtrip"]
-NEEDS_MODULE = {"hyperspy_roundtrip": "hyperspy", "many_frames_dask": "distributed"}
+NEEDS_MODULE = {"hyperspy_roundtrip": "hyperspy", "many_frames_dask": "distributed",
+                "hyperspy_lazy_stack": "hyperspy", "py4dstem_roi_diffraction": "py4DSTEM"}
 
 
 def _summary(out: Path) -> dict:
@@ -117,6 +118,27 @@ def check_many_frames_dask(out: Path, stdout: str):
     assert s["frames"] == ["frame_000.npy", "frame_001.npy", "frame_002.npy"] and s["n_tiles"] == [16, 16, 16]
     assert s["first_frame_matches_local"] is True
     assert all((out / f"frame_{i:03d}_rois.csv").exists() for i in range(3))
+    assert s["workers"] == 2 and set(s["kinds"]) == {"cvae", "clusterer", "segmenter"}
+    for kind in s["kinds"].values():  # every detector kind ran on the cluster, as it does locally
+        assert kind["first_frame_matches_local"] is True and len(kind["n_tiles"]) == 3
+
+
+def check_hyperspy_lazy_stack(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["n_frames"] == 4 and s["scores_shape"] == [4, 3, 3] and s["round_trip_equal"] is True
+    assert s["tile_scale"] == pytest.approx(32 * 0.0245) and s["tile_offset"] == pytest.approx(31.5 * 0.0245)
+    assert s["units"] == "nm" and s["time_scale"] == 0.5
+    for per_frame in s["markers"].values():
+        assert len(per_frame) == 4
+    assert [sum(v[k] for v in s["markers"].values()) for k in range(4)] == s["n_roi"]
+
+
+def check_py4dstem_roi_diffraction(out: Path, stdout: str):
+    s = _summary(out)
+    assert s["masks_shape"] == [2, 48, 48] and s["patterns_shape"] == [2, 32, 32] and "ROI" in s["labels"]
+    assert sum(s["n_positions"].values()) == 48 * 48
+    assert s["recall"] >= 0.45 and s["precision"] >= 0.95  # measured 0.51 and 1.00
+    assert s["precipitate_disc_contrast"] > 5 and s["host_discs_in_roi"] < 0.05  # measured 9.4 and 0.000
 
 
 def check_cluster_map(out: Path, stdout: str):

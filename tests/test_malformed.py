@@ -200,12 +200,7 @@ LOADER_MODEL = {"PatchClassifier.load": "classifier", "BulkCVAE.load": "cvae", "
 
 
 # bugs of the compiled model-file reader, to fix in cpp/ (strict: these fail loudly once fixed)
-KNOWN_MODEL_FILE_BUGS = {
-    "header_random": "the core's error message quotes the file's raw bytes, which are not UTF-8: Python gets an "
-                     "OSError with an empty message (bindings: decode exception texts with errors='replace')",
-    "folder": "a folder opens as a stream of 2**63 bytes: MemoryError (std::bad_alloc) instead of an OSError "
-              "naming the path (reader: check for a regular file first)",
-}
+KNOWN_MODEL_FILE_BUGS: dict = {}
 
 
 @pytest.mark.filterwarnings("ignore:.*no hash:UserWarning")

@@ -165,6 +165,16 @@ GOOD_META = {"format": "stemroi-model", "format_version": "1"}
          "needs 24 bytes"),
         ({"__metadata__": GOOD_META, "w": {"dtype": "Q99", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4,
          "unknown tensor dtype"),
+        ({"__metadata__": GOOD_META, "w": {"dtype": "U8", "shape": [1.1e55], "data_offsets": [0, 1]}}, b"\0",
+         "shape a list of integers"),
+        ({"__metadata__": GOOD_META, "w": {"dtype": "U8", "shape": [2.5], "data_offsets": [0, 2]}}, b"\0" * 2,
+         "shape a list of integers"),
+        ({"__metadata__": GOOD_META, "w": {"dtype": "U8", "shape": [2**64 - 1], "data_offsets": [0, 1]}}, b"\0",
+         "shape a list of integers"),
+        ({"__metadata__": GOOD_META, "w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1e3]}}, b"\0",
+         "data_offsets must be two non-negative integers"),
+        ({"__metadata__": GOOD_META, "w": {"dtype": "U8", "shape": [1], "data_offsets": [-1, 0]}}, b"\0",
+         "data_offsets must be two non-negative integers"),
         ({"__metadata__": {"format": "other"}}, b"", "expected 'stemroi-model'"),
         ({"__metadata__": {"format": "stemroi-model", "format_version": "99"}}, b"", "not supported"),
         ({"__metadata__": GOOD_META, "a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
@@ -191,6 +201,8 @@ def test_garbage_and_short_files(tmp_path):
         load_model_file(p)
     with pytest.raises(OSError, match="cannot open"):
         load_model_file(tmp_path / "missing.stemroi")
+    with pytest.raises(OSError, match=f"cannot read model file '{tmp_path}': it is a directory"):
+        load_model_file(tmp_path)
 
 
 def test_pickle_file_is_refused_not_executed(tmp_path):

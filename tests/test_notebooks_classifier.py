@@ -18,8 +18,11 @@ def test_notebook_runs(name, notebook_kernel, ayyubi_dir, monkeypatch):
     monkeypatch.setenv("STEMROI_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("STEMROI_DATA_DIR", str(ayyubi_dir.parent))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    committed = (ROOT / "notebooks" / name).read_bytes()
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name=notebook_kernel,
                    resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "spatial-split accuracy" in text
+    assert '"mode": "quick"' in text
+    assert (ROOT / "notebooks" / name).read_bytes() == committed  # executed in memory, never written back

@@ -15,6 +15,7 @@ def test_clustering_notebook_runs_quick(ayyubi_dir, notebook_kernel, tmp_path, m
     monkeypatch.setenv("STEMROI_DATA_DIR", str(ayyubi_dir.parent))
     monkeypatch.setenv("STEMROI_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    committed = NOTEBOOK.read_bytes()
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name=notebook_kernel, timeout=300,
                                      resources={"metadata": {"path": str(tmp_path)}})
@@ -26,3 +27,4 @@ def test_clustering_notebook_runs_quick(ayyubi_dir, notebook_kernel, tmp_path, m
     text = "".join(o.get("data", {}).get("text/plain", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))
     assert "label-free" in text and "label-informed" in text and "STO" in text
+    assert NOTEBOOK.read_bytes() == committed  # executed in memory, never written back

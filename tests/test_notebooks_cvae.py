@@ -21,6 +21,7 @@ def test_cvae_notebook_runs_quick(prifti_dir, notebook_kernel, monkeypatch, tmp_
     monkeypatch.setenv("STEMROI_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("STEMROI_DATA_DIR", str(prifti_dir.parent))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend renders PNGs
+    committed = NOTEBOOK.read_bytes()
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name=notebook_kernel, timeout=300,
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
@@ -31,3 +32,4 @@ def test_cvae_notebook_runs_quick(prifti_dir, notebook_kernel, monkeypatch, tmp_
     assert "All defects" in outputs and "Bulk kept as bulk" in outputs
     assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                for o in c.get("outputs", []))
+    assert NOTEBOOK.read_bytes() == committed  # executed in memory, never written back

@@ -18,6 +18,7 @@ def test_notebook_runs_quick(ayyubi_dir, notebook_kernel, monkeypatch):
     monkeypatch.setenv("STEMROI_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("STEMROI_DATA_DIR", str(ayyubi_dir.parent))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    committed = NOTEBOOK.read_bytes()
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name=notebook_kernel, timeout=300,
                                      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
@@ -33,3 +34,4 @@ def test_notebook_runs_quick(ayyubi_dir, notebook_kernel, monkeypatch):
         assert m and float(m.group(1)) == 0.0, (rule, m)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    assert NOTEBOOK.read_bytes() == committed  # executed in memory, never written back

@@ -51,9 +51,16 @@ CVAEConfig CVAEConfig::from_json(const std::string& text) {
   CVAEConfig c;
   try {
     auto j = nlohmann::json::parse(text);
-    c.latent_dim = j.at("latent_dim").get<int64_t>();
+    // JSON integers only: get<int64_t>() of a float such as 1e55 is undefined behaviour
+    auto integer = [&](const char* key) {
+      const auto& v = j.at(key);
+      if (!v.is_number_integer())
+        throw IOError(concat("CVAE config '", key, "' must be an integer, got ", v.dump()));
+      return v.get<int64_t>();
+    };
+    c.latent_dim = integer("latent_dim");
     c.variant = j.at("variant").get<std::string>();
-    c.crop_size = j.at("crop_size").get<int64_t>();
+    c.crop_size = integer("crop_size");
   } catch (const nlohmann::json::exception& e) {
     throw IOError(concat("CVAE config is not valid JSON with latent_dim, variant, crop_size: ", e.what()));
   }

@@ -1,6 +1,7 @@
 #include "stemroi/model_file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,6 +44,22 @@ std::string canonical_header(json header) {
     meta->erase(kHeaderSha256Key);
   }
   return header.dump();
+}
+
+// JSON integers only: get<int64_t>() of a JSON float (1e55, 2.5) is undefined
+// behaviour or silently truncates, and an unsigned value past INT64_MAX wraps.
+bool int64_list(const json& v, std::vector<int64_t>& out, bool non_negative) {
+  if (!v.is_array()) return false;
+  out.clear();
+  for (const auto& e : v) {
+    if (e.is_number_unsigned()) {
+      if (e.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+    } else if (!e.is_number_integer() || (non_negative && e.get<int64_t>() < 0)) {
+      return false;
+    }
+    out.push_back(e.get<int64_t>());
+  }
+  return true;
 }
 
 bool is_sha256_hex(const std::string& s) {
@@ -226,13 +243,12 @@ ModelFile parse_model_file(const std::vector<uint8_t>& bytes, const std::string&
       throw fail(concat("tensor '", it.key(), "' needs dtype, shape and data_offsets"));
     NamedTensor t;
     t.name = it.key();
+    if (!v["dtype"].is_string() || !int64_list(v["shape"], t.shape, /*non_negative=*/false))
+      throw fail(concat("tensor '", t.name, "': dtype must be a string and shape a list of integers"));
     try {
       t.dtype = dtype_from_name(v["dtype"].get<std::string>());
-      t.shape = v["shape"].get<std::vector<int64_t>>();
     } catch (const IOError& e) {
       throw fail(concat("tensor '", t.name, "': ", e.what()));
-    } catch (const std::exception&) {
-      throw fail(concat("tensor '", t.name, "': dtype must be a string and shape a list of integers"));
     }
     uint64_t numel = 1;
     for (auto s : t.shape) {
@@ -241,13 +257,11 @@ ModelFile parse_model_file(const std::vector<uint8_t>& bytes, const std::string&
         throw fail(concat("tensor '", t.name, "' shape ", shape_str(t.shape), " overflows"));
       numel *= static_cast<uint64_t>(s);
     }
-    std::vector<uint64_t> off;
-    try {
-      off = v["data_offsets"].get<std::vector<uint64_t>>();
-    } catch (const std::exception&) {
+    std::vector<int64_t> signed_off;
+    if (!int64_list(v["data_offsets"], signed_off, /*non_negative=*/true) || signed_off.size() != 2)
       throw fail(concat("tensor '", t.name, "': data_offsets must be two non-negative integers"));
-    }
-    if (off.size() != 2 || off[0] > off[1]) throw fail(concat("tensor '", t.name, "': bad data_offsets"));
+    const std::vector<uint64_t> off(signed_off.begin(), signed_off.end());
+    if (off[0] > off[1]) throw fail(concat("tensor '", t.name, "': bad data_offsets"));
     if (off[1] > data_size)
       throw fail(concat("tensor '", t.name, "' ends at byte ", off[1], " but the data section has ", data_size,
                         " bytes (truncated file?)"));
@@ -279,6 +293,12 @@ ModelFile read_model_file(const std::string& path, const std::string& expected_s
   if (!pinned.empty() && !is_sha256_hex(pinned))
     throw ValueError(concat("sha256 must be 64 hexadecimal digits, got '", expected_sha256, "' (", expected_sha256.size(),
                             " characters)"));
+  // A folder opens as a stream whose size reads as 2**63 - 1: check the kind first.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw IOError(concat("cannot open model file '", path, "': ", std::strerror(errno)));
+  if (!S_ISREG(st.st_mode))
+    throw IOError(concat("cannot read model file '", path, "': ",
+                         S_ISDIR(st.st_mode) ? "it is a directory" : "not a regular file"));
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw IOError(concat("cannot open model file '", path, "': ", std::strerror(errno)));
   const std::streamoff size = f.tellg();

@@ -162,3 +162,19 @@ TEST(ModelFile, VersionOneFileWithoutHashLoadsUnverified) {
   bytes2.insert(bytes2.end(), {1, 2, 3});
   EXPECT_THROW(parse_model_file(bytes2, "v2"), IOError);
 }
+
+TEST(ModelFile, NonIntegerShapesAndOffsetsAreRefused) {
+  // 1.1e55 reached an undefined float-to-int64 conversion inside nlohmann::json
+  // (found by fuzz_model_file under UBSan); 2.5 was silently truncated to 2.
+  for (const std::string bad : {R"("shape":[1.1e55],"data_offsets":[0,1])", R"("shape":[2.5],"data_offsets":[0,2])",
+                                R"("shape":[18446744073709551615],"data_offsets":[0,1])",
+                                R"("shape":[1],"data_offsets":[0,1e3])", R"("shape":[1],"data_offsets":[-1,0])"}) {
+    const std::string header = R"({"__metadata__":{"format":"stemroi-model","format_version":"1"},)"
+                               R"("w":{"dtype":"U8",)" + bad + "}}";
+    std::vector<uint8_t> bytes(8);
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>((header.size() >> (8 * i)) & 0xff);
+    bytes.insert(bytes.end(), header.begin(), header.end());
+    bytes.insert(bytes.end(), 4, 0);
+    EXPECT_THROW(parse_model_file(bytes, "bad"), IOError) << bad;
+  }
+}

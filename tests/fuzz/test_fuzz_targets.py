@@ -110,6 +110,19 @@ def test_model_file_claiming_a_huge_cvae_is_refused_before_allocating(tmp_path):
         BulkCVAE.load(p)
 
 
+def test_cvae_config_with_float_sizes_is_refused(tmp_path):
+    """1e55 as latent_dim reached an undefined float-to-int64 conversion (UBSan)."""
+    from stemroi._lib import _core
+    from stemroi.io import save_model_file
+
+    p = tmp_path / "float.stemroi"
+    for field, value in (("latent_dim", 1.1e55), ("crop_size", 64.0)):
+        config = {"latent_dim": 4, "variant": "study", "crop_size": 64, field: value}
+        save_model_file(p, {"w": np.zeros(1, np.float32)}, {"architecture": "cvae", "config": config})
+        with pytest.raises(OSError, match=f"CVAE config '{field}' must be an integer"):
+            _core.CVAE.load(str(p))
+
+
 def test_model_file_header_length_bomb(tmp_path):
     from stemroi.io import load_model_file
 

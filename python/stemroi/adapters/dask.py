@@ -1,12 +1,14 @@
-"""dask.distributed adapter: run a detector over many frames on a cluster.
+"""dask.distributed adapter: run any detector over many frames on a cluster.
 
     >>> from dask.distributed import Client
     >>> client = Client()                                   # or a remote scheduler
     >>> results = stemroi.adapters.dask.detect_frames(files, "model.stemroi", client=client)
 
 Frames may be file paths (read on the worker: nothing large is shipped) or
-arrays. The model file is loaded once per worker process and cached; results
-come back in input order. Without a client the frames run locally in order.
+arrays. The detector is any fitted model (classifier, CVAE, clusterer, U-Net)
+or a model file, loaded once per worker process and cached; results come back
+in input order, whatever order the frames finish in. Without a client the
+frames run locally in order.
 
 With ``out_dir``, the run is resumable exactly like
 :func:`stemroi.detection.run_batch` (same manifest and result files): each
@@ -62,31 +64,49 @@ def map_frames(func: Callable[[Any], Any], frames: Iterable[Any], client=None, *
 
 @functools.lru_cache(maxsize=4)
 def _load_model(path: str, mtime: float):
-    from ..models.classifier import PatchClassifier
+    from ..detection._batch import _load_any_model
 
-    return PatchClassifier.load(path)
+    return _load_any_model(path)
 
 
 class FrameDetector:
-    """Picklable callable: frame (path or array) -> ROIResult, with the model
-    loaded once per process from its (safe) model file."""
+    """Picklable callable: frame (path or array) -> ROIResult of any detector.
 
-    def __init__(self, model_path: "os.PathLike[str] | str", **detect_kwargs):
-        self.model_path = os.fspath(model_path)
+    ``detector``: a fitted :class:`~stemroi.PatchClassifier`,
+    :class:`~stemroi.BulkCVAE`, :class:`~stemroi.PatchClusterer` or
+    :class:`~stemroi.DefectSegmenter` (shipped to the workers with the
+    task), the model file of a savable one (loaded once per worker process
+    and cached), or a callable ``image -> ROIResult``; ``detect_kwargs``
+    (``patch``, ``stride``, ...) go to the detection function, as in
+    :func:`stemroi.detection.make_detector`. Path frames are read on the
+    worker with :func:`stemroi.io.read_image`.
+    """
+
+    def __init__(self, detector, **detect_kwargs):
+        from ..detection._batch import make_detector
+
+        self.model_path = os.fspath(detector) if isinstance(detector, (str, os.PathLike)) else None
         self.detect_kwargs = detect_kwargs
+        self.detector = None if self.model_path is not None else make_detector(detector, **detect_kwargs)
 
     def __call__(self, frame):
-        from ..detection._detect import detect
+        from ..detection._batch import ModelDetector
         from ..io._readers import read_image
 
-        model = _load_model(self.model_path, os.path.getmtime(self.model_path))
+        if self.model_path is not None:
+            model = _load_model(self.model_path, os.path.getmtime(self.model_path))
+            detector = ModelDetector(model, **self.detect_kwargs)
+        else:
+            detector = self.detector
         image = read_image(frame) if isinstance(frame, (str, os.PathLike)) else frame
-        return detect(image, model, **self.detect_kwargs)
+        return detector(image)
 
 
-def detect_frames(frames: Sequence[Any], model_path, client=None, *, out_dir=None, resume: bool = True,
+def detect_frames(frames: Sequence[Any], detector, client=None, *, out_dir=None, resume: bool = True,
                   retries: int = 0, **detect_kwargs):
-    """ROIResult for every frame, using :class:`FrameDetector` through :func:`map_frames`
-    (with ``out_dir``: resumable, a :class:`stemroi.detection.BatchResult`)."""
-    return map_frames(FrameDetector(model_path, **detect_kwargs), frames, client=client, out_dir=out_dir,
+    """ROIResult for every frame, in input order, using :class:`FrameDetector`
+    (any detector: classifier, CVAE map, cluster map, U-Net map, or their
+    model files) through :func:`map_frames` (with ``out_dir``: resumable, a
+    :class:`stemroi.detection.BatchResult`)."""
+    return map_frames(FrameDetector(detector, **detect_kwargs), frames, client=client, out_dir=out_dir,
                       resume=resume, retries=retries)

@@ -74,15 +74,18 @@ class ModelDetector:
             self._loaded = _load_any_model(self.model)
         return self._loaded
 
-    def __call__(self, image) -> ROIResult:
+    def __call__(self, image, **kwargs) -> ROIResult:
+        """The detection of ``image``; ``kwargs`` (e.g. ``pixel_size``) add to or
+        override the detector's own for this call."""
         model = self._fitted_model()
         kind = _detector_kind(model)
         from . import _detect
 
+        kwargs = {**self.kwargs, **kwargs}
         if kind == "classifier":
-            return _detect.detect(image, model, **self.kwargs)
-        img = _detect.to_unit_range(image, self.kwargs.get("scale", "auto"))
-        kw = {k: v for k, v in self.kwargs.items() if k != "scale"}
+            return _detect.detect(image, model, **kwargs)
+        img = _detect.to_unit_range(image, kwargs.get("scale", "auto"))
+        kw = {k: v for k, v in kwargs.items() if k != "scale"}
         if kind == "cvae":
             from ._anomaly_map import anomaly_map
 
