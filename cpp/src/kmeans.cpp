@@ -257,19 +257,22 @@ void shift_bounds(const T* old_c, const T* new_c, int64_t k, int64_t d, const in
   }
 }
 
-template <typename T>
-KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> centers, int max_iter,
-                   double tol, int nt, StopFlag& stop) {
+// Lloyd's iterations. `assign(centers, labels)` sets every label to the
+// nearest centre; `moved(old, new, labels)` is told how the centres moved
+// (the bounded assignment loosens its bounds there). Converged when the labels
+// repeat (strict) or the centres shift by at most tol.
+template <typename T, typename Assign, typename Moved>
+KMeansFit<T> lloyd_iterations(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> centers, int max_iter,
+                              double tol, int nt, StopFlag& stop, Assign&& assign, Moved&& moved) {
   KMeansFit<T> out;
   std::vector<int32_t> labels(n), labels_old(n, -1);
   std::vector<T> new_centers(k * d);
-  Bounds bounds;
   bool strict = false;
   int it = 0;
   for (; it < max_iter; ++it) {
-    assign_bounded(X, n, d, centers.data(), k, labels.data(), bounds, nt);
+    assign(centers.data(), labels.data());
     double shift = update_centers(X, n, d, centers.data(), k, labels.data(), new_centers.data(), nt);
-    shift_bounds(centers.data(), new_centers.data(), k, d, labels.data(), n, bounds);
+    moved(centers.data(), new_centers.data(), labels.data());
     std::swap(centers, new_centers);
     if (labels == labels_old) {
       strict = true;
@@ -281,12 +284,23 @@ KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> c
   }
   if (it == max_iter) it = max_iter - 1;
   // Labels consistent with the final centres (as scikit-learn).
-  if (!strict) assign_bounded(X, n, d, centers.data(), k, labels.data(), bounds, nt);
+  if (!strict) assign(centers.data(), labels.data());
   out.inertia = inertia_of(X, n, d, centers.data(), labels.data(), nt);
   out.n_iter = it + 1;
   out.centers = std::move(centers);
   out.labels = std::move(labels);
   return out;
+}
+
+// Lloyd with Elkan-style bounds that skip samples whose nearest centre cannot change.
+template <typename T>
+KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> centers, int max_iter,
+                   double tol, int nt, StopFlag& stop) {
+  Bounds bounds;
+  return lloyd_iterations<T>(
+      X, n, d, k, std::move(centers), max_iter, tol, nt, stop,
+      [&](const T* c, int32_t* labels) { assign_bounded(X, n, d, c, k, labels, bounds, nt); },
+      [&](const T* old_c, const T* new_c, const int32_t* labels) { shift_bounds(old_c, new_c, k, d, labels, n, bounds); });
 }
 
 // Lloyd with a full nearest-centre assignment by `assign` (the GPU's) in place
@@ -295,30 +309,8 @@ KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> c
 template <typename T, typename Assign>
 KMeansFit<T> lloyd_full(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> centers, int max_iter,
                         double tol, int nt, StopFlag& stop, Assign&& assign) {
-  KMeansFit<T> out;
-  std::vector<int32_t> labels(n), labels_old(n, -1);
-  std::vector<T> new_centers(k * d);
-  bool strict = false;
-  int it = 0;
-  for (; it < max_iter; ++it) {
-    assign(centers.data(), labels.data());
-    double shift = update_centers(X, n, d, centers.data(), k, labels.data(), new_centers.data(), nt);
-    std::swap(centers, new_centers);
-    if (labels == labels_old) {
-      strict = true;
-      break;
-    }
-    if (shift <= tol) break;
-    labels_old = labels;
-    if (stop.poll()) return out;
-  }
-  if (it == max_iter) it = max_iter - 1;
-  if (!strict) assign(centers.data(), labels.data());
-  out.inertia = inertia_of(X, n, d, centers.data(), labels.data(), nt);
-  out.n_iter = it + 1;
-  out.centers = std::move(centers);
-  out.labels = std::move(labels);
-  return out;
+  return lloyd_iterations<T>(X, n, d, k, std::move(centers), max_iter, tol, nt, stop, assign,
+                             [](const T*, const T*, const int32_t*) {});
 }
 
 bool same_clustering(const std::vector<int32_t>& a, const std::vector<int32_t>& b, int64_t k) {
