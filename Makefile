@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # 2-thread training 8x slower (README, "Threads"). Results do not depend on it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-debian test-pypi test-cpp test-py docs notebooks bench clean
+.PHONY: setup demo test test-debian test-pypi test-cuda-build test-cpp test-py docs notebooks fuzz sanitize bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,7 +21,7 @@ demo: setup
 	@.venv/bin/stemroi demo --out $(DEMO_OUT)
 
 test: setup
-	@$(MAKE) --no-print-directory test-debian test-pypi
+	@$(MAKE) --no-print-directory test-debian test-pypi test-cuda-build
 
 test-debian: setup
 	@echo "== Debian lane"
@@ -30,6 +30,14 @@ test-debian: setup
 test-pypi: setup
 	@echo "== PyPI lane"
 	@bash scripts/pypi_lane.sh
+
+# The CUDA build (STEMROI_WITH_CUDA=ON) compiles and links against the PyPI
+# lane's CUDA torch with this machine's nvcc; its GPU tests skip without a GPU.
+test-cuda-build:
+	@echo "== CUDA build against the PyPI lane's torch"
+	@STEMROI_CUDA_PYTHON=$${STEMROI_CUDA_PYTHON:-.venv-pypi/bin/python} bash scripts/build_cuda.sh
+	@STEMROI_CUDA_PYTHON=$${STEMROI_CUDA_PYTHON:-.venv-pypi/bin/python}; \
+	  PYTHONPATH=build-cuda/pylib $$STEMROI_CUDA_PYTHON -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_device.py
 
 test-cpp:
 	@echo "== C++ unit tests (ctest)"
@@ -44,6 +52,12 @@ docs: setup
 
 notebooks: setup
 	@bash scripts/run_notebooks.sh
+
+fuzz: setup
+	@bash scripts/fuzz.sh $${FUZZ_SECONDS:-60}
+
+sanitize: setup
+	@bash scripts/sanitize.sh
 
 bench: setup
 	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

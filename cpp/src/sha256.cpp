@@ -54,6 +54,7 @@ void Sha256::block(const uint8_t* p) {
 }
 
 void Sha256::update(const void* data, size_t n) {
+  if (n == 0) return;  // data may be null (an empty tensor): memcpy from null is undefined even for 0 bytes
   const uint8_t* p = static_cast<const uint8_t*>(data);
   total_ += n;
   if (buf_len_ > 0) {

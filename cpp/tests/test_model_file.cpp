@@ -37,6 +37,13 @@ TEST(Sha256, IncrementalEqualsOneShotAtEverySplit) {
       ASSERT_EQ(h.hexdigest(), whole) << "split at " << a << ", " << b;
     }
   }
+  // An empty update with a null pointer (an empty tensor's data()) is a no-op
+  // (UBSan flagged the memcpy from null).
+  Sha256 h;
+  h.update(nullptr, 0);
+  h.update("abc", 3);
+  h.update(nullptr, 0);
+  EXPECT_EQ(h.hexdigest(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   // Lengths around the 55/56/64-byte padding boundaries (values from Python's hashlib).
   EXPECT_EQ(sha256_hex(std::string(55, 'x')), "d5e285683cd4efc02d021a5c62014694958901005d6f71e89e0989fac77e4072");
   EXPECT_EQ(sha256_hex(std::string(56, 'x')), "04c26261370ee7541549d16dee320c723e3fd14671e66a099afe0a377c16888e");

@@ -130,3 +130,41 @@ def test_model_file_header_length_bomb(tmp_path):
     p.write_bytes(struct.pack("<Q", 2**63) + b"{}")
     with pytest.raises(OSError, match="exceeds the limit"):
         load_model_file(p)
+
+
+@pytest.mark.parametrize("loop", ["self", "cycle"])
+def test_tiff_with_a_loop_in_its_page_chain_is_refused(tmp_path, loop):
+    """A 500-byte TIFF whose last IFD points back made tifffile walk pages forever."""
+    import io
+
+    import tifffile
+
+    from stemroi.io import read_image
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((2, 8, 8), np.uint8), photometric="minisblack", metadata=None)
+    b = bytearray(buf.getvalue())
+    first = struct.unpack_from("<I", b, 4)[0]
+    next_of_first = first + 2 + 12 * struct.unpack_from("<H", b, first)[0]
+    second = struct.unpack_from("<I", b, next_of_first)[0]
+    at = next_of_first if loop == "self" else second + 2 + 12 * struct.unpack_from("<H", b, second)[0]
+    struct.pack_into("<I", b, at, first)
+    path = tmp_path / "loop.tif"
+    path.write_bytes(bytes(b))
+    with pytest.raises(OSError, match="loop in the page chain"):
+        read_image(path)
+
+
+def test_uncompressed_tiff_claiming_more_bytes_than_the_file_is_refused(tmp_path):
+    """tifffile fills missing strips with zeros: a 221-byte file claiming a
+    16842816 x 64 image allocated 6 GB before."""
+    import tifffile
+
+    from stemroi.io import read_image
+
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, np.ones((256, 256), np.uint8), photometric="minisblack", metadata=None)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(OSError, match=r"cut\.tif: cannot read TIFF \(header claims an uncompressed image of shape "
+                                      r"\(256, 256\) \(65536 bytes\) but the file has 1000 bytes"):
+        read_image(path)

@@ -276,14 +276,37 @@ def _check_dtype(path: Path, dtype: np.dtype) -> None:
         )
 
 
+def _check_page_chain(path: Path, tif) -> None:
+    """Refuse a page chain longer than the file can hold: a loop in the IFD chain
+    makes tifffile (2023.2) walk pages forever, a 500-byte file included."""
+    limit = path.stat().st_size // 18 + 1  # an IFD takes >= 18 bytes (count, one tag, next offset)
+    for n, _ in enumerate(tif.pages, 1):
+        if n > limit:
+            raise ValueError(f"more than {limit} pages in a {path.stat().st_size}-byte file: loop in the page chain")
+
+
+def _check_uncompressed_size(path: Path, tif, series) -> None:
+    """An uncompressed image needs its bytes in the file: tifffile fills missing
+    strips with zeros, so a 221-byte header could otherwise claim gigabytes."""
+    if any(int(page.compression) != 1 for page in tif.pages[:1]):
+        return
+    claimed = int(np.prod(series.shape, dtype=np.float64) * np.dtype(series.dtype).itemsize)
+    size = path.stat().st_size
+    if claimed > size:
+        raise ValueError(f"header claims an uncompressed image of shape {tuple(series.shape)} "
+                         f"({claimed} bytes) but the file has {size} bytes: truncated or corrupt")
+
+
 def _read_tiff(path: Path) -> _Raw:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
+            _check_page_chain(path, tif)
             series = tif.series[0]
             axes = series.axes
             _check_pixel_budget(path, series.shape)
+            _check_uncompressed_size(path, tif, series)
             data = series.asarray()
             calibration = _tiff_calibration(tif)
     except _TooLargeError:
