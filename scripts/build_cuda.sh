@@ -46,7 +46,7 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
 cmake --build "$build" --target _core stemroi_cpp_tests
 echo "build_cuda: configure + build took $(( $(date +%s) - start )) s"
 
-so="$(find "$build" -maxdepth 3 -name '_core*.so' | head -n 1)"
+so="$(find "$build/cpp" -maxdepth 1 -name '_core*.so' | head -n 1)"  # the built module, never a pylib/ copy
 [ -n "$so" ] || { echo "build_cuda: no _core module under $build" >&2; exit 1; }
 echo "build_cuda: $so"
 # Python torch loads the wheel's CUDA libraries before stemroi._core: resolve
