@@ -3,14 +3,14 @@
 # CUDA torch: the core, the _core module and the C++ tests, into build-cuda/.
 # Then check that the module links (ldd) and imports with _core.cuda_built.
 # Needs nvcc, not a GPU (GPU tests skip without one).
-#   STEMROI_CUDA_PYTHON   python of a venv with a CUDA torch and pybind11 (default /tmp/lock/bin/python)
+#   STEMROI_CUDA_PYTHON   python of a venv with a CUDA torch and pybind11 (default: the PyPI lane's .venv-pypi/bin/python)
 #   CUDA_HOME             CUDA toolkit with nvcc (default /usr/local/cuda)
 #   TORCH_CUDA_ARCH_LIST  GPU generations (default in CMakeLists.txt: 8.0;9.0+PTX)
 #   STEMROI_CUDA_BUILD    build directory (default ./build-cuda)
 #   CMAKE_BUILD_PARALLEL_LEVEL  compile jobs (default: all cores)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-py="${STEMROI_CUDA_PYTHON:-/tmp/lock/bin/python}"
+py="${STEMROI_CUDA_PYTHON:-$root/.venv-pypi/bin/python}"
 cuda="${CUDA_HOME:-/usr/local/cuda}"
 build="${STEMROI_CUDA_BUILD:-$root/build-cuda}"
 export PATH="$cuda/bin:$PATH"
