@@ -6,6 +6,7 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(__name__, {
     "ROIResult": ".roi",
     "UNKNOWN": ".roi",
+    "FeatureNovelty": "._novelty",
     "detect": "._detect",
     "to_unit_range": "._detect",
     "anomaly_map": "._anomaly_map",

@@ -2,7 +2,10 @@
 map, cluster map, U-Net segmentation map).
 
 One row per tile: pixel origin (row, col), size (height, width), label,
-confidence, an unknown flag, optional class-probability vector and score.
+confidence, an unknown flag, optional class-probability vector and score, and,
+when the model carries a fitted :class:`stemroi.detection.FeatureNovelty`, an
+``unfamiliar`` flag (the tile's features lie outside the training
+distribution) with its ``novelty`` score.
 Detectors that also produce per-pixel maps attach them as ``maps`` (name ->
 2-D array in image pixels). Saved files are written atomically; JSON records
 the maps' shapes, not their pixels, and CSV has tile rows only.
@@ -45,6 +48,12 @@ class ROIResult:
     maps : dense per-pixel maps, name -> 2-D array of ``image_shape`` (e.g.
         ``"anomaly"``, ``"cluster"``, one per U-Net channel); empty when the
         detector has none.
+    unfamiliar : optional (n,) bool array: the tile's features lie outside the
+        model's training distribution (its ``novelty_`` score above the
+        threshold calibrated to ``metadata["novelty"]["in_distribution_rate"]``
+        of held-out training tiles). Independent of ``unknown`` (low
+        confidence) and of ``is_roi``. None when the model has no novelty score.
+    novelty : optional (n,) float array, the novelty score behind ``unfamiliar``.
     """
 
     origins: np.ndarray
@@ -60,6 +69,8 @@ class ROIResult:
     method: str = ""
     metadata: Dict[str, Any] = field(default_factory=dict)
     maps: Dict[str, np.ndarray] = field(default_factory=dict)
+    unfamiliar: Optional[np.ndarray] = None
+    novelty: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.origins = np.asarray(self.origins, dtype=np.int64).reshape(-1, 2)
@@ -77,6 +88,15 @@ class ROIResult:
                 )
         if self.scores is not None:
             self.scores = np.asarray(self.scores, dtype=np.float64).reshape(n)
+        if self.unfamiliar is not None:
+            u = np.asarray(self.unfamiliar)
+            if u.shape != (n,) or u.dtype.kind not in "bui":
+                raise ValueError(f"unfamiliar: expected a boolean array of shape ({n},), got {u.dtype} {u.shape}")
+            self.unfamiliar = u.astype(bool)
+        if self.novelty is not None:
+            self.novelty = np.asarray(self.novelty, dtype=np.float64)
+            if self.novelty.shape != (n,):
+                raise ValueError(f"novelty: expected shape ({n},), got {self.novelty.shape}")
         if self.image_shape is not None:
             self.image_shape = tuple(int(v) for v in self.image_shape)
         self.maps = {str(k): np.asarray(v) for k, v in (self.maps or {}).items()}
@@ -104,6 +124,7 @@ class ROIResult:
             "n_tiles": len(self),
             "n_roi": int(self.is_roi.sum()),
             "n_unknown": int(self.unknown.sum()),
+            "n_unfamiliar": None if self.unfamiliar is None else int(self.unfamiliar.sum()),
             "counts": self.counts(),
             "image_shape": list(self.image_shape) if self.image_shape is not None else None,
             "maps": {k: list(m.shape) for k, m in self.maps.items()},
@@ -149,6 +170,10 @@ class ROIResult:
             }
             if self.scores is not None:
                 r["score"] = float(self.scores[i])
+            if self.unfamiliar is not None:
+                r["unfamiliar"] = bool(self.unfamiliar[i])
+            if self.novelty is not None:
+                r["novelty"] = float(self.novelty[i]) if np.isfinite(self.novelty[i]) else None
             if self.probabilities is not None:
                 for j, c in enumerate(self.class_names):
                     r[f"p_{c}"] = float(self.probabilities[i, j])
@@ -209,6 +234,10 @@ class ROIResult:
             image_shape=doc["summary"].get("image_shape"),
             method=doc["summary"].get("method", ""),
             metadata=doc.get("metadata", {}),
+            unfamiliar=(np.array([t["unfamiliar"] for t in tiles], dtype=bool)
+                        if tiles and "unfamiliar" in tiles[0] else None),
+            novelty=(np.array([np.inf if t["novelty"] is None else t["novelty"] for t in tiles], dtype=np.float64)
+                     if tiles and "novelty" in tiles[0] else None),
         )
 
 
