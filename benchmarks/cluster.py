@@ -130,6 +130,77 @@ def supervised_embedding(F, y, groups, seed, out_of_fold: bool):
     return emb
 
 
+def k_selection(datasets, d, seed, n_init, results_ks):
+    """Choosing k on the real patch sets: every criterion of stemroi.select_n_clusters on the
+    PatchClusterer-default embedding (lattice residual, standardise, PCA 0.95), the k each picks and
+    the Hungarian cluster accuracy there."""
+    from stemroi.features.descriptors import Precomputed
+
+    print("\n=== choosing k: silhouette, stability (ARI over 10 subsamples of 80 %), gap (10 uniform references "
+          "in the PCA-aligned box, 1-SE), silhouette 1-SE over the subsamples; PatchClusterer defaults")
+    for ds in datasets:
+        X, y, classes = load_patches(d / ds)
+        k_true = len(classes)
+        t0 = time.perf_counter()
+        cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init, k_criteria="all").fit(X)
+        sel = cl.selection_
+        print(f"  {ds} ({len(X)} patches, {k_true} classes; {time.perf_counter() - t0:.1f} s incl. features)")
+        print("   " + sel.table().replace("\n", "\n   "))
+        acc = {k: evaluate_clustering(y, sel.labels[k])["accuracy"] for k in sel.k_values}
+        print("   acc@k " + " ".join(f"{k}:{acc[k]:.3f}" for k in sel.k_values))
+        for crit, k in sel.choices.items():
+            print(f"   {crit:15s} -> k={k:2d} (|k - {k_true}| = {abs(k - k_true)})  acc@k={acc[k]:.3f}")
+            results_ks.append({"dataset": ds, "criterion": crit, "k": int(k), "k_true": k_true,
+                               "acc": float(acc[k])})
+        # other K-means seeds, same features: how steady each choice is
+        for s2 in range(1, 5):
+            sel2 = stemroi.select_n_clusters(cl.embedding_, cl.k_range, n_init=n_init, random_state=s2,
+                                             criteria="all")
+            print(f"   seed {s2}: " + ", ".join(f"{c} {k}" for c, k in sel2.choices.items()))
+            for crit, k in sel2.choices.items():
+                results_ks.append({"dataset": ds, "criterion": crit, "k": int(k), "k_true": k_true,
+                                   "acc": float(evaluate_clustering(y, sel2.labels[k])["accuracy"]), "seed": s2})
+        _ = Precomputed
+
+
+def cluster_cross_image(d, seed, n_init):
+    """Cross-image protocol for label-free clustering: PatchClusterer fitted on the 1119 labelled CdTe
+    patches (labels unused), applied to the 768 x 768 CdTe frame with cluster_map (64 px tiles, stride 64,
+    144 tiles). A tile is flagged when its cluster is not the frame's most frequent one (bulk). Truth: the
+    reference regions of docs/segmentation.md (benchmarks/_crossimage.py: region tile >= 5 % of its pixels
+    in a region, bulk tile > 30 px from every region, others left out). Reported: precision / recall of
+    the flagged tiles and the tile AUROC of the distance to the bulk cluster's centre."""
+    from _crossimage import auroc, cdte_frame, reference_regions, tile_truth
+
+    X, _, _ = load_patches(d / "CdTe")
+    img = cdte_frame()
+    regions, outside = reference_regions(img.shape)
+    anyreg = np.any(list(regions.values()), axis=0)
+    origins, truth = tile_truth(anyreg, outside)
+    print(f"\n=== cross-image: fit on the CdTe patches, map the 768 x 768 frame ({int((truth == 1).sum())} region "
+          f"tiles, {int((truth == 0).sum())} bulk tiles, {int((truth < 0).sum())} left out)")
+    rows = []
+    for rule in ("silhouette", "silhouette_1se"):
+        cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init,
+                                    k_criteria="silhouette" if rule == "silhouette" else "all", k_rule=rule).fit(X)
+        res = cl.cluster_map(img, patch=64, stride=64)
+        lab = {tuple(int(v) for v in o): l for o, l in zip(np.asarray(res.origins), res.labels)}
+        flagged = np.array([lab[(int(r), int(c))] != res.bulk_label for r, c in origins])
+        tiles = np.stack([img[r:r + 64, c:c + 64] for r, c in origins])
+        bulk_c = int(str(res.bulk_label).split()[-1])
+        dist = np.linalg.norm(cl.transform(tiles) - cl.cluster_centers_[bulk_c], axis=1)
+        keep = truth >= 0
+        tp = int((flagged & (truth == 1)).sum())
+        prec = tp / max(int((flagged & keep).sum()), 1)
+        rec = tp / max(int((truth == 1).sum()), 1)
+        a = auroc(truth, dist)
+        print(f"  rule {rule:15s} k={cl.n_clusters_}: flagged {int(flagged.sum())}/144 tiles; "
+              f"precision {prec:.3f} recall {rec:.3f} (scored tiles); AUROC of distance to bulk centre {a:.3f}")
+        rows.append({"rule": rule, "k": cl.n_clusters_, "flagged": int(flagged.sum()), "precision": prec,
+                     "recall": rec, "auroc": a})
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer K-means restarts, skip VGG16 routes")
@@ -139,6 +210,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vgg-input-size", type=int, default=64,
                     help="VGG16 input side for the untrained-VGG16 routes (224 as in the study is slow on CPU)")
+    ap.add_argument("--k-selection", action="store_true",
+                    help="only the choice of k (every criterion) and the cross-image cluster map")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,6 +219,15 @@ def main(argv=None):
     seed = args.seed
     d = data_dir("ayyubi-stem-defects")
     print("Machine note: timings on a shared, loaded 2-core machine; compare within one run only.")
+    if args.k_selection:
+        import json
+
+        ks_rows = []
+        k_selection(args.datasets, d, seed, n_init, ks_rows)
+        cross = cluster_cross_image(d, seed, n_init) if "CdTe" in args.datasets else []
+        with open(out / "k_selection.json", "w") as f:
+            json.dump({"choices": ks_rows, "cross_image": cross}, f, indent=1, default=float)
+        return
     results = []
     fitted = {}
     for ds in args.datasets:

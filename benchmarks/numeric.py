@@ -7,7 +7,8 @@ Tasks (full sizes; --quick shrinks them):
   KMeans    n=10000, d=50, k=7, n_init=10
   sweep     k=2..10 K-means (n_init=10) + mean silhouette of each, n=10000, d=50
             (scikit-learn: loop KMeans + silhouette_score; stemroi: select_n_clusters)
-Prints seconds for each side and the speed-up (scikit-learn time / stemroi time).
+Prints seconds for each side and the speed-up (scikit-learn time / stemroi time);
+--cpu-time adds the sweep's single-threaded process CPU time on both sides.
 Synthetic data only (no data set needed). Timings on a shared machine are noisy:
 compare the ratios of one run.
 """
@@ -50,6 +51,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     ap.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per task (default 1)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="also time the sweep single-threaded in process CPU time, K-means and silhouette apart "
+                         "(steadier than wall time on a loaded machine)")
     args = ap.parse_args(argv)
     try:
         import sklearn
@@ -114,6 +118,27 @@ def main(argv=None) -> int:
         ours_s, _ = timed(lambda: [stemroi.silhouette_score(X, lab, n_threads=t) for lab in labels], 1)
         ref_s, _ = timed(lambda: [sk_silhouette(X, lab) for lab in labels], 1)
         report(f"  silhouette x9 separately", ours_s, ref_s)
+    if args.cpu_time:
+        from stemroi._lib import _core
+
+        pt = time.process_time
+        with threadpool_limits(1):
+            t0 = pt()
+            sel = stemroi.select_n_clusters(X, ks, n_init=10, random_state=0, n_threads=1)
+            ours_sweep = pt() - t0
+            codes = [np.ascontiguousarray(sel.labels[k], np.int32) for k in ks]
+            t0 = pt()
+            _core.silhouette_samples_multi(X, codes, list(ks), 1)
+            ours_sil = pt() - t0
+            t0 = pt()
+            labs = [SKKMeans(k, n_init=10, random_state=0).fit(X).labels_ for k in ks]
+            ref_km = pt() - t0
+            t0 = pt()
+            [sk_silhouette(X, lab) for lab in labs]
+            ref_sil = pt() - t0
+        print(f"CPU time, 1 thread: stemroi sweep {ours_sweep:.3f} s (silhouette of all k in one pass {ours_sil:.3f} s)"
+              f"   scikit-learn {ref_km + ref_sil:.3f} s (KMeans {ref_km:.3f} s, silhouette_score x{len(ks)} "
+              f"{ref_sil:.3f} s)   ratio {(ref_km + ref_sil) / ours_sweep:.1f}x", flush=True)
     return 0
 
 

@@ -39,6 +39,20 @@ def test_parity_from_same_initial_centres_float64(seed, max_iter):
     assert ours.n_iter_ == ref.n_iter_
 
 
+@pytest.mark.parametrize("k", [3, 12, 20])  # distance kernels: 4 lanes, 16 lanes, gathered GEMM (k > 16)
+def test_parity_every_distance_kernel(k):
+    X, _ = make_blobs(n_samples=2000, n_features=8, centers=25, cluster_std=1.5, random_state=1)
+    init = X[np.random.default_rng(k).choice(len(X), k, replace=False)]
+    ours = KMeans(k, init=init, n_init=1).fit(X)
+    ref = sk_fit(X, init)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=0, atol=1e-9)
+    assert ours.n_iter_ == ref.n_iter_
+    a, b = (KMeans(k, n_init=2, random_state=3, n_threads=t).fit(X) for t in (1, 2))
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    assert a.inertia_ == b.inertia_
+
+
 def test_parity_float32_and_real_features(cdte_fft_features):
     X, _ = overlapping_blobs(seed=3, dtype=np.float32)
     init = X[:6].copy()

@@ -44,7 +44,9 @@ def test_float32_scores_and_labels_equal_kmeans(separated):
         np.testing.assert_array_equal(sel.labels[k], km.labels_)
         assert sel.inertias[sel.k_values.index(k)] == km.inertia_
         assert sel.scores[sel.k_values.index(k)] == pytest.approx(skm.silhouette_score(X, km.labels_), abs=1e-6)
-        assert sel.scores[sel.k_values.index(k)] == silhouette_score(X, km.labels_)
+        # the sweep sums each cluster from the cells of the joint partition of
+        # all k (one distance pass): equal to the single-labeling value up to rounding
+        assert sel.scores[sel.k_values.index(k)] == pytest.approx(silhouette_score(X, km.labels_), rel=1e-13, abs=1e-15)
 
 
 def test_real_features_sweep_matches_sklearn_silhouettes(cdte_fft_features):
@@ -133,3 +135,70 @@ def test_accuracy_bad_input():
         cluster_accuracy(np.zeros((2, 2)), [0, 1])
     with pytest.raises(ValueError, match="y_true: empty"):
         cluster_accuracy([], [])
+
+
+# ---- choosing k: stability, gap statistic, 1-SE rule ---------------------------------------------
+
+def test_adjusted_rand_matches_sklearn():
+    from sklearn.metrics import adjusted_rand_score as sk_ari
+
+    from stemroi.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(4)
+    for ka, kb in ((2, 2), (3, 7), (5, 4)):
+        a, b = rng.integers(0, ka, 300), rng.integers(0, kb, 300)
+        b[:200] = a[:200]  # partly agreeing
+        assert adjusted_rand_score(a, b) == pytest.approx(sk_ari(a, b), abs=1e-12)
+    a = rng.integers(0, 4, 100)
+    assert adjusted_rand_score(a, np.array([7, 1, 5, 2])[a]) == pytest.approx(1.0)  # renaming
+    assert adjusted_rand_score(np.zeros(5), np.zeros(5)) == 1.0 == sk_ari(np.zeros(5), np.zeros(5))
+    with pytest.raises(ValueError, match="length 3 does not match the 4 samples"):
+        adjusted_rand_score([0, 1, 0, 1], [0, 1, 1])
+
+
+def test_all_criteria_find_separated_blobs_and_are_deterministic(separated):
+    X, _ = separated
+    kw = dict(n_init=3, random_state=1, criteria="all", n_resamples=5, n_references=5)
+    sel = select_n_clusters(X, range(2, 8), **kw)
+    assert sel.choices == {"silhouette": 4, "stability": 4, "silhouette_1se": 4, "gap": 4}
+    assert sel.best_k == 4 and sel.rule == "silhouette_1se"
+    j = sel.k_values.index(4)
+    assert sel.stability[j] == pytest.approx(1.0, abs=1e-9)  # every subsample recovers the 4 blobs
+    assert sel.stability[sel.k_values.index(5)] < 0.95       # splitting a blob is not reproducible
+    assert np.argmax(np.diff(sel.gap)) == 1                   # the gap jumps most from k = 3 to 4
+    assert np.all(sel.gap_se > 0) and sel.resampled_scores.shape == (6,)
+    again = select_n_clusters(X, range(2, 8), **kw)
+    for name in ("scores", "stability", "stability_std", "resampled_scores", "gap", "gap_se"):
+        np.testing.assert_array_equal(getattr(sel, name), getattr(again, name))
+    d = sel.as_dict()
+    assert d["choices"]["gap"] == 4 and len(d["stability"]) == 6 and "gap" in sel.table()
+
+
+def test_gap_prefers_few_clusters_without_structure():
+    # uniform in a box with distinct principal axes: the PCA-aligned reference box is the data's box
+    X = np.random.default_rng(0).uniform(size=(600, 3)) * [4.0, 2.0, 1.0]
+    sel = select_n_clusters(X, range(2, 7), n_init=2, random_state=0, criteria="gap", n_references=8)
+    assert sel.choices["gap"] == 2 and sel.best_k == sel.choices["silhouette"]  # rule: silhouette by default
+    assert np.all(np.abs(sel.gap) < 0.15)  # the data look like their uniform references (blobs: gap > 2)
+
+
+def test_silhouette_1se_rule_prefers_fewer_clusters_within_one_sd():
+    from stemroi.cluster._kmeans import _silhouette_1se_choice
+
+    ks = [2, 3, 4, 5, 6]
+    mean = np.array([0.20, 0.30, 0.34, 0.35, 0.33])
+    assert _silhouette_1se_choice(ks, mean, np.full(5, 0.02)) == 4   # 0.34 >= 0.35 - 0.02
+    assert _silhouette_1se_choice(ks, mean, np.full(5, 0.001)) == 5  # no slack: the maximum
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    (dict(criteria="elbow"), ValueError, "unknown criterion 'elbow'"),
+    (dict(rule="gap"), ValueError, "rule='gap' needs 'gap' in criteria"),
+    (dict(rule="best"), ValueError, "rule must be one of"),
+    (dict(criteria="all", resample_fraction=1.5), ValueError, "resample_fraction must be a number in \\(0, 1\\), got 1.5"),
+    (dict(criteria="gap", n_references=1), ValueError, "n_references must be >= 2"),
+    (dict(criteria=3), TypeError, "criteria must be"),
+])
+def test_bad_criteria(separated, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        select_n_clusters(separated[0][:100], [2, 3], n_init=1, **kw)

@@ -61,6 +61,123 @@ double sqdist(const T* a, const T* b, int64_t d) {
 
 int64_t n_chunks_of(int64_t n) { return (n + kReduceChunk - 1) / kReduceChunk; }
 
+using RowMatD = RowMat<double>;
+
+// Squared norms (double) of the rows of X.
+template <typename T>
+std::vector<double> row_sqnorms(const T* X, int64_t n, int64_t d, int nt) {
+  std::vector<double> out(n);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t i = 0; i < n; ++i) {
+    const T* x = X + i * d;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t j = 0;
+    for (; j + 4 <= d; j += 4) {
+      const double t0 = x[j], t1 = x[j + 1], t2 = x[j + 2], t3 = x[j + 3];
+      s0 += t0 * t0, s1 += t1 * t1, s2 += t2 * t2, s3 += t3 * t3;
+    }
+    for (; j < d; ++j) s0 += static_cast<double>(x[j]) * x[j];
+    out[i] = (s0 + s1) + (s2 + s3);
+  }
+  return out;
+}
+
+// Centres prepared for squared distances by the GEMM form in double,
+// ||x||^2 + ||c||^2 - 2 x.c (clamped at 0), as scikit-learn's k-means.
+// Up to 16 centres: transposed and padded to KP = 4, 8 or 16 columns, so that one
+// sample's distances to all of them are d broadcast multiply-adds of a
+// KP-vector, four samples at a time (independent chains); more centres: an
+// Eigen GEMM on gathered rows. Either way each sample's values depend only on
+// that sample and the centres (fixed inner order), never on which other
+// samples share a group, so results do not depend on the thread split.
+struct Centres {
+  int64_t k = 0, d = 0, kp = 0;  // kp = 0: GEMM route
+  std::vector<double> ct;        // (d, kp) when kp > 0
+  RowMatD C;                     // (k, d) when kp == 0
+  std::vector<double> cn;        // (max(k, kp),) squared norms
+};
+
+template <typename T>
+void prepare_centres(const T* centers, int64_t k, int64_t d, Centres& P) {
+  P.k = k, P.d = d;
+  P.kp = k <= 4 ? 4 : (k <= 8 ? 8 : (k <= 16 ? 16 : 0));
+  P.cn.assign(std::max(k, P.kp), 0.0);
+  for (int64_t c = 0; c < k; ++c) {
+    double s = 0;
+    for (int64_t j = 0; j < d; ++j) s += static_cast<double>(centers[c * d + j]) * static_cast<double>(centers[c * d + j]);
+    P.cn[c] = s;
+  }
+  if (P.kp > 0) {
+    P.ct.assign(static_cast<size_t>(d * P.kp), 0.0);
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t j = 0; j < d; ++j) P.ct[j * P.kp + c] = static_cast<double>(centers[c * d + j]);
+  } else {
+    P.C.resize(k, d);
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t j = 0; j < d; ++j) P.C(c, j) = static_cast<double>(centers[c * d + j]);
+  }
+}
+
+template <int KP, typename T>
+void sqdist_group4(const T* const* x, const double* xn4, const Centres& P, double* out, int64_t ld) {
+  using Vec = Eigen::Array<double, KP, 1>;
+  Vec a0 = Vec::Zero(), a1 = Vec::Zero(), a2 = Vec::Zero(), a3 = Vec::Zero();
+  const double* ct = P.ct.data();
+  for (int64_t j = 0; j < P.d; ++j, ct += KP) {
+    const Eigen::Map<const Vec> c(ct);
+    a0 += static_cast<double>(x[0][j]) * c;
+    a1 += static_cast<double>(x[1][j]) * c;
+    a2 += static_cast<double>(x[2][j]) * c;
+    a3 += static_cast<double>(x[3][j]) * c;
+  }
+  const Eigen::Map<const Vec> cn(P.cn.data());
+  const Vec* acc[4] = {&a0, &a1, &a2, &a3};
+  for (int r = 0; r < 4; ++r)
+    Eigen::Map<Vec>(out + r * ld) = (xn4[r] + cn - 2.0 * *acc[r]).max(0.0);
+}
+
+// out (m, ld >= max(k, kp)): squared distances of the samples rows[0, m)
+// (or r0, r0 + 1, ... when rows is null) to the centres; columns >= k are junk.
+template <typename T>
+void sqdist_rows(const T* X, const double* xn, const int64_t* rows, int64_t r0, int64_t m, const Centres& P,
+                 RowMatD& out, RowMatD& scratch) {
+  const int64_t d = P.d;
+  auto row_of = [&](int64_t i) { return rows ? rows[i] : r0 + i; };
+  if (P.kp > 0) {
+    out.resize(m, P.kp);
+    for (int64_t i = 0; i < m; i += 4) {
+      const T* xp[4];
+      double xn4[4];
+      double tail[4 * 16];
+      const bool full = i + 4 <= m;
+      for (int r = 0; r < 4; ++r) {
+        const int64_t rr = row_of(std::min(i + r, m - 1));  // a short group repeats its last sample
+        xp[r] = X + rr * d;
+        xn4[r] = xn[rr];
+      }
+      double* dst = full ? out.row(i).data() : tail;
+      if (P.kp == 4) sqdist_group4<4>(xp, xn4, P, dst, P.kp);
+      else if (P.kp == 8) sqdist_group4<8>(xp, xn4, P, dst, P.kp);
+      else sqdist_group4<16>(xp, xn4, P, dst, P.kp);
+      if (!full)
+        for (int64_t r = 0; i + r < m; ++r) std::copy(tail + r * P.kp, tail + (r + 1) * P.kp, out.row(i + r).data());
+    }
+    return;
+  }
+  scratch.resize(m, d);
+  for (int64_t i = 0; i < m; ++i) {
+    const T* x = X + row_of(i) * d;
+    for (int64_t j = 0; j < d; ++j) scratch(i, j) = static_cast<double>(x[j]);
+  }
+  out.resize(m, P.k);
+  out.noalias() = scratch * P.C.transpose();
+  for (int64_t i = 0; i < m; ++i) {
+    const double xi = xn[row_of(i)];
+    double* o = out.row(i).data();
+    for (int64_t c = 0; c < P.k; ++c) o[c] = std::max(xi + P.cn[c] - 2.0 * o[c], 0.0);
+  }
+}
+
 // Polled between iterations: from the master thread only (it owns Python's
 // signal handling); other threads see the shared flag.
 struct StopFlag {
@@ -121,35 +238,80 @@ double inertia_of(const T* X, int64_t n, int64_t d, const T* centers, const int3
   return total;
 }
 
+// Per-cluster sums of the samples (double) and counts, kept from one
+// iteration to the next: after the first, only the samples whose label
+// changed are moved (subtracted from the old cluster's sum, added to the new),
+// in sample order. The sums are a fixed function of the label history, so they
+// do not depend on the thread split.
+struct ClusterSums {
+  std::vector<double> sums, counts;
+  std::vector<int32_t> labels;  // the labels the sums hold
+  bool valid = false;
+};
+
 // M-step: new centres as label means (sums in double, each element summed in
 // row order whatever the thread split: threads own column blocks), with
 // scikit-learn's relocation of empty clusters to the farthest samples.
 // Returns the total squared centre shift.
 template <typename T>
 double update_centers(const T* X, int64_t n, int64_t d, const T* old_centers, int64_t k, const int32_t* labels,
-                      T* new_centers, int nt) {
-  std::vector<double> sums(k * d, 0.0);
-  std::vector<double> counts(k, 0.0);
-  for (int64_t i = 0; i < n; ++i) counts[labels[i]] += 1.0;
+                      T* new_centers, int nt, ClusterSums& cs) {
   const int64_t n_blocks = nt > 1 ? std::min<int64_t>(d, 4 * nt) : 1;
   const int64_t bw = (d + n_blocks - 1) / n_blocks;
   OmpExceptionCapture cap;
+  if (!cs.valid) {
+    cs.sums.assign(k * d, 0.0);
+    cs.counts.assign(k, 0.0);
+    for (int64_t i = 0; i < n; ++i) cs.counts[labels[i]] += 1.0;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    cap.run([&] {
-      const int64_t j0 = b * bw, j1 = std::min(d, j0 + bw);
-      for (int64_t i = 0; i < n; ++i) {
-        const T* x = X + i * d;
-        double* s = sums.data() + static_cast<int64_t>(labels[i]) * d;
-        for (int64_t j = j0; j < j1; ++j) s[j] += static_cast<double>(x[j]);
-      }
-    });
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      cap.run([&] {
+        const int64_t j0 = b * bw, j1 = std::min(d, j0 + bw);
+        for (int64_t i = 0; i < n; ++i) {
+          const T* x = X + i * d;
+          double* s = cs.sums.data() + static_cast<int64_t>(labels[i]) * d;
+          for (int64_t j = j0; j < j1; ++j) s[j] += static_cast<double>(x[j]);
+        }
+      });
+    }
+    cap.rethrow();
+    cs.labels.assign(labels, labels + n);
+    cs.valid = true;
+  } else {
+    std::vector<int64_t> moved;
+    for (int64_t i = 0; i < n; ++i)
+      if (labels[i] != cs.labels[i]) moved.push_back(i);
+    for (int64_t i : moved) cs.counts[cs.labels[i]] -= 1.0, cs.counts[labels[i]] += 1.0;
+    const int64_t nb = moved.size() > 64 ? n_blocks : 1;
+    const int64_t bwm = (d + nb - 1) / nb;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && nb > 1)
+    for (int64_t b = 0; b < nb; ++b) {
+      cap.run([&] {
+        const int64_t j0 = b * bwm, j1 = std::min(d, j0 + bwm);
+        for (int64_t i : moved) {
+          const T* x = X + i * d;
+          double* from = cs.sums.data() + static_cast<int64_t>(cs.labels[i]) * d;
+          double* to = cs.sums.data() + static_cast<int64_t>(labels[i]) * d;
+          for (int64_t j = j0; j < j1; ++j) from[j] -= static_cast<double>(x[j]), to[j] += static_cast<double>(x[j]);
+        }
+      });
+    }
+    cap.rethrow();
+    for (int64_t i : moved) cs.labels[i] = labels[i];
   }
-  cap.rethrow();
+  std::vector<double> sums_copy, counts_copy;
+  const std::vector<double>* sums_p = &cs.sums;
+  const std::vector<double>* counts_p = &cs.counts;
   std::vector<int64_t> empty;
   for (int64_t c = 0; c < k; ++c)
-    if (counts[c] == 0) empty.push_back(c);
+    if (cs.counts[c] == 0) empty.push_back(c);
   if (!empty.empty()) {
+    // Relocation changes the centres, not the labels: work on copies so the
+    // kept sums stay those of the labels.
+    sums_copy = cs.sums, counts_copy = cs.counts;
+    std::vector<double>& sums = sums_copy;
+    std::vector<double>& counts = counts_copy;
+    sums_p = &sums_copy, counts_p = &counts_copy;
     std::vector<double> dist(n);
     for (int64_t i = 0; i < n; ++i) dist[i] = sqdist(X + i * d, old_centers + static_cast<int64_t>(labels[i]) * d, d);
     std::vector<int64_t> order(n);
@@ -168,6 +330,8 @@ double update_centers(const T* X, int64_t n, int64_t d, const T* old_centers, in
       counts[from] -= 1.0;
     }
   }
+  const std::vector<double>& sums = *sums_p;
+  const std::vector<double>& counts = *counts_p;
   double shift = 0;
   for (int64_t c = 0; c < k; ++c) {
     const double alpha = counts[c] > 0 ? 1.0 / counts[c] : 1.0;
@@ -193,8 +357,8 @@ struct Bounds {
 };
 
 template <typename T>
-void assign_bounded(const T* X, int64_t n, int64_t d, const T* centers, int64_t k, int32_t* labels, Bounds& b,
-                    int nt) {
+void assign_bounded(const T* X, int64_t n, int64_t d, const double* xn, const T* centers, int64_t k, int32_t* labels,
+                    Bounds& b, int nt) {
   const double inf = std::numeric_limits<double>::infinity();
   std::vector<double> half_gap(k, inf);
   for (int64_t j = 0; j < k; ++j)
@@ -203,6 +367,8 @@ void assign_bounded(const T* X, int64_t n, int64_t d, const T* centers, int64_t 
       half_gap[j] = std::min(half_gap[j], g);
       half_gap[j2] = std::min(half_gap[j2], g);
     }
+  Centres P;
+  prepare_centres(centers, k, d, P);
   if (!b.valid) {
     b.ub.assign(n, inf);
     b.lb.assign(n, 0.0);
@@ -210,30 +376,37 @@ void assign_bounded(const T* X, int64_t n, int64_t d, const T* centers, int64_t 
   const bool valid = b.valid;
   const int64_t n_chunks = n_chunks_of(n);
   OmpExceptionCapture cap;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t c = 0; c < n_chunks; ++c) {
-    cap.run([&] {
-      for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i) {
-        const T* x = X + i * d;
-        if (valid) {
-          const int32_t a = labels[i];
-          const double m = std::max(half_gap[a], b.lb[i]);
-          if (b.ub[i] <= m) continue;
-          b.ub[i] = std::sqrt(sqdist(x, centers + static_cast<int64_t>(a) * d, d));
-          if (b.ub[i] <= m) continue;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    std::vector<int64_t> todo;
+    RowMatD D2, scratch;
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      cap.run([&] {
+        todo.clear();
+        for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i) {
+          if (valid && b.ub[i] <= std::max(half_gap[labels[i]], b.lb[i])) continue;  // cannot change cluster
+          todo.push_back(i);
         }
-        int32_t best = 0;
-        double d1 = sqdist(x, centers, d), d2 = inf;
-        for (int64_t j = 1; j < k; ++j) {
-          const double dj = sqdist(x, centers + j * d, d);
-          if (dj < d1) d2 = d1, d1 = dj, best = static_cast<int32_t>(j);
-          else if (dj < d2) d2 = dj;
+        if (todo.empty()) return;
+        // Distances to every centre of the samples that may change cluster.
+        sqdist_rows(X, xn, todo.data(), 0, static_cast<int64_t>(todo.size()), P, D2, scratch);
+        for (size_t t = 0; t < todo.size(); ++t) {
+          const double* dr = D2.row(static_cast<int64_t>(t)).data();
+          int32_t best = 0;
+          double d1 = dr[0], d2 = inf;
+          for (int64_t j = 1; j < k; ++j) {
+            const double dj = dr[j];
+            if (dj < d1) d2 = d1, d1 = dj, best = static_cast<int32_t>(j);
+            else if (dj < d2) d2 = dj;
+          }
+          const int64_t i = todo[t];
+          labels[i] = best;
+          b.ub[i] = std::sqrt(d1);
+          b.lb[i] = std::sqrt(d2);
         }
-        labels[i] = best;
-        b.ub[i] = std::sqrt(d1);
-        b.lb[i] = std::sqrt(d2);
-      }
-    });
+      });
+    }
   }
   cap.rethrow();
   b.valid = true;
@@ -269,9 +442,10 @@ KMeansFit<T> lloyd_iterations(const T* X, int64_t n, int64_t d, int64_t k, std::
   std::vector<T> new_centers(k * d);
   bool strict = false;
   int it = 0;
+  ClusterSums cs;
   for (; it < max_iter; ++it) {
     assign(centers.data(), labels.data());
-    double shift = update_centers(X, n, d, centers.data(), k, labels.data(), new_centers.data(), nt);
+    double shift = update_centers(X, n, d, centers.data(), k, labels.data(), new_centers.data(), nt, cs);
     moved(centers.data(), new_centers.data(), labels.data());
     std::swap(centers, new_centers);
     if (labels == labels_old) {
@@ -294,12 +468,12 @@ KMeansFit<T> lloyd_iterations(const T* X, int64_t n, int64_t d, int64_t k, std::
 
 // Lloyd with Elkan-style bounds that skip samples whose nearest centre cannot change.
 template <typename T>
-KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, int64_t k, std::vector<T> centers, int max_iter,
-                   double tol, int nt, StopFlag& stop) {
+KMeansFit<T> lloyd(const T* X, int64_t n, int64_t d, const double* xn, int64_t k, std::vector<T> centers,
+                   int max_iter, double tol, int nt, StopFlag& stop) {
   Bounds bounds;
   return lloyd_iterations<T>(
       X, n, d, k, std::move(centers), max_iter, tol, nt, stop,
-      [&](const T* c, int32_t* labels) { assign_bounded(X, n, d, c, k, labels, bounds, nt); },
+      [&](const T* c, int32_t* labels) { assign_bounded(X, n, d, xn, c, k, labels, bounds, nt); },
       [&](const T* old_c, const T* new_c, const int32_t* labels) { shift_bounds(old_c, new_c, k, d, labels, n, bounds); });
 }
 
@@ -322,8 +496,10 @@ bool same_clustering(const std::vector<int32_t>& a, const std::vector<int32_t>& 
   return true;
 }
 
+// Greedy k-means++; squared distances by the GEMM form in double (as
+// scikit-learn's), per chunk of rows; chunk partial sums combined in order.
 template <typename T>
-std::vector<T> plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint64_t seed, int nt) {
+std::vector<T> plusplus(const T* X, int64_t n, int64_t d, const double* xn, int64_t k, uint64_t seed, int nt) {
   Rng rng(seed);
   std::vector<T> centers(k * d);
   const int trials = 2 + static_cast<int>(std::log(static_cast<double>(k)));
@@ -332,22 +508,41 @@ std::vector<T> plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint64_t se
   std::copy(X + first * d, X + (first + 1) * d, centers.begin());
   std::vector<double> closest(n);
   std::vector<double> part(n_chunks * trials);
-  OmpExceptionCapture cap;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t c = 0; c < n_chunks; ++c) {
-    cap.run([&] {
-      double s = 0;
-      for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i)
-        s += (closest[i] = sqdist(X + i * d, X + first * d, d));
-      part[c] = s;
-    });
-  }
-  cap.rethrow();
-  double pot = 0;
-  for (int64_t c = 0; c < n_chunks; ++c) pot += part[c];
-  std::vector<double> cum(n);
   std::vector<int64_t> cand(trials);
   std::vector<double> cand_dist(static_cast<size_t>(trials) * n);
+  Centres P;
+  OmpExceptionCapture cap;
+  // dist(t, i) = squared distance of sample i to candidate t (centres of P);
+  // with `clip`, min(closest[i], that). Partial sums per (chunk, t).
+  auto distances = [&](int n_cand, bool clip) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      RowMatD D2, scratch;
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < n_chunks; ++c) {
+        cap.run([&] {
+          const int64_t r0 = c * kReduceChunk, r1 = std::min(n, r0 + kReduceChunk);
+          sqdist_rows(X, xn, nullptr, r0, r1 - r0, P, D2, scratch);
+          for (int t = 0; t < n_cand; ++t) {
+            double s = 0;
+            double* dt = clip ? cand_dist.data() + static_cast<size_t>(t) * n : closest.data();
+            for (int64_t i = r0; i < r1; ++i) {
+              const double v = D2(i - r0, t);
+              s += (dt[i] = clip ? std::min(closest[i], v) : v);
+            }
+            part[c * trials + t] = s;
+          }
+        });
+      }
+    }
+    cap.rethrow();
+  };
+  prepare_centres(X + first * d, 1, d, P);
+  distances(1, false);
+  double pot = 0;
+  for (int64_t c = 0; c < n_chunks; ++c) pot += part[c * trials];
+  std::vector<double> cum(n);
+  std::vector<T> cand_rows(static_cast<size_t>(trials) * d);
   for (int64_t ci = 1; ci < k; ++ci) {
     double acc = 0;
     for (int64_t i = 0; i < n; ++i) cum[i] = (acc += closest[i]);
@@ -355,20 +550,10 @@ std::vector<T> plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint64_t se
       double r = rng.uniform() * pot;
       int64_t id = std::lower_bound(cum.begin(), cum.end(), r) - cum.begin();
       cand[t] = std::min(id, n - 1);
+      std::copy(X + cand[t] * d, X + (cand[t] + 1) * d, cand_rows.begin() + t * d);
     }
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t c = 0; c < n_chunks; ++c) {
-      cap.run([&] {
-        for (int t = 0; t < trials; ++t) {
-          double s = 0;
-          double* dt = cand_dist.data() + static_cast<size_t>(t) * n;
-          for (int64_t i = c * kReduceChunk; i < std::min(n, (c + 1) * kReduceChunk); ++i)
-            s += (dt[i] = std::min(closest[i], sqdist(X + i * d, X + cand[t] * d, d)));
-          part[c * trials + t] = s;
-        }
-      });
-    }
-    cap.rethrow();
+    prepare_centres(cand_rows.data(), trials, d, P);
+    distances(trials, true);
     int best = 0;
     double best_pot = 0;
     for (int t = 0; t < trials; ++t) {
@@ -391,7 +576,9 @@ uint64_t derive_seed(uint64_t seed, uint64_t run) { return splitmix64(seed ^ spl
 template <typename T>
 std::vector<T> kmeans_plusplus(const T* X, int64_t n, int64_t d, int64_t k, uint64_t seed, int n_threads) {
   STEMROI_CHECK(k >= 1 && k <= n, "n_clusters must be between 1 and n_samples=", n, ", got ", k);
-  return plusplus(X, n, d, k, seed, resolve_n_threads(n_threads));
+  const int nt = resolve_n_threads(n_threads);
+  const std::vector<double> xn = row_sqnorms(X, n, d, nt);
+  return plusplus(X, n, d, xn.data(), k, seed, nt);
 }
 
 template <typename T>
@@ -443,6 +630,7 @@ std::vector<KMeansFit<T>> kmeans_fit_many(const T* X, int64_t n, int64_t d, cons
   }
   const double tol = var_sum / static_cast<double>(n) / static_cast<double>(d) * opt.tol;
 
+  const std::vector<double> xn = row_sqnorms(Xc.data(), n, d, nt);
   std::vector<T> init_c;
   if (init) {
     const int64_t k = ks[0];
@@ -459,16 +647,55 @@ std::vector<KMeansFit<T>> kmeans_fit_many(const T* X, int64_t n, int64_t d, cons
   // CUDA: the centred data stay on the GPU for every run.
   std::unique_ptr<cuda::NearestCentres<T>> gpu;
   if (opt.device.is_cuda()) gpu = std::make_unique<cuda::NearestCentres<T>>(Xc.data(), n, d, opt.device.index);
+  // Seeding shared across k: k-means++ with the seed of run r draws the same
+  // centres, in the same order, for every k with the same number of local
+  // trials (2 + int(log k)), so the seeding of the largest such k gives every
+  // smaller one its centres as a prefix (bit-identical to seeding each k).
+  std::vector<int64_t> group_k;        // largest k of each trial count
+  std::vector<int> group_of(ks.size());
+  auto trials_of = [](int64_t k) { return 2 + static_cast<int>(std::log(static_cast<double>(k))); };
+  std::vector<std::vector<T>> seeded;  // (group, run) -> centres of group_k
+  if (!init && ks.size() > 1) {
+    for (size_t ki = 0; ki < ks.size(); ++ki) {
+      int g = -1;
+      for (size_t j = 0; j < group_k.size(); ++j)
+        if (trials_of(group_k[j]) == trials_of(ks[ki])) g = static_cast<int>(j);
+      if (g < 0) g = static_cast<int>(group_k.size()), group_k.push_back(ks[ki]);
+      group_k[g] = std::max(group_k[g], ks[ki]);
+      group_of[ki] = g;
+    }
+    const int64_t n_seed = static_cast<int64_t>(group_k.size()) * n_init;
+    seeded.resize(n_seed);
+    auto seed_one = [&](int64_t t, int inner) {
+      seeded[t] = plusplus(Xc.data(), n, d, xn.data(), group_k[t / n_init],
+                           derive_seed(opt.seed, static_cast<uint64_t>(t % n_init)), inner);
+    };
+    if (n_seed > 1 && nt > 1) {
+      OmpExceptionCapture cap;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(std::min<int64_t>(nt, n_seed)))
+      for (int64_t t = 0; t < n_seed; ++t) cap.run([&] { if (!stop.poll()) seed_one(t, 1); });
+      cap.rethrow();
+    } else {
+      for (int64_t t = 0; t < n_seed && !stop.poll(); ++t) seed_one(t, nt);
+    }
+    if (stop.stop) throw Interrupted();
+  }
   auto one_run = [&](int64_t task, int inner) {
-    const int64_t k = ks[task / n_init];
+    const int64_t ki = task / n_init;
+    const int64_t k = ks[ki];
     const int r = static_cast<int>(task % n_init);
-    std::vector<T> c0 = init ? init_c : plusplus(Xc.data(), n, d, k, derive_seed(opt.seed, r), inner);
+    std::vector<T> c0;
+    if (init) c0 = init_c;
+    else if (!seeded.empty()) {
+      const std::vector<T>& src = seeded[static_cast<size_t>(group_of[ki]) * n_init + r];
+      c0.assign(src.begin(), src.begin() + k * d);
+    } else c0 = plusplus(Xc.data(), n, d, xn.data(), k, derive_seed(opt.seed, r), inner);
     if (stop.poll()) return;
     if (gpu)
       runs[task] = lloyd_full(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop,
                               [&](const T* c, int32_t* l) { gpu->assign(c, k, l); });
     else
-      runs[task] = lloyd(Xc.data(), n, d, k, std::move(c0), opt.max_iter, tol, inner, stop);
+      runs[task] = lloyd(Xc.data(), n, d, xn.data(), k, std::move(c0), opt.max_iter, tol, inner, stop);
   };
   if (n_tasks > 1 && nt > 1 && !gpu) {
     // Independent runs in parallel, each single-threaded: results do not

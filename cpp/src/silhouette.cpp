@@ -98,11 +98,85 @@ void add_cluster_sums(const double* drow, const int32_t* lab, int64_t nc, int64_
   for (int64_t c = 0; c < k; ++c) acc[c] += (a0[c] + a1[c]) + (a2[c] + a3[c]);
 }
 
-// Sum of distances from every sample to every cluster of every label set:
-// direct(i, offset[s] + c) + mirror(offset[s] + c, i).
+// A coding of the samples whose per-code distance sums are accumulated:
+// code[i] in [0, n_codes), sums in columns [offset, offset + n_codes).
+struct Coding {
+  const int32_t* code;
+  int32_t n_codes;
+  int64_t offset;
+};
+
+// Which sum columns make up each cluster of each label set, summed in the
+// listed (ascending) order.
+using ColumnMap = std::vector<std::vector<std::vector<int64_t>>>;  // [set][cluster] -> columns
+
+// The codings whose sums answer every label set.
+//   * per set: one coding per label set (width = sum of k), each cluster one column;
+//   * cells: the joint partition of all the sets (samples with the same label in
+//     every set share a cell), used when it has fewer cells than the per-set width.
+//     Each distance is then added once per row and once per column instead of
+//     once per set, and a cluster's sum is the sum of its cells' sums.
+// Both are fixed functions of the labels, so the sums do not depend on threads.
+struct SumPlan {
+  std::vector<Coding> codings;
+  std::vector<int32_t> cells;  // storage of the joint coding
+  ColumnMap columns;
+  int64_t width = 0;
+  int32_t max_codes = 0;
+};
+
+SumPlan plan_sums(const std::vector<const int32_t*>& labels, const std::vector<int32_t>& n_clusters,
+                  const LabelSets& sets, int64_t n) {
+  const size_t n_sets = labels.size();
+  SumPlan plan;
+  if (n_sets >= 2) {
+    // Joint cell ids, dense in order of first appearance, one set at a time;
+    // stop as soon as the cells are no fewer than the per-set columns.
+    std::vector<int32_t> cell(labels[0], labels[0] + n);
+    int64_t n_cells = n_clusters[0];
+    std::vector<int32_t> table;
+    for (size_t s = 1; s < n_sets && n_cells < sets.width; ++s) {
+      const int64_t k = n_clusters[s];
+      table.assign(static_cast<size_t>(n_cells * k), -1);
+      int32_t next = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        int32_t& id = table[static_cast<size_t>(cell[i]) * k + labels[s][i]];
+        if (id < 0) id = next++;
+        cell[i] = id;
+      }
+      n_cells = next;
+    }
+    if (n_cells < sets.width) {
+      std::vector<int32_t> first(n_cells, -1);
+      for (int64_t i = 0; i < n; ++i)
+        if (first[cell[i]] < 0) first[cell[i]] = static_cast<int32_t>(i);
+      plan.columns.resize(n_sets);
+      for (size_t s = 0; s < n_sets; ++s) {
+        plan.columns[s].resize(n_clusters[s]);
+        for (int64_t c = 0; c < n_cells; ++c) plan.columns[s][labels[s][first[c]]].push_back(c);
+      }
+      plan.cells = std::move(cell);
+      plan.codings.push_back({plan.cells.data(), static_cast<int32_t>(n_cells), 0});
+      plan.width = plan.max_codes = static_cast<int32_t>(n_cells);
+      return plan;
+    }
+  }
+  plan.columns.resize(n_sets);
+  for (size_t s = 0; s < n_sets; ++s) {
+    plan.codings.push_back({labels[s], n_clusters[s], sets.offset[s]});
+    plan.columns[s].resize(n_clusters[s]);
+    for (int32_t c = 0; c < n_clusters[s]; ++c) plan.columns[s][c].push_back(sets.offset[s] + c);
+  }
+  plan.width = sets.width;
+  plan.max_codes = static_cast<int32_t>(sets.max_k);
+  return plan;
+}
+
+// Sum of distances from every sample to every code of every coding:
+// direct(i, col) + mirror(col, i).
 struct ClusterDistanceSums {
-  MatD direct;  // (sample, cluster column)
-  MatD mirror;  // (cluster column, sample)
+  MatD direct;  // (sample, column)
+  MatD mirror;  // (column, sample)
 };
 
 // Each distance is computed once: block pairs (I, J >= I) of the upper
@@ -113,10 +187,8 @@ struct ClusterDistanceSums {
 // therefore formed in a fixed order, whatever the number of threads.
 template <typename T>
 ClusterDistanceSums cluster_distance_sums(const T* X, int64_t n, int64_t d, const std::vector<double>& mean,
-                                          const std::vector<const int32_t*>& labels,
-                                          const std::vector<int32_t>& n_clusters, const LabelSets& sets, int nt) {
-  const size_t n_sets = labels.size();
-  const int64_t width = sets.width;
+                                          const SumPlan& plan, int nt) {
+  const int64_t width = plan.width;
   const int64_t B = kBlock;
   const int64_t nb = (n + B - 1) / B;
   ClusterDistanceSums sums;
@@ -131,7 +203,7 @@ ClusterDistanceSums cluster_distance_sums(const T* X, int64_t n, int64_t d, cons
     MatD local;  // this thread's mirror contributions of the current block row
     MatD XI, XJ, D;
     Eigen::VectorXd nI, nJ;
-    std::vector<double> acc4(4 * sets.max_k);
+    std::vector<double> acc4(4 * static_cast<size_t>(plan.max_codes));
 #pragma omp for ordered schedule(static, 1)
     for (int64_t I = 0; I < nb; ++I) {
       const int64_t r0 = I * B, r1 = std::min(n, r0 + B), nr = r1 - r0;
@@ -148,16 +220,17 @@ ClusterDistanceSums cluster_distance_sums(const T* X, int64_t n, int64_t d, cons
           D.noalias() = XI * XJ.transpose();
           for (int64_t i = 0; i < nr; ++i) {
             double* drow = D.row(i).data();
-            for (int64_t j = 0; j < nc; ++j) {
-              const double sq = nI[i] + nJ[j] - 2.0 * drow[j];
-              drow[j] = (sq > 0 && r0 + i != c0 + j) ? std::sqrt(sq) : 0.0;
-            }
-            for (size_t s = 0; s < n_sets; ++s) {
-              add_cluster_sums(drow, labels[s] + c0, nc, n_clusters[s], acc4,
-                               direct.row(r0 + i).data() + sets.offset[s]);
+            const double ni = nI[i];
+            const double* nj = nJ.data();
+            for (int64_t j = 0; j < nc; ++j) drow[j] = std::max(ni + nj[j] - 2.0 * drow[j], 0.0);
+            Eigen::Map<Eigen::ArrayXd> row(drow, nc);
+            row = row.sqrt();  // vectorised (Eigen's packet sqrt, correctly rounded)
+            if (J == I) drow[i] = 0.0;
+            for (const Coding& cd : plan.codings) {
+              add_cluster_sums(drow, cd.code + c0, nc, cd.n_codes, acc4, direct.row(r0 + i).data() + cd.offset);
               // mirror: row i of this block is column i for the samples of J
               if (J > I) {
-                double* dst = local.row(sets.offset[s] + labels[s][r0 + i]).data() + c0;
+                double* dst = local.row(cd.offset + cd.code[r0 + i]).data() + c0;
                 for (int64_t jj = 0; jj < nc; ++jj) dst[jj] += drow[jj];
               }
             }
@@ -182,7 +255,7 @@ ClusterDistanceSums cluster_distance_sums(const T* X, int64_t n, int64_t d, cons
 }
 
 // s(i) = (b - a) / max(a, b) from the distance sums (0 for singleton clusters).
-std::vector<std::vector<double>> silhouette_values(const ClusterDistanceSums& sums,
+std::vector<std::vector<double>> silhouette_values(const ClusterDistanceSums& sums, const ColumnMap& columns,
                                                    const std::vector<const int32_t*>& labels,
                                                    const std::vector<int32_t>& n_clusters, const LabelSets& sets,
                                                    int64_t n) {
@@ -193,8 +266,11 @@ std::vector<std::vector<double>> silhouette_values(const ClusterDistanceSums& su
     const int32_t k = n_clusters[s];
     const auto& freq = sets.freq[s];
     for (int64_t i = 0; i < n; ++i) {
-      for (int32_t c = 0; c < k; ++c)
-        acc[c] = sums.direct(i, sets.offset[s] + c) + sums.mirror(sets.offset[s] + c, i);
+      for (int32_t c = 0; c < k; ++c) {
+        double v = 0;
+        for (int64_t col : columns[s][c]) v += sums.direct(i, col) + sums.mirror(col, i);
+        acc[c] = v;
+      }
       const int32_t own = labels[s][i];
       double v = 0;
       if (freq[own] > 1) {
@@ -232,12 +308,15 @@ std::vector<std::vector<double>> silhouette_samples_multi(const T* X, int64_t n,
     sums.direct = MatD::Zero(n, sets.width);
     sums.mirror.resize(sets.width, n);
     cuda::cluster_distance_sums(X, n, d, labels, sets.offset, device.index, sums.mirror.data());
-    return silhouette_values(sums, labels, n_clusters, sets, n);
+    ColumnMap columns(labels.size());
+    for (size_t s = 0; s < labels.size(); ++s)
+      for (int32_t c = 0; c < n_clusters[s]; ++c) columns[s].push_back({sets.offset[s] + c});
+    return silhouette_values(sums, columns, labels, n_clusters, sets, n);
   }
   const std::vector<double> mean = feature_mean(X, n, d);
-  const ClusterDistanceSums sums =
-      cluster_distance_sums(X, n, d, mean, labels, n_clusters, sets, resolve_n_threads(n_threads));
-  return silhouette_values(sums, labels, n_clusters, sets, n);
+  const SumPlan plan = plan_sums(labels, n_clusters, sets, n);
+  const ClusterDistanceSums sums = cluster_distance_sums(X, n, d, mean, plan, resolve_n_threads(n_threads));
+  return silhouette_values(sums, plan.columns, labels, n_clusters, sets, n);
 }
 
 template <typename T>

@@ -185,7 +185,10 @@ TEST(NumericSilhouette, MatchesBruteForceAndMultiEqualsSingle) {
   auto single = silhouette_samples_multi(X.data(), n, d, {l2.data()}, {2}, 1);
   EXPECT_NEAR(ordered_mean(multi[0]), brute_silhouette(X, n, d, l3, 3), 1e-12);
   EXPECT_NEAR(ordered_mean(multi[1]), brute_silhouette(X, n, d, l2, 2), 1e-12);
-  EXPECT_EQ(multi[1], single[0]);
+  // The multi pass sums each cluster from the cells of the joint partition:
+  // the same values up to rounding (a different summation grouping).
+  ASSERT_EQ(multi[1].size(), single[0].size());
+  for (size_t i = 0; i < single[0].size(); ++i) EXPECT_NEAR(multi[1][i], single[0][i], 1e-13);
 }
 
 TEST(NumericSilhouette, RejectsBadLabels) {
@@ -211,7 +214,7 @@ TEST(NumericSweep, ScoresEqualSeparateSilhouettes) {
     auto fit = kmeans_fit(X.data(), n, d, ok);
     EXPECT_EQ(fit.labels, sweep.labels[s]);
     auto sil = silhouette_samples_multi(X.data(), n, d, {fit.labels.data()}, {static_cast<int32_t>(ok.n_clusters)}, 1);
-    EXPECT_EQ(ordered_mean(sil[0]), sweep.scores[s]);
+    EXPECT_NEAR(ordered_mean(sil[0]), sweep.scores[s], 1e-13);  // cells vs one labeling: rounding only
   }
   EXPECT_EQ(std::max_element(sweep.scores.begin(), sweep.scores.end()) - sweep.scores.begin(), 1);
 }

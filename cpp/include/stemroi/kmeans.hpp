@@ -1,6 +1,7 @@
 // K-means (scikit-learn 1.2 KMeans semantics): greedy k-means++ seeding,
-// Lloyd iterations with GEMM distances, tol scaled by the mean feature
-// variance, centre-shift convergence, empty-cluster relocation.
+// Lloyd iterations with Hamerly bounds and GEMM-form distances in double,
+// tol scaled by the mean feature variance, centre-shift convergence,
+// empty-cluster relocation.
 // Deterministic: the same seed gives bit-identical results whatever n_threads
 // (per-run seeds derived from the seed; every reduction in fixed order).
 #pragma once
@@ -18,9 +19,10 @@ struct KMeansOptions {
   double tol = 1e-4;   // relative: multiplied by the mean variance of the features
   uint64_t seed = 0;
   int n_threads = 0;   // <= 0: all cores
-  // CUDA: every Lloyd assignment runs on the GPU (exact distances, so the
-  // same labels as the CPU's bounded assignment); seeding and centre updates
-  // stay on the CPU, so centres, inertia and n_iter are the CPU's.
+  // CUDA: every Lloyd assignment runs on the GPU (exact distances in double;
+  // the CPU's bounded assignment uses the GEMM form in double, so the labels
+  // agree except on ties at double rounding level); seeding and centre
+  // updates stay on the CPU.
   ComputeDevice device;
 };
 

@@ -2,7 +2,12 @@
 // blocked and parallel over row blocks; distances and sums in double, so
 // float32 inputs are never upcast as a whole. Several labelings of the same
 // samples are scored in ONE pass over the pairwise distances, which is what
-// makes select_n_clusters cheap.
+// makes select_n_clusters cheap. When the joint partition of the labelings
+// (samples with the same label in every labeling) has fewer cells than the
+// labelings have clusters in all, distances are summed once per cell and each
+// cluster's sum is the sum of its cells': equal to scoring each labeling
+// alone up to rounding (a different summation grouping), still bit-identical
+// across thread counts.
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -98,17 +98,23 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     1/sqrt(block size) so each block carries the same total variance) ->
     ``stemroi.PCA(n_components)`` (int, variance fraction, or None to skip)
     -> ``stemroi.select_n_clusters`` over ``k_range``; the k with the largest
-    mean silhouette wins.
+    mean silhouette wins (``k_criteria`` / ``k_rule`` are passed to
+    ``select_n_clusters`` as ``criteria`` / ``rule``: ``k_criteria="all",
+    k_rule="silhouette_1se"`` adds the stability and gap criteria and picks k
+    by the one-standard-error rule on the resampled silhouette).
 
     Fitted attributes: ``extractor_``, ``features_`` (raw feature rows),
     ``mean_``, ``scale_``, ``pca_``, ``embedding_`` (what was clustered),
-    ``selection_`` (the engine's ``NClustersSelection``),
+    ``selection_`` (the engine's ``NClustersSelection``), ``novelty_`` (a
+    :class:`stemroi.detection.FeatureNovelty` on the embedding: the cluster
+    map marks tiles unlike the training patches as ``unfamiliar``),
     ``silhouette_scores_`` ({k: score}), ``inertias_``, ``n_clusters_``,
     ``labels_``, ``cluster_centers_``, ``labels_per_k_`` ({k: labels}).
     """
 
     def __init__(self, features="lattice_residual", *, standardize: bool = True, n_components=0.95,
-                 k_range=range(2, 11), n_init: int = 10, random_state=None, n_threads=None):
+                 k_range=range(2, 11), n_init: int = 10, random_state=None, n_threads=None,
+                 k_criteria="silhouette", k_rule=None):
         self.features = features
         self.standardize = standardize
         self.n_components = n_components
@@ -116,6 +122,8 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_init = n_init
         self.random_state = random_state
         self.n_threads = n_threads
+        self.k_criteria = k_criteria
+        self.k_rule = k_rule
 
     _fitted_attribute = "labels_"
 
@@ -172,7 +180,8 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         else:
             self.pca_ = None
         Z = np.ascontiguousarray(Z, dtype=np.float64)
-        sel = eng.select_n_clusters(Z, ks, n_init=n_init, random_state=self.random_state, n_threads=self.n_threads)
+        sel = eng.select_n_clusters(Z, ks, n_init=n_init, random_state=self.random_state, n_threads=self.n_threads,
+                                    criteria=self.k_criteria, rule=self.k_rule)
         self.embedding_ = Z
         self.selection_ = sel
         self.silhouette_scores_ = {int(k): float(s) for k, s in zip(sel.k_values, sel.scores)}
@@ -187,6 +196,11 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             self.cluster_centers_ = np.stack([Z[self.labels_ == c].mean(axis=0) for c in range(self.n_clusters_)])
         self.n_features_in_ = d
         self.pixel_size_ = pixel_size_
+        # unfamiliar-input score on the clustered embedding: Mahalanobis distance,
+        # threshold at the 99th percentile of held-out training rows
+        from ..detection._novelty import FeatureNovelty
+
+        self.novelty_ = FeatureNovelty(random_state=self.random_state).fit(Z) if len(Z) >= 4 else None
         return self
 
     def fit_predict(self, X, y=None) -> np.ndarray:

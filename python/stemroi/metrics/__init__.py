@@ -8,6 +8,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "cluster_accuracy": "._cluster",
     "cluster_confusion_matrix": "._cluster",
     "ClusterConfusion": "._cluster",
+    "adjusted_rand_score": "._cluster",
     "evaluate_clustering": "..cluster._patch_clusterer",
     "per_class_accuracy": "..cluster._patch_clusterer",
     "expected_calibration_error": "..models.calibration",

@@ -31,6 +31,7 @@ __all__ = [
     "cluster_accuracy",
     "cluster_confusion_matrix",
     "ClusterConfusion",
+    "adjusted_rand_score",
 ]
 
 
@@ -135,3 +136,33 @@ def cluster_accuracy(y_true, labels, *, sample_weighted: bool = False) -> float:
     if sample_weighted:
         return float(np.mean(matched / m.sum(axis=1)))
     return float(matched.sum() / m.sum())
+
+
+def adjusted_rand_score(labels_a, labels_b) -> float:
+    """Adjusted Rand index of two labelings of the same samples (Hubert and
+    Arabie 1985; scikit-learn's ``adjusted_rand_score``): 1 for identical
+    partitions (up to renaming), about 0 for independent ones. Two
+    single-cluster labelings (or no samples) score 1, as scikit-learn."""
+    a = np.asarray(labels_a)
+    if a.ndim != 1:
+        raise ValueError(f"labels_a: expected a 1-D array, got shape {a.shape}")
+    b = _check_labels(labels_b, a.shape[0], "labels_b")
+    n = a.shape[0]
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    ka, kb = int(ia.max(initial=-1)) + 1, int(ib.max(initial=-1)) + 1
+    if n == 0 or (ka == kb == 1) or (ka == kb == n):
+        return 1.0
+    cont = np.bincount(ia.astype(np.int64) * kb + ib, minlength=ka * kb).astype(np.float64)
+
+    def comb2(v):
+        return float(np.sum(v * (v - 1.0)) / 2.0)
+
+    sum_ij = comb2(cont)
+    sum_a = comb2(np.bincount(ia, minlength=ka).astype(np.float64))
+    sum_b = comb2(np.bincount(ib, minlength=kb).astype(np.float64))
+    expected = sum_a * sum_b / (n * (n - 1) / 2.0)
+    top = (sum_a + sum_b) / 2.0
+    if top == expected:
+        return 1.0
+    return float((sum_ij - expected) / (top - expected))
