@@ -9,6 +9,8 @@ One run prints, for 224 and 64 inputs, batch 16, 2 threads:
     an upper bound that real convolutions can approach, not the CPU's
     theoretical FMA rate;
   * the BF16 feature cosine to FP32;
+  * the same ratios on CPU-wall time (process CPU seconds / threads), which
+    does not count the time slices other processes take on a loaded machine;
   * dense mode at stride 16 on the 768x768 CdTe image vs per-patch extraction
     (time of all 2025 windows; per-patch is timed on a subset and scaled
     unless --full), with the cosine between the two on that subset.
@@ -63,17 +65,25 @@ def timed(fn, reps: int) -> float:
     return best
 
 
-def interleaved(candidates: dict, rounds: int) -> dict:
-    """Best time of each candidate over ``rounds`` round-robin passes (after one
-    warm-up each): on a shared machine the load hits all candidates alike."""
+def interleaved(candidates: dict, rounds: int, cpu_best: dict = None) -> dict:
+    """Best wall time of each candidate over ``rounds`` round-robin passes (after
+    one warm-up each): on a shared machine the load hits all candidates alike.
+    ``cpu_best`` (optional) receives each candidate's best CPU-wall time: the
+    process's CPU seconds / torch threads, which does not count the time
+    slices other processes take (the fair measure on a loaded machine)."""
     for fn in candidates.values():
         fn()
     best = {k: float("inf") for k in candidates}
+    cpu = {k: float("inf") for k in candidates}
+    threads = torch.get_num_threads()
     for _ in range(rounds):
         for name, fn in candidates.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             best[name] = min(best[name], time.perf_counter() - t)
+            cpu[name] = min(cpu[name], (time.process_time() - c) / threads)
+    if cpu_best is not None:
+        cpu_best.update(cpu)
     return best
 
 
@@ -182,7 +192,8 @@ def main(argv=None) -> int:
             "stemroi FP32": lambda: exts["float32"].transform(patches),
             "stemroi BF16": lambda: exts["bfloat16"].transform(patches),
         }
-        times = interleaved(candidates, rounds)
+        cpu_times = {}
+        times = interleaved(candidates, rounds, cpu_times)
         peak = max(peak, peak_now())
         best_name = min(("torchvision channels_last", "torchvision mkldnn"), key=times.get)
         res = {"torchvision eager": times["torchvision eager"],
@@ -197,6 +208,11 @@ def main(argv=None) -> int:
             gfs = gf / dt
             print(f"  {name:34s} {rate:8.2f} patches/s  {gfs:7.1f} GFLOP/s  {100 * gfs / peak:5.1f}% of FP32 peak"
                   f"  x{base / dt:4.2f} vs eager  x{best_tv / dt:4.2f} vs torchvision best")
+        c_best = min(cpu_times["torchvision channels_last"], cpu_times["torchvision mkldnn"])
+        print(f"  CPU-wall s (loaded machine): " + ", ".join(f"{k} {v:.3f}" for k, v in cpu_times.items()))
+        print(f"  CPU-wall ratios: stemroi FP32 x{c_best / cpu_times['stemroi FP32']:.2f} vs torchvision best, "
+              f"x{cpu_times['torchvision eager'] / cpu_times['stemroi FP32']:.2f} vs eager; BF16 "
+              f"x{cpu_times['stemroi FP32'] / cpu_times['stemroi BF16']:.2f} vs stemroi FP32")
         rel = np.abs(f32 - ref).max() / np.abs(ref).max()
         cos = cosine(fbf, f32)
         print(f"  stemroi FP32 vs torchvision: max rel diff {rel:.2e}")

@@ -252,3 +252,64 @@ def test_real_cdte_image_windows(ayyubi_dir):
     assert feats.shape == (4, 512) and np.isfinite(feats).all() and (feats >= 0).all()
     dense, _ = extract_image_features(crop, VGG16Features(input_size=None, dense=True), 64, 32)
     assert dense.shape == (9, 512)
+
+
+def _window_weights(start: float, length: float, n_cells: int) -> np.ndarray:
+    """Fraction of the span [start, start + length) (in map cells) on each cell, over the cells that exist."""
+    w = np.array([max(0.0, min(start + length, j + 1) - max(start, j)) for j in range(n_cells)])
+    return w / w.sum()
+
+
+@pytest.mark.parametrize("size, patch, stride, shape", [(None, 64, 16, (160, 128)), (56, 16, 8, (48, 40))])
+def test_dense_is_one_fully_convolutional_pass(tv_model, pth_path, size, patch, stride, shape, rng):
+    # Dense mode = torchvision's features over the whole resized image (one
+    # fully convolutional pass), each window pooled as the area-weighted mean
+    # of the block5 cells its resized footprint covers: windows on the 32-px
+    # cell grid are plain means of whole cells, the others weight the partly
+    # covered cells by their overlap. Checked for every window, at the native
+    # scale and at a x3.5 scale (as 64 -> 224).
+    image = rng.random(shape, dtype=np.float32)
+    ext = VGG16Features(weights=pth_path, input_size=size, dense=True, n_threads=2)
+    feats, origins = extract_image_features(image, ext, patch, stride)
+    scale = (size or patch) / patch
+    rh, rw = round(shape[0] * scale), round(shape[1] * scale)
+    with torch.inference_mode():
+        x = reference_input(image[None], None, "torchvision")
+        if scale != 1:
+            x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False)
+        fmap = tv_model(x)[0].numpy().astype(np.float64)  # (512, rh // 32, rw // 32)
+    ref = np.stack([
+        np.einsum("i,cij,j->c", _window_weights(r * scale / 32, patch * scale / 32, fmap.shape[1]), fmap,
+                  _window_weights(c * scale / 32, patch * scale / 32, fmap.shape[2]))
+        for r, c in origins
+    ])
+    assert rel_err(feats, ref) < 1e-4
+    # Strips: a few rows of cells at a time with a 96-px halo give the one-pass result.
+    strips, _ = ext.model_.dense(image, patch, stride, ext.layers_, input_size=size or 0,
+                                 preprocessing="torchvision", n_threads=2, strip_bytes=rw * 64 * 4 * (192 + 32))
+    assert rel_err(strips, feats) < 1e-5
+
+
+@pytest.mark.parametrize("size", [None, 112])
+def test_dense_window_without_context_equals_per_patch(size, rng):
+    # A window that is the whole image has no context: dense == per patch. Other
+    # windows differ only by their context (per patch the network zero-pads at
+    # the window border and the resize clamps there; dense sees the neighbours).
+    image = rng.random((64, 64), dtype=np.float32)
+    dense = VGG16Features(input_size=size, dense=True, random_state=3, n_threads=2)
+    f_dense, origins = extract_image_features(image, dense, 64, 16)
+    assert origins.tolist() == [[0, 0]]
+    f_patch = VGG16Features(input_size=size, random_state=3, n_threads=2).transform(image[None])
+    assert rel_err(f_dense, f_patch) < 1e-5
+
+
+def test_sub_batches_keep_results_independent_of_batch_size(rng):
+    # On the CPU a batch runs through the network in sub-batches of <= 16 MiB of
+    # first-block activation (2 patches at 160 x 160 in float32): batch sizes 3
+    # and 2 give the same sub-batches, hence the same bits; one patch per pass
+    # may make oneDNN pick another blocking (equal to rounding).
+    patches = rng.random((3, 40, 40), dtype=np.float32)
+    kw = dict(input_size=160, layer="block1_pool", random_state=6, n_threads=2)
+    a = VGG16Features(batch_size=3, **kw).transform(patches)
+    np.testing.assert_array_equal(VGG16Features(batch_size=2, **kw).transform(patches), a)
+    assert rel_err(VGG16Features(batch_size=1, **kw).transform(patches), a) < 1e-5

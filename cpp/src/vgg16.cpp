@@ -337,6 +337,17 @@ torch::Tensor VGG16Impl::extract(const torch::Tensor& patches, const VGG16Featur
   for (const auto& t : taps)
     pooled_dim(t, opt.pooling, s_h, s_w);  // validates pooling
   const int64_t d = feature_dim(opt, s_h, s_w);
+  // oneDNN on the CPU is fastest when one pass's first-block activation stays
+  // about cache-sized: each batch runs through the network in sub-batches of
+  // at most kSubBatchBytes of it (2 Zen 5 cores, 224 input: 1 patch per pass
+  // FP32 and 2 BF16 are 16 % / 24 % faster than 16; at 64 input the sub-batch
+  // is the batch). Sub-batches depend only on batch_size, input size and dtype:
+  // the same call gives the same bits.
+  constexpr int64_t kSubBatchBytes = int64_t(16) << 20;
+  const int64_t first_block_bytes = 64 * s_h * s_w * (dtype == torch::kBFloat16 ? 2 : 4);
+  const int64_t sub = backend == "mkldnn"
+                          ? std::max<int64_t>(1, std::min<int64_t>(opt.batch_size, kSubBatchBytes / first_block_bytes))
+                          : opt.batch_size;
   TorchThreadsGuard threads(opt.n_threads);
   c10::InferenceMode guard;
   auto out = torch::empty({n, d}, torch::kFloat32);
@@ -347,10 +358,13 @@ torch::Tensor VGG16Impl::extract(const torch::Tensor& patches, const VGG16Featur
       auto x = network_input(patches.slice(0, start, stop), opt.input_size, opt.input_size, norm,
                              ResizeMethod::Bilinear, opt.n_threads)
                    .to(device);
-      auto maps = run_taps(x, taps, backend, dtype);
-      std::vector<torch::Tensor> parts;
-      for (auto& m : maps) parts.push_back(pool_map(m, opt.pooling));
-      out.slice(0, start, stop).copy_(torch::cat(parts, 1).to(torch::kCPU));
+      for (int64_t s0 = 0; s0 < stop - start; s0 += sub) {
+        const int64_t s1 = std::min(stop - start, s0 + sub);
+        auto maps = run_taps(x.slice(0, s0, s1), taps, backend, dtype);
+        std::vector<torch::Tensor> parts;
+        for (auto& m : maps) parts.push_back(pool_map(m, opt.pooling));
+        out.slice(0, start + s0, start + s1).copy_(torch::cat(parts, 1).to(torch::kCPU));
+      }
       if (progress) progress(stop, n);
     }
   }

@@ -107,7 +107,9 @@ class VGG16Impl : public Backbone {
   // exact), and each window's features are the area-weighted average of the
   // map cells its resized footprint covers. pooling must be "avg". Equals
   // extract() up to the context the network sees beyond each window's border
-  // (per-patch inputs are zero-padded there) and the bilinear edge pixels.
+  // (per-patch inputs are zero-padded there) and the bilinear edge pixels:
+  // a window that is the whole image equals extract(). The strips repeat only
+  // their halo rows; the result equals one pass over the image to rounding.
   DenseFeatures dense(const torch::Tensor& image, int64_t patch, int64_t stride,
                       const VGG16FeatureOptions& opt, const ProgressFn& progress = {});
 

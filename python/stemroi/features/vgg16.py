@@ -104,7 +104,8 @@ class VGG16Features(TransformerMixin, BaseEstimator):
         docs/weights.md).
     dense : bool
         Used by :func:`extract_image_features`: overlapping windows are pooled
-        from one pass of the network over the whole image.
+        from one fully convolutional pass of the network over the whole
+        (resized) image, in strips (see there for the per-patch equivalence).
     backend : "auto", "mkldnn", "channels_last" or "eager"
         CPU kernels layout; "auto" picks oneDNN blocked tensors with
         pre-reordered weights (the fastest measured).
@@ -273,6 +274,22 @@ def extract_image_features(
     over the resized image and each window's features are the area-weighted
     average of the block maps under it (only ``pooling="avg"``); otherwise
     every window is a patch of its own (processed ``chunk`` at a time).
+
+    Dense mode, exactly: the image is resized by ``input_size / patch_size``
+    (bilinear, as one image), the network runs over it as one fully
+    convolutional pass (computed in strips of whole 32-pixel cell rows with a
+    96-pixel halo, more than block5's 90-pixel reach, so the strips give the
+    one-pass result to float rounding; the halo rows, about 7 % at the
+    224-equivalent scale of a 768 frame, are the only repeated work), and
+    window k gets the mean of the map cells its resized footprint covers,
+    partly covered cells weighted by their overlap. Windows whose resized
+    origin lies on the 32-pixel cell grid (native scale: origins multiple of
+    32; 64 -> 224: multiple of 64) are plain means of whole cells. A window
+    equals its per-patch features when it has no context (the window is the
+    whole image); elsewhere the two differ only by context: per patch the
+    convolutions zero-pad at the window border and the resize clamps there,
+    while dense mode sees the neighbouring pixels (tests/test_vgg16.py checks
+    both statements; benchmarks/vgg16.py reports the per-patch cosine).
     """
     if not isinstance(extractor, VGG16Features):
         raise TypeError(f"extractor must be a VGG16Features, got {type(extractor).__name__}")
