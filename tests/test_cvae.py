@@ -66,7 +66,7 @@ def test_planted_vacancy_scores_above_bulk_band(fitted):
     e_bulk = fitted.score(bulk, kind="energy")
     assert np.all(e_defect > fitted.energy_threshold_), (e_defect, fitted.energy_threshold_)
     assert np.all(e_defect > e_bulk)
-    assert fitted.predict(defect).all()
+    assert fitted.predict(defect, calibration_mode="fixed").all()  # 4 curated crops: the learnt threshold
     # the study's (signed) ANM separates them too: every vacancy crop lies further
     # from zero than any held-out bulk crop, and the vacancy (missing intensity) is negative
     anm = fitted.score(defect, kind="anm")
@@ -90,7 +90,8 @@ def test_signed_detector_gives_the_polarity(fitted):
     assert np.all(sb["brighter"] - tb > sb["darker"] - td)
     model = BulkCVAE(**{**fitted.get_params(), "detector": "signed"})
     model.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
-    assert model.predict(vacancy).all() and model.predict(bright).all()
+    assert model.predict(vacancy, calibration_mode="fixed").all()
+    assert model.predict(bright, calibration_mode="fixed").all()
     with pytest.raises(ValueError, match=r"signed_quantiles must be two quantiles \(darker, brighter\)"):
         BulkCVAE(signed_quantiles=(0.9,)).fit(bulk)
 
@@ -160,7 +161,8 @@ def test_save_load_round_trip_is_exact(fitted, tmp_path):
     assert loaded.energy_threshold_ == fitted.energy_threshold_
     assert loaded.signed_thresholds_ == fitted.signed_thresholds_
     assert loaded.get_params() == fitted.get_params()
-    np.testing.assert_array_equal(loaded.predict(crops), fitted.predict(crops))
+    np.testing.assert_array_equal(loaded.predict(crops, calibration_mode="fixed"),
+                                  fitted.predict(crops, calibration_mode="fixed"))
     _, meta = stemroi.io.load_model_file(path)
     assert meta["architecture"] == "cvae"
     assert meta["model_card"]["epochs"] == 10

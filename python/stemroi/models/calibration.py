@@ -3,6 +3,12 @@
 Temperature scaling (Guo et al. 2017) divides the logits by one scalar T > 0
 fitted by minimising the negative log-likelihood on held-out (validation)
 groups; it changes confidences, never the predicted class.
+
+Per-image thresholds (:func:`robust_offset`, :func:`per_image_threshold`) move an
+anomaly-score threshold learnt on one image to another: the threshold keeps its
+distance from the bulk median in robust units (1.4826 * MAD), measured on the
+reference image's bulk crops and re-applied to the new image's own crop scores,
+most of which are bulk (``BulkCVAE(calibration_mode="per_image_threshold")``).
 """
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ import numpy as np
 
 from .._validation import check_array, check_positive_int
 
-__all__ = ["expected_calibration_error", "fit_temperature", "softmax"]
+__all__ = ["expected_calibration_error", "fit_temperature", "softmax", "robust_location_scale", "robust_offset",
+           "per_image_threshold"]
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -79,3 +86,47 @@ def fit_temperature(logits, y_true, bounds=(0.05, 20.0)) -> float:
     if min(res.x - lo, hi - res.x) < 1e-3 * (hi - lo):
         return 1.0  # optimum on a bound: T is not identifiable from these data
     return t if nll(res.x) <= nll(0.0) else 1.0
+
+
+# ---------------------------------------------------------------------------
+# per-image calibration of anomaly-score thresholds
+# ---------------------------------------------------------------------------
+#: MAD -> standard deviation of a normal distribution
+MAD_TO_SD = 1.482602218505602
+
+
+def robust_location_scale(scores, *, name: str = "scores"):
+    """``(median, 1.4826 * MAD)`` of ``scores`` (1-D, finite): the location and
+    scale of the bulk when at least half of ``scores`` come from bulk crops."""
+    s = check_array(scores, name=name, ndim=1, dtype=(np.float64,)).astype(np.float64, copy=False)
+    med = float(np.median(s))
+    return med, float(MAD_TO_SD * np.median(np.abs(s - med)))
+
+
+def robust_offset(bulk_scores, threshold: float, *, name: str = "bulk_scores") -> float:
+    """The threshold of the reference (training) image in robust units:
+    ``c = (threshold - median) / scale`` of its bulk ``bulk_scores``
+    (:func:`robust_location_scale`). :func:`per_image_threshold` with this
+    ``c`` applied to the same scores gives ``threshold`` back."""
+    med, scale = robust_location_scale(bulk_scores, name=name)
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    if scale <= 0:
+        raise ValueError(f"{name}: the MAD is 0 (more than half of the scores are equal to {med!r}); "
+                         "a per-image threshold needs a spread of bulk scores")
+    return float((float(threshold) - med) / scale)
+
+
+def per_image_threshold(scores, c: float, *, name: str = "scores") -> float:
+    """``median + c * scale`` of one image's own crop ``scores`` (most of them
+    bulk): the threshold that sits at the same robust distance from that
+    image's bulk as the reference threshold sat from the reference bulk
+    (``c`` from :func:`robust_offset`, chosen on the reference image only).
+    ValueError when the scores have no spread (MAD 0)."""
+    med, scale = robust_location_scale(scores, name=name)
+    if not np.isfinite(c):
+        raise ValueError(f"c must be finite, got {c!r}")
+    if scale <= 0:
+        raise ValueError(f"{name}: the MAD is 0 (more than half of the scores are equal to {med!r}); "
+                         "a per-image threshold needs a spread of bulk scores")
+    return float(med + float(c) * scale)

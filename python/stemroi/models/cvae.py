@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -32,11 +33,17 @@ from ..io._readers import to_grey
 from ..preprocessing.filters import gaussian_filter
 from ..preprocessing.transforms import divide_by_max
 from ..preprocessing._resample import card_pixel_size, recorded_pixel_size
+from .calibration import per_image_threshold, robust_offset
 
 __all__ = ["BulkCVAE", "preprocess_crops", "anm_scores", "local_energy_scores", "random_crops"]
 
 _DETECTORS = ("anm", "energy", "signed")
 _SCORE_KINDS = ("anm", "anm_abs", "energy", "darker", "brighter")
+_CALIBRATION_MODES = ("per_image", "per_image_threshold", "fixed")
+#: percentile of a crop taken as its low intensity level (per-image intensity calibration)
+INTENSITY_PERCENTILE = 1.0
+#: fewer crops than this: a per-image threshold falls back to the fixed one (with a warning)
+MIN_IMAGE_CROPS = 32
 
 
 # ---------------------------------------------------------------------------
@@ -133,6 +140,25 @@ def local_energy_scores(difference, *, window: int = 9, n_threads=None):
     return _core.local_energy_scores(d, window, check_n_threads(n_threads))
 
 
+def _jsonable(cal):
+    """``per_image_calibration_`` as JSON-ready lists (None stays None)."""
+    if cal is None:
+        return None
+    return {"band": list(cal["band"]), "energy": float(cal["energy"]), "signed": list(cal["signed"]),
+            "scores": {k: np.asarray(v).tolist() for k, v in cal["scores"].items()}}
+
+
+def _low_levels(x: np.ndarray) -> np.ndarray:
+    """Each crop's low intensity level: its ``INTENSITY_PERCENTILE`` percentile, (n,) float32."""
+    return np.percentile(x.reshape(len(x), -1), INTENSITY_PERCENTILE, axis=1).astype(np.float32)
+
+
+def _check_calibration_mode(mode) -> str:
+    if not isinstance(mode, str) or mode not in _CALIBRATION_MODES:
+        raise ValueError(f"calibration_mode must be one of {_CALIBRATION_MODES}, got {mode!r}")
+    return mode
+
+
 # ---------------------------------------------------------------------------
 # estimator
 # ---------------------------------------------------------------------------
@@ -188,6 +214,24 @@ class BulkCVAE(BaseEstimator):
     signed_quantiles : (float, float)
         Bulk quantiles (darker, brighter) of the two one-sided tests;
         about (1 - q_d) + (1 - q_b) of bulk crops are flagged.
+    calibration_mode : {"per_image", "per_image_threshold", "fixed"}
+        How a new image meets the calibration. "per_image": each
+        crop's low intensity level (its 1st percentile after blur and
+        max-normalisation) is mapped to the calibration bulk's before
+        reconstruction (:meth:`calibrated_input`), which undoes a detector
+        offset/contrast change of the new image; the bulk threshold is the
+        calibrated one. "per_image_threshold": the same, and the threshold is
+        re-placed on each image at median + c * MAD of that image's own crop
+        scores (most crops being bulk; ``c``, the calibrated threshold's
+        distance from the calibration bulk in the same units, comes from the
+        training image only); the image is the crops given to ``predict`` (or
+        their ``reference=``) and every crop of :func:`anomaly_map`; with fewer
+        than ``MIN_IMAGE_CROPS`` (32) crops, or no spread in their scores, the
+        calibrated threshold is used with a warning. "fixed" (default): the
+        study's rule, crops as they are and the calibrated threshold. "per_image"
+        measures best across acquisition sessions (docs/cvae.md) but is not the
+        default yet: on a synthetic frame with a large dark square (the CLI test)
+        the square sets its crop's low level and the map's top tile moved off it.
     warm_start : bool
         Continue training the fitted network on the next ``fit``
         (``epochs`` more epochs; Adam's moments restart) instead of a fresh one.
@@ -210,7 +254,8 @@ class BulkCVAE(BaseEstimator):
                  calibration_fraction: float = 0.2, detector: str = "anm", threshold: float = 0.2,
                  half_window: int = 6, band_std: float = 1.5, energy_window: int = 9,
                  energy_quantile: float = 0.99, signed_sigma: float = 2.5, signed_quantiles=(0.98, 0.97),
-                 warm_start: bool = False, random_state=None, n_threads=None, device: str = "cpu"):
+                 calibration_mode: str = "fixed", warm_start: bool = False, random_state=None,
+                 n_threads=None, device: str = "cpu"):
         self.latent_dim = latent_dim
         self.variant = variant
         self.epochs = epochs
@@ -228,6 +273,7 @@ class BulkCVAE(BaseEstimator):
         self.energy_quantile = energy_quantile
         self.signed_sigma = signed_sigma
         self.signed_quantiles = signed_quantiles
+        self.calibration_mode = calibration_mode
         self.warm_start = warm_start
         self.random_state = random_state
         self.n_threads = n_threads
@@ -264,6 +310,7 @@ class BulkCVAE(BaseEstimator):
                              f"got {self.signed_quantiles!r}")
         if not (float(self.band_std) > 0):
             raise ValueError(f"band_std must be > 0, got {self.band_std!r}")
+        _check_calibration_mode(self.calibration_mode)
 
     def _prepare(self, X, *, preprocessed: bool = False) -> np.ndarray:
         x = check_array(X, name="crops", ndim=(2, 3), dtype=(np.float32, np.float64))
@@ -336,25 +383,42 @@ class BulkCVAE(BaseEstimator):
         self.training_data_ = source
         self.pixel_size_ = pixel_size_
         self.calibrate(cal, preprocessed=True)
+        from ..detection._novelty import fit_cvae_novelty
+        self.novelty_ = fit_cvae_novelty(self, crops, cal, seed)
         return self
 
     def calibrate(self, bulk_crops, *, preprocessed: bool = False) -> "BulkCVAE":
         """Set the bulk band (ANM mean +- band_std * std) and the energy
-        threshold (bulk ``energy_quantile``) from held-out bulk crops."""
+        threshold (bulk ``energy_quantile``) from held-out bulk crops: on the
+        crops as they are (``band_``, ``energy_threshold_``,
+        ``signed_thresholds_``: ``calibration_mode="fixed"``) and on the
+        intensity-calibrated crops (``per_image_calibration_``: the per-image
+        modes), with the bulk's low intensity level ``intensity_level_``."""
         self._check_fitted()
-        s = self.score_all(bulk_crops, preprocessed=preprocessed)
-        anm = s["anm"].astype(np.float64)
+        x = self._prepare(bulk_crops, preprocessed=preprocessed)
+        n_threads = check_n_threads(self.n_threads)
+        # the bulk's low intensity level (median over crops of each crop's 1st percentile, after
+        # blur and max-normalisation): per-image calibration brings every crop of a new image to it
+        self.intensity_level_ = float(np.median(_low_levels(x)))
+        s = self._scores_of_difference(x - self.model_.reconstruct(x, 64, n_threads))
         self.calibration_scores_ = {k: v.astype(np.float64) for k, v in s.items()}
-        mu, sd = float(anm.mean()), float(anm.std())
-        if sd == 0:  # as published: a degenerate bulk gets a fixed +-0.1 band
-            self.band_ = (-0.1, 0.1)
-        else:
-            self.band_ = (mu - float(self.band_std) * sd, mu + float(self.band_std) * sd)
-        self.energy_threshold_ = float(np.quantile(s["energy"].astype(np.float64), float(self.energy_quantile)))
-        qd, qb = (float(v) for v in self.signed_quantiles)
-        self.signed_thresholds_ = (float(np.quantile(s["darker"].astype(np.float64), qd)),
-                                   float(np.quantile(s["brighter"].astype(np.float64), qb)))
+        fixed = self._thresholds_of(self.calibration_scores_)
+        self.band_, self.energy_threshold_, self.signed_thresholds_ = fixed["band"], fixed["energy"], fixed["signed"]
+        xc = self.calibrated_input(x, calibration_mode="per_image")
+        sc = self._scores_of_difference(xc - self.model_.reconstruct(xc, 64, n_threads))
+        scores = {k: v.astype(np.float64) for k, v in sc.items()}
+        self.per_image_calibration_ = dict(self._thresholds_of(scores), scores=scores)
         return self
+
+    def _thresholds_of(self, s: Dict[str, np.ndarray]) -> Dict[str, Any]:
+        """Band, energy and signed thresholds of calibration bulk scores ``s``."""
+        anm = s["anm"]
+        mu, sd = float(anm.mean()), float(anm.std())
+        # as published: a degenerate bulk gets a fixed +-0.1 band
+        band = (-0.1, 0.1) if sd == 0 else (mu - float(self.band_std) * sd, mu + float(self.band_std) * sd)
+        qd, qb = (float(v) for v in self.signed_quantiles)
+        return {"band": band, "energy": float(np.quantile(s["energy"], float(self.energy_quantile))),
+                "signed": (float(np.quantile(s["darker"], qd)), float(np.quantile(s["brighter"], qb)))}
 
     # -- inference -----------------------------------------------------------------
     def reconstruct(self, X, *, preprocessed: bool = False, batch_size: int = 64) -> np.ndarray:
@@ -369,17 +433,37 @@ class BulkCVAE(BaseEstimator):
         x = self._prepare(X, preprocessed=preprocessed)
         return self.model_.encode(x, 64, check_n_threads(self.n_threads))[0]
 
-    def difference(self, X, *, preprocessed: bool = False) -> np.ndarray:
-        """input - reconstruction, (n, s, s) float32 (input preprocessed)."""
+    def calibrated_input(self, crops, *, calibration_mode: Optional[str] = None) -> np.ndarray:
+        """Preprocessed crops (n, s, s) as the detector sees them: with
+        ``calibration_mode`` "per_image" or "per_image_threshold" (None: the
+        estimator's) each crop's low intensity level (its 1st percentile) is
+        mapped linearly to the calibration bulk's (``intensity_level_``), the
+        maximum staying 1, which undoes a detector offset or contrast change;
+        "fixed" returns them unchanged."""
+        mode = _check_calibration_mode(self.calibration_mode if calibration_mode is None else calibration_mode)
+        ref = getattr(self, "intensity_level_", None)
+        x = np.asarray(crops, dtype=np.float32)
+        if mode == "fixed" or ref is None or len(x) == 0:
+            return x
+        lo = _low_levels(x)[:, None, None]
+        gain = (1.0 - ref) / np.maximum(1.0 - lo, 1e-6)
+        return np.ascontiguousarray(np.clip(ref + (x - lo) * gain, 0.0, 1.0), dtype=np.float32)
+
+    def difference(self, X, *, preprocessed: bool = False, calibration_mode: Optional[str] = None) -> np.ndarray:
+        """input - reconstruction, (n, s, s) float32 (input preprocessed and,
+        per ``calibration_mode``, intensity-calibrated: :meth:`calibrated_input`)."""
         self._check_fitted()
-        x = self._prepare(X, preprocessed=preprocessed)
+        x = self.calibrated_input(self._prepare(X, preprocessed=preprocessed), calibration_mode=calibration_mode)
         return x - self.model_.reconstruct(x, 64, check_n_threads(self.n_threads))
 
-    def score_all(self, X, *, preprocessed: bool = False) -> Dict[str, np.ndarray]:
+    def score_all(self, X, *, preprocessed: bool = False,
+                  calibration_mode: Optional[str] = None) -> Dict[str, np.ndarray]:
         """All continuous scores: ``anm`` (signed, published), ``anm_abs``, ``energy``,
         and ``darker`` / ``brighter`` (largest Gaussian-smoothed residual below /
-        above the reconstruction)."""
-        return self._scores_of_difference(self.difference(X, preprocessed=preprocessed))
+        above the reconstruction), of the intensity-calibrated crops unless
+        ``calibration_mode="fixed"``."""
+        return self._scores_of_difference(self.difference(X, preprocessed=preprocessed,
+                                                          calibration_mode=calibration_mode))
 
     def _scores_of_difference(self, d: np.ndarray) -> Dict[str, np.ndarray]:
         n_threads = check_n_threads(self.n_threads)
@@ -390,36 +474,137 @@ class BulkCVAE(BaseEstimator):
         return {"anm": signed, "anm_abs": absolute, "energy": energy,
                 "darker": -flat.min(axis=1), "brighter": flat.max(axis=1)}
 
-    def score(self, X, *, kind: Optional[str] = None, preprocessed: bool = False) -> np.ndarray:
+    def score(self, X, *, kind: Optional[str] = None, preprocessed: bool = False,
+              calibration_mode: Optional[str] = None) -> np.ndarray:
         """Continuous anomaly score per crop (higher = more anomalous for
         ``energy`` and ``anm_abs``; ``anm`` is the signed published score whose
         distance from the bulk band matters). ``kind`` defaults to the detector."""
         kind = kind or self.detector
         if kind not in _SCORE_KINDS:
             raise ValueError(f"kind must be one of {_SCORE_KINDS}, got {kind!r}")
-        return self.score_all(X, preprocessed=preprocessed)[kind]
+        return self.score_all(X, preprocessed=preprocessed, calibration_mode=calibration_mode)[kind]
 
-    def decision_function(self, X, *, preprocessed: bool = False) -> np.ndarray:
-        """Signed distance outside the bulk band (> 0 means flagged)."""
+    def decision_function(self, X, *, preprocessed: bool = False, calibration_mode: Optional[str] = None,
+                          reference=None) -> np.ndarray:
+        """Signed distance outside the bulk band (> 0 means flagged).
+
+        ``calibration_mode`` (None: the estimator's): "per_image" scores the
+        intensity-calibrated crops (:meth:`calibrated_input`) against the
+        calibrated thresholds; "per_image_threshold" also re-places the
+        threshold from the scores of ``reference`` (crops (n, s, s) or a 2-D
+        image of the same image as ``X``) or, without ``reference``, of ``X``
+        itself (see :meth:`thresholds`), so ``X`` should then be the crops of
+        one image, most of them bulk; "fixed": raw crops, calibrated thresholds."""
         self._check_fitted()
-        s = self.score_all(X, preprocessed=preprocessed)
-        return self._decision(s)
+        mode = _check_calibration_mode(self.calibration_mode if calibration_mode is None else calibration_mode)
+        ref = None
+        if reference is not None and mode == "per_image_threshold":
+            ref = self._reference_scores(reference, preprocessed, mode)
+        s = self.score_all(X, preprocessed=preprocessed, calibration_mode=mode)
+        if mode != "per_image_threshold":
+            return self._decision(s, self._fixed_thresholds(mode))
+        return self._decision(s, self._image_thresholds(s if ref is None else ref))
 
-    def _decision(self, s: Dict[str, np.ndarray]) -> np.ndarray:
+    def thresholds(self, X=None, *, calibration_mode: Optional[str] = None,
+                   preprocessed: bool = False) -> Dict[str, Any]:
+        """The thresholds that apply to the image whose crops (n, s, s) or 2-D
+        image ``X`` is given, or whose crops' :meth:`score_all` dict it is:
+        ``band`` (ANM, low and high), ``energy`` and ``signed`` (darker,
+        brighter), and ``mode``. They are the calibrated ("fixed") ones except
+        with ``calibration_mode="per_image_threshold"``, where the detector's own
+        thresholds keep their robust distance (in MADs) from the bulk median,
+        measured on the calibration crops, but from this image's median and MAD
+        (``mode`` "per_image_threshold"; "fixed" when that fit was not possible)."""
+        self._check_fitted()
+        mode = _check_calibration_mode(self.calibration_mode if calibration_mode is None else calibration_mode)
+        if X is None or mode != "per_image_threshold":
+            return self._fixed_thresholds(mode)
+        if isinstance(X, dict):
+            missing = [k for k in ("anm", "energy", "darker", "brighter") if k not in X]
+            if missing:
+                raise ValueError(f"X: a dict of scores needs the keys of score_all(), missing {missing}")
+            return self._image_thresholds({k: np.asarray(v, dtype=np.float64) for k, v in X.items()})
+        return self._image_thresholds(self._reference_scores(X, preprocessed, mode))
+
+    def _fixed_thresholds(self, mode: str = "fixed") -> Dict[str, Any]:
+        """The calibrated thresholds of ``mode``: of the raw calibration crops ("fixed") or of the
+        intensity-calibrated ones (the per-image modes; ``mode`` in the result says which)."""
+        cal = getattr(self, "per_image_calibration_", None)
+        if mode != "fixed" and cal is not None:
+            return {"mode": "per_image", "band": tuple(cal["band"]), "energy": float(cal["energy"]),
+                    "signed": tuple(cal["signed"])}
+        return {"mode": "fixed", "band": tuple(self.band_), "energy": float(self.energy_threshold_),
+                "signed": tuple(self.signed_thresholds_)}
+
+    def _reference_scores(self, reference, preprocessed: bool, mode: str) -> Dict[str, np.ndarray]:
+        arr = np.asarray(reference) if not isinstance(reference, np.ndarray) else reference
+        if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
+            # a whole image: its crops on a half-overlapping grid (plus crops flush with the edges)
+            from ..preprocessing.grid import PatchGrid
+
+            img = _image_2d(arr, name="reference")
+            s = int(self.crop_size)
+            if min(img.shape) < s:
+                raise ValueError(f"reference: image must be at least {s}x{s} (crop_size), got shape {img.shape}")
+            arr = PatchGrid(patch_size=s, stride=max(1, s // 2), edge="shift", n_threads=self.n_threads).extract(img)
+            preprocessed = False
+        return self.score_all(arr, preprocessed=preprocessed, calibration_mode=mode)
+
+    def _image_thresholds(self, ref: Dict[str, np.ndarray]) -> Dict[str, Any]:
+        """Per-image thresholds from the image's own crop scores ``ref``: each
+        fixed threshold keeps its robust distance (in MADs) from the bulk median,
+        measured on the calibration crops, but from this image's median and MAD."""
+        fixed = self._fixed_thresholds("per_image")
+        n = len(ref["energy"])
+        if n < MIN_IMAGE_CROPS:
+            warnings.warn(f"per-image calibration needs at least {MIN_IMAGE_CROPS} crops of the image, got {n}; "
+                          "using the fixed thresholds (pass reference= with the whole image's crops, or "
+                          "calibration_mode='fixed')", UserWarning, stacklevel=4)
+            return fixed
+        cal = self.per_image_calibration_["scores"] if fixed["mode"] == "per_image" else self.calibration_scores_
+        out = dict(fixed, mode="per_image_threshold", n_crops=int(n))
+        try:  # only the detector's own thresholds move; the others stay as calibrated
+            if self.detector == "anm":
+                out["band"] = tuple(per_image_threshold(ref["anm"], robust_offset(cal["anm"], t), name="anm scores")
+                                    for t in fixed["band"])
+            elif self.detector == "energy":
+                out["energy"] = per_image_threshold(ref["energy"], robust_offset(cal["energy"], fixed["energy"]),
+                                                    name="energy scores")
+            else:
+                out["signed"] = tuple(per_image_threshold(ref[k], robust_offset(cal[k], t), name=f"{k} scores")
+                                      if np.isfinite(t) else t
+                                      for k, t in zip(("darker", "brighter"), fixed["signed"]))
+        except ValueError as exc:  # no spread in the calibration or the image scores
+            warnings.warn(f"per-image calibration not possible ({exc}); using the fixed thresholds",
+                          UserWarning, stacklevel=4)
+            return fixed
+        return out
+
+    def _decision(self, s: Dict[str, np.ndarray], thresholds: Optional[Dict[str, Any]] = None) -> np.ndarray:
+        """Decision values of the scores ``s``; ``thresholds`` None: those of
+        the estimator's ``calibration_mode`` for the image whose crops gave ``s``."""
+        if thresholds is None:
+            mode = self.calibration_mode
+            th = self._image_thresholds(s) if mode == "per_image_threshold" else self._fixed_thresholds(mode)
+        else:
+            th = thresholds
         if self.detector == "anm":
-            lo, hi = self.band_
+            lo, hi = th["band"]
             a = s["anm"].astype(np.float64)
             return np.maximum(lo - a, a - hi)
         if self.detector == "signed":
-            td, tb = self.signed_thresholds_
+            td, tb = th["signed"]
             return np.maximum(s["darker"].astype(np.float64) - td, s["brighter"].astype(np.float64) - tb)
-        return s["energy"].astype(np.float64) - self.energy_threshold_
+        return s["energy"].astype(np.float64) - th["energy"]
 
-    def predict(self, X, *, preprocessed: bool = False) -> np.ndarray:
+    def predict(self, X, *, preprocessed: bool = False, calibration_mode: Optional[str] = None,
+                reference=None) -> np.ndarray:
         """True where a crop is flagged as a defect (outside the bulk band).
         The study's ANM band is two-sided and open (a score equal to a band
-        edge is flagged), as published."""
-        return self.decision_function(X, preprocessed=preprocessed) >= 0
+        edge is flagged), as published. ``calibration_mode`` and ``reference``:
+        see :meth:`decision_function`."""
+        return self.decision_function(X, preprocessed=preprocessed, calibration_mode=calibration_mode,
+                                      reference=reference) >= 0
 
     # -- dense map ------------------------------------------------------------------
     def anomaly_map(self, image, stride: int = 32, **kwargs):
@@ -445,6 +630,8 @@ class BulkCVAE(BaseEstimator):
                               "crop_size": int(self.crop_size), "value_range": "[0, 1]"},
             "calibration": {"band": list(self.band_), "energy_threshold": self.energy_threshold_,
                             "signed_thresholds": list(self.signed_thresholds_),
+                            "intensity_level": getattr(self, "intensity_level_", None),
+                            "per_image": _jsonable(getattr(self, "per_image_calibration_", None)),
                             "scores": {k: v.tolist() for k, v in self.calibration_scores_.items()}},
             "model_card": {
                 "model": "convolutional VAE (Prifti et al., Small 2023), Bernoulli decoder, single-sample ELBO",
@@ -458,6 +645,8 @@ class BulkCVAE(BaseEstimator):
             },
         }
         # the core writes the network's "architecture" ("cvae") and "config" itself
+        if getattr(self, "novelty_", None) is not None:
+            meta["novelty"] = self.novelty_.to_json_state()
         self.model_.save(os.fspath(path), _metadata_strings(meta))
 
     @classmethod
@@ -488,11 +677,22 @@ class BulkCVAE(BaseEstimator):
         else:  # a file without signed thresholds: a detector="signed" needs calibrate()
             est.signed_thresholds_ = (np.inf, np.inf)
         est.calibration_scores_ = {k: np.asarray(v, dtype=np.float64) for k, v in cal["scores"].items()}
+        # files written before per-image calibration: no intensity level (crops are used as they are
+        # until calibrate() sets one)
+        level = cal.get("intensity_level")
+        est.intensity_level_ = None if level is None else float(level)
+        pic = cal.get("per_image")
+        est.per_image_calibration_ = None if not isinstance(pic, dict) else {
+            "band": tuple(float(v) for v in pic["band"]), "energy": float(pic["energy"]),
+            "signed": tuple(float(v) for v in pic["signed"]),
+            "scores": {k: np.asarray(v, dtype=np.float64) for k, v in pic["scores"].items()}}
         est.loss_history_ = np.asarray(card.get("metrics", {}).get("loss_history", []), dtype=np.float64)
         est.fit_time_ = float(card.get("fit_time_s", 0.0))
         est.n_train_crops_ = int(card.get("n_train_crops", 0))
         est.training_data_ = card.get("training_data", {})
         est.pixel_size_ = recorded_pixel_size(card.get("pixel_size"))
+        from ..detection._novelty import FeatureNovelty
+        est.novelty_ = FeatureNovelty.from_json_state(meta["novelty"]) if "novelty" in meta else None
         return est
 
     # -- pickling: the network travels as the core's model file -----------------------
