@@ -15,6 +15,10 @@ itself) and untrained VGG16 features + the head.
 
     python benchmarks/classify.py [--out bench_out] [--quick] [--backbones small_cnn,vgg16-random-head]
 
+--ablation none,acquisition,... runs only the augmentation ablation on the cross-image protocol
+(benchmarks/_crossimage.py: train on the CdTe spatial train side; held-out patches, held-out patches under
+acquisition shifts, the 768 x 768 frame's tile AUROC and the shifted frame's; docs/classifier.md).
+
 Patches are contrast-standardised per patch (PatchClassifier's default
 patch_contrast="standardize"); --patch-contrast none gives the study's raw input.
 """
@@ -99,6 +103,64 @@ def evaluate(model, X, y, names):
     }
 
 
+def ablation(args):
+    """cross-image protocol: PatchClassifier() (the default recipe; --ablation-epochs) trained on
+    the CdTe spatial train side with each augment= value, measured on (a) the held-out patches (accuracy; AUROC of
+    1 - P(Bulk), defect vs bulk), (b) the held-out patches under acquisition shifts (the same figures), (c) the
+    768 x 768 frame (tile AUROC of 1 - P(Bulk), 19 region tiles vs 111 bulk tiles) and the shifted frame."""
+    import _crossimage as ci
+    from sklearn.metrics import roc_auc_score
+
+    import stemroi
+
+    X, y, names = load(ci.DATA / "CdTe")
+    tr, te = (np.asarray(v) for v in stemroi.spatial_train_test_split(X, y, test_size=0.2, random_state=0))
+    img = ci.cdte_frame()
+    shifts = list(ci.SHIFTS)
+    yte = np.asarray(y)[te]
+    shifted = {name: ci.shift_patches(X[te], *ci.SHIFTS[name], seed=1) for name in shifts}
+    print(f"== augmentation ablation, CdTe spatial split ({len(tr)} train, {len(te)} test); PatchClassifier() default "
+          f"recipe, <= {args.ablation_epochs} epochs; shifts: {', '.join(shifts)}", flush=True)
+
+    def figures(model, P, yy):
+        proba = model.predict_proba(P)
+        bulk = list(model.classes_).index(names.index("Bulk")) if np.asarray(y).dtype.kind in "iu" else list(
+            model.classes_).index("Bulk")
+        acc = float((model.classes_[proba.argmax(1)] == yy).mean())
+        is_def = (yy != model.classes_[bulk]).astype(int)
+        return acc, float(roc_auc_score(is_def, 1 - proba[:, bulk])), bulk
+
+    def frame_auc(model, bulk, frame, anyreg, outside):
+        origins, truth = ci.tile_truth(anyreg, outside)
+        tiles = np.stack([frame[r:r + 64, c:c + 64] for r, c in origins])
+        return ci.auroc(truth, 1 - model.predict_proba(tiles)[:, bulk])
+
+    regions, outside = ci.reference_regions(img.shape)
+    anyreg = np.any(list(regions.values()), axis=0)
+    frames = {name: ci.shifted_frame_truth(img, *ci.SHIFTS[name]) for name in shifts}
+    rows = []
+    for aug in args.ablation.split(","):
+        value = "dihedral" if aug == "none" else "dihedral+" + aug
+        model = stemroi.PatchClassifier(augment=value, max_epochs=args.ablation_epochs, random_state=args.seed,
+                                        n_threads=args.threads)
+        t0 = time.perf_counter()
+        model.fit(X[tr], y[tr], class_names=names)
+        fit_s = time.perf_counter() - t0
+        acc, auc, bulk = figures(model, X[te], yte)
+        b = {name: figures(model, P, yte)[:2] for name, P in shifted.items()}
+        c = {"frame": frame_auc(model, bulk, img, anyreg, outside)}
+        c.update({name: frame_auc(model, bulk, *frames[name]) for name in shifts})
+        rows.append((value, acc, auc, b, c))
+        print(f"   augment {value!r:28s} fit {fit_s:4.0f} s, {len(model.history_['epochs'])} epochs | (a) acc {acc:.3f} "
+              f"AUROC {auc:.3f} | (b) shifted acc mean {np.mean([v[0] for v in b.values()]):.3f} min "
+              f"{min(v[0] for v in b.values()):.3f}, AUROC mean {np.mean([v[1] for v in b.values()]):.3f} | (c) frame "
+              f"{c['frame']:.3f}, shifted frame mean {np.mean([c[k] for k in shifts]):.3f} min "
+              f"{min(c[k] for k in shifts):.3f}", flush=True)
+        print("      (b) acc/AUROC " + ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f}" for k, v in b.items()))
+        print("      (c) " + ", ".join(f"{k} {c[k]:.3f}" for k in shifts))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench_out/classify")
@@ -114,7 +176,14 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--patch-contrast", default="standardize", choices=("standardize", "none"))
     ap.add_argument("--roi-model", default=None, help="model file for the CdTe ROI map (default: train on all CdTe)")
+    ap.add_argument("--ablation", default=None,
+                    help="run only the augmentation ablation (cross-image protocol) with these augment= additions to "
+                         "'dihedral', e.g. none,intensity,noise,blur,scale+rotate,acquisition")
+    ap.add_argument("--ablation-epochs", type=int, default=15)
     args = ap.parse_args()
+    if args.ablation:
+        ablation(args)
+        return
     global ARGS
     ARGS = args
     import matplotlib

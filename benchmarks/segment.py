@@ -40,6 +40,11 @@ scikit-learn only for the t-SNE view.
    the pixel ROC-AUC of each region against the outside. With
    --cvae-model CdTe=PATH a U-Net trained on all CdTe patches with the CVAE
    residual pseudo-labels is added (the frame's reference maps).
+4. --parts defaults: DefectSegmenter(recipe=...) with no other argument, trained on all CdTe patches:
+   the frame's tile AUROC (benchmarks/_crossimage.py) and per-region pixel AUCs of the any-defect map.
+5. --parts augment: the augmentation ablation on the cross-image protocol (train on the CdTe spatial
+   train side; held-out patches, held-out patches under acquisition shifts, the frame and the shifted
+   frame).
 
 LibTorch's OpenMP threads spin-wait by default; on a machine shared with other
 jobs that made 2-thread training 10-17x slower than 1 thread (measured), so
@@ -455,6 +460,103 @@ def frame_part(args, models, out):
             print(f"      {'  AUC':14s} " + " ".join(f"{a:12.3f}" for a in aucs))
 
 
+# ---------------------------------------------------------------------------------------- 4. defaults, recipes
+def any_defect_tile_scores(seg, img, origins, tile=64):
+    """Mean of the any-defect map (1 - background) over each tile."""
+    anyd = 1.0 - seg.predict_maps(img)[-1]
+    return np.array([anyd[r:r + tile, c:c + tile].mean() for r, c in origins])
+
+
+def frame_figures(seg, img, shifts=()):
+    """{"frame": tile AUROC, shift name: tile AUROC on the shifted frame} (see _crossimage)."""
+    import _crossimage as ci
+
+    regions, outside = ci.reference_regions(img.shape)
+    origins, truth = ci.tile_truth(np.any(list(regions.values()), axis=0), outside)
+    out = {"frame": ci.auroc(truth, any_defect_tile_scores(seg, img, origins))}
+    for name in shifts:
+        s_img, anyreg, outs = ci.shifted_frame_truth(img, *ci.SHIFTS[name])
+        o, t = ci.tile_truth(anyreg, outs)
+        out[name] = ci.auroc(t, any_defect_tile_scores(seg, s_img, o))
+    return out
+
+
+def defaults_part(args, out):
+    """DefectSegmenter() with no arguments (but threads) on all CdTe patches must single out
+    the frame's faults and junction: tile AUROC >= 0.90 (64 x 64 tiles, _crossimage.tile_truth)."""
+    import _crossimage as ci
+
+    ds = stemroi.load_patch_folder(DATA / "CdTe")
+    X, y = ds.patches, np.asarray(ds.class_names)[ds.labels]
+    img = ci.cdte_frame()
+    regions, outside = ci.reference_regions(img.shape)
+    print("== 4. recipes: DefectSegmenter(recipe=...) with no other argument, trained on all CdTe patches; "
+          "tile AUROC of the any-defect map (tile mean) on the 768 x 768 frame, 19 region tiles vs 111 bulk tiles")
+    for recipe in args.recipes.split(","):
+        seg = stemroi.DefectSegmenter(recipe=None if recipe == "default" else recipe, n_threads=args.threads)
+        t0 = time.perf_counter()
+        seg.fit(X, y)
+        fit_s = time.perf_counter() - t0
+        fig = frame_figures(seg, img)
+        anyd = 1.0 - seg.predict_maps(img)[-1]
+        from sklearn.metrics import roc_auc_score
+
+        px = [roc_auc_score(np.r_[np.ones(int(m.sum())), np.zeros(int(outside.sum()))], np.r_[anyd[m], anyd[outside]])
+              for m in regions.values()]
+        p = seg.resolved_params_
+        print(f"   recipe {recipe!r}: fit {fit_s:.0f} s (pseudo-labels {seg.pseudo_label_time_:.0f} s, U-Net "
+              f"{seg.fit_time_:.0f} s); {p['pseudo_label']} pseudo-labels, base {p['base_channels']}, {p['epochs']} "
+              f"epochs x {p['samples_per_epoch'] or len(y)}, batch {p['batch_size']}, lr {p['learning_rate']}, "
+              f"positive weight {p['positive_weight']}, max_parts {p['max_parts']}, augment {p['augment']}")
+        print(f"      frame tile AUROC {fig['frame']:.3f}; pixel AUC per region (any-defect map): "
+              + ", ".join(f"{k} {a:.3f}" for k, a in zip(regions, px)))
+        np.save(out / f"CdTe_frame_anydefect_recipe_{recipe}.npy", anyd)
+
+
+# ---------------------------------------------------------------------------------------- 5. augmentation ablation
+def augment_part(args, out):
+    """train on the CdTe spatial train side with each augmentation, measure on (a) the held-out
+    patches (AUROC of the mean any-defect probability, defect vs bulk patches), (b) the held-out patches under
+    acquisition shifts, (c) the 768 x 768 frame (tile AUROC) and the shifted frame."""
+    import _crossimage as ci
+    from sklearn.metrics import roc_auc_score
+
+    ds = stemroi.load_patch_folder(DATA / "CdTe")
+    X, y = ds.patches, np.asarray(ds.class_names)[ds.labels]
+    tr, te = (np.asarray(v) for v in stemroi.spatial_train_test_split(X, y, test_size=0.2, random_state=0))
+    img = ci.cdte_frame()
+    shifts = list(ci.SHIFTS)
+    yt = (y[te] != "Bulk").astype(int)
+    shifted = {name: ci.shift_patches(X[te], *ci.SHIFTS[name], seed=1) for name in shifts}
+    print(f"== 5. augmentation ablation (CdTe spatial split: {len(tr)} train, {len(te)} test patches, "
+          f"{yt.sum()} defect / {len(yt) - yt.sum()} bulk in test); U-Net: default recipe but {args.ablation_epochs} "
+          f"epochs; shifts: {', '.join(shifts)}")
+    masks = None
+    rows = []
+    for aug in args.ablation.split(","):
+        seg = stemroi.DefectSegmenter(epochs=args.ablation_epochs, augment=False if aug == "none" else aug,
+                                      n_threads=args.threads)
+        seg.fit(X[tr], y[tr], masks=masks)
+        if masks is None:  # the train side's CVAE pseudo-labels, reused by every configuration
+            masks = seg.pseudo_masks_
+            print(f"   pseudo-labels: bulk CVAE of the {int((y[tr] == 'Bulk').sum())} train-side bulk patches, "
+                  f"{seg.pseudo_label_time_:.0f} s")
+
+        def patch_auc(P):
+            return roc_auc_score(yt, (1.0 - seg.predict_patch_maps(P)[:, -1]).mean((1, 2)))
+
+        a = patch_auc(X[te])
+        b = {name: patch_auc(P) for name, P in shifted.items()}
+        c = frame_figures(seg, img, shifts)
+        rows.append((aug, a, b, c))
+        print(f"   augment {aug!r:24s} fit {seg.fit_time_:4.0f} s | (a) held-out {a:.3f} | (b) shifted mean "
+              f"{np.mean(list(b.values())):.3f} min {min(b.values()):.3f} | (c) frame {c['frame']:.3f}, shifted frame "
+              f"mean {np.mean([c[k] for k in shifts]):.3f} min {min(c[k] for k in shifts):.3f}", flush=True)
+        print("      (b) " + ", ".join(f"{k} {v:.3f}" for k, v in b.items()))
+        print("      (c) " + ", ".join(f"{k} {c[k]:.3f}" for k in shifts))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/stemroi_bench_seg")
@@ -485,8 +587,12 @@ def main():
     ap.add_argument("--sets", default="CdTe,STO")
     ap.add_argument("--skip-synthetic", action="store_true")
     ap.add_argument("--parts", default="synthetic,real,frame",
-                    help="which parts to run (comma-separated subset of synthetic,real,frame)")
+                    help="which parts to run (comma-separated subset of synthetic,real,frame,defaults,augment)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs x 64 samples, small synthetic set")
+    ap.add_argument("--recipes", default="default,study", help="recipes of part 'defaults'")
+    ap.add_argument("--ablation", default="none,intensity,noise,blur,scale+rotate,acquisition",
+                    help="augment= values of part 'augment' (none = no augmentation)")
+    ap.add_argument("--ablation-epochs", type=int, default=30)
     args = ap.parse_args()
     args.det_thresholds = [float(t) for t in args.det_thresholds.split(",")]
     for spec in args.cvae_model:
@@ -502,14 +608,18 @@ def main():
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; outputs in {out})")
     t0 = time.perf_counter()
     parts = set(args.parts.split(","))
-    unknown = parts - {"synthetic", "real", "frame"}
+    unknown = parts - {"synthetic", "real", "frame", "defaults", "augment"}
     if unknown:
-        raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from synthetic, real, frame")
+        raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from synthetic, real, frame, defaults, augment")
     if "synthetic" in parts and not args.skip_synthetic:
         synthetic_part(args, out)
     models = real_part(args, out) if "real" in parts else {}
     if "frame" in parts:
         frame_part(args, models, out)
+    if "defaults" in parts:
+        defaults_part(args, out)
+    if "augment" in parts:
+        augment_part(args, out)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

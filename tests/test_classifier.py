@@ -227,7 +227,7 @@ def test_standardize_contrast_matches_numpy_and_is_saved(tmp_path):
     assert clf.net_.patch_contrast == "standardize"
     clf.save(tmp_path / "m.stemroi")
     back = PatchClassifier.load(tmp_path / "m.stemroi")
-    assert back.patch_contrast == "standardize" and back.net_.patch_contrast == "standardize"
+    assert back._p("patch_contrast") == "standardize" and back.net_.patch_contrast == "standardize"
     np.testing.assert_array_equal(back.decision_function(X), clf.decision_function(X))
     # contrast-invariant end to end: the network sees the same input
     np.testing.assert_allclose(clf.decision_function(X * 0.5 + 0.2), clf.decision_function(X), atol=1e-4)

@@ -245,3 +245,34 @@ def test_small_image_and_descriptors(trained):
     assert feats.shape == (1, 12) and len(names) == 12 and names[0] == "Interstitial:area"
     pm = trained.predict_patch_maps(np.zeros((2, 32, 32), np.float32))
     assert pm.shape == (2, 3, 32, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_defaults_single_out_the_cdte_frames_faults_and_junction():
+    """DefectSegmenter() with no arguments (threads aside), trained on the CdTe patches, ranks the
+    768 x 768 frame's reference-region tiles above its bulk tiles (docs/segmentation.md, "Recipes").
+    About 10-15 min on 2 cores (a bulk CVAE of 20 epochs, then the U-Net)."""
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import _crossimage as ci
+    finally:
+        sys.path.remove(str(bench))
+    if not (ci.DATA / "CdTe").is_dir():
+        pytest.skip(f"needs the CdTe patches in {ci.DATA} (see ../shared/data/README.md)")
+    ds = stemroi.load_patch_folder(ci.DATA / "CdTe")
+    seg = DefectSegmenter(n_threads=2).fit(ds.patches, np.asarray(ds.class_names)[ds.labels])
+    img = ci.cdte_frame()
+    regions, outside = ci.reference_regions(img.shape)
+    origins, truth = ci.tile_truth(np.any(list(regions.values()), axis=0), outside)
+    anyd = 1.0 - seg.predict_maps(img)[-1]
+    score = np.array([anyd[r:r + 64, c:c + 64].mean() for r, c in origins])
+    assert (truth == 1).sum() == 19 and (truth == 0).sum() == 111
+    auc = ci.auroc(truth, score)
+    assert auc >= 0.76, auc  # measured 0.822 (docs/segmentation.md); the study's recipe: 0.65
+    if auc < 0.90:
+        pytest.xfail(f"the target (tile AUROC >= 0.90) is not met by the best recipe measured: {auc:.3f}")

@@ -1,6 +1,9 @@
 // Bindings of the classifier area: PatchNet (backbone + softmax head), its
 // staged training loop, prediction, state in/out. No algorithms here.
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "common.hpp"
+#include "stemroi/augment.hpp"
 #include "stemroi/classifier.hpp"
 #include "stemroi/small_cnn.hpp"
 #include "stemroi/torch_io.hpp"
@@ -46,6 +49,45 @@ void bind_classifier(py::module_& m) {
       },
       py::arg("X"), "Per-patch z-score (std floored at 1e-3) mapped to [0, 1] as 0.5 + 0.15 z, clamped (PatchNet's patch_contrast).");
 
+  py::class_<AugmentOptions>(m, "AugmentOptions",
+                             "Acquisition-like training augmentations (fields and ranges as in augment.hpp).")
+      .def(py::init([](double gain, double offset, double gamma, double noise, double blur, double scale,
+                       double rotate) {
+             AugmentOptions o{gain, offset, gamma, noise, blur, scale, rotate};
+             check_augment_options(o);
+             return o;
+           }),
+           py::kw_only(), py::arg("gain") = 0.0, py::arg("offset") = 0.0, py::arg("gamma") = 0.0,
+           py::arg("noise") = 0.0, py::arg("blur") = 0.0, py::arg("scale") = 0.0, py::arg("rotate") = 0.0)
+      .def_readwrite("gain", &AugmentOptions::gain)
+      .def_readwrite("offset", &AugmentOptions::offset)
+      .def_readwrite("gamma", &AugmentOptions::gamma)
+      .def_readwrite("noise", &AugmentOptions::noise)
+      .def_readwrite("blur", &AugmentOptions::blur)
+      .def_readwrite("scale", &AugmentOptions::scale)
+      .def_readwrite("rotate", &AugmentOptions::rotate)
+      .def("any", &AugmentOptions::any)
+      .def("__repr__", [](const AugmentOptions& o) {
+        return concat("AugmentOptions(gain=", o.gain, ", offset=", o.offset, ", gamma=", o.gamma, ", noise=", o.noise,
+                      ", blur=", o.blur, ", scale=", o.scale, ", rotate=", o.rotate, ")");
+      });
+  m.def(
+      "augment_batch",
+      [](const py::array& X, const AugmentOptions& o, uint64_t seed) {
+        auto x = float_input(X, "X");
+        if (x.dim() != 3 && x.dim() != 4)
+          throw ValueError(concat("X: expected (n, h, w) or (n, c, h, w), got ", shape_str(x.sizes().vec())));
+        torch::Tensor out;
+        {
+          py::gil_scoped_release release;
+          auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+          out = augment_batch(x.clone(), o, gen).contiguous();
+        }
+        return tensor_to_numpy(out);
+      },
+      py::arg("X"), py::arg("options"), py::arg("seed") = 0,
+      "One augmented batch (the training loops' per-batch transform), drawn from a generator seeded with seed.");
+
   py::class_<TrainStage>(m, "TrainStage", "One stage of PatchNet training (fields as in classifier.hpp).")
       .def(py::init([](int64_t unfrozen_stages, double learning_rate, double label_smoothing, int64_t max_epochs) {
              return TrainStage{unfrozen_stages, learning_rate, label_smoothing, max_epochs};
@@ -65,7 +107,7 @@ void bind_classifier(py::module_& m) {
   py::class_<TrainOptions>(m, "TrainOptions", "Options of PatchNet.fit (fields as in classifier.hpp).")
       .def(py::init([](const std::vector<TrainStage>& stages, int64_t batch_size, double l2, bool class_balanced,
                        bool augment, int64_t patience, int64_t plateau_patience, double plateau_factor,
-                       double min_learning_rate, uint64_t seed, int n_threads) {
+                       double min_learning_rate, uint64_t seed, int n_threads, const AugmentOptions& acquisition) {
              TrainOptions o;
              o.stages = stages;
              o.batch_size = batch_size;
@@ -78,6 +120,7 @@ void bind_classifier(py::module_& m) {
              o.min_learning_rate = min_learning_rate;
              o.seed = seed;
              o.n_threads = n_threads;
+             o.acquisition = acquisition;
              return o;
            }),
            py::kw_only(), py::arg("stages") = TrainOptions{}.stages, py::arg("batch_size") = TrainOptions{}.batch_size,
@@ -86,12 +129,13 @@ void bind_classifier(py::module_& m) {
            py::arg("plateau_patience") = TrainOptions{}.plateau_patience,
            py::arg("plateau_factor") = TrainOptions{}.plateau_factor,
            py::arg("min_learning_rate") = TrainOptions{}.min_learning_rate, py::arg("seed") = TrainOptions{}.seed,
-           py::arg("n_threads") = TrainOptions{}.n_threads)
+           py::arg("n_threads") = TrainOptions{}.n_threads, py::arg("acquisition") = AugmentOptions{})
       .def_readwrite("stages", &TrainOptions::stages)
       .def_readwrite("batch_size", &TrainOptions::batch_size)
       .def_readwrite("l2", &TrainOptions::l2)
       .def_readwrite("class_balanced", &TrainOptions::class_balanced)
       .def_readwrite("augment", &TrainOptions::augment)
+      .def_readwrite("acquisition", &TrainOptions::acquisition)
       .def_readwrite("patience", &TrainOptions::patience)
       .def_readwrite("plateau_patience", &TrainOptions::plateau_patience)
       .def_readwrite("plateau_factor", &TrainOptions::plateau_factor)

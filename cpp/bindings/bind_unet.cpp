@@ -132,7 +132,14 @@ void bind_unet(py::module_& m) {
             return eval_forward(*n, x, n_threads, [&](const torch::Tensor& t) { return n->probabilities(t); });
           },
           py::arg("x"), py::arg("n_threads") = 0,
-          "sigmoid of forward(x): per-channel probabilities (n, n_outputs, H, W)");
+          "sigmoid of forward(x): per-channel probabilities (n, n_outputs, H, W)")
+      .def(
+          "embed",
+          [](std::shared_ptr<UNetImpl> n, const carray<float>& x, int n_threads) {
+            return eval_forward(*n, x, n_threads, [&](const torch::Tensor& t) { return n->embed(t); });
+          },
+          py::arg("x"), py::arg("n_threads") = 0,
+          "spatial mean then max of the bottleneck features (n, 8 * base_channels)");
   def_network_device(unet, [](UNetImpl& n) -> torch::nn::Module& { return n; });
 
   m.def(
@@ -140,7 +147,7 @@ void bind_unet(py::module_& m) {
       [](std::shared_ptr<UNetImpl> n, const carray<float>& patches, const carray<uint8_t>& masks,
          const carray<int64_t>& labels, int64_t epochs, int64_t batch_size, double learning_rate,
          int64_t samples_per_epoch, int64_t max_parts, uint64_t seed, int n_threads, const py::object& progress,
-         double positive_weight) {
+         double positive_weight, const AugmentOptions& augment) {
         require_ndim(patches, 3, "patches");
         auto p = tensor_view(patches).clone(), mk = tensor_view(masks).clone(), l = tensor_view(labels).clone();
         SegmenterTrainOptions o;
@@ -150,6 +157,7 @@ void bind_unet(py::module_& m) {
         o.samples_per_epoch = samples_per_epoch;
         o.max_parts = max_parts;
         o.positive_weight = positive_weight;
+        o.augment = augment;
         o.seed = seed;
         o.n_threads = n_threads;
         auto cb = wrap_progress(progress);
@@ -163,7 +171,7 @@ void bind_unet(py::module_& m) {
       py::arg("samples_per_epoch") = SegmenterTrainOptions{}.samples_per_epoch,
       py::arg("max_parts") = SegmenterTrainOptions{}.max_parts, py::arg("seed") = SegmenterTrainOptions{}.seed,
       py::arg("n_threads") = 0, py::arg("progress") = py::none(),
-      py::arg("positive_weight") = SegmenterTrainOptions{}.positive_weight);
+      py::arg("positive_weight") = SegmenterTrainOptions{}.positive_weight, py::arg("augment") = AugmentOptions{});
   m.def(
       "unet_predict_tiled",
       [](std::shared_ptr<UNetImpl> n, const carray<float>& image, int64_t tile, int64_t stride, int64_t batch_size,

@@ -299,6 +299,7 @@ double train_epoch(PatchNetImpl& net, torch::optim::Adam& adam, const TrainData&
     auto xb = data.X.index_select(0, idx);
     auto yb = data.y.index_select(0, idx).to(module_device(net));
     if (augment) xb = dihedral_transform(xb, torch::randint(0, 8, {e - s}, gen, torch::kInt64));
+    if (net.has_backbone() && opt.acquisition.any()) xb = augment_batch(xb, opt.acquisition, gen);
     adam.zero_grad();
     auto logits = net.forward(xb);
     auto loss = smoothed_cross_entropy(logits, yb, st.label_smoothing, class_weights);
@@ -385,6 +386,7 @@ TrainHistory train_patch_net(PatchNetImpl& net, const torch::Tensor& X_in, const
                              const torch::Tensor& Xv_in, const torch::Tensor& yv_in, const TrainOptions& opt,
                              const ProgressFn& progress) {
   check_train_options(opt);
+  check_augment_options(opt.acquisition);
   TorchThreadsGuard threads(opt.n_threads);
   const TrainData data = prepare_train_data(net, X_in, y_in, Xv_in, yv_in);
   const torch::Tensor class_weights = opt.class_balanced

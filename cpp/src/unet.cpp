@@ -1,5 +1,7 @@
 #include "stemroi/unet.hpp"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
 #include <mutex>
 
@@ -61,6 +63,18 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x) {
   return head->forward(d1);
 }
 
+torch::Tensor UNetImpl::embed(const torch::Tensor& x) {
+  STEMROI_CHECK(x.dim() == 4 && x.size(1) == config_.in_channels, "U-Net input must be (n, ",
+                config_.in_channels, ", H, W), got ", shape_str(x.sizes().vec()));
+  STEMROI_CHECK(x.size(2) % 4 == 0 && x.size(3) % 4 == 0 && x.size(2) >= 8 && x.size(3) >= 8,
+                "U-Net input height and width must be multiples of 4 and >= 8, got ",
+                shape_str(x.sizes().vec()));
+  auto e1 = enc1->forward(x);
+  auto e2 = enc2->forward(F::max_pool2d(e1, F::MaxPool2dFuncOptions(2)));
+  auto bn = bottleneck->forward(F::max_pool2d(e2, F::MaxPool2dFuncOptions(2)));
+  return torch::cat({bn.mean({2, 3}), bn.amax({2, 3})}, 1);
+}
+
 UNet make_unet(const UNetConfig& config, uint64_t seed) {
   std::lock_guard<std::mutex> lock(seed_mutex());
   torch::manual_seed(seed);
@@ -83,9 +97,12 @@ std::vector<double> train_unet(UNet& net, const torch::Tensor& patches, const to
                 net->config().n_outputs);
   STEMROI_CHECK(std::isfinite(o.positive_weight) && o.positive_weight > 0, "positive_weight must be > 0, got ",
                 o.positive_weight);
+  check_augment_options(o.augment);
   TorchThreadsGuard threads(o.n_threads);
   const auto device = module_device(*net);
   const DeterministicCudnnGuard deterministic(device);
+  // augmentation draws: a local generator, fixed by the seed
+  auto aug_gen = at::make_generator<at::CPUGeneratorImpl>(o.seed ^ 0xA5A5A5A55A5A5A5AULL);
   auto pos_weight = torch::full({n_classes + 1, 1, 1}, o.positive_weight, torch::kFloat32);
   pos_weight[n_classes] = 1.0f;
   pos_weight = pos_weight.to(device);
@@ -104,6 +121,7 @@ std::vector<double> train_unet(UNet& net, const torch::Tensor& patches, const to
       const int64_t lo = b * o.batch_size, hi = std::min(per_epoch, lo + o.batch_size);
       auto x = samples.images.slice(0, lo, hi).to(device);
       auto y = samples.targets.slice(0, lo, hi).to(device);
+      if (o.augment.any()) x = augment_batch(x, o.augment, aug_gen, &y);
       opt.zero_grad();
       auto loss = F::binary_cross_entropy_with_logits(
           net->forward(x), y, F::BinaryCrossEntropyWithLogitsFuncOptions().pos_weight(pos_weight));

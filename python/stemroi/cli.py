@@ -208,13 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--out", help="output folder (needed with IMAGE)")
     se.add_argument("--pattern", default="*.tif", help="file pattern of the patch folder (default *.tif)")
     se.add_argument("--bulk-class", default="Bulk", help="the defect-free class of the patches (default Bulk)")
-    se.add_argument("--pseudo-label", default="lattice", choices=["lattice", "deviation"],
-                    help="pixel labels of the defect patches (default lattice)")
-    se.add_argument("--epochs", type=_int_at_least(1), default=60, help="training epochs (default 60)")
-    se.add_argument("--samples-per-epoch", type=_int_at_least(1), default=256,
-                    help="composed training samples per epoch (default 256)")
-    se.add_argument("--base-channels", type=_int_at_least(1), default=8, help="U-Net width (default 8)")
-    se.add_argument("--learning-rate", type=_positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    se.add_argument("--recipe", default="default", choices=["default", "study"],
+                    help="training recipe: 'default' (the best measured: CVAE-residual pseudo-labels, base 8, "
+                         "60 epochs, Adam 1e-3) or 'study' (the segmentation study's settings); the options "
+                         "below override single values")
+    se.add_argument("--pseudo-label", default=None, choices=["cvae", "lattice", "deviation"],
+                    help="pixel labels of the defect patches (default: the recipe's, cvae)")
+    se.add_argument("--epochs", type=_int_at_least(1), default=None, help="training epochs (default: the recipe's, 60)")
+    se.add_argument("--samples-per-epoch", type=_int_at_least(1), default=None,
+                    help="composed training samples per epoch (default: the recipe's, 256)")
+    se.add_argument("--base-channels", type=_int_at_least(1), default=None,
+                    help="U-Net width (default: the recipe's, 8)")
+    se.add_argument("--learning-rate", type=_positive_float, default=None,
+                    help="Adam learning rate (default: the recipe's, 1e-3)")
     se.add_argument("--patch", type=_int_at_least(8), default=None,
                     help="tile size of the rows (default: the training patch)")
     se.add_argument("--stride", type=_int_at_least(1), default=None, help="tile stride of the rows (default: --patch)")
@@ -678,13 +684,13 @@ def cmd_segment(args) -> int:
         if len(ds.class_names) < 2:
             raise UsageError(f"--train {args.train}: needs a defect class besides {args.bulk_class!r}, "
                              f"got only {ds.class_names}")
-        model = DefectSegmenter(classes=ds.class_names, epochs=args.epochs, batch_size=16,
+        model = DefectSegmenter(classes=ds.class_names, epochs=args.epochs, recipe=args.recipe,
                                 learning_rate=args.learning_rate, random_state=args.seed, n_threads=args.threads,
                                 bulk_class=args.bulk_class, base_channels=args.base_channels,
-                                samples_per_epoch=args.samples_per_epoch, max_parts=1,
-                                pseudo_label=args.pseudo_label, positive_weight=2.0)
+                                samples_per_epoch=args.samples_per_epoch, pseudo_label=args.pseudo_label)
         say(f"stemroi segment: training a U-Net on {len(ds)} patches of {args.train} "
-            f"({', '.join(f'{c} {n}' for c, n in ds.class_counts().items())}; {args.pseudo_label} pseudo-labels)")
+            f"({', '.join(f'{c} {n}' for c, n in ds.class_counts().items())}; {args.recipe} recipe"
+            f"{'' if args.pseudo_label is None else f', {args.pseudo_label} pseudo-labels'})")
         bar, progress = _progress_bar(args.quiet, "training", "epoch", leave=True)
         try:
             model.fit(ds.patches, ds.labels, progress=progress)
@@ -697,7 +703,8 @@ def cmd_segment(args) -> int:
         say(f"  loss {model.loss_history_[0]:.3f} -> {model.loss_history_[-1]:.3f} in {model.fit_time_:.1f} s; "
             f"wrote {model_path}")
         doc["training"] = {"patch_folder": str(args.train), "n_patches": len(ds), "class_counts": ds.class_counts(),
-                           "epochs": args.epochs, "pseudo_label": args.pseudo_label,
+                           "recipe": args.recipe, "params": {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v)
+                                      for k, v in model.resolved_params_.items()},
                            "final_loss": float(model.loss_history_[-1]), "fit_time_s": float(model.fit_time_)}
     else:
         model_path = Path(args.model)

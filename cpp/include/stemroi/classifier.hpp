@@ -11,6 +11,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "stemroi/augment.hpp"
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +85,7 @@ struct TrainOptions {
   double l2 = 1e-4;             // Keras-style L2 on the Dense kernel, added to the loss
   bool class_balanced = true;   // weights n / (k * n_c)
   bool augment = true;          // random rot90 (square patches) and flips; patches only
+  AugmentOptions acquisition;   // per-sample intensity/noise/blur/scale/rotation changes (augment.hpp); patches only
   int64_t patience = 7;         // early stopping on validation loss (training loss without validation data)
   int64_t plateau_patience = 3; // learning rate * plateau_factor after this many epochs without improvement
   double plateau_factor = 0.5;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "stemroi/augment.hpp"
 #include "stemroi/callbacks.hpp"
 
 namespace stemroi {
@@ -27,6 +28,9 @@ class UNetImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   // sigmoid of forward(x): one independent probability per channel (multi-label)
   torch::Tensor probabilities(const torch::Tensor& x) { return torch::sigmoid(forward(x)); }
+  // (n, in_channels, H, W) -> (n, 8 * base_channels): spatial mean then max of the
+  // bottleneck features, an embedding for unfamiliar-input scores
+  torch::Tensor embed(const torch::Tensor& x);
   const UNetConfig& config() const { return config_; }
 
  private:
@@ -43,6 +47,7 @@ struct SegmenterTrainOptions {
   int64_t samples_per_epoch = 0;  // 0: as many as there are patches
   int64_t max_parts = 3;          // patches combined per synthetic sample
   double positive_weight = 1.0;   // BCE pos_weight of the defect channels (background: 1)
+  AugmentOptions augment;         // per-sample acquisition changes of the composed samples (augment.hpp)
   uint64_t seed = 0;
   int n_threads = 0;
 };

@@ -44,6 +44,15 @@ _NETWORK_ARCHITECTURE = "stemroi.PatchClassifier.network"
 _MODES = ("head", "finetune")
 # (unfrozen trailing backbone stages, learning rate, label smoothing) of the study's recipe
 STUDY_STAGES = ((0, 1e-3, 0.05), (1, 1e-5, 0.03), (2, 1.5e-6, 0.03))
+# The recipes: the parameters left at None take their value from the recipe; a value given
+# explicitly always wins. "default": the best measured recipe (docs/classifier.md: small CNN
+# trained from scratch on contrast-standardised patches, <= 40 epochs, rot90/flip augmentation);
+# "study": the VGG16 study's (VGG16 features + the softmax head, raw patches, <= 100 epochs).
+RECIPES = {
+    "default": dict(backbone="small_cnn", mode="finetune", patch_contrast="standardize", augment=True,
+                    scratch_epochs=40),
+    "study": dict(backbone="vgg16", mode="head", patch_contrast="none", augment=True, scratch_epochs=60),
+}
 
 
 def _lib():
@@ -121,12 +130,23 @@ def _weights_available(key: str) -> bool:
 class PatchClassifier(ClassifierMixin, BaseEstimator):
     """Classify image patches (bulk / defect classes) with a backbone and the study's head.
 
+    ``backbone``, ``mode``, ``patch_contrast`` and ``augment`` left at None take
+    their value from ``recipe``; a value given explicitly always wins.
+
     Parameters
     ----------
-    backbone : {"vgg16", "mobilenet_v2", "small_cnn", "precomputed"} or object
+    backbone : {"vgg16", "mobilenet_v2", "small_cnn", "precomputed"}, object or None
         An object with ``transform(patches) -> (n, d)`` is used as the
-        extractor (head mode only).
-    mode : {"head", "finetune"}
+        extractor (head mode only). None: the recipe's ("small_cnn"; study: "vgg16").
+    mode : {"head", "finetune"} or None
+        None: the recipe's ("finetune"; study: "head"); with a backbone given and no mode,
+        "finetune" for "small_cnn" and "head" for the others.
+    recipe : "default" (None) or "study"
+        "default": the best measured recipe (docs/classifier.md): ``small_cnn``
+        trained from scratch (``mode="finetune"``, at most 40 epochs),
+        contrast-standardised patches, rot90/flip augmentation. "study": the VGG16
+        study's: VGG16 features (ImageNet when cached) + the softmax head, raw
+        patches (``patch_contrast="none"``), at most 100 epochs.
     weights : "auto", None, "random", a registry key or a path
         "auto" (ImageNet if cached, else untrained), None/"random", a registry key
         ("imagenet", "imagenet-keras") or a file path. Only ImageNet-like weights enable the
@@ -137,8 +157,8 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     pooling : {"avg", "avgmax"}, optional
         Pooling of the backbone map in finetune mode: "avg" (the study's) or "avgmax"
         (average and max concatenated); default "avgmax" for small_cnn, "avg" otherwise.
-    patch_contrast : {"standardize", "none"}
-        "standardize" (default) z-scores each patch and maps it to [0, 1]
+    patch_contrast : {"standardize", "none"} or None
+        None: the recipe's. "standardize" (default recipe) z-scores each patch and maps it to [0, 1]
         (0.5 + 0.15 z, clamped) before the backbone's normalisation; "none" feeds the
         patches as they are (the study's). The real CdTe regions differ in brightness
         and contrast, and without it a network learns the region rather than the defect
@@ -152,10 +172,15 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     label_smoothing : float, optional
         Stage-1 smoothing (default 0.05; later stages 0.03).
     class_weight : "balanced" or None
-    augment : bool
-        Random rot90 and flips (image inputs in finetune mode).
+    augment : bool, str, dict or None
+        Training augmentation of image inputs (finetune mode), applied per batch in the core with
+        the training seed: True = "dihedral" (random rot90 and flips, the recipes' default);
+        names joined by "+" from "dihedral", "gain", "offset", "gamma", "noise", "blur",
+        "scale", "rotate", "intensity" (gain+offset+gamma), "acquisition" (all but
+        dihedral), e.g. "dihedral+acquisition"; or a dict of strengths
+        (:mod:`stemroi.models._augment`). False: none.
     max_epochs : int, optional
-        Per stage (default 100 head, 40 per stage pretrained, 60 from scratch).
+        Per stage (default 100 head, 40 per stage pretrained, from scratch 40; study recipe 60).
     batch_size : int
     learning_rate : float, optional
         Stage 1 / from scratch; default 1e-3.
@@ -189,19 +214,20 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        backbone="vgg16",
-        mode: str = "head",
+        backbone=None,
+        mode: Optional[str] = None,
         *,
+        recipe: Optional[str] = None,
         weights="auto",
         input_size: Optional[int] = None,
         pooling: Optional[str] = None,
-        patch_contrast: str = "standardize",
+        patch_contrast: Optional[str] = None,
         hidden_units: int = 256,
         dropout: float = 0.4,
         l2: float = 1e-4,
         label_smoothing: Optional[float] = None,
         class_weight: Optional[str] = "balanced",
-        augment: bool = True,
+        augment=None,
         max_epochs: Optional[int] = None,
         batch_size: int = 32,
         learning_rate: Optional[float] = None,
@@ -216,6 +242,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     ):
         self.backbone = backbone
         self.mode = mode
+        self.recipe = recipe
         self.weights = weights
         self.input_size = input_size
         self.pooling = pooling
@@ -242,20 +269,33 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     _core_attributes = ("net_",)
 
     # ------------------------------------------------------------------ params
+    def _p(self, name: str):
+        """A parameter's value: the explicit one, else the recipe's."""
+        v = getattr(self, name) if name in ("backbone", "mode", "patch_contrast", "augment") else None
+        if v is not None:
+            return v
+        if name == "mode" and self.backbone is not None:
+            # a backbone named without a mode: features + head, except the small CNN (no pretrained weights)
+            return "finetune" if isinstance(self.backbone, str) and self.backbone == "small_cnn" else "head"
+        recipe = getattr(self, "recipe", None) or "default"
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {tuple(RECIPES)} or None, got {recipe!r}")
+        return RECIPES[recipe][name]
+
     def _check_params(self):
         resolve_device(self.device)
-        if self.mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {self.mode!r}")
-        b = self.backbone
+        if self._p("mode") not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {self._p('mode')!r}")
+        b = self._p("backbone")
         if isinstance(b, str):
             known = ("vgg16", "mobilenet_v2", "small_cnn", "precomputed")
             if b not in known:
                 raise ValueError(f"backbone must be one of {known} or a feature extractor object, got {b!r}")
-            if b == "precomputed" and self.mode != "head":
+            if b == "precomputed" and self._p("mode") != "head":
                 raise ValueError("backbone='precomputed' (features given) works only with mode='head'")
         elif not hasattr(b, "transform"):
             raise TypeError(f"backbone must be a name or an object with transform(), got {type(b).__name__}")
-        elif self.mode != "head":
+        elif self._p("mode") != "head":
             raise ValueError("a feature-extractor object as backbone works only with mode='head'")
         check_positive_int(self.hidden_units, "hidden_units")
         check_positive_int(self.batch_size, "batch_size")
@@ -265,8 +305,11 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
             check_positive_int(self.input_size, "input_size", minimum=16)
         if self.max_epochs is not None:
             check_positive_int(self.max_epochs, "max_epochs")
-        if self.patch_contrast not in ("standardize", "none"):
-            raise ValueError(f"patch_contrast must be 'standardize' or 'none', got {self.patch_contrast!r}")
+        from ._augment import resolve_augment
+
+        resolve_augment(self._p("augment"), true_means="dihedral")
+        if self._p("patch_contrast") not in ("standardize", "none"):
+            raise ValueError(f"patch_contrast must be 'standardize' or 'none', got {self._p('patch_contrast')!r}")
         if self.pooling not in (None, "avg", "avgmax"):
             raise ValueError(f"pooling must be None, 'avg' or 'avgmax', got {self.pooling!r}")
         if not (0.0 <= float(self.dropout) < 1.0):
@@ -285,13 +328,13 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     # -------------------------------------------------------------- internals
     def _uses_extractor(self) -> bool:
         """Head mode on features computed once outside the training loop."""
-        b = self.backbone
-        return self.mode == "head" and (not isinstance(b, str) or b in ("vgg16", "precomputed"))
+        b = self._p("backbone")
+        return self._p("mode") == "head" and (not isinstance(b, str) or b in ("vgg16", "precomputed"))
 
     def _resolve_weights(self):
         """(state dict or None, preprocessing or None, description) of the backbone weights."""
         w = self.weights
-        arch = self.backbone if isinstance(self.backbone, str) else "custom"
+        arch = self._p("backbone") if isinstance(self._p("backbone"), str) else "custom"
         if arch == "small_cnn" or arch == "precomputed":
             if w not in ("auto", None, "random"):
                 raise ValueError(f"backbone {arch!r} has no pretrained weights; use weights=None, got {w!r}")
@@ -308,7 +351,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         return state, pre, source
 
     def _make_extractor(self, seed: int, n_threads: int):
-        b = self.backbone
+        b = self._p("backbone")
         if not isinstance(b, str):
             return b, getattr(b, "weights", "user extractor")
         if b == "precomputed":
@@ -328,7 +371,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         if self.extractor_ is None:
             return check_array(X, name="X", ndim=2, dtype=(np.float32,))
         X = _check_patches(X)
-        if self.patch_contrast == "standardize":
+        if self._p("patch_contrast") == "standardize":
             X = _lib().standardize_contrast(np.ascontiguousarray(X))
         F = np.asarray(self.extractor_.transform(X), dtype=np.float32)
         return np.ascontiguousarray(F)
@@ -344,17 +387,17 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     def _stages(self, pretrained: bool):
         eps0 = 0.05 if self.label_smoothing is None else float(self.label_smoothing)
         lr0 = 1e-3 if self.learning_rate is None else float(self.learning_rate)
-        if self.mode == "head":
+        if self._p("mode") == "head":
             return [(0, lr0, eps0, self.max_epochs or 100)]
         if pretrained:
             e = self.max_epochs or 40
             return [(0, lr0, eps0, e), (1, 1e-5, min(eps0, 0.03), e), (2, 1.5e-6, min(eps0, 0.03), e)]
-        return [(-1, lr0, eps0, self.max_epochs or 60)]
+        return [(-1, lr0, eps0, self.max_epochs or int(self._p("scratch_epochs")))]
 
     def _pooling(self) -> str:
         if self.pooling is not None:
             return self.pooling
-        return "avgmax" if self.backbone == "small_cnn" and not self._uses_extractor() else "avg"
+        return "avgmax" if self._p("backbone") == "small_cnn" and not self._uses_extractor() else "avg"
 
     # -------------------------------------------------------------------- fit
     def fit(self, X, y, groups=None, *, class_names: Optional[Sequence[str]] = None, X_val=None, y_val=None,
@@ -393,6 +436,9 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         self.fit_time_ = time.perf_counter() - t0
         self._set_model_card(architecture, stages, len(y_idx), split_description, weights_description,
                              data_description)
+        # unfamiliar-input score on the embeddings (stemroi.detection._novelty)
+        from ..detection._novelty import fit_classifier_novelty
+        self.novelty_ = fit_classifier_novelty(self, Xin[train], Xv, seed)
         return self
 
     def _fit_classes(self, y, class_names) -> np.ndarray:
@@ -461,11 +507,11 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         if self._uses_extractor():
             architecture, in_features = "none", int(Xin.shape[1])
         else:
-            architecture, in_features = self.backbone, 0
+            architecture, in_features = self._p("backbone"), 0
         self.net_ = self._make_net(architecture, len(self.classes_), in_features=in_features,
                                    input_size=self._net_input_size(), preprocessing=preprocessing or "", seed=seed,
                                    pooling=self._pooling(),
-                                   patch_contrast="none" if self._uses_extractor() else self.patch_contrast)
+                                   patch_contrast="none" if self._uses_extractor() else self._p("patch_contrast"))
         if backbone_state is not None:
             self.net_.load_backbone_state(backbone_state, str(self.weights))
         return architecture
@@ -473,12 +519,16 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     def _train(self, Xtr, ytr, Xv, yv, stages, seed: int, n_threads: int) -> dict:
         """Run the training stages of ``net_``; returns the history."""
         core = _lib()
+        from ._augment import augment_options, resolve_augment
+
+        dihedral, strengths = resolve_augment(self._p("augment"), true_means="dihedral")
         options = core.TrainOptions(
             stages=[core.TrainStage(unfrozen_stages=k, learning_rate=lr, label_smoothing=eps, max_epochs=epochs)
                     for k, lr, eps, epochs in stages],
             batch_size=int(self.batch_size), l2=float(self.l2), class_balanced=self.class_weight == "balanced",
-            augment=bool(self.augment), patience=int(self.patience), plateau_patience=int(self.plateau_patience),
-            plateau_factor=0.5, seed=seed % (2**63), n_threads=n_threads)
+            augment=dihedral, patience=int(self.patience), plateau_patience=int(self.plateau_patience),
+            plateau_factor=0.5, seed=seed % (2**63), n_threads=n_threads,
+            acquisition=augment_options(strengths))
         return self.net_.fit(Xtr, ytr, X_val=Xv, y_val=yv, options=options, progress=self.progress)
 
     def _calibrate_temperature(self, Xv, yv, n_threads: int) -> None:
@@ -501,8 +551,8 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         """Set ``weights_description_``, ``backbone_description_`` and ``model_card_``."""
         self.weights_description_ = weights_description
         name = architecture if architecture != "none" else (
-            self.backbone if isinstance(self.backbone, str) else type(self.backbone).__name__)
-        self.backbone_description_ = f"{name} [{self.mode}] with {weights_description}"
+            self._p("backbone") if isinstance(self._p("backbone"), str) else type(self._p("backbone")).__name__)
+        self.backbone_description_ = f"{name} [{self._p('mode')}] with {weights_description}"
         self.model_card_ = {
             "data": data_description or f"{n_samples} patches, classes {self.class_names_}",
             "pixel_size": card_pixel_size(self.pixel_size_),
@@ -561,7 +611,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         """Write the model (weights, class names, preprocessing, input size, model card) in
         stemroi's safe format (no pickle), atomically."""
         self._check_fitted()
-        if self.extractor_ is not None and not (isinstance(self.backbone, str) and self.backbone == "vgg16"):
+        if self.extractor_ is not None and not (isinstance(self._p("backbone"), str) and self._p("backbone") == "vgg16"):
             raise ValueError("only models with a named backbone can be saved (a custom extractor object cannot)")
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in ("progress",)}
         if not isinstance(params.get("random_state"), (int, type(None))):
@@ -576,12 +626,14 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
             "temperature": self.temperature_,
             "extractor": self._extractor_config(),
         }
+        from ..detection._novelty import novelty_tensors
+        novelty_t, config["novelty"] = novelty_tensors(getattr(self, "novelty_", None))
         _save_model(
-            path, self._net_tensors(), architecture=MODEL_ARCHITECTURE, config=config,
+            path, {**self._net_tensors(), **novelty_t}, architecture=MODEL_ARCHITECTURE, config=config,
             class_names=self.class_names_,
             preprocessing={"input": "patches on [0, 1] (uint8 / 255)", "patch_shape": self.patch_shape_,
                            "input_size": self._net_input_size(), "normalization": self.net_.preprocessing,
-                           "patch_contrast": self.patch_contrast},
+                           "patch_contrast": self._p("patch_contrast")},
             model_card=self.model_card_,
         )
 
@@ -645,6 +697,8 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         self.patch_shape_ = list(cfg["patch_shape"])
         self.temperature_ = float(cfg["temperature"])
         self.net_ = self._restore_net(cfg["net"], tensors, os.fspath(path))
+        from ..detection._novelty import novelty_from_tensors
+        self.novelty_ = novelty_from_tensors(dict(tensors), cfg.get("novelty"))
         ext = cfg.get("extractor")
         if ext is not None:
             from ..features.vgg16 import VGG16Features

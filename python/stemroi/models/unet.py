@@ -12,6 +12,7 @@ from __future__ import annotations
 import numbers
 import os
 import time
+import warnings
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,6 +31,21 @@ __all__ = [
     "local_deviation",
     "make_multi_defect_samples",
 ]
+
+# The recipes: the parameters left at None take their value from the recipe.
+# "default": the best measured recipe (docs/segmentation.md: CVAE-residual pseudo-labels,
+# base 8, 60 epochs x 256 single-patch samples, Adam 1e-3, positive weight 2);
+# "study": the weakly supervised segmentation study's settings (local-deviation
+# pseudo-labels at p98, base 32, composed samples of up to 3 patches, plain BCE).
+RECIPES = {
+    "default": dict(epochs=60, batch_size=16, learning_rate=1e-3, base_channels=8, pseudo_label="cvae",
+                    percentile=99.0, samples_per_epoch=256, max_parts=1, positive_weight=2.0, augment=False,
+                    cvae_epochs=20),
+    "study": dict(epochs=20, batch_size=32, learning_rate=1e-3, base_channels=32, pseudo_label="deviation",
+                  percentile=98.0, samples_per_epoch=0, max_parts=3, positive_weight=1.0, augment=False,
+                  cvae_epochs=20),
+}
+_PSEUDO_LABELS = ("cvae", "deviation", "lattice")
 
 _ARCHITECTURE = "unet_multilabel"
 _FORMAT_KIND = "stemroi.DefectSegmenter"
@@ -150,17 +166,39 @@ def make_multi_defect_samples(
 class DefectSegmenter(BaseEstimator):
     """Weakly supervised U-Net producing one probability map per defect class.
 
+    Parameters left at ``None`` take their value from ``recipe`` (``RECIPES``);
+    a value given explicitly always wins. ``resolved_params_`` (after ``fit``)
+    holds the values used.
+
     Parameters
     ----------
     classes : sequence of str or None
         All class names of the labelled patches (bulk included). ``None``: the
         sorted unique labels seen by ``fit``. Integer labels index this list.
+    recipe : "default" (None) or "study"
+        "default": the best measured recipe (CVAE-residual pseudo-labels, base 8,
+        60 epochs x 256 samples, batch 16, Adam 1e-3, positive weight 2, one patch
+        per sample); "study": the study's (local-deviation pseudo-labels at p98,
+        base 32, 20 epochs x n patches, batch 32, Adam 1e-3, plain BCE, up to 3
+        patches per sample).
     epochs, batch_size, learning_rate : training settings (Adam, BCE).
     random_state : int, seeds the network initialisation and the sample composition.
     n_threads : LibTorch threads (None = all available cores).
     bulk_class : name of the defect-free class (its patches get empty masks).
     base_channels : U-Net width (levels base, 2*base; bottleneck 4*base).
-    pseudo_label : "deviation" (the study's) or "lattice" (lattice-translation residual).
+    pseudo_label : "cvae" (default recipe: pixels a bulk CVAE trained on the bulk
+        patches cannot reconstruct, :func:`residual_pseudo_labels`), "deviation"
+        (the study's) or "lattice" (lattice-translation residual).
+    cvae : a fitted :class:`stemroi.BulkCVAE` of the same material for
+        ``pseudo_label="cvae"``; None: one is trained on the bulk patches
+        (``cvae_epochs`` epochs, the "dataset_repo" variant, Adam 1e-3), kept as ``cvae_``.
+    cvae_epochs : epochs of that CVAE (default recipe: 20).
+    residual_quantile, residual_sigma : the "cvae" pseudo-label threshold (bulk
+        quantile of the smoothed residual) and smoothing (0.99, 2 px).
+    augment : acquisition-like augmentation of the training samples (see
+        :mod:`stemroi.models._augment`): False, True (= "acquisition": gain,
+        offset, gamma, noise, blur, scale, rotation at preset strengths), names
+        joined by "+" or a dict of strengths. Masks follow the geometric changes.
     sigma, filter_size, percentile : pseudo-label settings (study: 1, 7, 98).
     samples_per_epoch : synthetic samples per epoch (None: number of patches).
     max_parts : patches combined per synthetic sample (study: 3).
@@ -181,25 +219,37 @@ class DefectSegmenter(BaseEstimator):
     def __init__(
         self,
         classes: Optional[Sequence[str]] = None,
-        epochs: int = 20,
-        batch_size: int = 32,
-        learning_rate: float = 1e-3,
+        epochs: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        learning_rate: Optional[float] = None,
         random_state=0,
         n_threads=None,
         *,
+        recipe: Optional[str] = None,
         bulk_class: Optional[str] = "Bulk",
-        base_channels: int = 32,
+        base_channels: Optional[int] = None,
         sigma: float = 1.0,
         filter_size: int = 7,
-        percentile: float = 98.0,
+        percentile: Optional[float] = None,
         samples_per_epoch: Optional[int] = None,
-        max_parts: int = 3,
+        max_parts: Optional[int] = None,
         tile_stride: float = 0.5,
-        pseudo_label: str = "deviation",
-        positive_weight: float = 1.0,
+        pseudo_label: Optional[str] = None,
+        positive_weight: Optional[float] = None,
+        augment=None,
+        cvae=None,
+        cvae_epochs: Optional[int] = None,
+        residual_quantile: float = 0.99,
+        residual_sigma: float = 2.0,
         device: str = "cpu",
     ):
         self.classes = classes
+        self.recipe = recipe
+        self.augment = augment
+        self.cvae = cvae
+        self.cvae_epochs = cvae_epochs
+        self.residual_quantile = residual_quantile
+        self.residual_sigma = residual_sigma
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -250,22 +300,74 @@ class DefectSegmenter(BaseEstimator):
             raise TypeError(f"labels must be strings or integers, got dtype {lab.dtype}")
         return classes, idx
 
-    def _check_settings(self):
+    def _resolved(self) -> dict:
+        """The parameters of the recipe with the explicitly given ones on top."""
+        recipe = "default" if self.recipe is None else self.recipe
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {tuple(RECIPES)} or None, got {self.recipe!r}")
+        out = dict(RECIPES[recipe])
+        for k in out:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
+        return out
+
+    def _check_settings(self) -> dict:
         resolve_device(self.device)
-        check_positive_int(self.epochs, "epochs")
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive_int(self.base_channels, "base_channels")
-        check_positive_int(self.max_parts, "max_parts")
-        if not isinstance(self.learning_rate, numbers.Real) or not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        p = self._resolved()
+        check_positive_int(p["epochs"], "epochs")
+        check_positive_int(p["batch_size"], "batch_size")
+        check_positive_int(p["base_channels"], "base_channels")
+        check_positive_int(p["max_parts"], "max_parts")
+        check_positive_int(p["cvae_epochs"], "cvae_epochs")
+        if not isinstance(p["learning_rate"], numbers.Real) or not p["learning_rate"] > 0:
+            raise ValueError(f"learning_rate must be > 0, got {p['learning_rate']!r}")
         if not isinstance(self.tile_stride, numbers.Real) or not 0 < self.tile_stride <= 1:
             raise ValueError(f"tile_stride must be in (0, 1], got {self.tile_stride!r}")
-        if not isinstance(self.positive_weight, numbers.Real) or not self.positive_weight > 0:
-            raise ValueError(f"positive_weight must be > 0, got {self.positive_weight!r}")
+        if not isinstance(p["positive_weight"], numbers.Real) or not p["positive_weight"] > 0:
+            raise ValueError(f"positive_weight must be > 0, got {p['positive_weight']!r}")
         if self.samples_per_epoch is not None:
             check_positive_int(self.samples_per_epoch, "samples_per_epoch")
-        _check_filter_options(self.sigma, self.filter_size, self.percentile)
-        _check_method(self.pseudo_label)
+        _check_filter_options(self.sigma, self.filter_size, p["percentile"])
+        if p["pseudo_label"] not in _PSEUDO_LABELS:
+            raise ValueError(f"pseudo_label must be one of {_PSEUDO_LABELS}, got {p['pseudo_label']!r}")
+        if not isinstance(self.residual_quantile, numbers.Real) or not 0 < self.residual_quantile < 1:
+            raise ValueError(f"residual_quantile must be in (0, 1), got {self.residual_quantile!r}")
+        if not isinstance(self.residual_sigma, numbers.Real) or not 0 <= self.residual_sigma < np.inf:
+            raise ValueError(f"residual_sigma must be a finite number >= 0, got {self.residual_sigma!r}")
+        if self.cvae is not None and not hasattr(self.cvae, "difference"):
+            raise TypeError(f"cvae must be a fitted stemroi.BulkCVAE or None, got {type(self.cvae).__name__}")
+        from ._augment import resolve_augment
+
+        p["augment_strengths"] = resolve_augment(p["augment"], true_means="acquisition")[1]
+        return p
+
+    def _cvae_unusable(self, X, is_bulk) -> Optional[str]:
+        """Why the "cvae" pseudo-labels cannot be made for these patches (None: they can)."""
+        if not is_bulk.any():
+            return (f"pseudo_label='cvae' needs bulk patches (bulk_class={self.bulk_class!r}) to train and threshold "
+                    "the bulk model; none are in the labels. Pass bulk_class= or use pseudo_label='lattice'")
+        if self.cvae is None:
+            if X.shape[1] != X.shape[2] or X.shape[1] % 8 or X.shape[1] < 16:
+                return (f"pseudo_label='cvae' trains a bulk CVAE on the patches, which must be square, a multiple "
+                        f"of 8 and >= 16 px; got {X.shape[1:]}. Pass cvae= or use pseudo_label='lattice'")
+            if int(is_bulk.sum()) < 2:
+                return f"pseudo_label='cvae' needs at least 2 bulk patches, got {int(is_bulk.sum())}"
+        return None
+
+    def _cvae_masks(self, X, is_bulk, seed: int, n_threads: int, epochs: int) -> np.ndarray:
+        """The "cvae" pseudo-labels: a bulk CVAE (given, or trained here on the bulk patches)."""
+        model = self.cvae
+        if model is None:
+            from .cvae import BulkCVAE
+
+            model = BulkCVAE(latent_dim=20, variant="dataset_repo", epochs=int(epochs), learning_rate=1e-3,
+                             blur_sigma=2.0, crop_size=int(X.shape[1]), detector="energy", random_state=seed,
+                             n_threads=n_threads, device=self.device)
+            model.fit(X[is_bulk])
+        self.cvae_ = model
+        return residual_pseudo_labels(X, is_bulk, model, quantile=float(self.residual_quantile),
+                                      sigma=float(self.residual_sigma), n_threads=n_threads)
 
     # ---- fitting ---------------------------------------------------------
     def fit(self, patches, labels, *, masks=None,
@@ -283,7 +385,7 @@ class DefectSegmenter(BaseEstimator):
         pixel_size_ = recorded_pixel_size(pixel_size)
         if X.shape[1] % 4 or X.shape[2] % 4 or min(X.shape[1:]) < 8:
             raise ValueError(f"patch height and width must be multiples of 4 and >= 8, got {X.shape[1:]}")
-        self._check_settings()
+        params = self._check_settings()
         classes, idx = self._encode_labels(labels, X.shape[0])
         bulk_index = classes.index(self.bulk_class) if self.bulk_class in classes else None
         defect_classes = [c for i, c in enumerate(classes) if i != bulk_index]
@@ -295,10 +397,22 @@ class DefectSegmenter(BaseEstimator):
         n_threads = check_n_threads(self.n_threads)
         seed = check_random_state_seed(self.random_state)
         given_masks = masks
-        if masks is None:
+        t_labels = time.perf_counter()
+        if masks is None and params["pseudo_label"] == "cvae":
+            why = self._cvae_unusable(X, chan < 0)
+            if why and self.pseudo_label is None and self.cvae is None:
+                # the recipe's choice, not the caller's: fall back to the label-free lattice rule
+                warnings.warn(f"DefectSegmenter: {why}; the recipe's 'cvae' pseudo-labels fall back to 'lattice' "
+                              "(pass pseudo_label= to choose)", UserWarning, stacklevel=2)
+                params["pseudo_label"] = "lattice"
+            elif why:
+                raise ValueError(why)
+        if masks is None and params["pseudo_label"] == "cvae":
+            masks = self._cvae_masks(X, chan < 0, seed, n_threads, params["cvae_epochs"])
+        elif masks is None:
             masks = pseudo_label_masks(
-                X, chan < 0, sigma=self.sigma, size=self.filter_size, percentile=self.percentile,
-                method=self.pseudo_label, n_threads=n_threads,
+                X, chan < 0, sigma=self.sigma, size=self.filter_size, percentile=params["percentile"],
+                method=params["pseudo_label"], n_threads=n_threads,
             )
         else:
             masks = np.asarray(masks)
@@ -312,16 +426,21 @@ class DefectSegmenter(BaseEstimator):
         counts = np.bincount(idx, minlength=len(classes))
         self.training_data_ = {"n_patches": int(X.shape[0]), "patch_size": [int(X.shape[1]), int(X.shape[2])],
                                "class_counts": {c: int(n) for c, n in zip(classes, counts)},
-                               "pseudo_labels": self.pseudo_label if given_masks is None else "given masks"}
+                               "pseudo_labels": params["pseudo_label"] if given_masks is None else "given masks",
+                               "recipe": "default" if self.recipe is None else self.recipe,
+                               "augment": params["augment_strengths"]}
+        self.pseudo_label_time_ = time.perf_counter() - t_labels
+        self.resolved_params_ = {k: v for k, v in params.items() if k != "augment_strengths"}
         self.pixel_size_ = pixel_size_
-        net = place(_core.UNet(len(defect_classes) + 1, base_channels=int(self.base_channels), in_channels=1,
+        net = place(_core.UNet(len(defect_classes) + 1, base_channels=int(params["base_channels"]), in_channels=1,
                                seed=seed), self.device)
+        from ._augment import augment_options
         t0 = time.perf_counter()
         history = _core.train_unet(
-            net, X, masks, chan, epochs=int(self.epochs), batch_size=int(self.batch_size),
-            learning_rate=float(self.learning_rate), samples_per_epoch=int(self.samples_per_epoch or 0),
-            max_parts=int(self.max_parts), seed=seed, n_threads=n_threads, progress=progress,
-            positive_weight=float(self.positive_weight),
+            net, X, masks, chan, epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
+            learning_rate=float(params["learning_rate"]), samples_per_epoch=int(params["samples_per_epoch"] or 0),
+            max_parts=int(params["max_parts"]), seed=seed, n_threads=n_threads, progress=progress,
+            positive_weight=float(params["positive_weight"]), augment=augment_options(params["augment_strengths"]),
         )
         self.fit_time_ = time.perf_counter() - t0
         self.classes_ = classes
@@ -330,6 +449,8 @@ class DefectSegmenter(BaseEstimator):
         self.patch_size_ = (int(X.shape[1]), int(X.shape[2]))
         self.loss_history_ = np.asarray(history, np.float64)
         self.net_ = net
+        from ..detection._novelty import fit_segmenter_novelty
+        self.novelty_ = fit_segmenter_novelty(self, X, seed)
         return self
 
     # ---- prediction ------------------------------------------------------
@@ -378,20 +499,23 @@ class DefectSegmenter(BaseEstimator):
     def save(self, path) -> None:
         """Write the fitted model to the project's safe model file (no pickle)."""
         self._check_fitted()
-        config = {k: v for k, v in self.get_params(deep=False).items() if k != "n_threads"}
+        config = {k: v for k, v in self.get_params(deep=False).items() if k not in ("n_threads", "cvae")}
         config["classes"] = list(self.classes_)
         config["patch_size"] = list(self.patch_size_)
         tensors = self.net_.state_dict()
         tensors["__loss_history__"] = np.asarray(self.loss_history_, np.float64)
+        from ..detection._novelty import novelty_tensors
+        novelty_t, novelty_config = novelty_tensors(getattr(self, "novelty_", None))
+        tensors.update(novelty_t)
         _save_model(
-            path, tensors, architecture=_ARCHITECTURE, config=config, kind=_FORMAT_KIND,
+            path, tensors, architecture=_ARCHITECTURE, config=config, kind=_FORMAT_KIND, novelty=novelty_config,
             class_names=self.channel_names_,
             preprocessing={"input": "grey image scaled to [0, 1]", "channels": 1},
             model_card={
                 "model": "U-Net (2 levels, bilinear upsampling + skip concatenation, reflect padding)",
-                "training": "weakly supervised: local-deviation pseudo-labels on labelled patches, "
-                "synthetic multi-defect samples, BCE, Adam",
-                "epochs": int(self.epochs),
+                "training": f"weakly supervised: {self._resolved()['pseudo_label']} pseudo-labels on labelled "
+                "patches, synthetic multi-defect samples, BCE, Adam",
+                "epochs": int(self._resolved()["epochs"]),
                 "final_loss": float(self.loss_history_[-1]) if len(self.loss_history_) else None,
                 "training_data": getattr(self, "training_data_", None),
                 "pixel_size": card_pixel_size(getattr(self, "pixel_size_", None)),
@@ -407,12 +531,14 @@ class DefectSegmenter(BaseEstimator):
         classes = config.pop("classes")
         patch_size = tuple(config.pop("patch_size"))
         history = tensors.pop("__loss_history__", np.zeros(0))
+        from ..detection._novelty import novelty_from_tensors
+        novelty = novelty_from_tensors(tensors, meta.get("novelty"))
         config["classes"] = classes
         seg = cls(**config)
         seg.n_threads = n_threads
         seg.device = device
         names = list(meta["class_names"])
-        base = int(config.get("base_channels", 32))
+        base = int(seg._resolved()["base_channels"])
         net = place(_core.UNet(len(names), base_channels=base, in_channels=1, seed=0), device)
         net.load_state_dict(tensors, os.fspath(path))
         seg.classes_ = list(classes)
@@ -423,6 +549,7 @@ class DefectSegmenter(BaseEstimator):
         seg.training_data_ = meta.get("model_card", {}).get("training_data")
         seg.pixel_size_ = recorded_pixel_size(meta.get("model_card", {}).get("pixel_size"))
         seg.net_ = net
+        seg.novelty_ = novelty
         return seg
 
     # -- pickling: the network travels as a model file ---------------------------------
