@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # 2-thread training 8x slower (README, "Threads"). Results do not depend on it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-debian test-pypi test-cuda-build test-cpp test-py docs notebooks fuzz sanitize bench clean
+.PHONY: setup demo test test-debian test-pypi test-cuda-build test-reliability test-cpp test-py docs notebooks fuzz sanitize bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,7 +21,7 @@ demo: setup
 	@.venv/bin/stemroi demo --out $(DEMO_OUT)
 
 test: setup
-	@$(MAKE) --no-print-directory test-debian test-pypi test-cuda-build
+	@$(MAKE) --no-print-directory test-debian test-pypi test-cuda-build test-reliability
 
 test-debian: setup
 	@echo "== Debian lane"
@@ -39,6 +39,18 @@ test-cuda-build:
 	@STEMROI_CUDA_PYTHON=$${STEMROI_CUDA_PYTHON:-.venv-pypi/bin/python}; \
 	  PYTHONPATH=build-cuda/pylib $$STEMROI_CUDA_PYTHON -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_device.py
 
+# Reliability (docs/reliability.md): the 6 fuzz targets for CI_FUZZ_SECONDS each
+# (clang + libFuzzer + ASan/UBSan for the C++ parsers, atheris for the Python
+# readers; the script builds build-fuzz/ and installs atheris when missing),
+# then the fast ASan + UBSan tier of the torch-free core and its C++ tests.
+# 40 s per target keeps the fuzz step under 8 minutes with its build (60 s: ~10).
+FUZZ_SECONDS ?= 60
+CI_FUZZ_SECONDS ?= 40
+test-reliability: setup
+	@echo "== Reliability: fuzzing ($(CI_FUZZ_SECONDS) s per target) and sanitizers (fast tier)"
+	@bash scripts/fuzz.sh $(CI_FUZZ_SECONDS)
+	@bash scripts/sanitize.sh --fast
+
 test-cpp:
 	@echo "== C++ unit tests (ctest)"
 	@ctest --test-dir $$(ls -d build/*/ | head -n1) --output-on-failure -j2
@@ -54,7 +66,7 @@ notebooks: setup
 	@bash scripts/run_notebooks.sh
 
 fuzz: setup
-	@bash scripts/fuzz.sh $${FUZZ_SECONDS:-60}
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 sanitize: setup
 	@bash scripts/sanitize.sh

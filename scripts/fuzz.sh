@@ -45,7 +45,9 @@ fi
 
 seeds="$(mktemp -d)"
 trap 'rm -rf "$seeds"' EXIT
+t_seeds=$SECONDS
 "$py" tests/fuzz/make_seeds.py "$seeds" >/dev/null
+echo "seeds: $((SECONDS - t_seeds)) s"
 
 failed=()
 for t in "${targets[@]}"; do
@@ -56,6 +58,7 @@ for t in "${targets[@]}"; do
   args=(-max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$out/$t/" -rss_limit_mb=4096
         -timeout=30 "$corpus" "$seeds/$t")
   echo "== $t (${seconds} s)"
+  t_target=$SECONDS
   if [[ " ${cpp_targets[*]} " == *" $t "* ]]; then
     [[ "${FUZZ_JOBS:-0}" != 0 ]] && args=(-fork="$FUZZ_JOBS" "${args[@]}")
     # LibTorch's global objects are still reachable at exit: not leaks of the parsers.
@@ -65,6 +68,7 @@ for t in "${targets[@]}"; do
     OMP_NUM_THREADS=1 "$py" tests/fuzz/atheris_target.py "$t" "${args[@]}" >"$log" 2>&1 && rc=0 || rc=$?
   fi
   grep -E "^#[0-9]+[[:space:]]+(DONE|pulse)|^stat::number_of_executed_units|^stat::peak_rss_mb" "$log" | tail -3 || true
+  echo "   wall time $((SECONDS - t_target)) s"
   if ((rc != 0)); then
     failed+=("$t")
     echo "   CRASH (exit $rc): see $log and $out/$t/"
@@ -75,4 +79,4 @@ if ((${#failed[@]})); then
   echo "fuzz.sh: crashes in: ${failed[*]}" >&2
   exit 1
 fi
-echo "fuzz.sh: ${#targets[@]} targets, ${seconds} s each, no crash"
+echo "fuzz.sh: ${#targets[@]} targets, ${seconds} s each, no crash ($SECONDS s in all)"

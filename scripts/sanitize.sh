@@ -28,17 +28,24 @@ if [ "${1:-}" = "--fast" ]; then
   # The parts of the core that need no LibTorch headers beyond ATen/Parallel.h
   # (parallel.cpp), with their GoogleTest files: an update here when a file of
   # these areas is added or moved.
-  mkdir -p "$build"
+  mkdir -p "$build/fast"
   src=cpp/src; tst=cpp/tests
-  nice -n 10 g++ -std=c++17 -O1 -g1 -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-    -fno-omit-frame-pointer -DEIGEN_DONT_PARALLELIZE -Icpp/include -isystem /usr/include/eigen3 \
-    -isystem /usr/include/torch/csrc/api/include \
-    $src/patches.cpp $src/overlap.cpp $src/filters.cpp $src/cluster_metrics.cpp $src/preprocess.cpp \
-    $src/parallel.cpp $src/model_file.cpp $src/sha256.cpp $src/kmeans.cpp $src/silhouette.cpp $src/pca.cpp \
-    $src/compute_device.cpp \
-    $tst/test_patches.cpp $tst/test_overlap.cpp $tst/test_common.cpp $tst/test_preprocess.cpp \
-    $tst/test_model_file.cpp $tst/test_numeric.cpp \
-    -o "$build/stemroi_fast_tests" -lgtest -lgtest_main -ltorch -ltorch_cpu -lc10 -pthread
+  files=($src/patches.cpp $src/overlap.cpp $src/filters.cpp $src/cluster_metrics.cpp $src/preprocess.cpp
+         $src/parallel.cpp $src/model_file.cpp $src/sha256.cpp $src/kmeans.cpp $src/silhouette.cpp $src/pca.cpp
+         $src/compute_device.cpp
+         $tst/test_patches.cpp $tst/test_overlap.cpp $tst/test_common.cpp $tst/test_preprocess.cpp
+         $tst/test_model_file.cpp $tst/test_numeric.cpp)
+  flags=(-std=c++17 -O1 -g1 -fopenmp -fsanitize=address,undefined -fno-sanitize-recover=undefined
+         -fno-omit-frame-pointer -DEIGEN_DONT_PARALLELIZE -Icpp/include -isystem /usr/include/eigen3
+         -isystem /usr/include/torch/csrc/api/include)
+  # one object per file, CMAKE_BUILD_PARALLEL_LEVEL at a time, then one link
+  # objects named <dir>_<file>.o (src/ and tests/ share some file names)
+  objs=()
+  for f in "${files[@]}"; do objs+=("$build/fast/$(basename "$(dirname "$f")")_$(basename "${f%.cpp}").o"); done
+  printf '%s\n' "${files[@]}" | nice -n 10 xargs -P "$CMAKE_BUILD_PARALLEL_LEVEL" -I{} bash -c \
+    'f="$1"; shift; g++ "$@" -c "$f" -o "$0/$(basename "$(dirname "$f")")_$(basename "${f%.cpp}").o"' \
+    "$build/fast" {} "${flags[@]}"
+  g++ "${flags[@]}" "${objs[@]}" -o "$build/stemroi_fast_tests" -lgtest -lgtest_main -ltorch -ltorch_cpu -lc10 -pthread
   t_build=$((SECONDS - t0))
   t1=$SECONDS
   "$build/stemroi_fast_tests"

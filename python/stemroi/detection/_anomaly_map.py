@@ -51,16 +51,119 @@ def _taper(s: int) -> np.ndarray:
     return np.outer(w1, w1)
 
 
+class _BandBlender:
+    """Per-pixel RMS of crops' local energy maps, weighted by :func:`_taper`, blended in row order.
+
+    Crops arrive in row-major order of their origins, so once a crop with
+    origin row ``r`` arrives no later crop touches rows above ``r``: those rows
+    are final and written to the float32 output. Only a band of float64 rows
+    (from the first unfinished row to the lowest crop bottom so far) is held,
+    instead of two frame-sized float64 accumulators. Each pixel sums the same
+    terms in the same order as one whole-frame accumulation, so the map is
+    bit-identical to it.
+    """
+
+    def __init__(self, shape, s: int):
+        self.H, self.W = int(shape[0]), int(shape[1])
+        self.s = int(s)
+        self.weight = _taper(self.s)
+        self.out = np.empty((self.H, self.W), np.float32)
+        self.lo = 0  # first row not yet written to out; acc/wsum hold rows [lo, lo + len(acc))
+        self.acc = np.zeros((0, self.W))
+        self.wsum = np.zeros((0, self.W))
+
+    def _flush(self, upto: int) -> None:
+        """Write rows [lo, upto) (final) to the output and drop them from the band."""
+        k = min(upto, self.lo + len(self.acc)) - self.lo
+        if k <= 0:
+            return
+        self.out[self.lo:self.lo + k] = np.sqrt(self.acc[:k] / self.wsum[:k]).astype(np.float32)
+        self.acc, self.wsum = self.acc[k:], self.wsum[k:]
+        self.lo += k
+
+    def add(self, energy: np.ndarray, origins: np.ndarray) -> None:
+        if not len(origins):
+            return
+        s = self.s
+        self._flush(int(origins[0, 0]))  # row-major: no crop of this batch or later reaches above it
+        need = int(origins[:, 0].max()) + s - self.lo
+        if need > len(self.acc):
+            grow = need - len(self.acc)
+            self.acc = np.concatenate([self.acc, np.zeros((grow, self.W))])
+            self.wsum = np.concatenate([self.wsum, np.zeros((grow, self.W))])
+        acc, wsum, weight, lo = self.acc, self.wsum, self.weight, self.lo
+        for k, (r, c) in enumerate(origins):
+            r = int(r) - lo
+            acc[r:r + s, c:c + s] += weight * energy[k]
+            wsum[r:r + s, c:c + s] += weight
+
+    def result(self) -> np.ndarray:
+        self._flush(self.H)
+        return self.out
+
+
 def _blend(energy: np.ndarray, origins: np.ndarray, shape) -> np.ndarray:
-    """Per-pixel RMS of the crops' local energy maps, weighted by :func:`_taper`."""
-    s = energy.shape[-1]
-    weight = _taper(s)
-    acc = np.zeros(shape)
-    wsum = np.zeros(shape)
-    for k, (r, c) in enumerate(origins):
-        acc[r:r + s, c:c + s] += weight * energy[k]
-        wsum[r:r + s, c:c + s] += weight
-    return np.sqrt(acc / wsum).astype(np.float32)
+    """Per-pixel RMS of the crops' local energy maps, weighted by :func:`_taper` (all crops at once)."""
+    blender = _BandBlender(shape, energy.shape[-1])
+    blender.add(energy, np.asarray(origins))
+    return blender.result()
+
+
+def _frame_2d(image) -> np.ndarray:
+    """The image as a 2-D float array without copying a float32/float64 frame.
+
+    The same checks and messages as ``stemroi.models.cvae._image_2d``, but the
+    finiteness check runs in row strips (a memory-mapped frame is never
+    resident whole, and no frame-sized bool mask is made) and float64 is kept
+    as it is: crops are converted to float32 one batch at a time, which gives
+    the same values as converting the frame first.
+    """
+    from .._validation import check_array
+    from ..io._readers import to_grey
+    from ..preprocessing.grid import _finite_range
+
+    grey = to_grey(image, where="image")
+    x = check_array(grey, name="image", ndim=2, dtype=(np.float32, np.float64), finite=False)
+    _finite_range(x, "image")
+    return x
+
+
+def _crop_batches(n: int, batch_size: int, crops_per_batch: Optional[int]) -> int:
+    """Crops per streamed batch: a multiple of ``batch_size`` (so the network sees exactly the
+    batches of one call over all crops), about 512 crops (~50 MB of float32 work arrays at 64 px)."""
+    if crops_per_batch is None:
+        crops_per_batch = 512
+    k = max(1, int(crops_per_batch) // batch_size)
+    return min(k * batch_size, max(n, 1) + batch_size)
+
+
+def _stream_scores(img: np.ndarray, model, grid, batch_size: int, crops_per_batch: Optional[int] = None):
+    """Stream the crops of ``grid`` over ``img`` through ``model`` batch by batch.
+
+    Returns ``(scores, map)``: ``scores`` the per-crop score dict of
+    ``BulkCVAE._scores_of_difference`` over all crops in grid order (exactly
+    as one call over all crops gives it) and ``map`` the blended (H, W)
+    float32 local-energy map. Memory: one batch of crops and their work
+    arrays, a band of float64 accumulator rows and the float32 map.
+    """
+    from ..models.cvae import preprocess_crops
+
+    s = int(model.crop_size)
+    n_threads = check_n_threads(model.n_threads)
+    chunk = _crop_batches(grid.n_patches(img.shape), batch_size, crops_per_batch)
+    blender = _BandBlender(img.shape, s)
+    parts = []
+    for origins, raw in grid.iter_batches(img, chunk):
+        crops = preprocess_crops(raw, float(model.blur_sigma), n_threads=model.n_threads)
+        crops = model.calibrated_input(crops)  # per-image intensity calibration (unchanged when "fixed")
+        del raw
+        recon = model.model_.reconstruct(crops, batch_size, n_threads)
+        diff = np.ascontiguousarray(crops - recon)
+        del crops, recon
+        blender.add(_core.local_energy_maps(diff, int(model.energy_window), n_threads), origins)
+        parts.append(model._scores_of_difference(diff))
+    scores = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return scores, blender.result()
 
 
 def anomaly_map(image, model, stride: int = 32, *, batch_size: int = 64, device: Optional[str] = None,
@@ -80,6 +183,12 @@ def anomaly_map(image, model, stride: int = 32, *, batch_size: int = 64, device:
     float32 map (local RMS residual) and ``metadata["map_threshold"]`` the map
     level matching the bulk energy threshold.
 
+    Memory is bounded: crops are cut from the image (a memory map stays one:
+    ``np.load(path, mmap_mode="r")``), reconstructed and scored a batch of
+    about 512 crops at a time, and blended into a band of accumulator rows, so
+    besides the image and the float32 map a call holds some 50-100 MB whatever
+    the frame size. The result is bit-identical to processing all crops at once.
+
     ``device``: None reconstructs on the model's device; "cpu", "cuda",
     "cuda:N" or "auto" on that device, with a copy of the network (the model
     itself is unchanged). ValueError naming the device when LibTorch cannot use it.
@@ -90,30 +199,27 @@ def anomaly_map(image, model, stride: int = 32, *, batch_size: int = 64, device:
     to the model's pixel size and crops and map come back on the original grid
     (see :func:`stemroi.detect`).
     """
-    from ..models.cvae import _image_2d, preprocess_crops
     from ..preprocessing._resample import plan_resampling, resample, to_original_grid
     from ..preprocessing.grid import PatchGrid
 
     model._check_fitted()
     model = on_device(model, device, model.model_.device)
-    img = _image_2d(image)
+    img = _frame_2d(image)
     resample_scale, pixel_info = plan_resampling(model, pixel_size, "anomaly_map")
     original_shape = img.shape
     if resample_scale is not None:
-        img = resample(img, resample_scale, n_threads=model.n_threads)
+        img = resample(img.astype(np.float32, copy=False), resample_scale, n_threads=model.n_threads)
     s = int(model.crop_size)
     stride = check_positive_int(stride, "stride")
+    batch_size = check_positive_int(batch_size, "batch_size")
     H, W = img.shape
     if H < s or W < s:
         raise ValueError(f"image must be at least {s}x{s} (crop_size), got shape {img.shape}")
     grid = PatchGrid(patch_size=s, stride=stride, edge="shift", n_threads=model.n_threads)
     origins = np.asarray(grid.origins(img.shape), dtype=np.int64)
-    crops = preprocess_crops(grid.extract(img), float(model.blur_sigma), n_threads=model.n_threads)
-    n_threads = check_n_threads(model.n_threads)
-    recon = model.model_.reconstruct(crops, check_positive_int(batch_size, "batch_size"), n_threads)
-    diff = np.ascontiguousarray(crops - recon)
-    energy = _core.local_energy_maps(diff, int(model.energy_window), n_threads)
-    scores = model._scores_of_difference(diff)
+    scores, energy_map = _stream_scores(img, model, grid, batch_size)
+    # The threshold is applied here, once, to the scores of all crops: model._decision
+    # compares them with the model's calibration (energy_threshold_, band_ or signed_thresholds_).
     decision = model._decision(scores)
     flagged = decision >= 0
     tile_score = (decision if model.detector == "signed" else
@@ -126,8 +232,11 @@ def anomaly_map(image, model, stride: int = 32, *, batch_size: int = 64, device:
         bulk_label="Bulk", scores=tile_score, image_shape=img.shape, method=f"cvae-{model.detector}",
         metadata={"stride": stride, "crop_size": s, "detector": model.detector, "band": list(model.band_),
                   "energy_threshold": model.energy_threshold_, "map_threshold": float(model.energy_threshold_)},
-        maps={MAP_NAME: _blend(energy, origins, (H, W))},
+        maps={MAP_NAME: energy_map},
     )
+    from ._novelty import attach_novelty, cvae_crop_novelty
+    attach_novelty(result, getattr(model, "novelty_", None), cvae_crop_novelty(model, img, grid, batch_size),
+                   "CVAE latent means (k-NN)")
     if resample_scale is not None:
         return to_original_grid(result, original_shape, pixel_info)
     result.metadata.update(pixel_info)

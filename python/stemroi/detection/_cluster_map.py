@@ -14,7 +14,42 @@ def _describe_features(features) -> str:
     return features if isinstance(features, str) else repr(features)
 
 
-def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_size=None) -> ROIResult:
+def _painted_map(origins: np.ndarray, size: int, values: np.ndarray, shape, fill) -> np.ndarray:
+    """``ROIResult.pixel_map(values, fill)`` for square tiles in row-major order, in row bands.
+
+    Each pixel takes the value of the covering tile whose centre is nearest
+    (the first in row order on ties). Tiles arrive in row-major order of their
+    origins, so rows above a tile's origin are final: the float64 distance of
+    the nearest centre is kept for a band of rows, not for the whole frame.
+    Same values as ``pixel_map`` (same comparisons in the same order).
+    """
+    h, w = (int(v) for v in shape)
+    v = np.asarray(values)
+    out = np.full((h, w), fill, dtype=np.result_type(v, np.asarray(fill)))
+    lo, best = 0, np.full((0, w), np.inf)  # best holds rows [lo, lo + len(best))
+    half = (size - 1) / 2
+    for k, (r, c) in enumerate(np.asarray(origins)):
+        r, c = int(r), int(c)
+        if r > lo:  # rows above r are final: drop them from the band
+            best = best[min(r - lo, len(best)):]
+            lo = r
+        r1, c0, c1 = min(r + size, h), max(c, 0), min(c + size, w)
+        if r1 - lo > len(best):
+            best = np.concatenate([best, np.full((r1 - lo - len(best), w), np.inf)])
+        if c0 >= c1 or r >= r1:
+            continue
+        dy = np.arange(r, r1) - (r + half)
+        dx = np.arange(c0, c1) - (c + half)
+        d = dy[:, None] ** 2 + dx[None, :] ** 2
+        band = best[r - lo:r1 - lo, c0:c1]
+        closer = d < band
+        band[closer] = d[closer]
+        out[r:r1, c0:c1][closer] = v[k]
+    return out
+
+
+def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_size=None,
+                batch_size: int = 256) -> ROIResult:
     """Tile ``image`` (2-D) on ``PatchGrid(patch, stride, edge="drop")`` and
     label every tile with its nearest cluster of ``clusterer``.
 
@@ -30,6 +65,10 @@ def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_si
     :class:`stemroi.io.Calibration`; resampled to the clusterer's pixel size
     (``fit(..., pixel_size=...)``) when both are known and differ by more
     than 1 % (see :func:`stemroi.detect`).
+
+    Tiles are cut and embedded ``batch_size`` at a time (a memory-mapped
+    image stays mapped), so memory holds one batch of tiles and features, the
+    per-tile results and the int64 map, not every tile of the frame.
     """
     from ..preprocessing._resample import plan_resampling, resample, to_original_grid
     from ..preprocessing.grid import PatchGrid
@@ -38,7 +77,11 @@ def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_si
     if getattr(clusterer.extractor_, "precomputed", False):
         raise ValueError("cluster_map needs a patch feature extractor; this clusterer was fitted on "
                          "precomputed features (features='precomputed')")
-    img = check_array(image, name="image", ndim=2, dtype=(np.float32, np.float64))
+    from ..preprocessing.grid import _finite_range
+
+    # finiteness checked in row strips: a memory-mapped frame is neither copied nor resident whole
+    img = check_array(image, name="image", ndim=2, dtype=(np.float32, np.float64), finite=False)
+    _finite_range(img, "image")
     resample_scale, pixel_info = plan_resampling(clusterer, pixel_size, "cluster_map")
     original_shape = img.shape
     if resample_scale is not None:
@@ -49,7 +92,12 @@ def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_si
         raise ValueError(f"patch must be <= image size {img.shape}, got {patch}")
     grid = PatchGrid(patch_size=patch, stride=stride, edge="drop", n_threads=clusterer.n_threads)
     origins = np.asarray(grid.origins(img.shape), dtype=np.int64)
-    dist = clusterer._distances(clusterer.transform(grid.extract(img)))
+    # tiles are cut, embedded and measured one batch at a time (memory: one batch, not every tile)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    novelty = getattr(clusterer, "novelty_", None)
+    parts = [(clusterer._distances(Z), None if novelty is None else novelty.score(Z))
+             for Z in (clusterer.transform(tiles) for _, tiles in grid.iter_batches(img, batch_size))]
+    dist = np.concatenate([p[0] for p in parts], axis=0)
     order = np.sort(dist, axis=1)
     nearest = dist.argmin(axis=1)
     second = order[:, 1] if order.shape[1] > 1 else order[:, 0]
@@ -65,9 +113,16 @@ def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_si
                   "silhouette": clusterer.silhouette_scores_[clusterer.n_clusters_],
                   "bulk_assumption": "most frequent cluster"},
     )
+    if novelty is not None:  # tiles whose embedding is unlike the training patches
+        from ._novelty import attach_novelty
+        attach_novelty(result, novelty, np.concatenate([p[1] for p in parts]), "clusterer embedding (transform)")
     if resample_scale is not None:
         to_original_grid(result, original_shape, pixel_info)
     else:
         result.metadata.update(pixel_info)
-    result.maps["cluster"] = result.pixel_map(nearest.astype(np.int64), fill=-1)
+    if resample_scale is None:
+        result.maps["cluster"] = _painted_map(result.origins, int(result.sizes[0, 0]), nearest.astype(np.int64),
+                                              result.image_shape, -1)
+    else:  # tiles rescaled to the original grid
+        result.maps["cluster"] = result.pixel_map(nearest.astype(np.int64), fill=-1)
     return result

@@ -6,7 +6,10 @@ returns a :class:`stemroi.ROIResult`: per tile the class, the probability
 vector, the confidence (max probability), its (row, col, height, width) and an
 ``unknown`` flag where no class is convincing (max probability below
 ``unknown_below``, 0.4 in the VGG16 study), so new defect types are not forced
-into old boxes.
+into old boxes. When the model carries a fitted novelty score (``novelty_``,
+set by ``PatchClassifier.fit``), tiles whose penultimate-layer embedding lies
+outside the training distribution are marked ``unfamiliar`` as well, however
+confident the softmax is (see :class:`stemroi.detection.FeatureNovelty`).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from .._device import on_device
 from .._validation import check_array, check_positive_int
 from ..detection.roi import UNKNOWN, ROIResult
 from ..io._readers import scale_to_unit, to_grey
-from ..preprocessing.grid import PatchGrid
+from ..preprocessing.grid import PatchGrid, _finite_range
 
 __all__ = ["detect", "to_unit_range"]
 
@@ -40,8 +43,10 @@ def to_unit_range(image, scale: str = "auto") -> np.ndarray:
     grey = to_grey(stored)
     if stored.dtype.kind in "iu" and scale == "auto":
         return scale_to_unit(check_array(grey, name="image", ndim=2, dtype=None), "dtype", source_dtype=stored.dtype)
-    x = check_array(grey, name="image", ndim=2, dtype=(np.float32, np.float64)).astype(np.float32, copy=False)
-    lo, hi = float(x.min()), float(x.max())
+    x = check_array(grey, name="image", ndim=2, dtype=(np.float32, np.float64), finite=False)
+    x = x.astype(np.float32, copy=False)
+    # finiteness, min and max in row strips: a memory-mapped frame is neither copied nor resident whole
+    lo, hi = _finite_range(x, "image")
     if scale == "none":
         if lo < 0 or hi > 1:
             raise ValueError(f"image: values must be in [0, 1] with scale='none', got range [{lo:.4g}, {hi:.4g}]")
@@ -67,6 +72,7 @@ def detect(
     progress: Optional[Callable[[int, int], None]] = None,
     device: Optional[str] = None,
     pixel_size=None,
+    unfamiliar: bool = True,
 ) -> ROIResult:
     """Classify the tiles of ``image`` (2-D; colour is made grey by ``stemroi.io.to_grey``) with ``model``.
 
@@ -84,6 +90,13 @@ def detect(
     ``resampled``, ``scale``, ``model_pixel_size``, ``image_pixel_size``). A
     UserWarning when only one of the two is known.
     ``progress(done, total)`` is called per batch of tiles.
+    ``unfamiliar``: when the model has a fitted ``novelty_``
+    (:class:`~stemroi.detection.FeatureNovelty` on its embeddings), the
+    result's ``unfamiliar`` marks tiles whose embedding lies outside the
+    training distribution and ``novelty`` holds the score;
+    ``metadata["novelty"]`` states the threshold and the in-distribution rate
+    it was calibrated to. Labels are unchanged ("unknown" stays the
+    low-confidence rule). False skips it (one embedding pass less).
     ``device``: None runs on the model's device (a model file: the CPU);
     "cpu", "cuda", "cuda:N" or "auto" run there, on a copy of the network
     (the model itself is unchanged). ValueError naming the device when
@@ -137,12 +150,16 @@ def detect(
     # form, so the probabilities are identical).
     batch_size = check_positive_int(batch_size, "batch_size")
     n = len(origins)
-    chunks, done = [], 0
+    novelty = getattr(model, "novelty_", None) if unfamiliar else None
+    chunks, novelty_chunks, done = [], [], 0
     for _, tiles in grid.iter_batches(img, batch_size):
         report = None if progress is None else (lambda d, t, done=done: progress(done + d, n))
         chunks.append(model.predict_proba(tiles, batch_size=batch_size, progress=report))
+        if novelty is not None:
+            novelty_chunks.append(novelty.score(model.transform(tiles)))
         done += len(tiles)
     probs = np.ascontiguousarray(np.concatenate(chunks, axis=0))
+    novelty_scores = np.concatenate(novelty_chunks) if novelty is not None else None
     names = list(getattr(model, "class_names_", [str(c) for c in model.classes_]))
     conf = probs.max(axis=1)
     labels = np.asarray(names, dtype=object)[probs.argmax(axis=1)]
@@ -168,7 +185,11 @@ def detect(
         metadata={"patch": patch, "stride": stride, "unknown_below": float(unknown_below),
                   "temperature": float(getattr(model, "temperature_", 1.0)),
                   "model": getattr(model, "backbone_description_", ""), "bulk_label": bulk_label},
+        unfamiliar=None if novelty is None else novelty_scores > novelty.threshold_,
+        novelty=novelty_scores,
     )
+    if novelty is not None:
+        result.metadata["novelty"] = dict(novelty.summary(), features="penultimate-layer embedding (transform)")
     if resample_scale is not None:
         return to_original_grid(result, original_shape, pixel_info)
     result.metadata.update(pixel_info)

@@ -67,7 +67,9 @@ def segmentation_map(image, model, patch: Optional[int] = None, stride: Optional
     stride = patch if stride is None else check_positive_int(stride, "stride")
     grid = PatchGrid(patch_size=patch, stride=stride, edge="shift", n_threads=model.n_threads)
     origins = np.asarray(grid.origins((h, w)), dtype=np.int64)
-    tile_max = np.stack([grid.extract(np.ascontiguousarray(m)).max(axis=(1, 2)) for m in maps], axis=1)
+    # per-tile maxima one batch of tiles at a time (the tiles of a channel are as large as its map)
+    tile_max = np.stack([np.concatenate([t.max(axis=(1, 2)) for _, t in grid.iter_batches(m, 1024)])
+                         for m in maps], axis=1)
     tile_max = tile_max.astype(np.float64)
     defect = [j for j, c in enumerate(names) if c != BACKGROUND]
     best = tile_max[:, defect].max(axis=1)
@@ -82,6 +84,9 @@ def segmentation_map(image, model, patch: Optional[int] = None, stride: Optional
                   "channels": names},
         maps={c: maps[j] for j, c in enumerate(names)},
     )
+    from ._novelty import attach_novelty, segmenter_tile_novelty
+    attach_novelty(result, getattr(model, "novelty_", None), segmenter_tile_novelty(model, image, grid, batch_size),
+                   "U-Net bottleneck embedding (spatial mean)")
     if resample_scale is not None:
         return to_original_grid(result, original_shape, pixel_info)
     result.metadata.update(pixel_info)

@@ -136,7 +136,15 @@ class _Raw:
 
 
 def read_image(path) -> np.ndarray:
-    """Read a single 2-D image as float32 (stored values, not rescaled)."""
+    """Read a single 2-D image as float32 (stored values, not rescaled).
+
+    The result is a fresh writable array, except for a float32 2-D NPY file
+    of at least 256 MiB (``STEMROI_MMAP_MIN_MB``): that one comes back as a
+    read-only memory map of the file, checked for NaN/inf in row strips and
+    never copied, so a frame larger than memory streams through
+    :func:`stemroi.detect`, :func:`~stemroi.detection.anomaly_map` and
+    :func:`~stemroi.detection.cluster_map` (see docs/reliability.md, memory).
+    """
     return read_image_with_calibration(path)[0]
 
 
@@ -424,6 +432,44 @@ def _read_npy(path: Path) -> _Raw:
     return _Raw(data, Calibration(), channel_axis, frame_ndim)
 
 
+def _mmap_min_bytes() -> int:
+    """Frames of at least this many bytes are returned memory-mapped (``STEMROI_MMAP_MIN_MB``, default 256)."""
+    try:
+        return int(float(os.environ.get("STEMROI_MMAP_MIN_MB", "256")) * 2**20)
+    except ValueError:
+        return 256 * 2**20
+
+
+def _large_mapped_float32(data: np.ndarray) -> Optional[np.ndarray]:
+    """``data`` itself when it is a large 2-D float32 C-contiguous view of a read-only memory map.
+
+    Such a frame (an NPY file, e.g. 16k x 16k = 1 GiB) is returned without a
+    copy: the detectors cut it one batch of tiles at a time, so it never has to
+    be resident whole. Smaller frames and other dtypes are copied to float32.
+    """
+    from ..preprocessing.grid import _read_only_map
+
+    if (data.dtype != np.float32 or data.ndim != 2 or not data.flags.c_contiguous
+            or data.nbytes < _mmap_min_bytes() or _read_only_map(data) is None):
+        return None
+    return data
+
+
+def _check_finite_in_strips(image: np.ndarray, where: str) -> None:
+    """The NaN / infinity check of :func:`_finish`, one row strip at a time (pages released)."""
+    from ..preprocessing.grid import _iter_strips
+
+    n_nan = n_inf = 0
+    for _, strip in _iter_strips(image):
+        n_nan += int(np.isnan(strip).sum())
+        n_inf += int(np.isinf(strip).sum())
+    if n_nan or n_inf:
+        raise ValueError(
+            f"{where}: {n_nan} NaN and {n_inf} infinite pixel(s) of {image.size}; "
+            "clean the image (e.g. np.nan_to_num) before using it"
+        )
+
+
 def _finish(path: Path, data: np.ndarray, channel_axis: bool, frame: Optional[int] = None) -> np.ndarray:
     """Colour -> grey, dtype and content checks, float32 output."""
     where = f"{path}" if frame is None else f"{path} (frame {frame})"
@@ -435,6 +481,10 @@ def _finish(path: Path, data: np.ndarray, channel_axis: bool, frame: Optional[in
     h, w = data.shape
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ValueError(f"{where}: image is {h}x{w} pixels; at least {MIN_SIDE}x{MIN_SIDE} needed")
+    mapped = _large_mapped_float32(data)
+    if mapped is not None:
+        _check_finite_in_strips(mapped, where)
+        return mapped
     out = np.array(data, dtype=np.float32)  # always a fresh, writable, C-contiguous copy
     if out.dtype.kind == "f" and data.dtype.kind == "f":
         n_nan = int(np.isnan(out).sum())

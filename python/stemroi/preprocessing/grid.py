@@ -61,33 +61,88 @@ def _native(band: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(band, dtype=dtype)
 
 
-def _release_pages(image: np.ndarray, upto_row: int) -> None:
-    """Drop the resident pages of rows [0, upto_row) of a read-only np.memmap.
+def _read_only_map(image: np.ndarray):
+    """The ``mmap.mmap`` behind ``image`` when it is (a view of) a read-only np.memmap, else None.
+
+    Views made by ``np.asarray`` / ``np.ascontiguousarray`` / slicing are plain
+    ndarrays whose ``.base`` chain leads to the memmap; they are followed.
+    """
+    obj = image
+    for _ in range(16):
+        if obj is None:
+            return None
+        if isinstance(obj, np.memmap):
+            mm = getattr(obj, "_mmap", None)
+            if mm is None or getattr(obj, "mode", None) != "r":
+                return None
+            return mm
+        obj = getattr(obj, "base", None)
+    return None
+
+
+def _release_pages(image: np.ndarray, upto_row: int, from_row: int = 0) -> None:
+    """Drop the resident pages of rows [from_row, upto_row) of a read-only memory map.
 
     Mapped file pages count towards the process RSS until the kernel reclaims
     them; streaming a file larger than memory should not hold them. Only done
     for mode 'r' maps (MADV_DONTNEED would discard the edits of a 'c' map), and
-    best effort: anything unexpected leaves the pages to the kernel.
+    best effort: anything unexpected leaves the pages to the kernel. ``image``
+    may be a view of the memmap (its ``.base`` chain is followed).
     """
-    mm = getattr(image, "_mmap", None)
-    if (
-        mm is None
-        or getattr(image, "mode", None) != "r"
-        or not hasattr(mm, "madvise")
-        or not hasattr(mmap, "MADV_DONTNEED")
-        or not image.flags.c_contiguous
-    ):
+    mm = _read_only_map(image)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or not image.flags.c_contiguous:
         return
     try:
         base = np.frombuffer(mm, dtype=np.uint8)
-        start = image.ctypes.data - base.ctypes.data
-        end = start + upto_row * image.shape[1] * image.itemsize
-        end -= end % mmap.PAGESIZE
+        offset = image.ctypes.data - base.ctypes.data
         del base
-        if end > 0:
-            mm.madvise(mmap.MADV_DONTNEED, 0, end)
+        row_bytes = image.strides[0]
+        start = offset + max(from_row, 0) * row_bytes
+        end = offset + upto_row * row_bytes
+        start += -start % mmap.PAGESIZE  # whole pages only: never drop a page a later row shares
+        end -= end % mmap.PAGESIZE
+        if end > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
     except (ValueError, OSError, TypeError, BufferError):  # pragma: no cover - platform dependent
         pass
+
+
+def _iter_strips(image: np.ndarray, strip_bytes: int = 16 << 20) -> Iterator[Tuple[int, np.ndarray]]:
+    """Yield ``(row0, image[row0:row1])`` for consecutive strips of about ``strip_bytes``.
+
+    For a read-only memory map (or a view of one) the pages of each strip are
+    released once the consumer asks for the next one, so a full pass (min/max,
+    finiteness) over a mapped frame keeps one strip resident, not the frame.
+    """
+    h = image.shape[0]
+    row_bytes = max(int(np.prod(image.shape[1:], dtype=np.int64)) * image.itemsize, 1)
+    rows = max(1, int(strip_bytes) // row_bytes)
+    for r0 in range(0, h, rows):
+        r1 = min(r0 + rows, h)
+        yield r0, image[r0:r1]
+        _release_pages(image, r1, r0)
+
+
+def _finite_range(image: np.ndarray, name: str = "image") -> Tuple[float, float]:
+    """(min, max) of a real 2-D array, read in row strips (:func:`_iter_strips`).
+
+    Raises the ValueError of ``check_array`` (naming the first NaN/inf and its
+    index) for a non-finite float pixel. A memory-mapped frame is never
+    resident whole and no frame-sized temporary is made.
+    """
+    lo, hi = np.inf, -np.inf
+    for row0, strip in _iter_strips(image):
+        if strip.dtype.kind == "f":
+            finite = np.isfinite(strip)
+            if not finite.all():
+                bad = np.argwhere(~finite)[0]
+                idx = (int(bad[0]) + row0,) + tuple(int(i) for i in bad[1:])
+                raise ValueError(f"{name}: contains NaN or infinity (first at index {idx}, value {image[idx]}); "
+                                 "clean or impute the data first")
+            del finite
+        if strip.size:
+            lo, hi = min(lo, float(strip.min())), max(hi, float(strip.max()))
+    return lo, hi
 
 
 class PatchGrid:
