@@ -202,3 +202,71 @@ def test_cluster_map_streamed_in_batches_equals_all_tiles_at_once():
                             confidence=np.ones(len(origins)), unknown=np.zeros(len(origins), bool),
                             class_names=["a"], image_shape=(40, 33)).pixel_map(values, fill=-1)
     np.testing.assert_array_equal(_painted_map(origins, 9, values, (40, 33), -1), ref)
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    """A tiny DefectSegmenter (32-px tiles, three channels); its weights need not be good."""
+    from stemroi import DefectSegmenter
+
+    X = np.stack([_frame(32, 32, seed=s) for s in range(24)])
+    y = np.array(["Bulk", "vacancy", "interstitial"] * 8)
+    return DefectSegmenter(epochs=1, samples_per_epoch=32, batch_size=8, base_channels=4, pseudo_label="lattice",
+                           random_state=0, n_threads=1).fit(X, y)
+
+
+@pytest.mark.parametrize("tile_stride", [0.5, 0.3, 1.0])
+@pytest.mark.parametrize("shape,strip_rows", [((300, 70), 48), ((131, 45), 20), ((97, 200), 16), ((200, 20), 30),
+                                              ((64, 64), 16)])
+def test_segmentation_map_strips_equal_the_whole_frame_prediction(segmenter, tile_stride, shape, strip_rows):
+    """Strip-wise maps (several strips, odd sizes, frames narrower than a tile, a prediction stride that does
+    not divide the tile) equal predict_maps of the whole frame: bit for bit with one tile per network batch;
+    with 16 the CPU convolution's result for a tile depends on its batch by ~1 ulp (checked below)."""
+    from stemroi.detection import segmentation_map
+    from stemroi.detection._segmentation_map import _predict_maps_in_strips, _strip_plan
+
+    old = segmenter.tile_stride
+    segmenter.tile_stride = tile_stride
+    try:
+        img = _frame(*shape, seed=7)
+        stride = max(1, int(round(32 * tile_stride)))
+        plan = _strip_plan(shape[0], 32, stride, max(stride, strip_rows // stride * stride))
+        assert len(plan) >= 2  # really streamed
+        assert [p[2] for p in plan] == [0] + [p[3] for p in plan[:-1]] and plan[-1][3] == shape[0]
+        calls = []
+        got = _predict_maps_in_strips(segmenter, img, 1, lambda k, n: calls.append((k, n)), strip_rows)
+        ref = segmenter.predict_maps(img, batch_size=1)
+        assert got.dtype == np.float32 and got.shape == ref.shape == (3,) + shape
+        np.testing.assert_array_equal(got, ref)
+        total = calls[-1][1]
+        assert calls[-1][0] == total and all(n == total for _, n in calls)
+        assert [k for k, _ in calls] == sorted(k for k, _ in calls)
+        # the public function, default batch size: equal within 1e-6
+        res = segmentation_map(img, segmenter, strip_rows=strip_rows)
+        ref16 = segmenter.predict_maps(img)
+        for j, c in enumerate(segmenter.channel_names_):
+            np.testing.assert_allclose(res.maps[c], ref16[j], rtol=0, atol=1e-6, err_msg=c)
+    finally:
+        segmenter.tile_stride = old
+
+
+def test_segmentation_map_strip_rows_default_and_bad_values(segmenter):
+    from stemroi.detection import segmentation_map
+    from stemroi.detection._segmentation_map import _predict_maps_in_strips
+
+    img = _frame(150, 90, seed=8)
+    whole = segmenter.predict_maps(img)
+    # automatic strips (~64 MB) cover this frame in one strip: the whole-frame call itself
+    np.testing.assert_array_equal(_predict_maps_in_strips(segmenter, img, 16, None, None), whole)
+    # frames no taller than a tile, lists and float64 frames
+    small = _frame(20, 50, seed=9)
+    np.testing.assert_array_equal(_predict_maps_in_strips(segmenter, small, 16, None, 16),
+                                  segmenter.predict_maps(small))
+    np.testing.assert_array_equal(_predict_maps_in_strips(segmenter, img.astype(np.float64), 1, None, 16),
+                                  segmenter.predict_maps(img, batch_size=1))
+    for bad in (0, -16, 2.5, "64"):
+        with pytest.raises((ValueError, TypeError), match="strip_rows"):
+            segmentation_map(img, segmenter, strip_rows=bad)
+    img[120, 33] = np.nan  # named with its frame index, not the strip's
+    with pytest.raises(ValueError, match=r"first at index \(120, 33\)"):
+        segmentation_map(img, segmenter, strip_rows=16)

@@ -20,12 +20,20 @@ BACKGROUND = "background"
 def segmentation_map(image, model, patch: Optional[int] = None, stride: Optional[int] = None,
                      threshold: float = 0.5, *, batch_size: int = 16,
                      progress: Optional[Callable[[int, int], None]] = None,
-                     device: Optional[str] = None, pixel_size=None) -> ROIResult:
+                     device: Optional[str] = None, pixel_size=None,
+                     strip_rows: Optional[int] = None) -> ROIResult:
     """Per-class probability maps of ``image`` (2-D float32 in [0, 1]) under a
     fitted :class:`stemroi.DefectSegmenter`, summarised per tile.
 
     The maps are ``model.predict_maps(image)`` (overlapping prediction tiles
-    blended without seams). The rows are the tiles of
+    blended without seams), predicted in horizontal strips of ``strip_rows``
+    output rows (rounded down to a multiple of the prediction stride; None:
+    sized so that one strip's working memory is about 64 MB), each with the
+    rows of context its prediction tiles need, so the working memory does not
+    grow with the frame; the values are those of the whole-frame call (the
+    same tiles, blended in the same order; within 1e-6, as the CPU
+    convolution's result for a tile can differ by ~1 ulp with the other tiles
+    of its batch). The rows are the tiles of
     ``PatchGrid(patch, stride, edge="shift")`` (``patch``: the training patch
     size, at most the image's smaller side; ``stride``: ``patch``), so every
     pixel is in some tile. Per tile, ``probabilities[:, j]`` is the largest
@@ -59,7 +67,7 @@ def segmentation_map(image, model, patch: Optional[int] = None, stride: Optional
     if resample_scale is not None:
         original_shape = np.shape(image)
         image = resample(np.asarray(image, dtype=np.float32), resample_scale, n_threads=model.n_threads)
-    maps = np.asarray(model.predict_maps(image, batch_size=batch_size, progress=progress))
+    maps = _predict_maps_in_strips(model, image, batch_size, progress, strip_rows)
     names = list(model.channel_names_)
     h, w = maps.shape[1:]
     patch = model.patch_size_[0] if patch is None else check_positive_int(patch, "patch")
@@ -91,6 +99,103 @@ def segmentation_map(image, model, patch: Optional[int] = None, stride: Optional
         return to_original_grid(result, original_shape, pixel_info)
     result.metadata.update(pixel_info)
     return result
+
+
+_STRIP_BYTES = 64 << 20  # working memory of one strip's prediction (strip_rows=None)
+
+
+def _strip_plan(h: int, tile: int, stride: int, rows: int) -> List[Tuple[int, int, int, int]]:
+    """``(a, b, y0, y1)`` per strip: predict rows [a, b) of the frame, keep rows [y0, y1).
+
+    ``y0`` and ``rows`` are multiples of ``stride``; ``a`` is the first
+    whole-frame tile origin whose tile reaches ``y0``; ``b = y1 - stride + tile``
+    ends the last tile reaching ``y1 - 1``, so ``b - a - tile`` is a multiple of
+    the stride and the strip has no shifted edge tile of its own: its tiles are
+    exactly the whole-frame tiles inside it. The last strip ends at the frame's
+    border (with the frame's own shifted edge tile); a single strip is the frame.
+    """
+    plan, y0 = [], 0
+    while y0 < h:
+        a = max(0, ((y0 + stride - tile) // stride) * stride)
+        y1 = y0 + rows
+        if y1 + tile > h:  # the frame's shifted edge tile (origin h - tile) could reach above y1
+            plan.append((a, h, y0, h))
+            break
+        plan.append((a, y1 - stride + tile, y0, y1))
+        y0 = y1
+    return plan
+
+
+def _check_strip(h: int, grid, a: int, b: int, y0: int, y1: int, w: int) -> None:
+    """Every row of [y0, y1) is covered by the same prediction tiles in the strip [a, b) as in the frame."""
+    tile = grid.patch_size
+    frame = set(int(o) for o in np.asarray(grid.origins((h, w)))[:, 0])
+    strip = set(a + int(o) for o in np.asarray(grid.origins((b - a, w)))[:, 0])
+    for o in frame ^ strip:
+        if o < y1 and o + tile > y0:
+            raise RuntimeError(f"internal error: strip rows [{a}, {b}) do not reproduce frame rows [{y0}, {y1}) "
+                               f"(tile origin {o})")
+
+
+def _predict_maps_in_strips(model, image, batch_size, progress, strip_rows) -> np.ndarray:
+    """``model.predict_maps(image)`` (C, H, W) float32, predicted one horizontal strip at a time.
+
+    The C++ tiler (``unet_predict_tiled``) puts tiles at the origins of
+    ``PatchGrid(tile, stride, "shift")`` along each axis and blends them with a
+    separable window, accumulating tiles in row-major order into zeroed sums
+    (weighted probabilities and weights) that are divided at the end. A strip
+    spans the whole width (the same column origins and padding) and, by
+    :func:`_strip_plan`, exactly the whole-frame tiles that cover its kept rows,
+    so each kept pixel gets the same terms added in the same order: equal to
+    the whole-frame map as long as the network's output for a tile does not
+    depend on the other tiles of its batch. Frames of a single strip (fewer
+    rows than about ``strip_rows`` plus a tile) and inputs that are not 2-D
+    real arrays (rejected by ``predict_maps``) take the whole-frame call.
+    """
+    from ..preprocessing.grid import PatchGrid, _finite_range, _release_pages
+
+    arr = image if isinstance(image, np.ndarray) else np.asarray(image)
+    whole = lambda: np.asarray(model.predict_maps(image, batch_size=batch_size, progress=progress))  # noqa: E731
+    if strip_rows is not None:
+        strip_rows = check_positive_int(strip_rows, "strip_rows")
+    if arr.ndim != 2 or arr.size == 0 or arr.dtype.kind not in "fiub":
+        return whole()
+    tile = int(model.patch_size_[0])
+    stride = max(1, int(round(tile * float(model.tile_stride))))
+    if tile < 8 or tile % 4 or stride > tile:
+        return whole()
+    h, w = arr.shape
+    n_channels = len(model.channel_names_)
+    if strip_rows is None:  # per strip row: sums, quotient and returned copy (3 C) + weights and image (2)
+        per_row = max(w, tile) * 4 * (3 * n_channels + 2)
+        rows = max(_STRIP_BYTES // per_row - 2 * (tile - stride), stride)
+    else:
+        rows = strip_rows
+    rows = max(stride, (rows // stride) * stride)
+    if h < tile:
+        return whole()
+    plan = _strip_plan(h, tile, stride, rows)
+    if len(plan) == 1:
+        return whole()
+    if arr.dtype.kind == "f":
+        _finite_range(arr, "image")  # NaN/inf named with its frame index (a strip would give its own)
+    grid = PatchGrid(patch_size=tile, stride=stride, edge="shift")
+    n_cols = len(np.asarray(grid.origins((tile, max(w, tile)))))
+    counts = [len(np.asarray(grid.origins((b - a, tile)))) * n_cols for a, b, _, _ in plan]
+    total, done = sum(counts), 0
+    out = np.empty((n_channels, h, w), dtype=np.float32)
+    released = 0
+    for k, ((a, b, y0, y1), count) in enumerate(zip(plan, counts)):
+        _check_strip(h, grid, a, b, y0, y1, tile)
+        report = None if progress is None else (lambda k, n, _d=done: progress(_d + k, total))
+        part = np.asarray(model.predict_maps(arr[a:b], batch_size=batch_size, progress=report))
+        out[:, y0:y1] = part[:, y0 - a:y1 - a]
+        del part
+        done += count
+        if k + 1 < len(plan):  # rows above the next strip (pages of read-only memory maps only)
+            _release_pages(arr, plan[k + 1][0], released)
+            released = plan[k + 1][0]
+    return out
 
 
 def map_descriptors(maps, channel_names: Optional[Sequence[str]] = None, *,
