@@ -58,7 +58,7 @@ def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_si
     centre distance), ``scores`` = distance to the nearest centre. The most
     frequent cluster of the image is taken as the bulk label (``bulk_label``),
     on the assumption that most of a field of view is defect-free.
-    ``maps["cluster"]`` is the (H, W) int64 cluster index of each pixel (the
+    ``maps["cluster"]`` is the (H, W) int32 cluster index of each pixel (the
     tile whose centre is nearest; -1 where no tile covers the pixel).
 
     ``pixel_size``: the image's pixel size, ``(value, unit)`` or a
@@ -68,7 +68,7 @@ def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_si
 
     Tiles are cut and embedded ``batch_size`` at a time (a memory-mapped
     image stays mapped), so memory holds one batch of tiles and features, the
-    per-tile results and the int64 map, not every tile of the frame.
+    per-tile results and the int32 map (4 bytes a pixel), not every tile of the frame.
     """
     from ..preprocessing._resample import plan_resampling, resample, to_original_grid
     from ..preprocessing.grid import PatchGrid
@@ -121,8 +121,8 @@ def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_si
     else:
         result.metadata.update(pixel_info)
     if resample_scale is None:
-        result.maps["cluster"] = _painted_map(result.origins, int(result.sizes[0, 0]), nearest.astype(np.int64),
+        result.maps["cluster"] = _painted_map(result.origins, int(result.sizes[0, 0]), nearest.astype(np.int32),
                                               result.image_shape, -1)
     else:  # tiles rescaled to the original grid
-        result.maps["cluster"] = result.pixel_map(nearest.astype(np.int64), fill=-1)
+        result.maps["cluster"] = result.pixel_map(nearest.astype(np.int32), fill=-1)
     return result
