@@ -9,6 +9,7 @@
 #   FUZZ_OUT=dir                  where crash reproducers and logs go
 #                                 (default build-fuzz/out)
 #   FUZZ_JOBS=N                   libFuzzer -fork=N for the C++ targets (default 0: one process)
+#   FUZZ_SEED=N                   libFuzzer -seed (default: random; make test-reliability uses 1)
 #
 # Exit status 1 when a target crashed; the reproducer is in FUZZ_OUT/<target>/
 # (re-run one with `build-fuzz/cpp/<target> FILE` or
@@ -56,7 +57,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus"
   log="$out/$t/fuzz.log"
   args=(-max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$out/$t/" -rss_limit_mb=4096
-        -timeout=30 "$corpus" "$seeds/$t")
+        -timeout=30 ${FUZZ_SEED:+-seed="$FUZZ_SEED"} "$corpus" "$seeds/$t")
   echo "== $t (${seconds} s)"
   t_target=$SECONDS
   if [[ " ${cpp_targets[*]} " == *" $t "* ]]; then

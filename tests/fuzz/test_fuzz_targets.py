@@ -168,3 +168,20 @@ def test_uncompressed_tiff_claiming_more_bytes_than_the_file_is_refused(tmp_path
     with pytest.raises(OSError, match=r"cut\.tif: cannot read TIFF \(header claims an uncompressed image of shape "
                                       r"\(256, 256\) \(65536 bytes\) but the file has 1000 bytes"):
         read_image(path)
+
+
+def test_gif_truncated_inside_an_extension_block_is_an_oserror(tmp_path):
+    """Found by the read_image fuzz target: a GIF whose trailer byte became an extension introducer
+    made PIL's n_frames raise IndexError; it is a corrupt file (OSError naming the file)."""
+    import io as _io
+
+    from PIL import Image
+
+    from stemroi.io import read_image
+
+    buf = _io.BytesIO()
+    Image.fromarray((np.arange(64).reshape(8, 8) * 3).astype(np.uint8)).save(buf, format="GIF")
+    path = tmp_path / "cut.gif"
+    path.write_bytes(buf.getvalue()[:-1] + b"!")
+    with pytest.raises(OSError, match=r"cut\.gif.*corrupt or truncated.*IndexError"):
+        read_image(path)

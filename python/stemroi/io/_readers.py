@@ -387,8 +387,11 @@ def _read_pil(path: Path) -> _Raw:
                              "if the file is trusted") from None
     except UnidentifiedImageError:
         raise OSError(f"{path}: not a readable {path.suffix.lstrip('.').upper()} image (corrupt or wrong format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise OSError(f"{path}: cannot read image, the file is corrupt or truncated ({exc})") from None
+    except Exception as exc:
+        # PIL's plugins raise many types on corrupt input (a GIF cut inside an extension block
+        # fails in n_frames with IndexError, others with struct.error or KeyError), as tifffile does
+        raise OSError(f"{path}: cannot read image, the file is corrupt or truncated "
+                      f"({type(exc).__name__}: {exc})") from None
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
         raise ValueError(f"{path}: frames of different shapes {sorted(shapes)}")
