@@ -34,6 +34,12 @@ class UNetImpl : public torch::nn::Module {
   const UNetConfig& config() const { return config_; }
 
  private:
+  struct Encoded {
+    torch::Tensor e1, e2, bottleneck;
+  };
+  // the checked input through the encoder: what forward and embed share
+  Encoded encode(const torch::Tensor& x);
+
   UNetConfig config_;
   torch::nn::Sequential enc1{nullptr}, enc2{nullptr}, bottleneck{nullptr}, dec2{nullptr}, dec1{nullptr};
   torch::nn::Conv2d head{nullptr};

@@ -103,17 +103,23 @@ def robust_location_scale(scores, *, name: str = "scores"):
     return med, float(MAD_TO_SD * np.median(np.abs(s - med)))
 
 
+def _spread_location_scale(scores, name: str):
+    """:func:`robust_location_scale`, refusing scores without spread (MAD 0)."""
+    med, scale = robust_location_scale(scores, name=name)
+    if scale <= 0:
+        raise ValueError(f"{name}: the MAD is 0 (more than half of the scores are equal to {med!r}); "
+                         "a per-image threshold needs a spread of bulk scores")
+    return med, scale
+
+
 def robust_offset(bulk_scores, threshold: float, *, name: str = "bulk_scores") -> float:
     """The threshold of the reference (training) image in robust units:
     ``c = (threshold - median) / scale`` of its bulk ``bulk_scores``
     (:func:`robust_location_scale`). :func:`per_image_threshold` with this
     ``c`` applied to the same scores gives ``threshold`` back."""
-    med, scale = robust_location_scale(bulk_scores, name=name)
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be finite, got {threshold!r}")
-    if scale <= 0:
-        raise ValueError(f"{name}: the MAD is 0 (more than half of the scores are equal to {med!r}); "
-                         "a per-image threshold needs a spread of bulk scores")
+    med, scale = _spread_location_scale(bulk_scores, name)
     return float((float(threshold) - med) / scale)
 
 
@@ -123,10 +129,7 @@ def per_image_threshold(scores, c: float, *, name: str = "scores") -> float:
     image's bulk as the reference threshold sat from the reference bulk
     (``c`` from :func:`robust_offset`, chosen on the reference image only).
     ValueError when the scores have no spread (MAD 0)."""
-    med, scale = robust_location_scale(scores, name=name)
     if not np.isfinite(c):
         raise ValueError(f"c must be finite, got {c!r}")
-    if scale <= 0:
-        raise ValueError(f"{name}: the MAD is 0 (more than half of the scores are equal to {med!r}); "
-                         "a per-image threshold needs a spread of bulk scores")
+    med, scale = _spread_location_scale(scores, name)
     return float(med + float(c) * scale)
