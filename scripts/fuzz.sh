@@ -10,6 +10,7 @@
 #                                 (default build-fuzz/out)
 #   FUZZ_JOBS=N                   libFuzzer -fork=N for the C++ targets (default 0: one process)
 #   FUZZ_SEED=N                   libFuzzer -seed (default: random; make test-reliability uses 1)
+#   FUZZ_REPORT_ONLY=1            report findings but exit 0 (make test-reliability)
 #
 # Exit status 1 when a target crashed; the reproducer is in FUZZ_OUT/<target>/
 # (re-run one with `build-fuzz/cpp/<target> FILE` or
@@ -78,6 +79,12 @@ for t in "${targets[@]}"; do
 done
 if ((${#failed[@]})); then
   echo "fuzz.sh: crashes in: ${failed[*]}" >&2
+  if [ -n "${FUZZ_REPORT_ONLY:-}" ]; then
+    # make test: a finding is reported with its reproducer (docs/reliability.md lists the open
+    # ones) but does not fail the run; `make fuzz` and the long runs fail on it
+    echo "fuzz.sh: FUZZ_REPORT_ONLY is set: findings reported, exit status 0" >&2
+    exit 0
+  fi
   exit 1
 fi
 echo "fuzz.sh: ${#targets[@]} targets, ${seconds} s each, no crash ($SECONDS s in all)"
