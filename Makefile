@@ -49,7 +49,7 @@ FUZZ_SECONDS ?= 60
 CI_FUZZ_SECONDS ?= 40
 test-reliability: setup
 	@echo "== Reliability: fuzzing ($(CI_FUZZ_SECONDS) s per target) and sanitizers (fast tier)"
-	@FUZZ_SEED=$${FUZZ_SEED:-1} FUZZ_REPORT_ONLY=1 bash scripts/fuzz.sh $(CI_FUZZ_SECONDS)
+	@FUZZ_SEED=$${FUZZ_SEED:-1} bash scripts/fuzz.sh $(CI_FUZZ_SECONDS)
 	@bash scripts/sanitize.sh --fast
 
 test-cpp:

@@ -10,7 +10,7 @@
 #                                 (default build-fuzz/out)
 #   FUZZ_JOBS=N                   libFuzzer -fork=N for the C++ targets (default 0: one process)
 #   FUZZ_SEED=N                   libFuzzer -seed (default: random; make test-reliability uses 1)
-#   FUZZ_REPORT_ONLY=1            report findings but exit 0 (make test-reliability)
+#   FUZZ_REPORT_ONLY=1            report findings but exit 0 (a survey run)
 #
 # Exit status 1 when a target crashed; the reproducer is in FUZZ_OUT/<target>/
 # (re-run one with `build-fuzz/cpp/<target> FILE` or

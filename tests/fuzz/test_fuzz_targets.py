@@ -185,3 +185,113 @@ def test_gif_truncated_inside_an_extension_block_is_an_oserror(tmp_path):
     path.write_bytes(buf.getvalue()[:-1] + b"!")
     with pytest.raises(OSError, match=r"cut\.gif.*corrupt or truncated.*IndexError"):
         read_image(path)
+
+
+def _tiff_header_only(byteorder: str, big: bool, tags) -> bytes:
+    """A TIFF holding one IFD with ``tags`` [(code, type, count, value)] and no image data."""
+    bo = "<" if byteorder == "II" else ">"
+    field = 8 if big else 4
+    sizes = {3: 2, 4: 4}
+
+    def inline(t, v):  # a value shorter than the field sits left-aligned in it
+        return v << (8 * (field - sizes[t])) if bo == ">" else v
+
+    if big:
+        head = byteorder.encode() + struct.pack(bo + "HHHQ", 43, 8, 0, 16)
+        ifd = struct.pack(bo + "Q", len(tags)) + b"".join(
+            struct.pack(bo + "HHQQ", c, t, n, inline(t, v)) for c, t, n, v in tags)
+        return head + ifd + struct.pack(bo + "Q", 0)
+    head = byteorder.encode() + struct.pack(bo + "HI", 42, 8)
+    ifd = struct.pack(bo + "H", len(tags)) + b"".join(
+        struct.pack(bo + "HHII", c, t, n, inline(t, v)) for c, t, n, v in tags)
+    return head + ifd + struct.pack(bo + "I", 0)
+
+
+@pytest.mark.parametrize("byteorder", ["II", "MM"])
+@pytest.mark.parametrize("big", [False, True])
+def test_tiff_claiming_a_huge_page_is_refused_before_tifffile_parses_it(tmp_path, monkeypatch, byteorder, big):
+    """Found by the read_image fuzz target: a 300-byte TIFF whose tags claim a huge page made
+    tifffile (2023.2) reach 4.9 GB inside TiffFile(...), before stemroi's own checks."""
+    import tifffile
+
+    from stemroi.io import read_image
+
+    def no_parse(*a, **k):
+        raise AssertionError("tifffile must not see a file whose header is already refused")
+
+    monkeypatch.setattr(tifffile, "TiffFile", no_parse)
+    path = tmp_path / "huge.tif"
+    # 100000 x 100000 x 3 samples, 8-bit, one strip at offset 8
+    path.write_bytes(_tiff_header_only(byteorder, big, [(256, 4, 1, 100000), (257, 4, 1, 100000),
+                                                        (258, 3, 1, 8), (277, 3, 1, 3), (273, 4, 1, 8)]))
+    with pytest.raises(ValueError, match=r"huge\.tif: header claims shape \(1, 100000, 100000, 3\)"):
+        read_image(path)
+
+
+def test_tiff_tag_claiming_more_values_than_the_file_holds_is_refused(tmp_path, monkeypatch):
+    import tifffile
+
+    from stemroi.io import read_image
+
+    monkeypatch.setattr(tifffile, "TiffFile", lambda *a, **k: pytest.fail("tifffile reached"))
+    path = tmp_path / "bomb.tif"
+    # StripOffsets claiming 2**30 LONG values (4 GiB) in a ~70-byte file
+    path.write_bytes(_tiff_header_only("II", False, [(256, 3, 1, 8), (257, 3, 1, 8), (273, 4, 2**30, 8)]))
+    with pytest.raises(OSError, match=r"bomb\.tif: cannot read TIFF \(tag 273 .* claims 1073741824 values"):
+        read_image(path)
+
+
+def test_valid_tiffs_pass_the_header_walk(tmp_path):
+    """The pre-check must not refuse what tifffile writes: classic, BigTIFF, tiled, multi-page, RGB."""
+    import tifffile
+
+    from stemroi.io import read_image, read_stack
+
+    img = (np.arange(96 * 80) % 251).astype(np.uint16).reshape(96, 80)
+    for name, kw in {"classic": {}, "big": {"bigtiff": True}, "tiled": {"tile": (32, 32)},
+                     "be": {"byteorder": ">"}}.items():
+        path = tmp_path / f"{name}.tif"
+        tifffile.imwrite(path, img, photometric="minisblack", metadata=None, **kw)
+        np.testing.assert_array_equal(read_image(path), img.astype(np.float32))
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.stack([img, img[::-1]]), photometric="minisblack", metadata=None)
+    assert read_stack(path).shape == (2, 96, 80)
+
+
+def test_compressed_tiff_claiming_more_than_its_bytes_can_decode_to_is_refused(tmp_path):
+    """Found by the read_image fuzz target: a 226-byte deflate TIFF claiming 40000 x 40000 pixels
+    (under the pixel budget) made tifffile allocate 1.6 GB to decode it; deflate expands at most 1032:1."""
+    import tracemalloc
+    import zlib
+
+    from stemroi.io import read_image
+
+    payload = zlib.compress(b"\0" * 4096)
+    tags = [(256, 4, 1, 40000), (257, 4, 1, 40000), (258, 3, 1, 8), (259, 3, 1, 8), (273, 4, 1, 200),
+            (278, 4, 1, 40000), (279, 4, 1, len(payload))]
+    b = _tiff_header_only("II", False, tags)
+    path = tmp_path / "inflated.tif"
+    path.write_bytes(b + b"\0" * (200 - len(b)) + payload)
+    tracemalloc.start()
+    try:
+        with pytest.raises(OSError, match=r"inflated\.tif: cannot read TIFF \(header claims an image \(compression 8\) "
+                                          r"of shape \(40000, 40000\) \(1600000000 bytes\) but the file has 226 bytes, "
+                                          r"which can decode to at most 233232 bytes"):
+            read_image(path)
+        assert tracemalloc.get_traced_memory()[1] < 50e6
+    finally:
+        tracemalloc.stop()
+
+
+def test_highly_compressible_tiffs_still_read(tmp_path):
+    """The expansion bound must not refuse real files: a blank (all-zero) frame compresses best."""
+    import tifffile
+
+    from stemroi.io import read_image
+
+    blank = np.zeros((1024, 1024), np.uint16)
+    for compression in ("zlib",):  # packbits needs imagecodecs to write
+        path = tmp_path / f"blank_{compression}.tif"
+        tifffile.imwrite(path, blank, photometric="minisblack", metadata=None, compression=compression,
+                         **({"compressionargs": {"level": 9}} if compression == "zlib" else {}))
+        np.testing.assert_array_equal(read_image(path), blank.astype(np.float32))

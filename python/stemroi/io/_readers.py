@@ -284,37 +284,107 @@ def _check_dtype(path: Path, dtype: np.dtype) -> None:
         )
 
 
-def _check_page_chain(path: Path, tif) -> None:
-    """Refuse a page chain longer than the file can hold: a loop in the IFD chain
-    makes tifffile (2023.2) walk pages forever, a 500-byte file included."""
-    limit = path.stat().st_size // 18 + 1  # an IFD takes >= 18 bytes (count, one tag, next offset)
-    for n, _ in enumerate(tif.pages, 1):
-        if n > limit:
-            raise ValueError(f"more than {limit} pages in a {path.stat().st_size}-byte file: loop in the page chain")
+# The most a compressed stream can expand: a claim beyond file size x ratio cannot
+# be backed by the bytes present. PackBits: 128 bytes from 2; deflate: 1032:1;
+# LZW: 4096-byte strings from 12-bit codes; the rest (JPEG, zstd, LZMA, ...) get a
+# bound far above any real micrograph's ratio (noisy STEM data compresses 2-5:1).
+_TIFF_MAX_EXPANSION = {1: 1, 32773: 64, 8: 1032, 32946: 1032, 5: 2731}
+_TIFF_DEFAULT_EXPANSION = 65536
 
 
-def _check_uncompressed_size(path: Path, tif, series) -> None:
-    """An uncompressed image needs its bytes in the file: tifffile fills missing
-    strips with zeros, so a 221-byte header could otherwise claim gigabytes."""
-    if any(int(page.compression) != 1 for page in tif.pages[:1]):
-        return
+def _check_claimed_size(path: Path, tif, series) -> None:
+    """The decoded image must fit what the file's bytes can hold: tifffile fills
+    missing strips with zeros and allocates the whole claimed image first, so a
+    221-byte uncompressed header, or a 226-byte deflate one, could claim gigabytes."""
+    compression = int(tif.pages[0].compression)
+    ratio = _TIFF_MAX_EXPANSION.get(compression, _TIFF_DEFAULT_EXPANSION)
     claimed = int(np.prod(series.shape, dtype=np.float64) * np.dtype(series.dtype).itemsize)
     size = path.stat().st_size
-    if claimed > size:
-        raise ValueError(f"header claims an uncompressed image of shape {tuple(series.shape)} "
-                         f"({claimed} bytes) but the file has {size} bytes: truncated or corrupt")
+    if claimed > size * ratio:
+        what = "an uncompressed image" if compression == 1 else f"an image (compression {compression})"
+        limit = "" if compression == 1 else f", which can decode to at most {size * ratio} bytes"
+        raise ValueError(f"header claims {what} of shape {tuple(series.shape)} ({claimed} bytes) but the file "
+                         f"has {size} bytes{limit}: truncated or corrupt")
+
+
+# TIFF field types and their sizes in bytes (TIFF 6.0 and BigTIFF)
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
+                    16: 8, 17: 8, 18: 8}
+# tags whose first value sizes the image or one tile of it
+_TIFF_SIZE_TAGS = {256: "ImageWidth", 257: "ImageLength", 277: "SamplesPerPixel", 32997: "ImageDepth",
+                   322: "TileWidth", 323: "TileLength", 32998: "TileDepth"}
+
+
+def _check_tiff_ifds(path: Path) -> None:
+    """Walk the IFD chain with plain reads and refuse, before tifffile parses a
+    page, a file whose tags claim more than it can hold: tifffile (2023.2) sizes
+    buffers from the tags in ``TiffFile(...)`` itself, so a 300-byte file claiming
+    a huge page reached 4.9 GB before any check of ours could run."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+            return  # not a TIFF header: tifffile refuses it with its own message
+        bo = "<" if head[:2] == b"II" else ">"
+        version = struct.unpack(bo + "H", head[2:4])[0]
+        if version == 42:
+            count_fmt, entry_fmt, next_fmt, entry_size, offset = "H", "HHII", "I", 12, struct.unpack(bo + "I", head[4:8])[0]
+        elif version == 43 and len(head) >= 16:
+            count_fmt, entry_fmt, next_fmt, entry_size, offset = "Q", "HHQQ", "Q", 20, struct.unpack(bo + "Q", head[8:16])[0]
+        else:
+            return  # other variants (NDPI, RAW): left to tifffile
+        inline = struct.calcsize(entry_fmt) - struct.calcsize("HH" + entry_fmt[2])
+        seen: set[int] = set()
+        max_ifds = size // 18 + 1  # an IFD takes >= 18 bytes (count, one tag, next offset)
+        while offset:
+            if offset in seen or len(seen) >= max_ifds:
+                raise ValueError(f"more than {len(seen)} pages in a {size}-byte file: loop in the page chain")
+            seen.add(offset)
+            fh.seek(offset)
+            raw = fh.read(struct.calcsize(count_fmt))
+            if len(raw) < struct.calcsize(count_fmt):
+                return  # IFD offset past the end: tifffile reports the corrupt chain
+            n_tags = struct.unpack(bo + count_fmt, raw)[0]
+            if n_tags * entry_size > size:
+                raise ValueError(f"IFD at offset {offset} claims {n_tags} tags, more than a {size}-byte file holds")
+            entries = fh.read(n_tags * entry_size)
+            values: dict[str, int] = {}
+            for i in range(len(entries) // entry_size):
+                code, dtype, count, value = struct.unpack(bo + entry_fmt, entries[i * entry_size:(i + 1) * entry_size])
+                itemsize = _TIFF_TYPE_SIZES.get(dtype)
+                if itemsize is None:
+                    continue  # tifffile skips unknown field types
+                if count * itemsize > max(size, inline):
+                    raise ValueError(f"tag {code} at IFD offset {offset} claims {count} values of type {dtype} "
+                                     f"({count * itemsize} bytes), more than the {size}-byte file holds")
+                name = _TIFF_SIZE_TAGS.get(code)
+                if name is not None and count >= 1 and itemsize <= inline:
+                    # the first value sits left-aligned in the value field
+                    packed = struct.pack(bo + entry_fmt[-1], value)[:itemsize]
+                    fmt = {1: "B", 2: "H", 4: "I", 8: "Q"}[itemsize]
+                    values[name] = struct.unpack(bo + fmt, packed)[0]
+            page = [values.get(k, 1) for k in ("ImageDepth", "ImageLength", "ImageWidth", "SamplesPerPixel")]
+            tile = [values.get(k, 1) for k in ("TileDepth", "TileLength", "TileWidth", "SamplesPerPixel")]
+            for shape in (page, tile):
+                _check_pixel_budget(path, shape)
+            raw = fh.read(struct.calcsize(next_fmt))
+            if len(raw) < struct.calcsize(next_fmt):
+                return
+            offset = struct.unpack(bo + next_fmt, raw)[0]
 
 
 def _read_tiff(path: Path) -> _Raw:
     import tifffile
 
     try:
+        _check_tiff_ifds(path)
         with tifffile.TiffFile(path) as tif:
-            _check_page_chain(path, tif)
             series = tif.series[0]
             axes = series.axes
             _check_pixel_budget(path, series.shape)
-            _check_uncompressed_size(path, tif, series)
+            _check_claimed_size(path, tif, series)
             data = series.asarray()
             calibration = _tiff_calibration(tif)
     except _TooLargeError:
