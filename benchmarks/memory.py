@@ -23,6 +23,8 @@ Cases:
                     PatchClusterer on "fft" descriptors (PCA 4, k 2..3)
   segmentation_map  segmentation_map(frame, segmenter), a small DefectSegmenter
                     (U-Net, base_channels 4)
+  segmentation_map_file  the same with maps_path=: the maps are written to a .npy
+                    memory map strip by strip and come back mapped read-only
   patchgrid         PatchGrid(64).iter_batches(frame, 256) streaming extraction
 
 Outputs are part of the peak: the anomaly map is a float32 frame (1 GB at
@@ -50,7 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-CASES = ("detect", "anomaly_map", "anomaly_map_nonet", "cluster_map", "segmentation_map", "patchgrid")
+CASES = ("detect", "anomaly_map", "anomaly_map_nonet", "cluster_map", "segmentation_map", "segmentation_map_file",
+         "patchgrid")
 
 
 def _status_mb(field: str) -> float:
@@ -95,7 +98,7 @@ def _train_models(tmp: Path, cases) -> None:
         clusterer = stemroi.PatchClusterer(features="fft", n_components=4, k_range=range(2, 4), n_init=2,
                                            random_state=0, n_threads=1).fit(X)
         (tmp / "clusterer.pkl").write_bytes(pickle.dumps(clusterer))
-    if "segmentation_map" in cases:
+    if "segmentation_map" in cases or "segmentation_map_file" in cases:
         from stemroi.io import synth
 
         Xs, ys, _ = synth.make_patch_dataset(n_per_class=8, patch_size=64, classes=["Bulk", "vacancy"],
@@ -143,6 +146,11 @@ def _child(case: str, frame_path: str, tmp: str) -> None:
 
         model = pickle.loads((tmp / "segmenter.pkl").read_bytes())
         run = lambda: segmentation_map(frame, model)  # noqa: E731
+    elif case == "segmentation_map_file":
+        from stemroi.detection import segmentation_map
+
+        model = pickle.loads((tmp / "segmenter.pkl").read_bytes())
+        run = lambda: segmentation_map(frame, model, maps_path=tmp / "maps.npy")  # noqa: E731
     else:
         from stemroi.preprocessing import PatchGrid
 

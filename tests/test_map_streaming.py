@@ -270,3 +270,45 @@ def test_segmentation_map_strip_rows_default_and_bad_values(segmenter):
     img[120, 33] = np.nan  # named with its frame index, not the strip's
     with pytest.raises(ValueError, match=r"first at index \(120, 33\)"):
         segmentation_map(img, segmenter, strip_rows=16)
+
+
+@pytest.mark.parametrize("strip_rows", [16, None])
+def test_segmentation_maps_written_to_a_file_equal_the_in_memory_maps(segmenter, tmp_path, strip_rows):
+    """maps_path: the maps go to a .npy memory map strip by strip (several strips, and the single-strip
+    whole-frame call); the result's maps are read-only views of the file, equal to the in-memory run."""
+    from stemroi.detection import segmentation_map
+
+    img = _frame(150, 90, seed=8)
+    ref = segmentation_map(img, segmenter, strip_rows=strip_rows)
+    path = tmp_path / "out" / "maps.npy"
+    res = segmentation_map(img, segmenter, strip_rows=strip_rows, maps_path=path)
+    on_disk = np.load(path)
+    assert on_disk.shape == (3, 150, 90) and on_disk.dtype == np.float32
+    for j, c in enumerate(segmenter.channel_names_):
+        np.testing.assert_array_equal(res.maps[c], ref.maps[c], err_msg=c)
+        np.testing.assert_array_equal(on_disk[j], ref.maps[c], err_msg=c)
+        m = res.maps[c]  # a view of the read-only map, not a copy in memory
+        assert not m.flags.writeable and not m.flags.owndata
+        while not isinstance(m, np.memmap):
+            m = m.base
+        assert m.filename == str(path.resolve())
+    np.testing.assert_array_equal(res.probabilities, ref.probabilities)
+    assert [p.name for p in path.parent.iterdir()] == ["maps.npy"]  # no temporary file left
+
+
+def test_segmentation_maps_path_errors_leave_no_file(segmenter, tmp_path):
+    from stemroi.detection import segmentation_map
+
+    img = _frame(150, 90, seed=8)
+    with pytest.raises(ValueError, match=r"maps_path must name a \.npy file, got '.*maps\.bin'"):
+        segmentation_map(img, segmenter, maps_path=tmp_path / "maps.bin")
+    (tmp_path / "d.npy").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        segmentation_map(img, segmenter, maps_path=tmp_path / "d.npy")
+    old = tmp_path / "keep.npy"
+    np.save(old, np.arange(3))
+    img[120, 33] = np.nan  # fails before anything is written: the previous file stays as it was
+    with pytest.raises(ValueError, match="NaN"):
+        segmentation_map(img, segmenter, strip_rows=16, maps_path=old)
+    np.testing.assert_array_equal(np.load(old), np.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "keep.npy"]

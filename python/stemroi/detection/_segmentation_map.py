@@ -3,7 +3,9 @@ channel of a fitted :class:`stemroi.DefectSegmenter` and one ROIResult row per
 tile, and the descriptors of such maps (for clustering)."""
 from __future__ import annotations
 
+import contextlib
 import numbers
+import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,7 +23,7 @@ def segmentation_map(image, model, patch: Optional[int] = None, stride: Optional
                      threshold: float = 0.5, *, batch_size: int = 16,
                      progress: Optional[Callable[[int, int], None]] = None,
                      device: Optional[str] = None, pixel_size=None,
-                     strip_rows: Optional[int] = None) -> ROIResult:
+                     strip_rows: Optional[int] = None, maps_path=None) -> ROIResult:
     """Per-class probability maps of ``image`` (2-D float32 in [0, 1]) under a
     fitted :class:`stemroi.DefectSegmenter`, summarised per tile.
 
@@ -54,6 +56,14 @@ def segmentation_map(image, model, patch: Optional[int] = None, stride: Optional
     pixel_size=...)``) and they differ by more than 1 %, the image is resampled
     to the model's pixel size and tiles and maps come back on the original
     grid (see :func:`stemroi.detect`).
+
+    ``maps_path``: a ``.npy`` file to hold the maps, ``(n_channels, H, W)``
+    float32 in ``channel_names_`` order, written strip by strip through a
+    memory map (a temporary file beside it, renamed when complete) and
+    returned as read-only memory-mapped views: for frames whose maps do not fit
+    in memory (7 channels of a 16k x 16k frame are 7.5 GB), the working memory
+    stays that of one strip. With resampling (``pixel_size``) the maps brought
+    back to the original grid are in memory.
     """
     from ..preprocessing._resample import plan_resampling, resample, to_original_grid
     from ..preprocessing.grid import PatchGrid
@@ -67,7 +77,7 @@ def segmentation_map(image, model, patch: Optional[int] = None, stride: Optional
     if resample_scale is not None:
         original_shape = np.shape(image)
         image = resample(np.asarray(image, dtype=np.float32), resample_scale, n_threads=model.n_threads)
-    maps = _predict_maps_in_strips(model, image, batch_size, progress, strip_rows)
+    maps = _predict_maps_in_strips(model, image, batch_size, progress, strip_rows, maps_path)
     names = list(model.channel_names_)
     h, w = maps.shape[1:]
     patch = model.patch_size_[0] if patch is None else check_positive_int(patch, "patch")
@@ -137,7 +147,62 @@ def _check_strip(h: int, grid, a: int, b: int, y0: int, y1: int, w: int) -> None
                                f"(tile origin {o})")
 
 
-def _predict_maps_in_strips(model, image, batch_size, progress, strip_rows) -> np.ndarray:
+def _open_maps_file(path, shape):
+    """(memmap, temporary path): a writable .npy memory map beside ``path``."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(os.fspath(path))
+    if path.suffix != ".npy":
+        raise ValueError(f"maps_path must name a .npy file, got {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"maps_path {str(path)!r} is a directory, expected a .npy file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape), tmp
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _finish_maps_file(out, tmp, path) -> np.ndarray:
+    """Flush, rename the temporary file onto ``path`` and map it back read-only."""
+    out.flush()
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    del out
+    os.replace(tmp, os.fspath(path))
+    return np.load(os.fspath(path), mmap_mode="r")
+
+
+def _release_written(out, upto_row: int, from_row: int) -> None:
+    """Flush rows [from_row, upto_row) of every channel of a writable shared map
+    and drop their resident pages (the data stays in the file)."""
+    import mmap
+
+    out.flush()
+    mm = getattr(out, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8)
+        offset = out.ctypes.data - base.ctypes.data
+        del base
+        row_bytes, ch_bytes = out.strides[1], out.strides[0]
+        for c in range(out.shape[0]):
+            start = offset + c * ch_bytes + from_row * row_bytes
+            end = offset + c * ch_bytes + upto_row * row_bytes
+            start += -start % mmap.PAGESIZE
+            end -= end % mmap.PAGESIZE
+            if end > start:
+                mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (ValueError, OSError, TypeError, BufferError):  # pragma: no cover - platform dependent
+        pass
+
+
+def _predict_maps_in_strips(model, image, batch_size, progress, strip_rows, maps_path=None) -> np.ndarray:
     """``model.predict_maps(image)`` (C, H, W) float32, predicted one horizontal strip at a time.
 
     The C++ tiler (``unet_predict_tiled``) puts tiles at the origins of
@@ -155,7 +220,19 @@ def _predict_maps_in_strips(model, image, batch_size, progress, strip_rows) -> n
     from ..preprocessing.grid import PatchGrid, _finite_range, _release_pages
 
     arr = image if isinstance(image, np.ndarray) else np.asarray(image)
-    whole = lambda: np.asarray(model.predict_maps(image, batch_size=batch_size, progress=progress))  # noqa: E731
+
+    def whole():
+        maps = np.asarray(model.predict_maps(image, batch_size=batch_size, progress=progress))
+        if maps_path is None:
+            return maps
+        out, tmp = _open_maps_file(maps_path, maps.shape)
+        try:
+            out[...] = maps
+            return _finish_maps_file(out, tmp, maps_path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     if strip_rows is not None:
         strip_rows = check_positive_int(strip_rows, "strip_rows")
     if arr.ndim != 2 or arr.size == 0 or arr.dtype.kind not in "fiub":
@@ -183,19 +260,31 @@ def _predict_maps_in_strips(model, image, batch_size, progress, strip_rows) -> n
     n_cols = len(np.asarray(grid.origins((tile, max(w, tile)))))
     counts = [len(np.asarray(grid.origins((b - a, tile)))) * n_cols for a, b, _, _ in plan]
     total, done = sum(counts), 0
-    out = np.empty((n_channels, h, w), dtype=np.float32)
-    released = 0
-    for k, ((a, b, y0, y1), count) in enumerate(zip(plan, counts)):
-        _check_strip(h, grid, a, b, y0, y1, tile)
-        report = None if progress is None else (lambda k, n, _d=done: progress(_d + k, total))
-        part = np.asarray(model.predict_maps(arr[a:b], batch_size=batch_size, progress=report))
-        out[:, y0:y1] = part[:, y0 - a:y1 - a]
-        del part
-        done += count
-        if k + 1 < len(plan):  # rows above the next strip (pages of read-only memory maps only)
-            _release_pages(arr, plan[k + 1][0], released)
-            released = plan[k + 1][0]
-    return out
+    if maps_path is None:
+        out, tmp = np.empty((n_channels, h, w), dtype=np.float32), None
+    else:
+        out, tmp = _open_maps_file(maps_path, (n_channels, h, w))
+    try:
+        released = 0
+        for k, ((a, b, y0, y1), count) in enumerate(zip(plan, counts)):
+            _check_strip(h, grid, a, b, y0, y1, tile)
+            report = None if progress is None else (lambda k, n, _d=done: progress(_d + k, total))
+            part = np.asarray(model.predict_maps(arr[a:b], batch_size=batch_size, progress=report))
+            out[:, y0:y1] = part[:, y0 - a:y1 - a]
+            del part
+            if tmp is not None:
+                _release_written(out, y1, y0)
+            done += count
+            if k + 1 < len(plan):  # rows above the next strip (pages of read-only memory maps only)
+                _release_pages(arr, plan[k + 1][0], released)
+                released = plan[k + 1][0]
+        return out if tmp is None else _finish_maps_file(out, tmp, maps_path)
+    except BaseException:
+        if tmp is not None:
+            del out
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
 
 
 def map_descriptors(maps, channel_names: Optional[Sequence[str]] = None, *,
