@@ -267,12 +267,15 @@ def cross_image(args, out: Path):
         n_def = int(round(len(bulk) * args.contamination / (1 - args.contamination)))
         rng = np.random.default_rng(seed)
         pick = {k: rng.permutation(len(x))[: n_def // len(xd)] for k, x in xd.items()}
+        # the target image's intensity level, from its crops only (bulk and the contamination share)
+        level = model.image_level(np.concatenate([b] + [xd[k][pick[k]] for k in xd]))
         for mode in MODES:
-            # "per_image" calibrates each crop's intensity (no image statistics needed);
+            # "per_image" brings the image's intensity level to the calibration bulk's;
             # "per_image_threshold" also re-places the threshold from the target image's crop scores
             if mode != "per_image_threshold":  # the latter scores the same intensity-calibrated crops as "per_image"
-                sb = model.score_all(b, calibration_mode=mode)
-                sd = {k: model.score_all(x, calibration_mode=mode) for k, x in xd.items()}
+                lv = None if mode == "fixed" else level
+                sb = model.score_all(b, calibration_mode=mode, image_level=lv)
+                sd = {k: model.score_all(x, calibration_mode=mode, image_level=lv) for k, x in xd.items()}
             image_scores = {key: np.concatenate([sb[key]] + [sd[k][key][pick[k]] for k in sd]) for key in sb}
             th = model.thresholds(image_scores, calibration_mode=mode)
             det = {k: 100 * float(np.mean(model._decision(s, th) >= 0)) for k, s in sd.items()}

@@ -59,19 +59,31 @@ def test_per_image_intensity_calibration_restores_bulk_kept_under_gain_offset(mo
     # another session: detector gain 0.8 and offset +0.25 (of a column peak ~1), same noise
     bulk, vac = other_session(0.8, 0.25, 0.03, seed=8)
     image = np.r_[bulk, vac]  # the target image's crops: 200 bulk, 12 with a vacancy (5.7 %)
-    assert model.calibration_mode == "per_image" and BulkCVAE().calibration_mode == "fixed"  # the default
+    assert model.calibration_mode == "per_image" == BulkCVAE().calibration_mode  # the default
     fixed = model.predict(image, calibration_mode="fixed")
     per_image = model.predict(image)
     kept_fixed, kept_image = 1 - fixed[:200].mean(), 1 - per_image[:200].mean()
     assert kept_fixed < 0.1, kept_fixed  # the training image's calibration flags (nearly) every bulk crop
     assert kept_image >= kept_same - 0.05, (kept_image, kept_same)  # restored: 0.905 vs 0.93
     assert per_image[200:].all()  # every vacancy still flagged
-    # per crop: the curated vacancy crops alone get the same decisions (no image statistics needed)
-    np.testing.assert_array_equal(model.predict(vac), per_image[200:])
-    # each crop's 1st percentile is brought to the calibration bulk's, its maximum stays 1
-    x = model.calibrated_input(preprocess_crops(image, model.blur_sigma))
-    np.testing.assert_allclose(np.percentile(x.reshape(len(x), -1), 1, axis=1), model.intensity_level_, atol=1e-5)
+    # the vacancy crops alone, with the image they come from as reference=, get the same decisions
+    np.testing.assert_array_equal(model.predict(vac, reference=image), per_image[200:])
+    # one level for the image: the median of its crops' 1st percentiles is brought to the calibration
+    # bulk's, each crop's maximum stays 1
+    crops = preprocess_crops(image, model.blur_sigma)
+    level = model.image_level(image)
+    assert level == pytest.approx(np.median(np.percentile(crops.reshape(len(crops), -1), 1, axis=1)), abs=1e-6)
+    assert level > model.intensity_level_ + 0.1  # the offset of this session
+    x = model.calibrated_input(crops)
+    np.testing.assert_allclose(np.median(np.percentile(x.reshape(len(x), -1), 1, axis=1)), model.intensity_level_,
+                               atol=1e-5)
     np.testing.assert_allclose(x.reshape(len(x), -1).max(axis=1), 1.0, atol=1e-6)
+    # a crop darker than the rest of its image stays darker (a per-crop level would erase that)
+    dark = crops[:1] * np.float32(0.6)
+    assert model.calibrated_input(dark, image_level=level).mean() < model.calibrated_input(crops[:1]).mean() - 0.05
+    for bad in (float("nan"), 1.0, -0.1, "0.2", True):
+        with pytest.raises(ValueError, match=r"image_level must be a finite number in \[0, 1\), got"):
+            model.calibrated_input(crops, image_level=bad)
     assert model.thresholds(image)["mode"] == "per_image"
 
 

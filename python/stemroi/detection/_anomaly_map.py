@@ -151,11 +151,13 @@ def _stream_scores(img: np.ndarray, model, grid, batch_size: int, crops_per_batc
     s = int(model.crop_size)
     n_threads = check_n_threads(model.n_threads)
     chunk = _crop_batches(grid.n_patches(img.shape), batch_size, crops_per_batch)
+    # per-image modes: one intensity level for the whole frame (a streamed pass without the network)
+    level = None if model.calibration_mode == "fixed" else model.image_level(img)
     blender = _BandBlender(img.shape, s)
     parts = []
     for origins, raw in grid.iter_batches(img, chunk):
         crops = preprocess_crops(raw, float(model.blur_sigma), n_threads=model.n_threads)
-        crops = model.calibrated_input(crops)  # per-image intensity calibration (unchanged when "fixed")
+        crops = model.calibrated_input(crops, image_level=level)  # unchanged when "fixed"
         del raw
         recon = model.model_.reconstruct(crops, batch_size, n_threads)
         diff = np.ascontiguousarray(crops - recon)

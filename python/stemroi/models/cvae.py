@@ -153,6 +153,13 @@ def _low_levels(x: np.ndarray) -> np.ndarray:
     return np.percentile(x.reshape(len(x), -1), INTENSITY_PERCENTILE, axis=1).astype(np.float32)
 
 
+def _check_level(level) -> float:
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(level) or not 0.0 <= float(level) < 1.0:
+        raise ValueError(f"image_level must be a finite number in [0, 1), got {level!r}")
+    return float(level)
+
+
 def _check_calibration_mode(mode) -> str:
     if not isinstance(mode, str) or mode not in _CALIBRATION_MODES:
         raise ValueError(f"calibration_mode must be one of {_CALIBRATION_MODES}, got {mode!r}")
@@ -215,23 +222,23 @@ class BulkCVAE(BaseEstimator):
         Bulk quantiles (darker, brighter) of the two one-sided tests;
         about (1 - q_d) + (1 - q_b) of bulk crops are flagged.
     calibration_mode : {"per_image", "per_image_threshold", "fixed"}
-        How a new image meets the calibration. "per_image": each
-        crop's low intensity level (its 1st percentile after blur and
-        max-normalisation) is mapped to the calibration bulk's before
-        reconstruction (:meth:`calibrated_input`), which undoes a detector
-        offset/contrast change of the new image; the bulk threshold is the
-        calibrated one. "per_image_threshold": the same, and the threshold is
-        re-placed on each image at median + c * MAD of that image's own crop
-        scores (most crops being bulk; ``c``, the calibrated threshold's
-        distance from the calibration bulk in the same units, comes from the
-        training image only); the image is the crops given to ``predict`` (or
-        their ``reference=``) and every crop of :func:`anomaly_map`; with fewer
-        than ``MIN_IMAGE_CROPS`` (32) crops, or no spread in their scores, the
-        calibrated threshold is used with a warning. "fixed" (default): the
-        study's rule, crops as they are and the calibrated threshold. "per_image"
-        measures best across acquisition sessions (docs/cvae.md) but is not the
-        default yet: on a synthetic frame with a large dark square (the CLI test)
-        the square sets its crop's low level and the map's top tile moved off it.
+        How a new image meets the calibration. "per_image" (default): the
+        image's low intensity level (the median over its crops of each crop's
+        1st percentile after blur and max-normalisation, :meth:`image_level`)
+        is mapped to the calibration bulk's before reconstruction
+        (:meth:`calibrated_input`), which undoes a detector offset/contrast
+        change of the new image while a region darker or brighter than the
+        rest of it stays anomalous; the bulk threshold is the calibrated one.
+        The image is the crops given to ``predict`` (or their ``reference=``)
+        and the whole frame of :func:`anomaly_map`. "per_image_threshold": the
+        same, and the threshold is re-placed on each image at median + c * MAD
+        of that image's own crop scores (most crops being bulk; ``c``, the
+        calibrated threshold's distance from the calibration bulk in the same
+        units, comes from the training image only); with fewer than
+        ``MIN_IMAGE_CROPS`` (32) crops, or no spread in their scores, the
+        calibrated threshold is used with a warning. "fixed": the study's rule,
+        crops as they are and the calibrated threshold (docs/cvae.md compares
+        the three across acquisition sessions).
     warm_start : bool
         Continue training the fitted network on the next ``fit``
         (``epochs`` more epochs; Adam's moments restart) instead of a fresh one.
@@ -254,7 +261,7 @@ class BulkCVAE(BaseEstimator):
                  calibration_fraction: float = 0.2, detector: str = "anm", threshold: float = 0.2,
                  half_window: int = 6, band_std: float = 1.5, energy_window: int = 9,
                  energy_quantile: float = 0.99, signed_sigma: float = 2.5, signed_quantiles=(0.98, 0.97),
-                 calibration_mode: str = "fixed", warm_start: bool = False, random_state=None,
+                 calibration_mode: str = "per_image", warm_start: bool = False, random_state=None,
                  n_threads=None, device: str = "cpu"):
         self.latent_dim = latent_dim
         self.variant = variant
@@ -433,37 +440,70 @@ class BulkCVAE(BaseEstimator):
         x = self._prepare(X, preprocessed=preprocessed)
         return self.model_.encode(x, 64, check_n_threads(self.n_threads))[0]
 
-    def calibrated_input(self, crops, *, calibration_mode: Optional[str] = None) -> np.ndarray:
+    def calibrated_input(self, crops, *, calibration_mode: Optional[str] = None,
+                         image_level: Optional[float] = None) -> np.ndarray:
         """Preprocessed crops (n, s, s) as the detector sees them: with
         ``calibration_mode`` "per_image" or "per_image_threshold" (None: the
-        estimator's) each crop's low intensity level (its 1st percentile) is
-        mapped linearly to the calibration bulk's (``intensity_level_``), the
-        maximum staying 1, which undoes a detector offset or contrast change;
-        "fixed" returns them unchanged."""
+        estimator's) the image's low intensity level ``image_level`` (None: that
+        of ``crops``, :meth:`image_level`) is mapped linearly to the calibration
+        bulk's (``intensity_level_``), the maximum staying 1, which undoes a
+        detector offset or contrast change of the whole image while a crop
+        darker or brighter than the rest of its image stays so; "fixed" returns
+        them unchanged."""
         mode = _check_calibration_mode(self.calibration_mode if calibration_mode is None else calibration_mode)
         ref = getattr(self, "intensity_level_", None)
         x = np.asarray(crops, dtype=np.float32)
         if mode == "fixed" or ref is None or len(x) == 0:
             return x
-        lo = _low_levels(x)[:, None, None]
-        gain = (1.0 - ref) / np.maximum(1.0 - lo, 1e-6)
+        lo = float(np.median(_low_levels(x))) if image_level is None else _check_level(image_level)
+        gain = (1.0 - ref) / max(1.0 - lo, 1e-6)
         return np.ascontiguousarray(np.clip(ref + (x - lo) * gain, 0.0, 1.0), dtype=np.float32)
 
-    def difference(self, X, *, preprocessed: bool = False, calibration_mode: Optional[str] = None) -> np.ndarray:
+    def image_level(self, X, *, preprocessed: bool = False) -> float:
+        """The low intensity level of one image: the median over its crops of
+        each preprocessed crop's 1st percentile. ``X``: the image's crops
+        (n, s, s), or the 2-D image itself (its crops on a grid of stride
+        ``crop_size``, streamed). The per-image modes bring it to the
+        calibration bulk's ``intensity_level_``."""
+        return self._image_level(X, preprocessed, "X")
+
+    def _image_level(self, X, preprocessed: bool, name: str) -> float:
+        arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        if arr.ndim == 2 and arr.shape != (int(self.crop_size),) * 2:
+            from ..preprocessing.grid import PatchGrid
+
+            img = _image_2d(arr, name=name)
+            s = int(self.crop_size)
+            if min(img.shape) < s:
+                raise ValueError(f"{name}: image must be at least {s}x{s} (crop_size), got shape {img.shape}")
+            grid = PatchGrid(patch_size=s, stride=s, edge="shift", n_threads=self.n_threads)
+            levels = [_low_levels(preprocess_crops(raw, float(self.blur_sigma), n_threads=self.n_threads))
+                      for _, raw in grid.iter_batches(img, 256)]
+            return float(np.median(np.concatenate(levels)))
+        x = self._prepare(arr, preprocessed=preprocessed)
+        if len(x) == 0:
+            raise ValueError(f"{name}: no crops to take the image's intensity level from")
+        return float(np.median(_low_levels(x)))
+
+    def difference(self, X, *, preprocessed: bool = False, calibration_mode: Optional[str] = None,
+                   image_level: Optional[float] = None) -> np.ndarray:
         """input - reconstruction, (n, s, s) float32 (input preprocessed and,
-        per ``calibration_mode``, intensity-calibrated: :meth:`calibrated_input`)."""
+        per ``calibration_mode``, intensity-calibrated: :meth:`calibrated_input`,
+        with the level of the image ``X`` comes from: ``image_level``, or that of ``X``)."""
         self._check_fitted()
-        x = self.calibrated_input(self._prepare(X, preprocessed=preprocessed), calibration_mode=calibration_mode)
+        x = self.calibrated_input(self._prepare(X, preprocessed=preprocessed), calibration_mode=calibration_mode,
+                                  image_level=image_level)
         return x - self.model_.reconstruct(x, 64, check_n_threads(self.n_threads))
 
-    def score_all(self, X, *, preprocessed: bool = False,
-                  calibration_mode: Optional[str] = None) -> Dict[str, np.ndarray]:
+    def score_all(self, X, *, preprocessed: bool = False, calibration_mode: Optional[str] = None,
+                  image_level: Optional[float] = None) -> Dict[str, np.ndarray]:
         """All continuous scores: ``anm`` (signed, published), ``anm_abs``, ``energy``,
         and ``darker`` / ``brighter`` (largest Gaussian-smoothed residual below /
         above the reconstruction), of the intensity-calibrated crops unless
-        ``calibration_mode="fixed"``."""
+        ``calibration_mode="fixed"`` (``image_level``: see :meth:`difference`)."""
         return self._scores_of_difference(self.difference(X, preprocessed=preprocessed,
-                                                          calibration_mode=calibration_mode))
+                                                          calibration_mode=calibration_mode,
+                                                          image_level=image_level))
 
     def _scores_of_difference(self, d: np.ndarray) -> Dict[str, np.ndarray]:
         n_threads = check_n_threads(self.n_threads)
@@ -489,18 +529,22 @@ class BulkCVAE(BaseEstimator):
         """Signed distance outside the bulk band (> 0 means flagged).
 
         ``calibration_mode`` (None: the estimator's): "per_image" scores the
-        intensity-calibrated crops (:meth:`calibrated_input`) against the
-        calibrated thresholds; "per_image_threshold" also re-places the
-        threshold from the scores of ``reference`` (crops (n, s, s) or a 2-D
-        image of the same image as ``X``) or, without ``reference``, of ``X``
-        itself (see :meth:`thresholds`), so ``X`` should then be the crops of
-        one image, most of them bulk; "fixed": raw crops, calibrated thresholds."""
+        intensity-calibrated crops (:meth:`calibrated_input`, with the
+        intensity level of ``reference``, crops (n, s, s) or the 2-D image ``X``
+        comes from, or without it of ``X`` itself) against the calibrated
+        thresholds; "per_image_threshold" also re-places the threshold from the
+        scores of ``reference`` or, without it, of ``X`` (see
+        :meth:`thresholds`), so ``X`` should then be the crops of one image, most
+        of them bulk; "fixed": raw crops, calibrated thresholds."""
         self._check_fitted()
         mode = _check_calibration_mode(self.calibration_mode if calibration_mode is None else calibration_mode)
+        level = None
+        if reference is not None and mode != "fixed":
+            level = self._image_level(reference, preprocessed, "reference")
         ref = None
         if reference is not None and mode == "per_image_threshold":
-            ref = self._reference_scores(reference, preprocessed, mode)
-        s = self.score_all(X, preprocessed=preprocessed, calibration_mode=mode)
+            ref = self._reference_scores(reference, preprocessed, mode, level)
+        s = self.score_all(X, preprocessed=preprocessed, calibration_mode=mode, image_level=level)
         if mode != "per_image_threshold":
             return self._decision(s, self._fixed_thresholds(mode))
         return self._decision(s, self._image_thresholds(s if ref is None else ref))
@@ -536,7 +580,8 @@ class BulkCVAE(BaseEstimator):
         return {"mode": "fixed", "band": tuple(self.band_), "energy": float(self.energy_threshold_),
                 "signed": tuple(self.signed_thresholds_)}
 
-    def _reference_scores(self, reference, preprocessed: bool, mode: str) -> Dict[str, np.ndarray]:
+    def _reference_scores(self, reference, preprocessed: bool, mode: str,
+                          level: Optional[float] = None) -> Dict[str, np.ndarray]:
         arr = np.asarray(reference) if not isinstance(reference, np.ndarray) else reference
         if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
             # a whole image: its crops on a half-overlapping grid (plus crops flush with the edges)
@@ -546,9 +591,11 @@ class BulkCVAE(BaseEstimator):
             s = int(self.crop_size)
             if min(img.shape) < s:
                 raise ValueError(f"reference: image must be at least {s}x{s} (crop_size), got shape {img.shape}")
+            if level is None and mode != "fixed":
+                level = self._image_level(img, False, "reference")
             arr = PatchGrid(patch_size=s, stride=max(1, s // 2), edge="shift", n_threads=self.n_threads).extract(img)
             preprocessed = False
-        return self.score_all(arr, preprocessed=preprocessed, calibration_mode=mode)
+        return self.score_all(arr, preprocessed=preprocessed, calibration_mode=mode, image_level=level)
 
     def _image_thresholds(self, ref: Dict[str, np.ndarray]) -> Dict[str, Any]:
         """Per-image thresholds from the image's own crop scores ``ref``: each
