@@ -100,17 +100,21 @@ void bind_unet(py::module_& m) {
       py::arg("max_parts"), py::arg("seed"));
 
   auto unet = py::class_<UNetImpl, std::shared_ptr<UNetImpl>>(m, "UNet")
-      .def(py::init([](int64_t n_outputs, int64_t base_channels, int64_t in_channels, uint64_t seed) {
+      .def(py::init([](int64_t n_outputs, int64_t base_channels, int64_t in_channels, uint64_t seed,
+                       bool standardize_input) {
              UNetConfig c;
              c.n_outputs = n_outputs;
              c.base_channels = base_channels;
              c.in_channels = in_channels;
+             c.standardize_input = standardize_input;
              return make_unet(c, seed).ptr();
            }),
            py::arg("n_outputs"), py::kw_only(), py::arg("base_channels") = UNetConfig{}.base_channels,
-           py::arg("in_channels") = UNetConfig{}.in_channels, py::arg("seed") = 0)
+           py::arg("in_channels") = UNetConfig{}.in_channels, py::arg("seed") = 0,
+           py::arg("standardize_input") = UNetConfig{}.standardize_input)
       .def_property_readonly("n_outputs", [](const UNetImpl& n) { return n.config().n_outputs; })
       .def_property_readonly("base_channels", [](const UNetImpl& n) { return n.config().base_channels; })
+      .def_property_readonly("standardize_input", [](const UNetImpl& n) { return n.config().standardize_input; })
       .def("state_dict", [](const UNetImpl& n) { return state_to_dict(module_state(n)); })
       .def(
           "load_state_dict",

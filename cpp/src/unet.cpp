@@ -5,6 +5,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "stemroi/classifier.hpp"
 #include "stemroi/compute_device.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/parallel.hpp"
@@ -49,28 +50,28 @@ UNetImpl::UNetImpl(const UNetConfig& c) : config_(c) {
   head = register_module("head", torch::nn::Conv2d(torch::nn::Conv2dOptions(b, c.n_outputs, 1)));
 }
 
-UNetImpl::Encoded UNetImpl::encode(const torch::Tensor& x) {
+UNetImpl::Encoded UNetImpl::encode(const torch::Tensor& x, bool standardize) {
   STEMROI_CHECK(x.dim() == 4 && x.size(1) == config_.in_channels, "U-Net input must be (n, ",
                 config_.in_channels, ", H, W), got ", shape_str(x.sizes().vec()));
   STEMROI_CHECK(x.size(2) % 4 == 0 && x.size(3) % 4 == 0 && x.size(2) >= 8 && x.size(3) >= 8,
                 "U-Net input height and width must be multiples of 4 and >= 8, got ",
                 shape_str(x.sizes().vec()));
   Encoded out;
-  out.e1 = enc1->forward(x);
+  out.e1 = enc1->forward(standardize ? standardize_contrast(x) : x);
   out.e2 = enc2->forward(F::max_pool2d(out.e1, F::MaxPool2dFuncOptions(2)));
   out.bottleneck = bottleneck->forward(F::max_pool2d(out.e2, F::MaxPool2dFuncOptions(2)));
   return out;
 }
 
 torch::Tensor UNetImpl::forward(const torch::Tensor& x) {
-  const Encoded e = encode(x);
+  const Encoded e = encode(x, config_.standardize_input);
   auto d2 = dec2->forward(torch::cat({up(e.bottleneck), e.e2}, 1));
   auto d1 = dec1->forward(torch::cat({up(d2), e.e1}, 1));
   return head->forward(d1);
 }
 
 torch::Tensor UNetImpl::embed(const torch::Tensor& x) {
-  const torch::Tensor bn = encode(x).bottleneck;
+  const torch::Tensor bn = encode(x, /*standardize=*/false).bottleneck;
   return torch::cat({bn.mean({2, 3}), bn.amax({2, 3})}, 1);
 }
 

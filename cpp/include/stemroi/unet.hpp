@@ -19,6 +19,10 @@ struct UNetConfig {
   int64_t in_channels = 1;
   int64_t n_outputs = 2;  // defect classes + background
   int64_t base_channels = 32;
+  // z-score each input tile (standardize_contrast, classifier.hpp) before the
+  // encoder: the maps then follow the lattice, not the image's slowly varying
+  // brightness, which differs between the labelled patches' regions and a new frame
+  bool standardize_input = false;
 };
 
 class UNetImpl : public torch::nn::Module {
@@ -29,7 +33,10 @@ class UNetImpl : public torch::nn::Module {
   // sigmoid of forward(x): one independent probability per channel (multi-label)
   torch::Tensor probabilities(const torch::Tensor& x) { return torch::sigmoid(forward(x)); }
   // (n, in_channels, H, W) -> (n, 8 * base_channels): spatial mean then max of the
-  // bottleneck features, an embedding for unfamiliar-input scores
+  // bottleneck features, an embedding for unfamiliar-input scores. It sees the input
+  // as it is, even with standardize_input: the spatial mean of a standardised tile's
+  // bottleneck is nearly the same for every lattice tile, and brightness or contrast
+  // unlike the training data is what an unfamiliar-input flag should notice
   torch::Tensor embed(const torch::Tensor& x);
   const UNetConfig& config() const { return config_; }
 
@@ -37,8 +44,9 @@ class UNetImpl : public torch::nn::Module {
   struct Encoded {
     torch::Tensor e1, e2, bottleneck;
   };
-  // the checked input through the encoder: what forward and embed share
-  Encoded encode(const torch::Tensor& x);
+  // the checked input (z-scored when `standardize`) through the encoder: what forward
+  // and embed share
+  Encoded encode(const torch::Tensor& x, bool standardize);
 
   UNetConfig config_;
   torch::nn::Sequential enc1{nullptr}, enc2{nullptr}, bottleneck{nullptr}, dec2{nullptr}, dec1{nullptr};

@@ -419,7 +419,8 @@ def cvae_crop_novelty(model, img: np.ndarray, grid, batch_size: int = 256):
 
 def segmenter_features(seg, tiles: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """The U-Net's novelty features of tiles (n, h, w): the spatial mean of its
-    bottleneck (the first half of ``UNet.embed``), (n, 4 * base_channels). The
+    bottleneck (the first half of ``UNet.embed``, which sees the tile as it is), (n, 4 * base_channels),
+    and, for a network on z-scored input, the tile's mean and standard deviation. The
     spatial max half is left out: with it, a CdTe-trained U-Net flagged only
     16 % of STO tiles (mean alone: 92 %; docs/unfamiliar.md)."""
     from .._validation import check_n_threads
@@ -428,7 +429,12 @@ def segmenter_features(seg, tiles: np.ndarray, batch_size: int = 64) -> np.ndarr
     X = np.asarray(tiles, dtype=np.float32)
     E = np.concatenate([seg.net_.embed(np.ascontiguousarray(X[lo:lo + batch_size, None]), n_threads)
                         for lo in range(0, len(X), batch_size)], axis=0)
-    return np.ascontiguousarray(E[:, : E.shape[1] // 2])
+    E = E[:, : E.shape[1] // 2]
+    if getattr(seg.net_, "standardize_input", False):
+        # the network sees z-scored tiles: the tile's own intensity statistics say what it cannot
+        flat = X.reshape(len(X), -1).astype(np.float64)
+        E = np.concatenate([E, flat.mean(1, keepdims=True), flat.std(1, keepdims=True)], axis=1)
+    return np.ascontiguousarray(E, dtype=np.float32)
 
 
 def fit_segmenter_novelty(seg, X: np.ndarray, seed: int) -> Optional[FeatureNovelty]:

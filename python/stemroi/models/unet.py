@@ -34,18 +34,20 @@ __all__ = [
 
 # The recipes: the parameters left at None take their value from the recipe.
 # "default": the best measured recipe (docs/segmentation.md: CVAE-residual pseudo-labels,
-# base 8, 60 epochs x 256 single-patch samples, Adam 1e-3, positive weight 2);
+# base 8, 60 epochs x 256 single-patch samples, Adam 1e-3, positive weight 2, each input
+# tile z-scored);
 # "study": the weakly supervised segmentation study's settings (local-deviation
 # pseudo-labels at p98, base 32, composed samples of up to 3 patches, plain BCE).
 RECIPES = {
     "default": dict(epochs=60, batch_size=16, learning_rate=1e-3, base_channels=8, pseudo_label="cvae",
                     percentile=99.0, samples_per_epoch=256, max_parts=1, positive_weight=2.0, augment=False,
-                    cvae_epochs=20),
+                    cvae_epochs=20, input_contrast="standardize"),
     "study": dict(epochs=20, batch_size=32, learning_rate=1e-3, base_channels=32, pseudo_label="deviation",
                   percentile=98.0, samples_per_epoch=0, max_parts=3, positive_weight=1.0, augment=False,
-                  cvae_epochs=20),
+                  cvae_epochs=20, input_contrast="none"),
 }
 _PSEUDO_LABELS = ("cvae", "deviation", "lattice")
+_INPUT_CONTRASTS = ("standardize", "none")
 
 _ARCHITECTURE = "unet_multilabel"
 _FORMAT_KIND = "stemroi.DefectSegmenter"
@@ -178,7 +180,7 @@ class DefectSegmenter(BaseEstimator):
     recipe : "default" (None) or "study"
         "default": the best measured recipe (CVAE-residual pseudo-labels, base 8,
         60 epochs x 256 samples, batch 16, Adam 1e-3, positive weight 2, one patch
-        per sample); "study": the study's (local-deviation pseudo-labels at p98,
+        per sample, every input tile z-scored); "study": the study's (local-deviation pseudo-labels at p98,
         base 32, 20 epochs x n patches, batch 32, Adam 1e-3, plain BCE, up to 3
         patches per sample).
     epochs, batch_size, learning_rate : training settings (Adam, BCE).
@@ -195,6 +197,12 @@ class DefectSegmenter(BaseEstimator):
     cvae_epochs : epochs of that CVAE (default recipe: 20).
     residual_quantile, residual_sigma : the "cvae" pseudo-label threshold (bulk
         quantile of the smoothed residual) and smoothing (0.99, 2 px).
+    input_contrast : "standardize" (default recipe) z-scores every input tile
+        of the network, in training and prediction alike, and maps it to [0, 1]
+        as 0.5 + 0.15 z (the classifier's ``patch_contrast``): the maps follow
+        the lattice, not the slowly varying brightness of a frame, which
+        differs between where the labelled patches were cut and the rest of a
+        new frame (docs/segmentation.md); "none" (study): tiles as they are.
     augment : acquisition-like augmentation of the training samples (see
         :mod:`stemroi.models._augment`): False, True (= "acquisition": gain,
         offset, gamma, noise, blur, scale, rotation at preset strengths), names
@@ -237,6 +245,7 @@ class DefectSegmenter(BaseEstimator):
         pseudo_label: Optional[str] = None,
         positive_weight: Optional[float] = None,
         augment=None,
+        input_contrast: Optional[str] = None,
         cvae=None,
         cvae_epochs: Optional[int] = None,
         residual_quantile: float = 0.99,
@@ -246,6 +255,7 @@ class DefectSegmenter(BaseEstimator):
         self.classes = classes
         self.recipe = recipe
         self.augment = augment
+        self.input_contrast = input_contrast
         self.cvae = cvae
         self.cvae_epochs = cvae_epochs
         self.residual_quantile = residual_quantile
@@ -329,6 +339,8 @@ class DefectSegmenter(BaseEstimator):
         if self.samples_per_epoch is not None:
             check_positive_int(self.samples_per_epoch, "samples_per_epoch")
         _check_filter_options(self.sigma, self.filter_size, p["percentile"])
+        if p["input_contrast"] not in _INPUT_CONTRASTS:
+            raise ValueError(f"input_contrast must be one of {_INPUT_CONTRASTS}, got {p['input_contrast']!r}")
         if p["pseudo_label"] not in _PSEUDO_LABELS:
             raise ValueError(f"pseudo_label must be one of {_PSEUDO_LABELS}, got {p['pseudo_label']!r}")
         if not isinstance(self.residual_quantile, numbers.Real) or not 0 < self.residual_quantile < 1:
@@ -363,7 +375,8 @@ class DefectSegmenter(BaseEstimator):
 
             model = BulkCVAE(latent_dim=20, variant="dataset_repo", epochs=int(epochs), learning_rate=1e-3,
                              blur_sigma=2.0, crop_size=int(X.shape[1]), detector="energy", random_state=seed,
-                             n_threads=n_threads, device=self.device)
+                             n_threads=n_threads, device=self.device,
+                             calibration_mode="fixed")  # its bulk and the labelled patches: one image
             model.fit(X[is_bulk])
         self.cvae_ = model
         return residual_pseudo_labels(X, is_bulk, model, quantile=float(self.residual_quantile),
@@ -433,7 +446,7 @@ class DefectSegmenter(BaseEstimator):
         self.resolved_params_ = {k: v for k, v in params.items() if k != "augment_strengths"}
         self.pixel_size_ = pixel_size_
         net = place(_core.UNet(len(defect_classes) + 1, base_channels=int(params["base_channels"]), in_channels=1,
-                               seed=seed), self.device)
+                               seed=seed, standardize_input=params["input_contrast"] == "standardize"), self.device)
         from ._augment import augment_options
         t0 = time.perf_counter()
         history = _core.train_unet(
@@ -502,6 +515,8 @@ class DefectSegmenter(BaseEstimator):
         config = {k: v for k, v in self.get_params(deep=False).items() if k not in ("n_threads", "cvae")}
         config["classes"] = list(self.classes_)
         config["patch_size"] = list(self.patch_size_)
+        # what the network was built with, not the recipe's current default
+        config["input_contrast"] = "standardize" if self.net_.standardize_input else "none"
         tensors = self.net_.state_dict()
         tensors["__loss_history__"] = np.asarray(self.loss_history_, np.float64)
         from ..detection._novelty import novelty_tensors
@@ -534,12 +549,14 @@ class DefectSegmenter(BaseEstimator):
         from ..detection._novelty import novelty_from_tensors
         novelty = novelty_from_tensors(tensors, meta.get("novelty"))
         config["classes"] = classes
+        config.setdefault("input_contrast", "none")  # files written before the option: tiles as they are
         seg = cls(**config)
         seg.n_threads = n_threads
         seg.device = device
         names = list(meta["class_names"])
         base = int(seg._resolved()["base_channels"])
-        net = place(_core.UNet(len(names), base_channels=base, in_channels=1, seed=0), device)
+        net = place(_core.UNet(len(names), base_channels=base, in_channels=1, seed=0,
+                               standardize_input=seg._resolved()["input_contrast"] == "standardize"), device)
         net.load_state_dict(tensors, os.fspath(path))
         seg.classes_ = list(classes)
         seg.defect_classes_ = names[:-1]
@@ -555,11 +572,12 @@ class DefectSegmenter(BaseEstimator):
     # -- pickling: the network travels as a model file ---------------------------------
     def _write_core(self, path: str) -> None:
         _save_model(path, self.net_.state_dict(), architecture=_NETWORK_ARCHITECTURE,
-                    config={"n_outputs": int(self.net_.n_outputs), "base_channels": int(self.net_.base_channels)})
+                    config={"n_outputs": int(self.net_.n_outputs), "base_channels": int(self.net_.base_channels),
+                            "standardize_input": bool(self.net_.standardize_input)})
 
     def _read_core(self, path: str) -> None:
         tensors, meta = _load_model(path, _NETWORK_ARCHITECTURE, what="DefectSegmenter network")
         net = _core.UNet(int(meta["config"]["n_outputs"]), base_channels=int(meta["config"]["base_channels"]),
-                         in_channels=1, seed=0)
+                         in_channels=1, seed=0, standardize_input=bool(meta["config"].get("standardize_input", False)))
         net.load_state_dict(tensors, "pickled DefectSegmenter")
         self.net_ = place(net, getattr(self, "device", "cpu"))
