@@ -96,8 +96,9 @@ def test_registry_entries():
     from stemroi.preprocessing import PRESETS
 
     for key, spec in weights.REGISTRY.items():
-        assert spec.key == key and spec.preprocessing in PRESETS and spec.input_size == 224
-        assert spec.architecture in ("vgg16", "mobilenet_v2")
+        assert spec.key == key and spec.preprocessing in PRESETS
+        assert spec.input_size == (64 if spec.architecture == "small_cnn" else 224)
+        assert spec.architecture in ("vgg16", "mobilenet_v2", "small_cnn")
     # a registry key of another architecture is refused, not loaded into the wrong network
     with pytest.raises(ValueError, match="'mobilenet_v2-imagenet' are mobilenet_v2 weights, not vgg16"):
         weights.resolve_weights("mobilenet_v2-imagenet", architecture="vgg16")

@@ -64,7 +64,15 @@ def _check_n_components(n_components):
     raise TypeError(f"n_components must be None, an int >= 1 or a float in (0, 1], got {type(n_components).__name__}")
 
 
-def _resolve_extractor(features):
+#: ``features`` names served by a pretrained network rather than a descriptor
+PRETRAINED_FEATURES = ("stem_cnn",)
+
+
+def _resolve_extractor(features, n_threads=None):
+    if isinstance(features, str) and features == "stem_cnn":
+        from ..models._pretrained import StemCNNFeatures
+
+        return StemCNNFeatures("stem", n_threads=n_threads)
     if isinstance(features, str):
         from ..features.descriptors import make_descriptor
 
@@ -91,7 +99,10 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
     Pipeline: ``features`` (a descriptor name from :mod:`stemroi.features`
     - ``"lattice_residual"`` (default), ``"polar_fft"``, ``"fft"``,
-    ``"log_fft"`` -, any object with ``transform(patches) -> (n, d)`` such as
+    ``"log_fft"`` -, ``"stem_cnn"``: frozen features (256) of the ``small_cnn``
+    pretrained on synthetic STEM and shipped with the package
+    (:class:`stemroi.models._pretrained.StemCNNFeatures`, weights ``"small_cnn-stem"``),
+    any object with ``transform(patches) -> (n, d)`` such as
     ``stemroi.VGG16Features``, or ``"precomputed"`` to pass feature rows
     directly) -> per-feature standardisation (``standardize=True``; when the
     extractor declares ``feature_groups`` every block is further scaled by
@@ -150,7 +161,7 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
         pixel_size_ = recorded_pixel_size(pixel_size)
         eng = _engine()
-        extractor = _resolve_extractor(self.features)
+        extractor = _resolve_extractor(self.features, self.n_threads)
         n_components = _check_n_components(self.n_components)
         n_init = check_positive_int(self.n_init, "n_init")
         if hasattr(extractor, "fit") and not getattr(extractor, "precomputed", False):

@@ -118,6 +118,12 @@ def _vgg16_features_class():
     return VGG16Features
 
 
+def _registry():
+    from ..models.weights import REGISTRY
+
+    return REGISTRY
+
+
 def _weights_available(key: str) -> bool:
     try:
         from ..models import weights as W
@@ -147,10 +153,12 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         contrast-standardised patches, rot90/flip augmentation. "study": the VGG16
         study's: VGG16 features (ImageNet when cached) + the softmax head, raw
         patches (``patch_contrast="none"``), at most 100 epochs.
-    weights : "auto", None, "random", a registry key or a path
-        "auto" (ImageNet if cached, else untrained), None/"random", a registry key
-        ("imagenet", "imagenet-keras") or a file path. Only ImageNet-like weights enable the
-        staged fine-tuning; without them "finetune" trains the network from scratch.
+    weights : "auto", None, "random", "stem", a registry key or a path
+        "auto" (ImageNet if cached, else untrained; small_cnn: untrained), None/"random", a
+        registry key ("imagenet", "imagenet-keras"; "stem" = "small_cnn-stem", the small_cnn
+        pretrained on synthetic STEM and shipped with the package) or a file path. Pretrained
+        weights enable the staged fine-tuning (small_cnn: head on the frozen backbone, then the
+        whole network at 0.3 x the rate); without them "finetune" trains the network from scratch.
     input_size : int, optional
         Backbone input side in pixels (patches are resized); default 64 for
         fine-tuning (CPU-feasible), the extractor's default (224) for VGG16 head features.
@@ -335,7 +343,11 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         """(state dict or None, preprocessing or None, description) of the backbone weights."""
         w = self.weights
         arch = self._p("backbone") if isinstance(self._p("backbone"), str) else "custom"
-        if arch == "small_cnn" or arch == "precomputed":
+        if arch == "small_cnn" and isinstance(w, str) and w in _registry() and _registry()[w].architecture != arch:
+            raise ValueError(f"backbone 'small_cnn' has no pretrained weights named {w!r} (those are "
+                             f"{_registry()[w].architecture} weights); use weights='stem' (small_cnn pretrained "
+                             "on synthetic STEM, shipped with stemroi) or None (from scratch)")
+        if arch == "precomputed" or (arch == "small_cnn" and w in ("auto", None, "random")):
             if w not in ("auto", None, "random"):
                 raise ValueError(f"backbone {arch!r} has no pretrained weights; use weights=None, got {w!r}")
             return None, None, "random (untrained, trained from scratch)" if arch == "small_cnn" else "precomputed"
@@ -389,6 +401,11 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         lr0 = 1e-3 if self.learning_rate is None else float(self.learning_rate)
         if self._p("mode") == "head":
             return [(0, lr0, eps0, self.max_epochs or 100)]
+        if pretrained and self._p("backbone") == "small_cnn":
+            # STEM weights: head on the frozen backbone, then every block at 0.3 x the rate (the weights
+            # come from synthetic images, so all blocks adapt, not only the last ones as for ImageNet VGG16)
+            e = self.max_epochs or 40
+            return [(0, lr0, eps0, e), (-1, 0.3 * lr0, eps0, e)]
         if pretrained:
             e = self.max_epochs or 40
             return [(0, lr0, eps0, e), (1, 1e-5, min(eps0, 0.03), e), (2, 1.5e-6, min(eps0, 0.03), e)]

@@ -15,8 +15,16 @@ the input the weights expect: normalisation preset and input size):
 ``"mobilenet_v2-imagenet"``
     MobileNetV2, torchvision's ``mobilenet_v2-b0353104.pth``. Expects
     ``"torchvision"`` preprocessing, 224 px.
+``"small_cnn-stem"`` (also ``weights="stem"`` for ``small_cnn``)
+    The built-in ``small_cnn`` backbone pretrained on synthetic HAADF-STEM
+    patches (:mod:`stemroi.io.synth`, every lattice, defect kind, cell size,
+    orientation, dose, drift and scan distortion; never a real image) by
+    ``scripts/pretrain_stem.py``. Shipped inside the package
+    (``stemroi/models/_pretrained``), so it needs no download; the training
+    recipe and log are in ``small_cnn_stem.json`` beside it. Expects 64 x 64
+    patches on [0, 1], contrast-standardised per patch (``"unit"`` preset).
 
-Files live in ``$STEMROI_HOME/weights`` (default ``~/.cache/stemroi/weights``);
+Downloaded files live in ``$STEMROI_HOME/weights`` (default ``~/.cache/stemroi/weights``);
 torchvision files are also found in torchvision's own cache
 (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``).
 A missing file is downloaded (``urllib``, written to a temporary file and
@@ -63,6 +71,8 @@ __all__ = [
     "load_keras_h5",
     "keras_to_torchvision",
     "resolve_weights",
+    "pretrained_dir",
+    "stem_key",
     "save_backbone",
     "load_backbone",
 ]
@@ -91,6 +101,7 @@ class WeightsSpec:
     sha256_prefix: Optional[str] = None  # torchvision names carry the first 8 hex digits
     size: Optional[int] = None  # bytes, when known
     description: str = ""
+    shipped: bool = False  # inside the package (stemroi/models/_pretrained), never downloaded
 
 
 REGISTRY: Dict[str, WeightsSpec] = {
@@ -126,7 +137,25 @@ REGISTRY: Dict[str, WeightsSpec] = {
         sha256_prefix="b0353104",
         description="torchvision MobileNetV2 ImageNet weights (IMAGENET1K_V1), features + classifier",
     ),
+    "small_cnn-stem": WeightsSpec(
+        key="small_cnn-stem",
+        filename="small_cnn_stem.stemroi",
+        url="",
+        format="stemroi",
+        preprocessing="unit",
+        architecture="small_cnn",
+        input_size=64,
+        sha256="824abb64830f2c3d5b193293575bd1f6fe77c37d83b2f81cecb5cb7f800912cd",
+        size=1_184_768,
+        shipped=True,
+        description="small_cnn pretrained on synthetic HAADF-STEM patches (stemroi.io.synth only, defect kind x "
+                    "lattice labels) by scripts/pretrain_stem.py; shipped with the package",
+    ),
 }
+
+# weights="stem": the STEM-pretrained weights of the architecture being built
+STEM_ALIAS = "stem"
+_STEM_KEYS = {"small_cnn": "small_cnn-stem"}
 
 # The largest VGG16 conv kernel has 3*3*512*512 = 2.4M values; a dataset
 # claiming far more is corrupt and is refused before anything is allocated.
@@ -151,9 +180,24 @@ def _spec(key: str) -> WeightsSpec:
         raise ValueError(f"unknown weights {key!r} (known: {sorted(REGISTRY)}, or a file path)") from None
 
 
+def pretrained_dir() -> Path:
+    """The folder of the weights shipped inside the package."""
+    return Path(__file__).resolve().parent / "_pretrained"
+
+
 def weights_path(key: str) -> Path:
-    """Where the cached file of a registry entry is downloaded to (it may not exist yet)."""
-    return weights_dir() / _spec(key).filename
+    """Where the file of a registry entry is (shipped) or is downloaded to (it may not exist yet)."""
+    spec = _spec(key)
+    return (pretrained_dir() if spec.shipped else weights_dir()) / spec.filename
+
+
+def stem_key(architecture: str) -> str:
+    """The registry key of the STEM-pretrained weights of ``architecture`` (``weights="stem"``)."""
+    try:
+        return _STEM_KEYS[architecture]
+    except KeyError:
+        raise ValueError(f"no STEM-pretrained weights for {architecture!r} (available for: "
+                         f"{sorted(_STEM_KEYS)})") from None
 
 
 def torch_hub_dir() -> Path:
@@ -164,6 +208,8 @@ def torch_hub_dir() -> Path:
 def cache_dirs(key: str) -> List[Path]:
     """Folders searched, in order, for the file of registry entry ``key``."""
     spec = _spec(key)
+    if spec.shipped:
+        return [pretrained_dir()]
     return [weights_dir()] + ([torch_hub_dir()] if spec.format == "torchvision" else [])
 
 
@@ -184,6 +230,12 @@ def sha256_file(path: "os.PathLike[str] | str", chunk: int = 1 << 20) -> str:
 _verified: Dict[Tuple[str, int, int], str] = {}
 
 
+def _remedy(spec: WeightsSpec) -> str:
+    if spec.shipped:
+        return "reinstall stemroi (pip install --force-reinstall stemroi) to restore the shipped file"
+    return f"delete it and download again from {spec.url}"
+
+
 def verify_file(path: "os.PathLike[str] | str", spec: WeightsSpec) -> None:
     """Check size and SHA-256 of ``path`` against ``spec``; raise WeightsError naming both."""
     path = Path(path)
@@ -192,7 +244,7 @@ def verify_file(path: "os.PathLike[str] | str", spec: WeightsSpec) -> None:
         what = "truncated" if st.st_size < spec.size else "too large"
         raise WeightsError(
             f"weights file {path} is {what}: {st.st_size:,} bytes, expected {spec.size:,} "
-            f"({spec.filename}); delete it and download again from {spec.url}"
+            f"({spec.filename}); {_remedy(spec)}"
         )
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     digest = _verified.get(key) or sha256_file(path)
@@ -201,7 +253,7 @@ def verify_file(path: "os.PathLike[str] | str", spec: WeightsSpec) -> None:
         raise WeightsError(
             f"sha256 mismatch for weights file {path}: got {digest}, expected "
             f"{spec.sha256 or spec.sha256_prefix + '...'} ({spec.filename}); the file is corrupt "
-            f"or not the expected one: delete it and download again from {spec.url}"
+            f"or not the expected one: {_remedy(spec)}"
         )
     _verified[key] = digest
 
@@ -233,6 +285,14 @@ def fetch(
     total_bytes_or_None)`` is called while downloading.
     """
     spec = _spec(key)
+    if spec.shipped:
+        path = pretrained_dir() / spec.filename
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"{spec.architecture} weights {spec.key!r} should ship with stemroi at {path}, but the file is "
+                f"missing: {_remedy(spec)}, or regenerate it with scripts/pretrain_stem.py")
+        verify_file(path, spec)
+        return path
     target = weights_dir() / spec.filename
     cached = cached_path(key)
     if cached is not None:
@@ -429,6 +489,8 @@ def resolve_weights(weights, *, download: Optional[bool] = None, architecture: s
     """
     if weights is None or (isinstance(weights, str) and weights == "random"):
         return None, None, "random"
+    if isinstance(weights, str) and weights == STEM_ALIAS:
+        weights = stem_key(architecture)
     if isinstance(weights, str) and weights in REGISTRY:
         spec = REGISTRY[weights]
         if spec.architecture != architecture:
@@ -436,16 +498,21 @@ def resolve_weights(weights, *, download: Optional[bool] = None, architecture: s
             raise ValueError(f"weights {weights!r} are {spec.architecture} weights, not {architecture} "
                              f"(known {architecture} weights: {known})")
         path = fetch(weights, download=download)
-        state = load_keras_h5(path) if spec.format == "keras" else load_torchvision_state(path)
+        if spec.format == "stemroi":
+            state, _ = load_backbone(path, architecture=architecture)
+        else:
+            state = load_keras_h5(path) if spec.format == "keras" else load_torchvision_state(path)
         return state, spec.preprocessing, f"{weights} ({path})"
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(
-            f"weights must be None, 'random', one of {sorted(REGISTRY)} or a file path, got {type(weights).__name__}"
+            f"weights must be None, 'random', 'stem', one of {sorted(REGISTRY)} or a file path, "
+            f"got {type(weights).__name__}"
         )
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(
-            f"weights {os.fspath(weights)!r}: no such file (known names: {sorted(REGISTRY) + ['random']})"
+            f"weights {os.fspath(weights)!r}: no such file (known names: "
+            f"{sorted(REGISTRY) + ['random', STEM_ALIAS]})"
         )
     kind = _sniff(path)
     if kind == "keras":

@@ -1,0 +1,171 @@
+"""The STEM-pretrained small_cnn (weights "stem", trained on synthetic patches only by
+scripts/pretrain_stem.py) against the routes without it, on the real CdTe (7 classes) and
+SrTiO3 (4 classes) patches, which the pretraining never saw.
+
+(a) label-free clustering: PatchClusterer() (the default, "lattice_residual") vs
+    PatchClusterer("stem_cnn"); k chosen over 2..10 by every rule of
+    stemroi.select_n_clusters (k_criteria="all": silhouette (the default rule),
+    silhouette_1se, stability, gap); cluster accuracy (Hungarian,
+    stemroi.cluster_accuracy) at each chosen k and at the true k.
+(b) few labels: 10 labelled patches per class drawn from the train side of the
+    overlap-aware split (stemroi.spatial_train_test_split(test_size=0.2, random_state=0)),
+    accuracy on its test side, mean over --seeds draws: frozen STEM features + head
+    (PatchClassifier(mode="head", backbone="small_cnn", weights="stem")), frozen untrained
+    small_cnn + head, the hand-made descriptor (lattice_residual, standardised) + head,
+    and small_cnn trained from scratch on the 10 per class (the default recipe).
+(c) fine-tuning on the whole train side: PatchClassifier(backbone="small_cnn",
+    weights="stem") (head stage, then all blocks at 0.3 x the rate) vs from scratch.
+
+    nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pretrained.py [--parts abc] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from _common import data_dir
+
+import stemroi
+from stemroi.cluster._patch_clusterer import evaluate_clustering
+
+DATASETS = {"CdTe": "ayyubi-stem-defects/CdTe", "SrTiO3": "ayyubi-stem-defects/STO"}
+RULES = ("silhouette", "silhouette_1se", "stability", "gap")
+
+
+def load(name):
+    ds = stemroi.load_patch_folder(data_dir(DATASETS[name]))
+    return np.asarray(ds.patches, np.float32), np.asarray(ds.labels), list(ds.class_names)
+
+
+def clustering(name, X, y, args, rows):
+    k_true = len(np.unique(y))
+    from stemroi.models._pretrained import StemCNNFeatures
+
+    stem = "stem_cnn" if args.weights == "stem" else StemCNNFeatures(args.weights, n_threads=args.threads)
+    for route, features in (("default PatchClusterer() [lattice_residual]", "lattice_residual"),
+                            ("PatchClusterer('stem_cnn')", stem)):
+        t0 = time.perf_counter()
+        cl = stemroi.PatchClusterer(features, random_state=0, n_threads=args.threads, k_criteria="all",
+                                    k_rule="silhouette").fit(X)
+        dt = time.perf_counter() - t0
+        choices = cl.selection_.choices
+        acc_true = evaluate_clustering(y, cl.labels_for(k_true))["accuracy"]
+        for rule in RULES:
+            k = int(choices[rule])
+            acc = evaluate_clustering(y, cl.labels_for(k))["accuracy"]
+            rows.append(dict(dataset=name, part="a", route=route, setting=f"k rule {rule}",
+                             value=f"k={k} (true {k_true}), acc {acc:.3f}", k=k, accuracy=acc, seconds=dt))
+            print(f"  {name} {route:45s} {rule:15s} k={k:2d} acc={acc:.3f}", flush=True)
+        rows.append(dict(dataset=name, part="a", route=route, setting=f"at true k={k_true}",
+                         value=f"acc {acc_true:.3f}", k=k_true, accuracy=acc_true, seconds=dt))
+        print(f"  {name} {route:45s} true k={k_true}  acc={acc_true:.3f}  ({dt:.0f} s)", flush=True)
+
+
+def _accuracy(model, X, y):
+    return float((model.predict(X) == y).mean())
+
+
+def few_labels(name, X, y, names, tr, te, args, rows):
+    from stemroi.features.descriptors import make_descriptor
+
+    desc = make_descriptor("lattice_residual")
+    if hasattr(desc, "fit"):
+        desc.fit(X[tr])
+    D = np.asarray(desc.transform(X), np.float64)
+    routes = {
+        "frozen STEM small_cnn + head": lambda s: stemroi.PatchClassifier(
+            backbone="small_cnn", mode="head", weights=args.weights, validation_fraction=0, random_state=s,
+            n_threads=args.threads),
+        "frozen untrained small_cnn + head": lambda s: stemroi.PatchClassifier(
+            backbone="small_cnn", mode="head", weights=None, validation_fraction=0, random_state=s,
+            n_threads=args.threads),
+        "lattice_residual descriptor + head": None,
+        "small_cnn from scratch (default recipe)": lambda s: stemroi.PatchClassifier(
+            backbone="small_cnn", mode="finetune", weights=None, validation_fraction=0, random_state=s,
+            n_threads=args.threads),
+    }
+    results = {r: [] for r in routes}
+    for s in range(args.seeds):
+        rng = np.random.default_rng(s)
+        sub = np.concatenate([rng.choice(tr[y[tr] == c], size=min(10, int((y[tr] == c).sum())), replace=False)
+                              for c in np.unique(y[tr])])
+        for route, make in routes.items():
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                if make is None:
+                    mu, sd = D[sub].mean(0), D[sub].std(0) + 1e-9
+                    Z = ((D - mu) / sd).astype(np.float32)
+                    m = stemroi.PatchClassifier(backbone="precomputed", mode="head", validation_fraction=0,
+                                                random_state=s, n_threads=args.threads).fit(Z[sub], y[sub])
+                    acc = _accuracy(m, Z[te], y[te])
+                else:
+                    m = make(s).fit(X[sub], y[sub], class_names=names)
+                    acc = _accuracy(m, X[te], y[te])
+            results[route].append(acc)
+            print(f"  {name} few labels seed {s} {route:40s} acc={acc:.3f} ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    for route, accs in results.items():
+        rows.append(dict(dataset=name, part="b", route=route, setting=f"10/class, {len(accs)} draws",
+                         value=f"acc {np.mean(accs):.3f} (min {np.min(accs):.3f})", accuracy=float(np.mean(accs)),
+                         per_seed=accs))
+
+
+def finetune(name, X, y, names, tr, te, args, rows):
+    for route, kw in (("small_cnn fine-tuned from STEM weights",
+                       dict(weights=args.weights, max_epochs=args.epochs // 2)),
+                      ("small_cnn from scratch", dict(weights=None, max_epochs=args.epochs))):
+        accs, epochs, secs = [], [], []
+        for seed in args.ft_seeds:
+            t0 = time.perf_counter()
+            m = stemroi.PatchClassifier(backbone="small_cnn", mode="finetune", random_state=seed,
+                                        n_threads=args.threads, **kw).fit(X[tr], y[tr], class_names=names)
+            secs.append(time.perf_counter() - t0)
+            accs.append(_accuracy(m, X[te], y[te]))
+            epochs.append(len(m.history_["epochs"]))
+            print(f"  {name} fine-tune seed {seed} {route:40s} acc={accs[-1]:.3f} epochs={epochs[-1]} "
+                  f"({secs[-1]:.0f} s)", flush=True)
+        rows.append(dict(dataset=name, part="c", route=route,
+                         setting=f"spatial split, seeds {args.ft_seeds}, epochs run {epochs}",
+                         value=f"acc {np.mean(accs):.3f} ({', '.join(f'{a:.3f}' for a in accs)})",
+                         accuracy=float(np.mean(accs)), per_seed=accs, seconds=float(np.mean(secs))))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--parts", default="abc")
+    ap.add_argument("--seeds", type=int, default=3, help="draws of the 10 labelled patches per class")
+    ap.add_argument("--epochs", type=int, default=20, help="(c): from scratch; the STEM route gets half per stage")
+    ap.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1, 2], help="(c): training seeds")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--weights", default="stem", help="the pretrained small_cnn: 'stem' or a save_backbone file")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    rows = []
+    for name in args.datasets:
+        X, y, names = load(name)
+        tr, te = (np.asarray(v) for v in stemroi.spatial_train_test_split(X, y, test_size=0.2, random_state=0))
+        print(f"== {name}: {len(X)} patches, {len(names)} classes; spatial split {len(tr)} train / {len(te)} test "
+              f"({len(np.unique(y[te]))} classes in test)", flush=True)
+        if "a" in args.parts:
+            clustering(name, X, y, args, rows)
+        if "b" in args.parts:
+            few_labels(name, X, y, names, tr, te, args, rows)
+        if "c" in args.parts:
+            finetune(name, X, y, names, tr, te, args, rows)
+    print("\n| data | part | route | setting | result |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['dataset']} | {r['part']} | {r['route']} | {r['setting']} | {r['value']} |")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "pretrained.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()

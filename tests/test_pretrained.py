@@ -1,0 +1,174 @@
+"""The STEM-pretrained small_cnn shipped with the package (registry key "small_cnn-stem",
+weights="stem"): file integrity, loading, use by PatchClassifier and PatchClusterer."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import stemroi
+from stemroi.models import weights as W
+from stemroi.models._pretrained import StemCNNFeatures
+
+KEY = "small_cnn-stem"
+
+
+@pytest.fixture(scope="module")
+def synth_patches():
+    from stemroi.io import synth
+
+    X, y, names = synth.make_patch_dataset(6, 64, classes=["Bulk", "vacancy", "interstitial"], random_state=3,
+                                           lattice="dumbbell", cell_px=12.0)
+    return X, np.asarray(names)[y], names  # named labels (a "Bulk" class, as detect() expects)
+
+
+def _core_backbone_state():
+    from stemroi._lib import _core
+
+    net = _core.PatchNet("small_cnn", 2, input_size=64, pooling="avgmax")
+    return {k[len("backbone."):]: v for k, v in net.state_dict().items() if k.startswith("backbone.")}
+
+
+def test_shipped_file_matches_registry():
+    spec = W.REGISTRY[KEY]
+    path = W.weights_path(KEY)
+    assert spec.shipped and spec.architecture == "small_cnn" and spec.format == "stemroi"
+    assert path.parent == W.pretrained_dir() and path.is_file()
+    assert path.stat().st_size == spec.size
+    assert W.sha256_file(path) == spec.sha256
+    assert W.fetch(KEY, download=False) == path
+    # the training record beside the weights names the same file
+    log = json.loads(path.with_suffix(".json").read_text())
+    assert log["sha256"] == spec.sha256 and log["size"] == spec.size
+    assert log["log"] and all("train_loss" in e for e in log["log"])
+    assert W.stem_key("small_cnn") == KEY
+
+
+def test_loaded_state_fits_the_core_backbone():
+    state, preprocessing, source = W.resolve_weights("stem", download=False, architecture="small_cnn")
+    assert preprocessing == "unit" and KEY in source
+    want = _core_backbone_state()
+    assert sorted(state) == sorted(want)
+    for k, v in want.items():
+        assert state[k].shape == tuple(v.shape), k
+        assert np.isfinite(state[k]).all(), k
+    assert state["block1.0.weight"].shape == (16, 3, 3, 3)
+    assert state["block4.3.weight"].shape == (128, 128, 3, 3)
+    # trained, not the seeded initialisation
+    assert not np.allclose(state["block1.0.weight"], want["block1.0.weight"])
+    assert not np.allclose(state["block4.4.running_var"], 1.0)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_tampered_copy_is_refused(tmp_path, monkeypatch, damage, synth_patches):
+    src = W.weights_path(KEY)
+    dst = tmp_path / src.name
+    shutil.copyfile(src, dst)
+    data = bytearray(dst.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+        dst.write_bytes(bytes(data))
+        match = "sha256 mismatch"
+    else:
+        dst.write_bytes(bytes(data[:-100]))
+        match = "truncated"
+    monkeypatch.setattr(W, "pretrained_dir", lambda: tmp_path)
+    with pytest.raises(W.WeightsError, match=match) as info:
+        W.fetch(KEY)
+    assert "reinstall stemroi" in str(info.value)
+    X, y, _ = synth_patches
+    with pytest.raises(W.WeightsError, match=match):
+        stemroi.PatchClassifier(backbone="small_cnn", mode="head", weights="stem", n_threads=1).fit(X, y)
+    with pytest.raises(W.WeightsError, match=match):
+        StemCNNFeatures(n_threads=1).transform(X)
+
+
+def test_missing_shipped_file_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(W, "pretrained_dir", lambda: tmp_path)
+    with pytest.raises(W.WeightsNotFoundError, match="should ship with stemroi"):
+        W.fetch(KEY)
+
+
+def test_classifier_starts_from_the_shipped_weights(synth_patches):
+    X, y, _ = synth_patches
+    shipped = StemCNNFeatures(n_threads=1).transform(X)
+    head = stemroi.PatchClassifier(backbone="small_cnn", mode="head", weights="stem", max_epochs=2,
+                                   validation_fraction=0, random_state=0, n_threads=1).fit(X, y)
+    # head mode: the backbone stays frozen (BatchNorm in inference mode), so its features are the shipped ones
+    np.testing.assert_array_equal(head.transform(X), shipped)
+    assert KEY in head.weights_description_
+    untrained = stemroi.PatchClassifier(backbone="small_cnn", mode="head", weights=None, max_epochs=2,
+                                        validation_fraction=0, random_state=0, n_threads=1).fit(X, y)
+    assert not np.allclose(untrained.transform(X), shipped)
+    # fine-tuning from the weights: the head stage on the frozen backbone, then the whole network
+    ft = stemroi.PatchClassifier(backbone="small_cnn", weights="stem", max_epochs=1, validation_fraction=0,
+                                 random_state=0, n_threads=1).fit(X, y)
+    assert [e["stage"] for e in ft.history_["epochs"]] == [0, 1]
+    assert ft.model_card_["stages"][1][0] == -1 and KEY in ft.model_card_["backbone"]
+    assert not np.allclose(ft.transform(X), shipped)  # the second stage moved the backbone
+
+
+def test_classifier_with_stem_weights_saves_and_loads(tmp_path, synth_patches):
+    X, y, _ = synth_patches
+    clf = stemroi.PatchClassifier(backbone="small_cnn", mode="head", weights="stem", max_epochs=2,
+                                  validation_fraction=0, random_state=0, n_threads=1).fit(X, y)
+    clf.save(tmp_path / "m.stemroi")
+    back = stemroi.PatchClassifier.load(tmp_path / "m.stemroi")
+    np.testing.assert_allclose(back.decision_function(X), clf.decision_function(X), rtol=1e-5, atol=1e-5)
+
+
+def test_features_are_deterministic(synth_patches):
+    X, _, _ = synth_patches
+    a = StemCNNFeatures(n_threads=1)
+    F = a.transform(X)
+    assert F.shape == (len(X), 256) == (len(X), a.n_features)
+    assert F.dtype == np.float32 and np.isfinite(F).all()
+    np.testing.assert_array_equal(a.transform(X), F)
+    np.testing.assert_array_equal(StemCNNFeatures(n_threads=1).transform(X), F)
+    np.testing.assert_array_equal(a.transform(X[:5]), F[:5])  # independent of the batch
+    assert np.ptp(F, axis=0).max() > 0
+
+
+def test_bad_weight_names_are_refused_clearly(synth_patches):
+    X, y, _ = synth_patches
+    with pytest.raises(FileNotFoundError, match=r"no such file \(known names: .*'stem'"):
+        stemroi.PatchClassifier(backbone="small_cnn", weights="stme", n_threads=1).fit(X, y)
+    with pytest.raises(ValueError, match="no pretrained weights named 'imagenet' .*use weights='stem'"):
+        stemroi.PatchClassifier(backbone="small_cnn", weights="imagenet", n_threads=1).fit(X, y)
+    with pytest.raises(ValueError, match="no STEM-pretrained weights for 'vgg16'"):
+        W.resolve_weights("stem", architecture="vgg16")
+    with pytest.raises(ValueError, match="are small_cnn weights, not mobilenet_v2"):
+        W.resolve_weights(KEY, architecture="mobilenet_v2")
+    with pytest.raises(ValueError, match="needs pretrained weights"):
+        StemCNNFeatures(weights=None).fit()
+
+
+def test_patch_clusterer_stem_cnn_features(synth_patches):
+    X, y, _ = synth_patches
+    cl = stemroi.PatchClusterer("stem_cnn", k_range=range(2, 5), random_state=0, n_threads=1).fit(X)
+    assert isinstance(cl.extractor_, StemCNNFeatures)
+    np.testing.assert_array_equal(cl.features_, StemCNNFeatures(n_threads=1).transform(X).astype(np.float64))
+    assert cl.n_clusters_ in (2, 3, 4) and cl.labels_.shape == (len(X),)
+    np.testing.assert_array_equal(cl.predict(X), cl.labels_)
+
+
+@pytest.mark.data
+def test_stem_features_of_real_patches(ayyubi_dir):
+    ds = stemroi.load_patch_folder(ayyubi_dir / "STO")
+    X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
+    idx = np.concatenate([np.flatnonzero(y == c)[:15] for c in np.unique(y)])
+    F = StemCNNFeatures(n_threads=1).transform(X[idx])
+    assert F.shape == (len(idx), 256) and np.isfinite(F).all()
+    np.testing.assert_array_equal(StemCNNFeatures(n_threads=1).transform(X[idx]), F)
+    # the classes are told apart by the nearest class mean (leave-one-out): 0.95 measured,
+    # 0.68 with the untrained backbone, 0.25 by chance
+    yy = y[idx]
+    Z = (F - F.mean(0)) / (F.std(0) + 1e-6)
+    correct = 0
+    for i in range(len(Z)):
+        keep = np.arange(len(Z)) != i
+        means = np.stack([Z[keep & (yy == c)].mean(0) for c in np.unique(yy)])
+        correct += np.unique(yy)[np.argmin(((means - Z[i]) ** 2).sum(1))] == yy[i]
+    assert correct / len(Z) > 0.8
