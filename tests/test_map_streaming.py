@@ -39,8 +39,8 @@ def _reference(img, model, stride, batch_size=64):
     grid = PatchGrid(patch_size=s, stride=stride, edge="shift", n_threads=model.n_threads)
     origins = np.asarray(grid.origins(img.shape), dtype=np.int64)
     crops = preprocess_crops(grid.extract(img), float(model.blur_sigma), n_threads=model.n_threads)
-    if hasattr(model, "calibrated_input"):  # per-crop intensity calibration (issue: per-image calibration)
-        crops = model.calibrated_input(crops)
+    if model.calibration_mode != "fixed":  # one intensity level for the frame, from its stride-s crops
+        crops = model.calibrated_input(crops, image_level=model.image_level(img))
     nt = 1 if model.n_threads is None else model.n_threads
     recon = model.model_.reconstruct(crops, batch_size, nt)
     diff = np.ascontiguousarray(crops - recon)
