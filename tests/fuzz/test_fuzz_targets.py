@@ -295,3 +295,19 @@ def test_highly_compressible_tiffs_still_read(tmp_path):
         tifffile.imwrite(path, blank, photometric="minisblack", metadata=None, compression=compression,
                          **({"compressionargs": {"level": 9}} if compression == "zlib" else {}))
         np.testing.assert_array_equal(read_image(path), blank.astype(np.float32))
+
+
+def test_tiff_size_tag_with_many_values_is_refused_before_tifffile(tmp_path, monkeypatch):
+    """Found by the read_image fuzz target: an ImageWidth tag with 257 values made tifffile (2023.2)
+    multiply the page shape out with a tuple in it, repeating the tuple into 8 GB inside TiffFile(...)."""
+    import tifffile
+
+    from stemroi.io import read_image
+
+    monkeypatch.setattr(tifffile, "TiffFile", lambda *a, **k: pytest.fail("tifffile reached"))
+    path = tmp_path / "width.tif"
+    b = _tiff_header_only("II", False, [(256, 4, 257, 64), (257, 4, 1, 4194368), (258, 3, 1, 8)])
+    path.write_bytes(b + b"\0" * 1100)
+    with pytest.raises(OSError, match=r"width\.tif: cannot read TIFF \(tag ImageWidth at IFD offset 8 has 257 "
+                                      r"values, expected 1\)"):
+        read_image(path)

@@ -360,7 +360,11 @@ def _check_tiff_ifds(path: Path) -> None:
                     raise ValueError(f"tag {code} at IFD offset {offset} claims {count} values of type {dtype} "
                                      f"({count * itemsize} bytes), more than the {size}-byte file holds")
                 name = _TIFF_SIZE_TAGS.get(code)
-                if name is not None and count >= 1 and itemsize <= inline:
+                if name is not None and count != 1:
+                    # tifffile (2023.2) multiplies the shape out: a tuple there repeats itself
+                    # into gigabytes inside TiffFile(...) (a 1153-byte file reached 8 GB)
+                    raise ValueError(f"tag {name} at IFD offset {offset} has {count} values, expected 1")
+                if name is not None and itemsize <= inline:
                     # the first value sits left-aligned in the value field
                     packed = struct.pack(bo + entry_fmt[-1], value)[:itemsize]
                     fmt = {1: "B", 2: "H", 4: "I", 8: "Q"}[itemsize]
