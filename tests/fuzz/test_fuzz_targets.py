@@ -311,3 +311,29 @@ def test_tiff_size_tag_with_many_values_is_refused_before_tifffile(tmp_path, mon
     with pytest.raises(OSError, match=r"width\.tif: cannot read TIFF \(tag ImageWidth at IFD offset 8 has 257 "
                                       r"values, expected 1\)"):
         read_image(path)
+
+
+def test_mrc_header_claiming_more_than_the_file_is_refused_before_rosettasciio(tmp_path):
+    """Found by the read_image fuzz target: a 1 kB .mrc whose header claims ~10^9 x 10^9 values kept
+    RosettaSciIO's chunking busy past the fuzzer's 30 s timeout."""
+    pytest.importorskip("rsciio")
+    import time
+
+    from stemroi.io import read_image
+
+    header = bytearray(1024)
+    struct.pack_into("<4i", header, 0, 0x2D2C2B2A, 0x08000000, 1, 2)
+    path = tmp_path / "huge.mrc"
+    path.write_bytes(bytes(header) + b"\0" * 22)
+    t = time.perf_counter()
+    with pytest.raises(OSError, match=r"huge\.mrc: cannot read \.mrc file \(header claims 757869354 x 134217728 x 1 "
+                                      r"values of mode 2 .* but the file has 1046 bytes"):
+        read_image(path)
+    assert time.perf_counter() - t < 5
+    path.write_bytes(bytes(header[:500]))
+    with pytest.raises(OSError, match="fewer than the 1024-byte MRC header"):
+        read_image(path)
+    struct.pack_into("<4i", header, 0, 8, 8, 1, 7)
+    path.write_bytes(bytes(header) + b"\0" * 256)
+    with pytest.raises(OSError, match=r"mode 7, expected one of \[0, 1, 2, 3, 4, 6, 12, 101\]"):
+        read_image(path)
