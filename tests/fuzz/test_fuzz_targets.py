@@ -311,6 +311,11 @@ def test_tiff_size_tag_with_many_values_is_refused_before_tifffile(tmp_path, mon
     with pytest.raises(OSError, match=r"width\.tif: cannot read TIFF \(tag ImageWidth at IFD offset 8 has 257 "
                                       r"values, expected 1\)"):
         read_image(path)
+    # the fuzzer's next one: ImageWidth as a RATIONAL (read as a (numerator, denominator) tuple)
+    b = _tiff_header_only("II", False, [(256, 5, 1, 64), (257, 4, 1, 4194368), (258, 3, 1, 8)])
+    path.write_bytes(b + b"\0" * 1100)
+    with pytest.raises(OSError, match=r"tag ImageWidth at IFD offset 8 has field type 5, expected an unsigned integer"):
+        read_image(path)
 
 
 def test_mrc_header_claiming_more_than_the_file_is_refused_before_rosettasciio(tmp_path):

@@ -360,6 +360,10 @@ def _check_tiff_ifds(path: Path) -> None:
                     raise ValueError(f"tag {code} at IFD offset {offset} claims {count} values of type {dtype} "
                                      f"({count * itemsize} bytes), more than the {size}-byte file holds")
                 name = _TIFF_SIZE_TAGS.get(code)
+                if name is not None and dtype not in (1, 3, 4, 16):
+                    # a RATIONAL or other non-integer value is read as a tuple: the same repetition
+                    raise ValueError(f"tag {name} at IFD offset {offset} has field type {dtype}, expected an "
+                                     "unsigned integer (BYTE, SHORT, LONG or LONG8)")
                 if name is not None and count != 1:
                     # tifffile (2023.2) multiplies the shape out: a tuple there repeats itself
                     # into gigabytes inside TiffFile(...) (a 1153-byte file reached 8 GB)
