@@ -180,26 +180,13 @@ def _finish_maps_file(out, tmp, path) -> np.ndarray:
 def _release_written(out, upto_row: int, from_row: int) -> None:
     """Flush rows [from_row, upto_row) of every channel of a writable shared map
     and drop their resident pages (the data stays in the file)."""
-    import mmap
+    from ..preprocessing.grid import _drop_rows
 
     out.flush()
     mm = getattr(out, "_mmap", None)
-    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    try:
-        base = np.frombuffer(mm, dtype=np.uint8)
-        offset = out.ctypes.data - base.ctypes.data
-        del base
-        row_bytes, ch_bytes = out.strides[1], out.strides[0]
-        for c in range(out.shape[0]):
-            start = offset + c * ch_bytes + from_row * row_bytes
-            end = offset + c * ch_bytes + upto_row * row_bytes
-            start += -start % mmap.PAGESIZE
-            end -= end % mmap.PAGESIZE
-            if end > start:
-                mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-    except (ValueError, OSError, TypeError, BufferError):  # pragma: no cover - platform dependent
-        pass
+    if mm is not None:
+        for channel in out:
+            _drop_rows(mm, channel, from_row, upto_row)
 
 
 def _predict_maps_in_strips(model, image, batch_size, progress, strip_rows, maps_path=None) -> np.ndarray:

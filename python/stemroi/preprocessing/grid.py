@@ -90,13 +90,20 @@ def _release_pages(image: np.ndarray, upto_row: int, from_row: int = 0) -> None:
     may be a view of the memmap (its ``.base`` chain is followed).
     """
     mm = _read_only_map(image)
-    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or not image.flags.c_contiguous:
+    if mm is not None and image.flags.c_contiguous:
+        _drop_rows(mm, image, from_row, upto_row)
+
+
+def _drop_rows(mm, rows: np.ndarray, from_row: int, upto_row: int) -> None:
+    """MADV_DONTNEED on the whole pages of rows [from_row, upto_row) of ``rows``,
+    a C-contiguous array inside the mapping ``mm`` (best effort)."""
+    if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
         return
     try:
         base = np.frombuffer(mm, dtype=np.uint8)
-        offset = image.ctypes.data - base.ctypes.data
+        offset = rows.ctypes.data - base.ctypes.data
         del base
-        row_bytes = image.strides[0]
+        row_bytes = rows.strides[0]
         start = offset + max(from_row, 0) * row_bytes
         end = offset + upto_row * row_bytes
         start += -start % mmap.PAGESIZE  # whole pages only: never drop a page a later row shares
