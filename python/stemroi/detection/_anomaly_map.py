@@ -152,7 +152,8 @@ def _stream_scores(img: np.ndarray, model, grid, batch_size: int, crops_per_batc
     n_threads = check_n_threads(model.n_threads)
     chunk = _crop_batches(grid.n_patches(img.shape), batch_size, crops_per_batch)
     # per-image modes: one intensity level for the whole frame (a streamed pass without the network)
-    level = None if model.calibration_mode == "fixed" else model.image_level(img)
+    calibrated = model.calibration_mode != "fixed" and getattr(model, "intensity_level_", None) is not None
+    level = model.image_level(img) if calibrated else None
     blender = _BandBlender(img.shape, s)
     parts = []
     for origins, raw in grid.iter_batches(img, chunk):
