@@ -44,7 +44,8 @@ def test_resolve_augment_names_groups_and_dicts():
     ("+", ValueError, "expected names"),
     ({"noise": -0.1}, ValueError, r"augment\['noise'\] must be a number in \[0, 1\]"),
     ({"scale": 1.5}, ValueError, r"augment\['scale'\]"),
-    ({"shear": 0.1}, ValueError, "unknown augmentation 'shear'"),
+    ({"wobble": 0.1}, ValueError, "unknown augmentation 'wobble'"),
+    ({"shear": 1.5}, ValueError, r"augment\['shear'\] must be a number in \[0, 1\]"),
     (3, TypeError, "got int"),
 ])
 def test_resolve_augment_rejects_bad_values(bad, err, match):
@@ -55,6 +56,37 @@ def test_resolve_augment_rejects_bad_values(bad, err, match):
 def test_core_rejects_bad_strengths():
     with pytest.raises(ValueError, match="augmentation blur must be in"):
         _core().AugmentOptions(blur=-1.0)
+    with pytest.raises(ValueError, match=r"augmentation shear must be in \[0, 1\], got 1.5"):
+        _core().AugmentOptions(shear=1.5)
+
+
+def test_shear_is_its_own_name_outside_the_acquisition_group():
+    from stemroi.models._augment import PRESETS
+
+    assert resolve_augment("shear", true_means="dihedral") == (False, {"shear": PRESETS["shear"]})
+    assert "shear" not in resolve_augment("acquisition", true_means="dihedral")[1]
+    assert resolve_augment("acquisition+shear", true_means="dihedral")[1] == PRESETS
+
+
+def test_shear_is_scan_drift_as_scipy_writes_it():
+    # each sample: rows shifted by u * (row - centre) with one u ~ U(-0.08, 0.08); recover u by
+    # matching scipy's map_coordinates shear (bilinear, reflect) away from the borders
+    rng = np.random.default_rng(0)
+    x = ndimage.gaussian_filter(rng.random((6, 48, 64)), (0, 2, 2))
+    x = ((x - x.min()) / (x.max() - x.min())).astype(np.float32)
+    y = _core().augment_batch(x, _core().AugmentOptions(shear=0.08), 3)
+    yy, xx = np.mgrid[0:48, 0:64].astype(np.float64)
+    c = (48 - 1) / 2
+    found = []
+    for a, b in zip(x, y):
+        errs = [(np.abs(ndimage.map_coordinates(a.astype(np.float64), [yy, xx + u * (yy - c)], order=1,
+                                                mode="reflect") - b)[6:-6, 6:-6].max(), u)
+                for u in np.linspace(-0.1, 0.1, 201)]
+        err, u = min(errs)
+        assert err < 3e-3, (err, u)
+        found.append(u)
+    found = np.asarray(found)
+    assert np.all(np.abs(found) <= 0.08 + 1e-9) and np.ptp(found) > 0.03  # one draw per sample
 
 
 # ---------------------------------------------------------------------------------------- the core transform

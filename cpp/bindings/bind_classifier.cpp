@@ -52,13 +52,13 @@ void bind_classifier(py::module_& m) {
   py::class_<AugmentOptions>(m, "AugmentOptions",
                              "Acquisition-like training augmentations (fields and ranges as in augment.hpp).")
       .def(py::init([](double gain, double offset, double gamma, double noise, double blur, double scale,
-                       double rotate) {
-             AugmentOptions o{gain, offset, gamma, noise, blur, scale, rotate};
+                       double rotate, double shear) {
+             AugmentOptions o{gain, offset, gamma, noise, blur, scale, rotate, shear};
              check_augment_options(o);
              return o;
            }),
            py::kw_only(), py::arg("gain") = 0.0, py::arg("offset") = 0.0, py::arg("gamma") = 0.0,
-           py::arg("noise") = 0.0, py::arg("blur") = 0.0, py::arg("scale") = 0.0, py::arg("rotate") = 0.0)
+           py::arg("noise") = 0.0, py::arg("blur") = 0.0, py::arg("scale") = 0.0, py::arg("rotate") = 0.0, py::arg("shear") = 0.0)
       .def_readwrite("gain", &AugmentOptions::gain)
       .def_readwrite("offset", &AugmentOptions::offset)
       .def_readwrite("gamma", &AugmentOptions::gamma)
@@ -66,10 +66,12 @@ void bind_classifier(py::module_& m) {
       .def_readwrite("blur", &AugmentOptions::blur)
       .def_readwrite("scale", &AugmentOptions::scale)
       .def_readwrite("rotate", &AugmentOptions::rotate)
+      .def_readwrite("shear", &AugmentOptions::shear)
       .def("any", &AugmentOptions::any)
       .def("__repr__", [](const AugmentOptions& o) {
         return concat("AugmentOptions(gain=", o.gain, ", offset=", o.offset, ", gamma=", o.gamma, ", noise=", o.noise,
-                      ", blur=", o.blur, ", scale=", o.scale, ", rotate=", o.rotate, ")");
+                      ", blur=", o.blur, ", scale=", o.scale, ", rotate=", o.rotate,
+                      ", shear=", o.shear, ")");
       });
   m.def(
       "augment_batch",

@@ -36,9 +36,10 @@ void bind_cvae(py::module_& m) {
       .def(
           "fit",
           [](PyCVAE& s, const carray<float>& crops, int64_t epochs, int64_t batch_size, double learning_rate,
-             uint64_t seed, int n_threads, const py::object& progress) {
+             uint64_t seed, int n_threads, const py::object& progress, const AugmentOptions& augment) {
             auto x = crops_tensor(crops);
             CVAETrainOptions o;
+            o.augment = augment;
             o.epochs = epochs;
             o.batch_size = batch_size;
             o.learning_rate = learning_rate;
@@ -49,7 +50,8 @@ void bind_cvae(py::module_& m) {
             return train_cvae(s.model, x, o, cb);
           },
           py::arg("crops").noconvert(), py::arg("epochs"), py::arg("batch_size"), py::arg("learning_rate"),
-          py::arg("seed"), py::arg("n_threads") = 0, py::arg("progress") = py::none())
+          py::arg("seed"), py::arg("n_threads") = 0, py::arg("progress") = py::none(),
+          py::arg("augment") = AugmentOptions{})
       .def(
           "reconstruct",
           [](PyCVAE& s, const carray<float>& crops, int64_t batch_size, int n_threads) {

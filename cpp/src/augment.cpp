@@ -45,6 +45,7 @@ void check_augment_options(const AugmentOptions& o) {
   check_strength(o.noise, 1.0, "noise");
   check_strength(o.blur, 8.0, "blur");
   check_strength(o.rotate, 180.0, "rotate");
+  check_strength(o.shear, 1.0, "shear");
   STEMROI_CHECK(std::isfinite(o.scale) && o.scale >= 0 && o.scale < 1, "augmentation scale must be in [0, 1), got ",
                 o.scale);
 }
@@ -76,12 +77,17 @@ torch::Tensor augment_batch(const torch::Tensor& x_in, const AugmentOptions& o, 
   auto noise_s = torch::rand({n}, gen, torch::TensorOptions().dtype(torch::kFloat64)) * o.noise;
   torch::Tensor noise;
   if (o.noise > 0) noise = torch::randn(x.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
+  // drawn last and only when enabled: models trained before shear existed see the same batches
+  auto shear = o.shear > 0 ? symmetric(n, o.shear, gen) : torch::zeros({n}, torch::kFloat64);
 
-  if (o.rotate > 0 || o.scale > 0) {
-    // output pixel -> input position: rotate by -angle and shrink by zoom (zoom > 1 enlarges the content)
+  if (o.rotate > 0 || o.scale > 0 || o.shear > 0) {
+    // output pixel -> input position: shear (input column = column + u * (row - centre),
+    // in affine_grid's normalised units u * h / w), then rotate by -angle and shrink by zoom
+    // (zoom > 1 enlarges the content)
     auto c = torch::cos(angle) / zoom, s = torch::sin(angle) / zoom;
+    auto k = shear * (static_cast<double>(x.size(2)) / static_cast<double>(x.size(3)));
     auto zero = torch::zeros({n}, torch::kFloat64);
-    auto theta = torch::stack({torch::stack({c, -s, zero}, 1), torch::stack({s, c, zero}, 1)}, 1)
+    auto theta = torch::stack({torch::stack({c, c * k - s, zero}, 1), torch::stack({s, s * k + c, zero}, 1)}, 1)
                      .to(torch::kFloat32)
                      .to(dev);  // (n, 2, 3)
     auto grid = F::affine_grid(theta, x.sizes().vec(), false);

@@ -210,12 +210,16 @@ std::vector<double> train_cvae(CVAE& model, const torch::Tensor& data, const CVA
   STEMROI_CHECK(o.batch_size >= 1, "batch_size must be >= 1, got ", o.batch_size);
   STEMROI_CHECK(o.learning_rate > 0 && std::isfinite(o.learning_rate), "learning_rate must be > 0, got ",
                 o.learning_rate);
+  check_augment_options(o.augment);
   auto x = as_nchw(data, model->config().crop_size);
   STEMROI_CHECK(torch::isfinite(x).all().item<bool>(), "data: contains NaN or infinity");
   TorchThreadsGuard threads(o.n_threads);
   const auto device = module_device(*model);
   const DeterministicCudnnGuard deterministic(device);
   model->train();
+  // augmentation draws: a generator of their own, so the shuffle and the ELBO noise
+  // are those of the same seed without augmentation
+  at::Generator aug_gen = at::detail::createCPUGenerator(o.seed ^ 0xA5A5F00DCAFEULL);
   torch::optim::Adam opt(model->parameters(),
                          torch::optim::AdamOptions(o.learning_rate).betas({0.9, 0.999}).eps(1e-7));
   at::Generator gen = at::detail::createCPUGenerator(o.seed ^ 0x9E3779B97F4A7C15ULL);
@@ -233,7 +237,9 @@ std::vector<double> train_cvae(CVAE& model, const torch::Tensor& data, const CVA
       InterruptCallback::check();
       const int64_t b = std::min(o.batch_size, n - start);
       // drawn on the CPU: the same noise on every device
-      auto batch = x.index_select(0, idx_all.narrow(0, start, b)).to(device);
+      auto batch = x.index_select(0, idx_all.narrow(0, start, b));
+      if (o.augment.any()) batch = augment_batch(batch, o.augment, aug_gen);
+      batch = batch.to(device);
       auto eps = torch::randn({b, L}, gen, torch::TensorOptions().dtype(torch::kFloat32)).to(device);
       opt.zero_grad();
       auto loss = model->loss(batch, eps);

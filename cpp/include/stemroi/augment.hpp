@@ -1,7 +1,7 @@
 #pragma once
 // Acquisition-like training augmentations: what changes
 // between two microscope sessions of the same material. Applied per training
-// batch by train_patch_net and train_unet, each sample with its own draws
+// batch by train_patch_net, train_unet and train_cvae, each sample with its own draws
 // from the caller's local generator (same seed -> the same batches).
 #include <torch/torch.h>
 
@@ -15,16 +15,19 @@ struct AugmentOptions {
   double blur = 0.0;    // Gaussian blur, sigma ~ U(0, blur) pixels
   double scale = 0.0;   // zoom by exp(u), u ~ U(-log(1 + scale), log(1 + scale))
   double rotate = 0.0;  // rotation by U(-rotate, rotate) degrees
+  // scan drift: horizontal shear, each row shifted by u * (row - centre) pixels,
+  // u ~ U(-shear, shear) (a slow drift during a raster scan)
+  double shear = 0.0;
   bool any() const {
-    return gain > 0 || offset > 0 || gamma > 0 || noise > 0 || blur > 0 || scale > 0 || rotate > 0;
+    return gain > 0 || offset > 0 || gamma > 0 || noise > 0 || blur > 0 || scale > 0 || rotate > 0 || shear > 0;
   }
 };
 
 // std::invalid_argument naming the value when a strength is negative or not finite,
-// or out of range (gain, gamma <= 2, offset <= 1, noise <= 1, blur <= 8, scale < 1, rotate <= 180).
+// or out of range (gain, gamma <= 2, offset <= 1, noise <= 1, blur <= 8, scale < 1, rotate <= 180, shear <= 1).
 void check_augment_options(const AugmentOptions& o);
 
-// x: (n, h, w) or (n, c, h, w) float32 on [0, 1]. Geometry (rotation, scale;
+// x: (n, h, w) or (n, c, h, w) float32 on [0, 1]. Geometry (shear, then rotation and scale;
 // bilinear, reflection at the borders) first, then blur, gamma, gain, offset,
 // noise; the result is clamped to [0, 1]. `targets` (n, k, h, w), when given,
 // are warped with the same geometry (nearest neighbour) in place. Random

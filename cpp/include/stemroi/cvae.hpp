@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "stemroi/augment.hpp"
 #include "stemroi/callbacks.hpp"
 #include "stemroi/model_file.hpp"
 
@@ -76,6 +77,10 @@ struct CVAETrainOptions {
   double learning_rate = 1e-4;
   uint64_t seed = 0;
   int n_threads = 0;
+  // per-batch augmentation of the bulk crops (augment.hpp), drawn from a
+  // generator of its own (seed-derived): the VAE learns to reconstruct bulk
+  // as another session acquires it (scan drift, pixel size, ...)
+  AugmentOptions augment;
 };
 
 // Trains on data (n, s, s) or (n, 1, s, s) float32 in [0, 1] with Adam

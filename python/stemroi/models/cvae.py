@@ -239,6 +239,13 @@ class BulkCVAE(BaseEstimator):
         calibrated threshold is used with a warning. "fixed": the study's rule,
         crops as they are and the calibrated threshold (docs/cvae.md compares
         the three across acquisition sessions).
+    augment : bool, str, dict or None
+        Augmentation of the bulk training crops, per batch in the core
+        (:mod:`stemroi.models._augment`): the VAE then also reconstructs bulk as
+        another session acquires it, so that such bulk is not flagged. None or
+        False (default): none. True: "shear" (scan drift, +-0.1 px/row). Names
+        joined by "+" ("shear+scale", ...) or a dict ``{name: strength}``.
+        Recorded in ``training_data_["augment"]``.
     warm_start : bool
         Continue training the fitted network on the next ``fit``
         (``epochs`` more epochs; Adam's moments restart) instead of a fresh one.
@@ -261,7 +268,7 @@ class BulkCVAE(BaseEstimator):
                  calibration_fraction: float = 0.2, detector: str = "anm", threshold: float = 0.2,
                  half_window: int = 6, band_std: float = 1.5, energy_window: int = 9,
                  energy_quantile: float = 0.99, signed_sigma: float = 2.5, signed_quantiles=(0.98, 0.97),
-                 calibration_mode: str = "per_image", warm_start: bool = False, random_state=None,
+                 calibration_mode: str = "per_image", augment=None, warm_start: bool = False, random_state=None,
                  n_threads=None, device: str = "cpu"):
         self.latent_dim = latent_dim
         self.variant = variant
@@ -281,6 +288,7 @@ class BulkCVAE(BaseEstimator):
         self.signed_sigma = signed_sigma
         self.signed_quantiles = signed_quantiles
         self.calibration_mode = calibration_mode
+        self.augment = augment
         self.warm_start = warm_start
         self.random_state = random_state
         self.n_threads = n_threads
@@ -318,6 +326,16 @@ class BulkCVAE(BaseEstimator):
         if not (float(self.band_std) > 0):
             raise ValueError(f"band_std must be > 0, got {self.band_std!r}")
         _check_calibration_mode(self.calibration_mode)
+        self._augment_strengths()
+
+    def _augment_strengths(self) -> Dict[str, float]:
+        from ._augment import resolve_augment
+
+        dihedral, strengths = resolve_augment(self.augment, true_means="shear")
+        if dihedral:
+            raise ValueError("augment: 'dihedral' is not a BulkCVAE augmentation (a lattice's bulk is not "
+                             f"symmetric under rot90/flips in general), got {self.augment!r}")
+        return strengths
 
     def _prepare(self, X, *, preprocessed: bool = False) -> np.ndarray:
         x = check_array(X, name="crops", ndim=(2, 3), dtype=(np.float32, np.float64))
@@ -378,10 +396,14 @@ class BulkCVAE(BaseEstimator):
             net = _core.CVAE(int(self.latent_dim), str(self.variant), int(self.crop_size), seed)
             done = 0
         place(net, self.device)
+        from ._augment import augment_options
+
+        strengths = self._augment_strengths()
+        source["augment"] = strengths
         t0 = time.perf_counter()
         # a resumed fit shuffles and samples with a fresh stream (seed + epochs already done)
         history = net.fit(crops, int(self.epochs), int(self.batch_size), float(self.learning_rate),
-                          seed + done, n_threads, progress)
+                          seed + done, n_threads, progress, augment_options(strengths))
         elapsed = time.perf_counter() - t0
         self.model_ = net
         self.fit_time_ = (self.fit_time_ if resume else 0.0) + elapsed
