@@ -160,7 +160,11 @@ def test_save_load_round_trip_is_exact(fitted, tmp_path):
     assert loaded.band_ == fitted.band_
     assert loaded.energy_threshold_ == fitted.energy_threshold_
     assert loaded.signed_thresholds_ == fitted.signed_thresholds_
-    assert loaded.get_params() == fitted.get_params()
+    # parameters left to the recipe are saved as the values in use
+    from stemroi.models.cvae import RECIPES
+
+    assert fitted.augment is None and loaded.augment == RECIPES["default"]["augment"] == "shear"
+    assert loaded.get_params() == {**fitted.get_params(), **{k: fitted._param(k) for k in RECIPES["default"]}}
     np.testing.assert_array_equal(loaded.predict(crops, calibration_mode="fixed"),
                                   fitted.predict(crops, calibration_mode="fixed"))
     _, meta = stemroi.io.load_model_file(path)
@@ -378,7 +382,7 @@ def test_shear_augmentation_teaches_drifted_bulk():
     drifted = _sheared(crops_at(lattice(256, 256, seed=7), aligned_origins(64, 256, 5)), 0.25)
     kw = dict(latent_dim=6, epochs=10, batch_size=16, learning_rate=2e-3, blur_sigma=0.5, crop_size=CROP,
               calibration_fraction=0.25, detector="energy", energy_window=5, random_state=0, n_threads=1)
-    plain = BulkCVAE(**kw).fit(bulk)
+    plain = BulkCVAE(**kw, augment=False).fit(bulk)
     aug = BulkCVAE(**kw, augment={"shear": 0.3}).fit(bulk)
     assert plain.training_data_["augment"] == {} and aug.training_data_["augment"] == {"shear": 0.3}
     assert not np.array_equal(plain.loss_history_, aug.loss_history_)
@@ -398,6 +402,37 @@ def test_shear_augmentation_teaches_drifted_bulk():
 def test_bad_augment_is_rejected_before_training(augment, match):
     with pytest.raises(ValueError, match=match):
         BulkCVAE(crop_size=CROP, augment=augment).fit(np.zeros((4, CROP, CROP), np.float32))
+
+
+def test_recipes_fill_what_is_left_at_none():
+    from stemroi.models.cvae import RECIPES
+
+    default, study = BulkCVAE(), BulkCVAE(recipe="study")
+    assert default.get_params()["detector"] is None and default.detector_ == "energy"
+    assert {k: default._param(k) for k in RECIPES["default"]} == dict(
+        detector="energy", epochs=16, learning_rate=1e-3, energy_quantile=0.95, augment="shear")
+    assert {k: study._param(k) for k in RECIPES["study"]} == dict(
+        detector="anm", epochs=200, learning_rate=1e-4, energy_quantile=0.99, augment=False)
+    assert BulkCVAE(recipe="study", detector="energy").detector_ == "energy"  # a given value wins
+    with pytest.raises(ValueError, match="recipe must be one of .'default', 'study'., got 'paper'"):
+        BulkCVAE(recipe="paper").fit(np.zeros((4, CROP, CROP), np.float32))
+
+
+def test_files_from_before_augment_load_as_unaugmented(tmp_path):
+    # a file written before augment= existed has no such parameter: it was trained without augmentation
+    from stemroi.io.model_file import load_model_file, save_model_file
+
+    small = crops_at(lattice(128, 128, seed=2), aligned_origins(48, 128, 1))
+    m = BulkCVAE(latent_dim=4, epochs=1, crop_size=CROP, learning_rate=1e-3, random_state=3, n_threads=1).fit(small)
+    m.save(tmp_path / "new.stemroi")
+    tensors, meta = load_model_file(tmp_path / "new.stemroi")
+    for k in ("augment", "recipe"):
+        del meta["estimator"][k]
+    save_model_file(tmp_path / "old.stemroi", tensors, meta)
+    old = BulkCVAE.load(tmp_path / "old.stemroi")
+    assert old.augment is False and old._augment_strengths() == {}
+    assert BulkCVAE.load(tmp_path / "new.stemroi").augment == "shear"
+    np.testing.assert_array_equal(old.reconstruct(small[:4]), m.reconstruct(small[:4]))
 
 
 def test_augment_true_means_shear_and_survives_save_load(tmp_path):

@@ -225,15 +225,15 @@ def anomaly_map(image, model, stride: int = 32, *, batch_size: int = 64, device:
     # compares them with the model's calibration (energy_threshold_, band_ or signed_thresholds_).
     decision = model._decision(scores)
     flagged = decision >= 0
-    tile_score = (decision if model.detector == "signed" else
-                  scores["energy" if model.detector == "energy" else "anm"]).astype(np.float64)
+    tile_score = (decision if model.detector_ == "signed" else
+                  scores["energy" if model.detector_ == "energy" else "anm"]).astype(np.float64)
     ref = model.energy_threshold_
     conf = np.clip(np.abs(decision) / (np.abs(decision) + (ref if ref > 0 else 1.0)), 0, 1)
     result = AnomalyMap(
         origins=origins, sizes=np.array([[s, s]]), labels=np.where(flagged, "Anomaly", "Bulk"),
         confidence=conf, unknown=np.zeros(len(origins), bool), class_names=["Bulk", "Anomaly"],
-        bulk_label="Bulk", scores=tile_score, image_shape=img.shape, method=f"cvae-{model.detector}",
-        metadata={"stride": stride, "crop_size": s, "detector": model.detector, "band": list(model.band_),
+        bulk_label="Bulk", scores=tile_score, image_shape=img.shape, method=f"cvae-{model.detector_}",
+        metadata={"stride": stride, "crop_size": s, "detector": model.detector_, "band": list(model.band_),
                   "energy_threshold": model.energy_threshold_, "map_threshold": float(model.energy_threshold_)},
         maps={MAP_NAME: energy_map},
     )
