@@ -202,7 +202,8 @@ def cvae_cluster_workflow(image, patch_folder, *, epochs: int = 5, variant: str 
     if model is None:
         model = BulkCVAE(latent_dim=20, variant=variant, epochs=epochs, blur_sigma=blur_sigma, n_crops=n_crops,
                          learning_rate=1e-3, crop_size=patches.shape[1], random_state=random_state,
-                         n_threads=n_threads, calibration_mode="fixed")  # the study's rule: same image
+                         n_threads=n_threads, recipe="study",
+                         calibration_mode="fixed")  # the study's rule: same image
         model.fit(image)
     X = difference_features(model, patches, threshold=float(model.threshold))
     sel = select_features(X, y, names=FEATURE_NAMES)

@@ -374,8 +374,8 @@ class DefectSegmenter(BaseEstimator):
             from .cvae import BulkCVAE
 
             model = BulkCVAE(latent_dim=20, variant="dataset_repo", epochs=int(epochs), learning_rate=1e-3,
-                             blur_sigma=2.0, crop_size=int(X.shape[1]), detector="energy", random_state=seed,
-                             n_threads=n_threads, device=self.device,
+                             blur_sigma=2.0, crop_size=int(X.shape[1]), detector="energy", energy_quantile=0.99,
+                             augment=False, random_state=seed, n_threads=n_threads, device=self.device,
                              calibration_mode="fixed")  # its bulk and the labelled patches: one image
             model.fit(X[is_bulk])
         self.cvae_ = model
