@@ -172,3 +172,11 @@ def test_stem_features_of_real_patches(ayyubi_dir):
         means = np.stack([Z[keep & (yy == c)].mean(0) for c in np.unique(yy)])
         correct += np.unique(yy)[np.argmin(((means - Z[i]) ** 2).sum(1))] == yy[i]
     assert correct / len(Z) > 0.8
+
+
+def test_stem_cnn_features_are_public():
+    import stemroi.features
+    from stemroi.models._pretrained import StemCNNFeatures
+
+    assert stemroi.StemCNNFeatures is StemCNNFeatures is stemroi.features.StemCNNFeatures
+    assert "StemCNNFeatures" in stemroi.__all__ and "StemCNNFeatures" in stemroi.features.__all__

@@ -37,6 +37,7 @@ _EXPORTS = {
     "silhouette_samples": "metrics",
     "cluster_accuracy": "metrics",
     "VGG16Features": "features",
+    "StemCNNFeatures": "features",
     "PatchClassifier": "models",
     "MobileNetV2Classifier": "models",
     "BulkCVAE": "models",
