@@ -2,10 +2,11 @@
 
 1. Table 1 on the published SrTiO3 sets (prifti-sto-cvae): percent of each
    planted-defect set flagged, all defects, bulk kept as bulk, AUROC per type,
-   for (a) the study's recipe (as published, bugs fixed) and (b) this
-   project's detector; training epochs and time.
-1b. Cross-image protocol: the (b) model, trained and calibrated on the training image, on
-   the held-out crops under another acquisition session (gain/offset, noise, blur, pixel
+   for (a) the study's recipe (as published, bugs fixed), (b) this
+   project's detector and (c) (b) with scan-drift augmentation, i.e. BulkCVAE() as
+   shipped; training epochs and time.
+1b. Cross-image protocol: the (b) and (c) models, trained and calibrated on the training image,
+   on the held-out crops under another acquisition session (gain/offset, noise, blur, pixel
    size, scan drift), with fixed and per-image calibration (operating points per defect kind).
 2. Dense anomaly map of the 768x768 CdTe image with a CVAE trained on bulk
    regions of that image (PNG under --out).
@@ -79,9 +80,13 @@ def table1(args, out: Path):
         defects = {k: v[len(v) - min(args.n_eval, len(v) // 2):] for k, v in defects.items()}
 
     recipes = {
-        "(a) study": dict(variant="study", epochs=args.epochs_study, learning_rate=1e-4, detector="anm"),
+        "(a) study": dict(variant="study", epochs=args.epochs_study, learning_rate=1e-4, detector="anm",
+                          augment=False),
         "(b) ours": dict(variant="study", epochs=args.epochs_ours, learning_rate=args.lr_ours, detector="energy",
-                         energy_window=args.energy_window, energy_quantile=args.energy_quantile),
+                         energy_window=args.energy_window, energy_quantile=args.energy_quantile, augment=False),
+        # (b) with the library's default scan-drift augmentation: BulkCVAE() as shipped
+        "(c) default": dict(variant="study", epochs=args.epochs_ours, learning_rate=args.lr_ours, detector="energy",
+                            energy_window=args.energy_window, energy_quantile=args.energy_quantile),
     }
     recipes = {k: v for k, v in recipes.items() if k.split()[1] in args.recipes}
     results = {}
@@ -221,7 +226,23 @@ def shift_acquisition(x, cond, seed):
 
 
 def cross_image(args, out: Path):
-    """Operating points same-image vs cross-image, fixed vs per-image thresholds."""
+    """Operating points same-image vs cross-image, fixed vs per-image thresholds, for each saved model
+    of --cross-models ("ours": recipe (b), no augmentation; "default": (c), shear augmentation)."""
+    done = 0
+    for name in args.cross_models:
+        saved = [Path(p) / f"prifti_{name}.stemroi" for p in (args.models, out) if p]
+        path = next((p for p in saved if p.exists()), None)
+        if path is None:
+            print(f"cross-image: no prifti_{name}.stemroi under --models or --out (run the table with "
+                  f"--recipes {name}); skipped")
+            continue
+        _cross_one(args, path)
+        done += 1
+    if not done:
+        sys.exit("cross-image: no saved model to evaluate")
+
+
+def _cross_one(args, path: Path):
     import zlib
 
     import stemroi
@@ -234,17 +255,14 @@ def cross_image(args, out: Path):
     defects_eval = {k: v[len(v) - n_eval:] for k, v in defects.items()}
     # where each defect was planted: the defect sets are the testing crops with one defect each
     where = {k: np.abs(v - bulk) > 0 for k, v in defects_eval.items()}
-    saved = [Path(p) / "prifti_ours.stemroi" for p in (args.models, out) if p]
-    path = next((p for p in saved if p.exists()), None)
-    if path is None:
-        sys.exit("cross-image: run the table first (it saves prifti_ours.stemroi under --out) or give --models")
     model = stemroi.BulkCVAE.load(path).set_params(n_threads=args.n_threads, energy_window=args.energy_window,
                                                      energy_quantile=args.energy_quantile)
     calib = test[: len(test) // 2]
     if args.n_cal:
         calib = calib[: args.n_cal]
     model.calibrate(calib)
-    print(f"\nCross-image protocol: {path.name} ({len(model.loss_history_)} epochs), detector {model.detector}, "
+    print(f"\nCross-image protocol: {path.name} ({len(model.loss_history_)} epochs, augment "
+          f"{model.training_data_.get('augment', {})}), detector {model.detector_}, "
           f"bulk quantile {model.energy_quantile}, calibrated on {len(calib)} training-image bulk crops; "
           f"target image = {n_eval} bulk crops + defect crops at {100 * args.contamination:.0f} % of its crops "
           f"(per-image thresholds see these crops only, never a label)", flush=True)
@@ -281,7 +299,7 @@ def cross_image(args, out: Path):
             det = {k: 100 * float(np.mean(model._decision(s, th) >= 0)) for k, s in sd.items()}
             rows.append(dict(condition=cname, mode=mode, det=det, all=float(np.mean(list(det.values()))),
                              bulk_kept=100 * float(np.mean(model._decision(sb, th) < 0)),
-                             threshold=th["energy"] if model.detector == "energy" else th,
+                             threshold=th["energy"] if model.detector_ == "energy" else th,
                              n_defects={k: len(s["energy"]) for k, s in sd.items()}))
     print(f"({time.perf_counter() - t0:.0f} s; {SESSION_NOTES})")
     print(f"{'condition':<12}{'calibration':<20}" + "".join(f"{k[:8]:>9}" for k in PUBLISHED)
@@ -319,7 +337,7 @@ def cdte_map(args, out: Path):
     model = load_or_new(args, "cdte_map.stemroi", dict(
         latent_dim=20, variant="dataset_repo", epochs=args.epochs_map, learning_rate=args.lr_ours, blur_sigma=2.0,
         n_crops=args.n_crops_map, detector="energy", energy_window=args.energy_window,
-        energy_quantile=args.energy_quantile, random_state=0, n_threads=args.n_threads))
+        energy_quantile=args.energy_quantile, augment=False, random_state=0, n_threads=args.n_threads))
     if args.epochs_map > 0:
         model.fit(img, mask=mask)
     model.save(out / "cdte_map.stemroi")
@@ -412,7 +430,9 @@ def main(argv=None):
                    help="folder of models saved by an earlier run (prifti_study/prifti_ours/cdte_map.stemroi): "
                         "loaded and trained --epochs-* more epochs (0: evaluated as saved)")
     p.add_argument("--train-only", action="store_true", help="train (and save to --out), skip the evaluation")
-    p.add_argument("--recipes", nargs="+", choices=["study", "ours"], default=["study", "ours"])
+    p.add_argument("--recipes", nargs="+", choices=["study", "ours", "default"], default=["study", "ours", "default"])
+    p.add_argument("--cross-models", nargs="+", choices=["ours", "default"], default=["ours", "default"],
+                   help="saved models the cross-image protocol evaluates (prifti_ours / prifti_default.stemroi)")
     p.add_argument("--only", choices=["table", "cross", "map", "cluster"], action="append")
     p.add_argument("--contamination", type=float, default=0.10,
                    help="cross-image: share of defect crops among the target image's crops (0.10)")
