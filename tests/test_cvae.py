@@ -164,7 +164,7 @@ def test_save_load_round_trip_is_exact(fitted, tmp_path):
     from stemroi.models.cvae import RECIPES
 
     assert fitted.augment is None and loaded.augment == RECIPES["default"]["augment"] == "shear"
-    assert loaded.get_params() == {**fitted.get_params(), **{k: fitted._param(k) for k in RECIPES["default"]}}
+    assert loaded.get_params() == {**fitted.get_params(), **fitted.recipe_params()}
     np.testing.assert_array_equal(loaded.predict(crops, calibration_mode="fixed"),
                                   fitted.predict(crops, calibration_mode="fixed"))
     _, meta = stemroi.io.load_model_file(path)
@@ -405,13 +405,11 @@ def test_bad_augment_is_rejected_before_training(augment, match):
 
 
 def test_recipes_fill_what_is_left_at_none():
-    from stemroi.models.cvae import RECIPES
-
     default, study = BulkCVAE(), BulkCVAE(recipe="study")
     assert default.get_params()["detector"] is None and default.detector_ == "energy"
-    assert {k: default._param(k) for k in RECIPES["default"]} == dict(
+    assert default.recipe_params() == dict(
         detector="energy", epochs=16, learning_rate=1e-3, energy_quantile=0.95, augment="shear")
-    assert {k: study._param(k) for k in RECIPES["study"]} == dict(
+    assert study.recipe_params() == dict(
         detector="anm", epochs=200, learning_rate=1e-4, energy_quantile=0.99, augment=False)
     assert BulkCVAE(recipe="study", detector="energy").detector_ == "energy"  # a given value wins
     with pytest.raises(ValueError, match="recipe must be one of .'default', 'study'., got 'paper'"):

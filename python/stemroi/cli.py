@@ -632,7 +632,7 @@ def cmd_anomaly(args) -> int:
             model.n_threads = args.threads
     doc["model"] = _model_record(model_path)
     doc["detector"] = {"kind": model.detector_, "energy_window": int(model.energy_window),
-                       "energy_quantile": float(model._param('energy_quantile')), "threshold": float(model.energy_threshold_)}
+                       "energy_quantile": float(model.recipe_params()["energy_quantile"]), "threshold": float(model.energy_threshold_)}
     images: Dict[str, Any] = {}
     files_bar = tqdm(args.images, unit="image", desc="images", disable=args.quiet or len(args.images) < 2)
     for path, stem in zip(files_bar, stems):

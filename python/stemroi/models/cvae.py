@@ -169,7 +169,7 @@ def _check_calibration_mode(mode) -> str:
 # Training recipes: parameters left at None take the recipe's value.
 # "default": the best measured on the Prifti SrTiO3 benchmark (docs/cvae.md): local-energy detector at the
 #   bulk 0.95 quantile, 16 epochs at 1e-3, scan-drift (shear) augmentation, which keeps the bulk kept of
-#   another session within 1.2 points of the same image (docs/cross_image.md).
+#   another session within 0.8 points of the same image (docs/cross_image.md).
 # "study": Prifti et al. (Small 2023): the ANM band, 200 epochs at 1e-4, no augmentation.
 RECIPES: Dict[str, Dict[str, Any]] = {
     "default": dict(detector="energy", epochs=16, learning_rate=1e-3, energy_quantile=0.95, augment="shear"),
@@ -361,6 +361,10 @@ class BulkCVAE(BaseEstimator):
             return v
         recipe = self.recipe if isinstance(self.recipe, str) and self.recipe in RECIPES else "default"
         return RECIPES[recipe][name]
+
+    def recipe_params(self) -> Dict[str, Any]:
+        """The recipe parameters in use: those given, the recipe's for those left at None."""
+        return {name: self._param(name) for name in RECIPES["default"]}
 
     @property
     def detector_(self) -> str:
@@ -728,8 +732,7 @@ class BulkCVAE(BaseEstimator):
         and a model card) to ``path`` in the project's safe model file."""
         self._check_fitted()
         params = self.get_params()
-        for name in RECIPES["default"]:  # the values in use, so that a later recipe change cannot move them
-            params[name] = self._param(name)
+        params.update(self.recipe_params())  # the values in use: a later recipe change cannot move them
         params["random_state"] = None if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state)
         params["n_threads"] = None if self.n_threads is None else int(self.n_threads)
         # "config" (network: latent_dim, variant, crop_size) is written by the core;
