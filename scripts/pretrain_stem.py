@@ -144,13 +144,25 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--labels", choices=("kind_lattice", "kind"), default="kind_lattice")
     ap.add_argument("--augment", default="dihedral", help="PatchClassifier augment= during pretraining")
-    ap.add_argument("--out", type=Path, default=OUT_DIR / "small_cnn_stem.stemroi")
+    ap.add_argument("--backbone", choices=("small_cnn", "mobilenet_v2"), default="small_cnn")
+    ap.add_argument("--input-size", type=int, default=None,
+                    help="network input side (patches resized); default 64 for small_cnn, 96 for mobilenet_v2")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: python/stemroi/models/_pretrained/<backbone>_stem.stemroi")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="continue from a backbone file this script wrote (same backbone): one stage, every "
+                         "block at the full rate, as from scratch")
     ap.add_argument("--quick", action="store_true", help="smoke test: 20 patches per class, 2 epochs, into /tmp")
     args = ap.parse_args(argv)
+    if args.input_size is None:
+        args.input_size = PATCH if args.backbone == "small_cnn" else 96
     if args.quick:
         args.n_per_class, args.epochs = 20, 2
-        if args.out == OUT_DIR / "small_cnn_stem.stemroi":
-            args.out = Path("/tmp/small_cnn_stem_quick.stemroi")
+        if args.out is None:
+            args.out = Path(f"/tmp/{args.backbone}_stem_quick.stemroi")
+    if args.out is None:
+        args.out = OUT_DIR / f"{args.backbone}_stem.stemroi"
+    small = args.backbone == "small_cnn"
 
     import stemroi
     from stemroi.models.weights import save_backbone, sha256_file
@@ -163,35 +175,54 @@ def main(argv=None) -> int:
     def progress(done, total):
         print(f"  epoch {done}/{total}  {time.perf_counter() - t0:.0f} s", flush=True)
 
-    clf = stemroi.PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, patch_contrast="standardize",
-                                  augment=args.augment, pooling="avgmax", input_size=PATCH, max_epochs=args.epochs,
-                                  patience=4, plateau_patience=2, validation_fraction=0.1, calibrate=False,
+    # MobileNetV2 keeps its own pooling ("avg") and input preset ("tf", [-1, 1]); its validation loss is
+    # noisier early on, so the rate is halved after 3 stale epochs rather than 2
+    cls = stemroi.PatchClassifier
+    if args.init is not None:
+        class _Continue(stemroi.PatchClassifier):
+            def _stages(self, pretrained):  # not the fine-tuning stages: the from-scratch recipe, continued
+                return [(-1, 1e-3, 0.05, self.max_epochs)]
+        cls = _Continue
+    clf = cls(backbone=args.backbone, mode="finetune", weights=None if args.init is None else str(args.init),
+                                  patch_contrast="standardize",
+                                  augment=args.augment, pooling="avgmax" if small else None,
+                                  input_size=args.input_size, max_epochs=args.epochs,
+                                  patience=4, plateau_patience=2 if small else 3, validation_fraction=0.1,
+                                  calibrate=False,
                                   random_state=args.seed, n_threads=args.threads, progress=progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # no class is named "Bulk" (labels are kind/lattice)
         clf.fit(X, y, class_names=names)
     fit_s = time.perf_counter() - t0 - gen_s
+    # MobileNetV2's ImageNet classifier (1280 x 1000) is never trained here and never used: not saved
     state = {k[len("backbone."):]: np.asarray(v) for k, v in clf.net_.state_dict().items()
-             if k.startswith("backbone.")}
+             if k.startswith("backbone.") and not k.startswith("backbone.classifier.")}
     epochs = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in e.items()}
               for e in clf.history_["epochs"]]
     final_val = clf.validation_accuracy_
     card = {
-        "what": "small_cnn backbone (4 blocks, widths 16-128) pretrained on synthetic HAADF-STEM patches "
-                "(stemroi.io.synth) only; never trained on a real image",
+        "what": ("small_cnn backbone (4 blocks, widths 16-128)" if small else
+                 "MobileNetV2 backbone (torchvision layout, features only)")
+                + " pretrained on synthetic HAADF-STEM patches (stemroi.io.synth) only; never trained on a real image",
         "objective": f"supervised: {len(names)} classes = " + ("defect kind x lattice" if args.labels == "kind_lattice"
                                                                 else "defect kind"),
-        "input": "64 x 64 patches on [0, 1], contrast-standardised per patch, grey to 3 channels ('unit')",
-        "pooling_used_in_training": "avgmax",
+        "input": f"64 x 64 patches on [0, 1], contrast-standardised per patch, resized to {args.input_size}, grey to "
+                 + ("3 channels ('unit')" if small else "3 channels on [-1, 1] ('tf')"),
+        "pooling_used_in_training": "avgmax" if small else "avg",
         "n_patches": int(len(X)),
         "seed": args.seed,
         "validation_accuracy": final_val,
         "script": "scripts/pretrain_stem.py",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_backbone(args.out, state, architecture="small_cnn", preprocessing="unit",
-                  config={"width": 16, "n_blocks": 4, "input_size": PATCH, "patch_contrast": "standardize",
-                          "pooling": "avgmax"}, model_card=card)
+    if small:
+        save_backbone(args.out, state, architecture="small_cnn", preprocessing="unit",
+                      config={"width": 16, "n_blocks": 4, "input_size": args.input_size,
+                              "patch_contrast": "standardize", "pooling": "avgmax"}, model_card=card)
+    else:
+        save_backbone(args.out, state, architecture="mobilenet_v2", preprocessing="tf",
+                      config={"input_size": args.input_size, "patch_contrast": "standardize", "pooling": "avg"},
+                      model_card=card)
     digest, size = sha256_file(args.out), args.out.stat().st_size
     log = {
         "weights_file": args.out.name,
@@ -200,14 +231,20 @@ def main(argv=None) -> int:
         "command": "nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python scripts/pretrain_stem.py "
                    + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed,
+        "continued_from": None if args.init is None else {
+            "file": args.init.name, "sha256": sha256_file(args.init),
+            "log": (json.loads(args.init.with_suffix(".json").read_text())
+                    if args.init.with_suffix(".json").is_file() else None)},
         "n_per_class": args.n_per_class,
         "max_epochs": args.epochs,
         "threads": args.threads,
         "classes": names,
         "data_recipe": RECIPE,
         "chunks_redrawn": redrawn,
-        "training": {"backbone": "small_cnn", "mode": "finetune (from scratch)", "patch_contrast": "standardize",
-                     "augment": args.augment, "labels": args.labels, "pooling": "avgmax", "optimizer": "Adam 1e-3, halved on a plateau of 2",
+        "training": {"backbone": args.backbone, "input_size": args.input_size, "mode": "finetune (from scratch)",
+                     "patch_contrast": "standardize", "augment": args.augment, "labels": args.labels,
+                     "pooling": "avgmax" if small else "avg",
+                     "optimizer": f"Adam 1e-3, halved on a plateau of {2 if small else 3}",
                      "label_smoothing": 0.05, "batch_size": 32, "early_stopping_patience": 4,
                      "validation": clf.model_card_["split"]},
         "log": epochs,

@@ -139,8 +139,8 @@ def test_classifier_bad_inputs(tmp_path, monkeypatch):
                                                 r"\(not cached and downloads are off\)\. Download mobilenet_v2-b0353104\.pth"
                                                 r".*weights=None"):
         MobileNetV2Classifier(weights="imagenet")
-    # "auto" without the file: from scratch
-    assert MobileNetV2Classifier(weights="auto").weights is None
+    # "auto" without the file: the shipped STEM weights
+    assert MobileNetV2Classifier(weights="auto").weights == mobilenet.STEM_WEIGHTS
     # torchvision's own cache is searched after $STEMROI_HOME/weights
     hub = tmp_path / "torch" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
     hub.parent.mkdir(parents=True)
@@ -153,7 +153,7 @@ def test_classifier_bad_inputs(tmp_path, monkeypatch):
     for w in ("imagenet", "auto"):
         with pytest.raises(weights.WeightsError, match=r"sha256 mismatch for weights file .*home.*expected b0353104"):
             MobileNetV2Classifier(weights=w)
-    with pytest.raises(TypeError, match="weights must be None, 'random', 'imagenet', 'auto' or a file path"):
+    with pytest.raises(TypeError, match="weights must be None, 'random', 'stem', 'imagenet', 'auto' or a file path"):
         MobileNetV2Classifier(weights={"features.0.0.weight": np.zeros(1)})
     with pytest.raises(TypeError, match="sets backbone itself"):
         MobileNetV2Classifier(backbone="vgg16")
@@ -171,10 +171,11 @@ def test_classifier_is_a_patch_classifier():
     assert isinstance(clf, stemroi.PatchClassifier)
     p = clf.get_params()
     assert (p["backbone"], p["mode"], p["weights"], p["input_size"], p["random_state"], p["max_epochs"]) == (
-        "mobilenet_v2", "finetune", None, 96, 0, 5)
+        "mobilenet_v2", "finetune", "mobilenet_v2-stem", 96, 0, 5)
+    assert p["plateau_patience"] == 3  # PatchClassifier's: fine-tuning from the STEM weights
     # from scratch the learning rate waits longer before halving; an explicit value wins
-    assert p["plateau_patience"] == 10
-    assert MobileNetV2Classifier(plateau_patience=4).get_params()["plateau_patience"] == 4
+    assert MobileNetV2Classifier(weights=None).get_params()["plateau_patience"] == 10
+    assert MobileNetV2Classifier(weights=None, plateau_patience=4).get_params()["plateau_patience"] == 4
 
 
 def tiny_task(n=24, seed=0):
@@ -189,7 +190,7 @@ def test_fine_tuning_learns_a_simple_task():
     X, y = tiny_task()
     # from scratch (all stages, BatchNorm in training mode, statistics recomputed on
     # the training set); brightness task, so no per-patch standardisation
-    kw = dict(input_size=32, max_epochs=8, batch_size=8, learning_rate=3e-3, dropout=0.0, patience=8,
+    kw = dict(weights=None, input_size=32, max_epochs=8, batch_size=8, learning_rate=3e-3, dropout=0.0, patience=8,
               patch_contrast="none", validation_fraction=0.0, augment=False, random_state=0, n_threads=1)
     clf = MobileNetV2Classifier(**kw).fit(X, y)
     losses = [e["train_loss"] for e in clf.history_["epochs"]]

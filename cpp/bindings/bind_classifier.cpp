@@ -255,6 +255,10 @@ void bind_classifier(py::module_& m) {
             StateDict target = module_state(*net.backbone()), kept;
             for (auto& [k, v] : s)
               if (target.count(k)) kept[k] = v;
+            // features() never uses an ImageNet classifier ("classifier.*", MobileNetV2): files without
+            // one (the STEM-pretrained backbones) keep the model's own values there.
+            for (auto& [k, v] : target)
+              if (!kept.count(k) && k.rfind("classifier.", 0) == 0) kept[k] = v;
             py::gil_scoped_release release;
             load_module_state(*net.backbone(), kept, /*strict=*/false, origin);
           },

@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="model file to write")
     tr.add_argument("--backbone", default="small_cnn", choices=["small_cnn", "vgg16", "mobilenet_v2"])
     tr.add_argument("--mode", default="finetune", choices=["finetune", "head"])
-    tr.add_argument("--weights", default="auto", help="auto | random | imagenet | imagenet-keras | PATH")
+    tr.add_argument("--weights", default="auto",
+                    help="auto (ImageNet when cached; mobilenet_v2: else its STEM weights; small_cnn: from scratch) "
+                         "| stem (pretrained on synthetic STEM, shipped) | random | imagenet | imagenet-keras | PATH")
     tr.add_argument("--input-size", type=int, default=None, help="backbone input side (default 64; 224 for VGG16 head)")
     tr.add_argument("--epochs", type=_int_at_least(1), default=None, help="max epochs per stage")
     tr.add_argument("--validation-fraction", type=float, default=0.15)

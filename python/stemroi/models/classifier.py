@@ -154,14 +154,17 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         study's: VGG16 features (ImageNet when cached) + the softmax head, raw
         patches (``patch_contrast="none"``), at most 100 epochs.
     weights : "auto", None, "random", "stem", a registry key or a path
-        "auto" (ImageNet if cached, else untrained; small_cnn: untrained), None/"random", a
-        registry key ("imagenet", "imagenet-keras"; "stem" = "small_cnn-stem", the small_cnn
-        pretrained on synthetic STEM and shipped with the package) or a file path. Pretrained
-        weights enable the staged fine-tuning (small_cnn: head on the frozen backbone, then the
-        whole network at 0.3 x the rate); without them "finetune" trains the network from scratch.
+        "auto" (ImageNet if cached, else untrained; MobileNetV2: else its STEM weights; small_cnn:
+        untrained), None/"random", a
+        registry key ("imagenet", "imagenet-keras"; "stem" = the backbone's STEM-pretrained weights
+        shipped with the package, "small_cnn-stem" or "mobilenet_v2-stem") or a file path. Pretrained
+        weights enable the staged fine-tuning (STEM weights and any small_cnn: head on the frozen
+        backbone, then the whole network at 0.3 x the rate; ImageNet weights: the study's staged
+        unfreezing of the last stages); without them "finetune" trains the network from scratch.
     input_size : int, optional
         Backbone input side in pixels (patches are resized); default 64 for
-        fine-tuning (CPU-feasible), the extractor's default (224) for VGG16 head features.
+        fine-tuning (CPU-feasible; STEM weights: the size they were pretrained at, 96 for
+        MobileNetV2), the extractor's default (224) for VGG16 head features.
     pooling : {"avg", "avgmax"}, optional
         Pooling of the backbone map in finetune mode: "avg" (the study's) or "avgmax"
         (average and max concatenated); default "avgmax" for small_cnn, "avg" otherwise.
@@ -351,10 +354,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
             if w not in ("auto", None, "random"):
                 raise ValueError(f"backbone {arch!r} has no pretrained weights; use weights=None, got {w!r}")
             return None, None, "random (untrained, trained from scratch)" if arch == "small_cnn" else "precomputed"
-        if w == "auto":
-            w = "imagenet" if arch == "vgg16" and _weights_available("imagenet") else None
-            if w is None and arch == "vgg16" and _weights_available("imagenet-keras"):
-                w = "imagenet-keras"
+        w = self._effective_weights()
         if w is None or w == "random":
             return None, None, "random (untrained, seeded)"
         from ..models.weights import resolve_weights
@@ -401,7 +401,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         lr0 = 1e-3 if self.learning_rate is None else float(self.learning_rate)
         if self._p("mode") == "head":
             return [(0, lr0, eps0, self.max_epochs or 100)]
-        if pretrained and self._p("backbone") == "small_cnn":
+        if pretrained and (self._p("backbone") == "small_cnn" or self._stem_weights()):
             # STEM weights: head on the frozen backbone, then every block at 0.3 x the rate (the weights
             # come from synthetic images, so all blocks adapt, not only the last ones as for ImageNet VGG16)
             e = self.max_epochs or 40
@@ -410,6 +410,26 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
             e = self.max_epochs or 40
             return [(0, lr0, eps0, e), (1, 1e-5, min(eps0, 0.03), e), (2, 1.5e-6, min(eps0, 0.03), e)]
         return [(-1, lr0, eps0, self.max_epochs or int(self._p("scratch_epochs")))]
+
+    def _effective_weights(self):
+        """``weights`` with "auto" resolved: ImageNet when cached (VGG16; MobileNetV2, else its shipped
+        STEM weights), otherwise None (untrained)."""
+        w = self.weights
+        if not (isinstance(w, str) and w == "auto"):
+            return w
+        b = self._p("backbone")
+        if b == "vgg16":
+            return next((k for k in ("imagenet", "imagenet-keras") if _weights_available(k)), None)
+        if b == "mobilenet_v2":
+            from ..models import weights as W
+
+            return "mobilenet_v2-imagenet" if W.cached_path("mobilenet_v2-imagenet") is not None else "stem"
+        return None
+
+    def _stem_weights(self) -> bool:
+        """The weights are STEM-pretrained ones of the registry (``weights="stem"`` or a ``*-stem`` key)."""
+        w = self._effective_weights()
+        return isinstance(w, str) and (w == "stem" or (w in _registry() and w.endswith("-stem")))
 
     def _pooling(self) -> str:
         if self.pooling is not None:
@@ -686,7 +706,15 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     def _net_input_size(self) -> int:
         if self._uses_extractor():
             return 0
-        return int(self.input_size) if self.input_size is not None else 64
+        if self.input_size is not None:
+            return int(self.input_size)
+        if self._stem_weights():  # the size the STEM weights were pretrained at (MobileNetV2: 96)
+            w = self._effective_weights()
+            from ..models.weights import stem_key
+
+            spec = _registry()[stem_key(self._p("backbone")) if w == "stem" else w]
+            return int(spec.input_size or 64)
+        return 64
 
     def _extractor_config(self):
         if self.extractor_ is None:

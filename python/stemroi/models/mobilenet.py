@@ -5,8 +5,9 @@ classifier of labelled STEM patches (``MobileNetV2Classifier``: a
 The study (Sathish et al.) fed patches in [0, 1] to a Keras MobileNetV2 that
 expects [-1, 1]; here the "tf" preset maps [0, 1] -> [-1, 1]. ImageNet weights
 are torchvision's ``mobilenet_v2-b0353104.pth``, the ``"mobilenet_v2-imagenet"``
-entry of :mod:`stemroi.models.weights` (cache, SHA-256 check, safe loading);
-without them the network trains from scratch.
+entry of :mod:`stemroi.models.weights` (cache, SHA-256 check, safe loading). The
+default start is the backbone pretrained on synthetic STEM and shipped with the
+package (``"mobilenet_v2-stem"``); ``weights=None`` trains from scratch.
 """
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ from . import weights as _weights
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.classifier import PatchClassifier
 
-__all__ = ["MobileNetV2", "MobileNetV2Classifier", "IMAGENET_WEIGHTS"]
+__all__ = ["MobileNetV2", "MobileNetV2Classifier", "IMAGENET_WEIGHTS", "STEM_WEIGHTS"]
 
 _NETWORK_ARCHITECTURE = "stemroi.MobileNetV2.network"
 
 IMAGENET_WEIGHTS = "mobilenet_v2-imagenet"  # key of torchvision's ImageNet file in stemroi.models.weights.REGISTRY
+STEM_WEIGHTS = "mobilenet_v2-stem"  # the shipped STEM-pretrained backbone (scripts/pretrain_stem.py)
 
 
 class MobileNetV2(_ModelFilePickling):
@@ -136,7 +138,7 @@ def _as_backbone_file(path: Path) -> Path:
     return out
 
 
-def MobileNetV2Classifier(weights=None, *, input_size: int = 96, random_state=0, n_threads=None,
+def MobileNetV2Classifier(weights="stem", *, input_size: int = 96, random_state=0, n_threads=None,
                           **params) -> "PatchClassifier":
     """The study's MobileNetV2 baseline: ``stemroi.PatchClassifier`` with the
     MobileNetV2 backbone (``backbone="mobilenet_v2", mode="finetune"``).
@@ -147,23 +149,30 @@ def MobileNetV2Classifier(weights=None, *, input_size: int = 96, random_state=0,
     (``max_epochs``, ``batch_size``, ``learning_rate``, ``patch_contrast``,
     ``validation_fraction``, ``device``, ...) is passed through ``**params``.
 
-    weights : None / "random" (default): seeded initialisation, the whole network
-        trained from scratch, inputs in [-1, 1] (the backbone's own "tf" preset;
-        the study fed [0, 1]). "imagenet": torchvision's ``mobilenet_v2-b0353104.pth``
-        (registry entry ``"mobilenet_v2-imagenet"``: cached or downloaded by
-        ``stemroi.models.weights.fetch``, SHA-256 checked), fine-tuned with the study's staged recipe on ImageNet
-        ("torchvision") normalisation. "auto": that file when cached, else from
-        scratch. A path: a torchvision ``.pth`` (any MobileNetV2 state dict with
-        torchvision names) or a project backbone file (``stemroi.models.weights.save_backbone``,
-        architecture "mobilenet_v2"). ``.pth`` files are converted once into the
-        project's backbone file in ``stemroi.models.weights.weights_dir()`` and the
-        returned estimator's ``weights`` names that file.
+    weights : "stem" (default), "imagenet", "auto", None / "random" or a file path
+        "stem": the MobileNetV2 backbone pretrained on synthetic STEM patches only and
+        shipped with the package (registry entry ``"mobilenet_v2-stem"``, made by
+        ``scripts/pretrain_stem.py --backbone mobilenet_v2`` at 96 px; works offline),
+        fine-tuned like the STEM small_cnn: the head on the frozen backbone, then every
+        stage at 0.3 x the rate. The best measured start (docs/weights.md: SrTiO3
+        overlap-aware split 0.95-0.96 against 0.36 from scratch). "imagenet" (the study's):
+        torchvision's ``mobilenet_v2-b0353104.pth`` (registry entry
+        ``"mobilenet_v2-imagenet"``: cached or downloaded by ``stemroi.models.weights.fetch``,
+        SHA-256 checked), fine-tuned with the study's staged recipe on ImageNet
+        ("torchvision") normalisation. "auto": that file when cached, else "stem".
+        None / "random": seeded initialisation, the whole network trained from scratch,
+        inputs in [-1, 1] (the backbone's own "tf" preset; the study fed [0, 1]). A path:
+        a torchvision ``.pth`` (any MobileNetV2 state dict with torchvision names) or a
+        project backbone file (``stemroi.models.weights.save_backbone``, architecture
+        "mobilenet_v2"). ``.pth`` files are converted once into the project's backbone
+        file in ``stemroi.models.weights.weights_dir()`` and the returned estimator's
+        ``weights`` names that file.
     input_size : side of the network input in pixels (patches are resized), >= 32.
         The network downsamples 32x: at 64 px the atomic columns of a 64 px patch are
         near the resolution of its second stage and training from scratch stalls
         (STO internal validation 0.40 at 64 px, 0.95 at 128 px after 40 epochs).
 
-    Without ImageNet weights ``plateau_patience`` defaults to 10 (PatchClassifier: 3).
+    From scratch (``weights=None``) ``plateau_patience`` defaults to 10 (PatchClassifier: 3).
     """
     from ..models.classifier import PatchClassifier
 
@@ -174,16 +183,18 @@ def MobileNetV2Classifier(weights=None, *, input_size: int = 96, random_state=0,
     input_size = check_positive_int(input_size, "input_size", minimum=32)
     if weights is None or (isinstance(weights, str) and weights == "random"):
         w = None
+    elif isinstance(weights, str) and weights in ("stem", STEM_WEIGHTS):
+        w = STEM_WEIGHTS  # shipped with the package, SHA-256 checked when loaded
     elif isinstance(weights, str) and weights == "imagenet":
         w = str(_as_backbone_file(_weights.fetch(IMAGENET_WEIGHTS)))
     elif isinstance(weights, str) and weights == "auto":
         cached = _weights.cached_path(IMAGENET_WEIGHTS) is not None
-        w = str(_as_backbone_file(_weights.fetch(IMAGENET_WEIGHTS, download=False))) if cached else None
+        w = str(_as_backbone_file(_weights.fetch(IMAGENET_WEIGHTS, download=False))) if cached else STEM_WEIGHTS
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights)
         w = str(_as_backbone_file(path)) if path.is_file() and _is_torch_file(path) else os.fspath(weights)
     else:
-        raise TypeError(f"weights must be None, 'random', 'imagenet', 'auto' or a file path, "
+        raise TypeError(f"weights must be None, 'random', 'stem', 'imagenet', 'auto' or a file path, "
                         f"got {type(weights).__name__}")
     if w is None:
         # from scratch the validation loss is noisy; halving the rate after 3 stale epochs had

@@ -151,11 +151,26 @@ REGISTRY: Dict[str, WeightsSpec] = {
         description="small_cnn pretrained on synthetic HAADF-STEM patches (stemroi.io.synth only, defect kind x "
                     "lattice labels) by scripts/pretrain_stem.py; shipped with the package",
     ),
+    "mobilenet_v2-stem": WeightsSpec(
+        key="mobilenet_v2-stem",
+        filename="mobilenet_v2_stem.stemroi",
+        url="",
+        format="stemroi",
+        preprocessing="tf",
+        architecture="mobilenet_v2",
+        input_size=96,
+        sha256="e2c47ea2e207c64b787f281b6fc09b6d7fdb644a020cb3613c544d0145970948",
+        size=9_062_912,
+        shipped=True,
+        description="MobileNetV2 backbone (features, no ImageNet classifier) pretrained on synthetic HAADF-STEM "
+                    "patches (stemroi.io.synth only, defect kind x lattice labels, 96 px input) by "
+                    "scripts/pretrain_stem.py --backbone mobilenet_v2; shipped with the package",
+    ),
 }
 
 # weights="stem": the STEM-pretrained weights of the architecture being built
 STEM_ALIAS = "stem"
-_STEM_KEYS = {"small_cnn": "small_cnn-stem"}
+_STEM_KEYS = {"small_cnn": "small_cnn-stem", "mobilenet_v2": "mobilenet_v2-stem"}
 
 # The largest VGG16 conv kernel has 3*3*512*512 = 2.4M values; a dataset
 # claiming far more is corrupt and is refused before anything is allocated.
