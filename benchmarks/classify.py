@@ -18,6 +18,8 @@ itself) and untrained VGG16 features + the head.
 --ablation none,acquisition,... runs only the augmentation ablation on the cross-image protocol
 (benchmarks/_crossimage.py: train on the CdTe spatial train side; held-out patches, held-out patches under
 acquisition shifts, the 768 x 768 frame's tile AUROC and the shifted frame's; docs/classifier.md).
+--ablation none --ablation-weights none,stem compares from scratch with the STEM-pretrained small_cnn on it
+(--ablation-backbone mobilenet_v2: the same for MobileNetV2 at 96 px).
 
 Patches are contrast-standardised per patch (PatchClassifier's default
 patch_contrast="standardize"); --patch-contrast none gives the study's raw input.
@@ -139,10 +141,14 @@ def ablation(args):
     anyreg = np.any(list(regions.values()), axis=0)
     frames = {name: ci.shifted_frame_truth(img, *ci.SHIFTS[name]) for name in shifts}
     rows = []
-    for aug in args.ablation.split(","):
+    for wname, aug in ((w, a) for w in args.ablation_weights.split(",") for a in args.ablation.split(",")):
         value = "dihedral" if aug == "none" else "dihedral+" + aug
-        model = stemroi.PatchClassifier(augment=value, max_epochs=args.ablation_epochs, random_state=args.seed,
-                                        n_threads=args.threads)
+        # weights "stem": the shipped STEM-pretrained small_cnn, fine-tuned (head, then all blocks); the
+        # epoch budget is per stage, so it gets at most twice the epochs of the from-scratch route
+        kw = {} if args.ablation_backbone == "small_cnn" else dict(backbone="mobilenet_v2", input_size=96)
+        model = stemroi.PatchClassifier(augment=value, weights=None if wname == "none" else wname,
+                                        max_epochs=args.ablation_epochs, random_state=args.seed,
+                                        n_threads=args.threads, **kw)
         t0 = time.perf_counter()
         model.fit(X[tr], y[tr], class_names=names)
         fit_s = time.perf_counter() - t0
@@ -151,7 +157,7 @@ def ablation(args):
         c = {"frame": frame_auc(model, bulk, img, anyreg, outside)}
         c.update({name: frame_auc(model, bulk, *frames[name]) for name in shifts})
         rows.append((value, acc, auc, b, c))
-        print(f"   augment {value!r:28s} fit {fit_s:4.0f} s, {len(model.history_['epochs'])} epochs | (a) acc {acc:.3f} "
+        print(f"   {args.ablation_backbone} weights {wname!r:6s} augment {value!r:28s} fit {fit_s:4.0f} s, {len(model.history_['epochs'])} epochs | (a) acc {acc:.3f} "
               f"AUROC {auc:.3f} | (b) shifted acc mean {np.mean([v[0] for v in b.values()]):.3f} min "
               f"{min(v[0] for v in b.values()):.3f}, AUROC mean {np.mean([v[1] for v in b.values()]):.3f} | (c) frame "
               f"{c['frame']:.3f}, shifted frame mean {np.mean([c[k] for k in shifts]):.3f} min "
@@ -180,6 +186,10 @@ def main():
                     help="run only the augmentation ablation (cross-image protocol) with these augment= additions to "
                          "'dihedral', e.g. none,intensity,noise,blur,scale+rotate,acquisition")
     ap.add_argument("--ablation-epochs", type=int, default=15)
+    ap.add_argument("--ablation-weights", default="none",
+                    help="comma list of backbone starts for the ablation: none (from scratch), stem (pretrained)")
+    ap.add_argument("--ablation-backbone", choices=("small_cnn", "mobilenet_v2"), default="small_cnn",
+                    help="backbone of the ablation's PatchClassifier (mobilenet_v2 at 96 px)")
     args = ap.parse_args()
     if args.ablation:
         ablation(args)
