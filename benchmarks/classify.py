@@ -145,7 +145,7 @@ def ablation(args):
         value = "dihedral" if aug == "none" else "dihedral+" + aug
         # weights "stem": the shipped STEM-pretrained small_cnn, fine-tuned (head, then all blocks); the
         # epoch budget is per stage, so it gets at most twice the epochs of the from-scratch route
-        kw = {} if args.ablation_backbone == "small_cnn" else dict(backbone="mobilenet_v2", input_size=96)
+        kw = {} if args.ablation_backbone == "small_cnn" else dict(backbone="mobilenet_v2", mode="finetune", input_size=96)
         model = stemroi.PatchClassifier(augment=value, weights=None if wname == "none" else wname,
                                         max_epochs=args.ablation_epochs, random_state=args.seed,
                                         n_threads=args.threads, **kw)

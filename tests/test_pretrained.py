@@ -231,6 +231,9 @@ def test_mobilenet_classifier_fine_tunes_from_stem_weights(synth_patches):
     assert ft.model_card_["stages"][1][:2] == [-1, pytest.approx(3e-4)] and MNV2_KEY in ft.model_card_["backbone"]
     moved = ft.net_.state_dict()
     assert not np.allclose(moved["backbone.features.0.0.weight"], state["features.0.0.weight"])
+    # a MobileNetV2 named without a mode is fine-tuned (frozen features + head measured far worse)
+    assert stemroi.PatchClassifier(backbone="mobilenet_v2")._p("mode") == "finetune"
+    assert stemroi.PatchClassifier(backbone="vgg16")._p("mode") == "head"
     # without input_size, the size the weights were pretrained at
     assert stemroi.PatchClassifier(backbone="mobilenet_v2", weights="stem")._net_input_size() == 96
     assert stemroi.PatchClassifier(backbone="small_cnn", weights="stem")._net_input_size() == 64
