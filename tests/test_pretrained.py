@@ -154,24 +154,35 @@ def test_patch_clusterer_stem_cnn_features(synth_patches):
     np.testing.assert_array_equal(cl.predict(X), cl.labels_)
 
 
-@pytest.mark.data
-def test_stem_features_of_real_patches(ayyubi_dir):
+def _sto_subset(ayyubi_dir):
+    """15 real SrTiO3 patches per class: (patches, labels)."""
     ds = stemroi.load_patch_folder(ayyubi_dir / "STO")
     X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
     idx = np.concatenate([np.flatnonzero(y == c)[:15] for c in np.unique(y)])
-    F = StemCNNFeatures(n_threads=1).transform(X[idx])
-    assert F.shape == (len(idx), 256) and np.isfinite(F).all()
-    np.testing.assert_array_equal(StemCNNFeatures(n_threads=1).transform(X[idx]), F)
-    # the classes are told apart by the nearest class mean (leave-one-out): 0.95 measured,
-    # 0.68 with the untrained backbone, 0.25 by chance
-    yy = y[idx]
+    return X[idx], y[idx]
+
+
+def _nearest_mean_accuracy(F, y) -> float:
+    """Leave-one-out accuracy of the nearest class mean of standardised features."""
     Z = (F - F.mean(0)) / (F.std(0) + 1e-6)
-    correct = 0
+    classes = np.unique(y)
+    hits = 0
     for i in range(len(Z)):
         keep = np.arange(len(Z)) != i
-        means = np.stack([Z[keep & (yy == c)].mean(0) for c in np.unique(yy)])
-        correct += np.unique(yy)[np.argmin(((means - Z[i]) ** 2).sum(1))] == yy[i]
-    assert correct / len(Z) > 0.8
+        means = np.stack([Z[keep & (y == c)].mean(0) for c in classes])
+        hits += classes[np.argmin(((means - Z[i]) ** 2).sum(1))] == y[i]
+    return hits / len(Z)
+
+
+@pytest.mark.data
+def test_stem_features_of_real_patches(ayyubi_dir):
+    X, y = _sto_subset(ayyubi_dir)
+    F = StemCNNFeatures(n_threads=1).transform(X)
+    assert F.shape == (len(X), 256) and np.isfinite(F).all()
+    np.testing.assert_array_equal(StemCNNFeatures(n_threads=1).transform(X), F)
+    # the classes are told apart by the nearest class mean: 0.95 measured,
+    # 0.68 with the untrained backbone, 0.25 by chance
+    assert _nearest_mean_accuracy(F, y) > 0.8
 
 
 def test_stem_cnn_features_are_public():
@@ -244,21 +255,8 @@ def test_mobilenet_classifier_fine_tunes_from_stem_weights(synth_patches):
 
 @pytest.mark.data
 def test_mobilenet_stem_features_of_real_patches(ayyubi_dir):
-    ds = stemroi.load_patch_folder(ayyubi_dir / "STO")
-    X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
-    idx = np.concatenate([np.flatnonzero(y == c)[:15] for c in np.unique(y)])
-    yy = y[idx]
-
-    def nearest_mean_accuracy(F):  # leave-one-out, standardised features
-        Z = (F - F.mean(0)) / (F.std(0) + 1e-6)
-        hits = 0
-        for i in range(len(Z)):
-            keep = np.arange(len(Z)) != i
-            means = np.stack([Z[keep & (yy == c)].mean(0) for c in np.unique(yy)])
-            hits += np.unique(yy)[np.argmin(((means - Z[i]) ** 2).sum(1))] == yy[i]
-        return hits / len(Z)
-
-    stem = nearest_mean_accuracy(_mobilenet_stem_features(X[idx]))
-    untrained = nearest_mean_accuracy(_mobilenet_stem_features(X[idx], weights=None))
+    X, y = _sto_subset(ayyubi_dir)
+    stem = _nearest_mean_accuracy(_mobilenet_stem_features(X), y)
+    untrained = _nearest_mean_accuracy(_mobilenet_stem_features(X, weights=None), y)
     # measured: 0.77 with the shipped weights, 0.38 untrained, 0.25 by chance
     assert stem > 0.7 and stem > untrained + 0.2, (stem, untrained)
