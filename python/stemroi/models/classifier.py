@@ -155,9 +155,9 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         patches (``patch_contrast="none"``), at most 100 epochs.
     weights : "auto", None, "random", "stem", a registry key or a path
         "auto" (ImageNet if cached, else untrained; MobileNetV2: else its STEM weights; small_cnn:
-        untrained), None/"random", a
-        registry key ("imagenet", "imagenet-keras"; "stem" = the backbone's STEM-pretrained weights
-        shipped with the package, "small_cnn-stem" or "mobilenet_v2-stem") or a file path. Pretrained
+        untrained), None/"random", a registry key ("imagenet", "imagenet-keras"; "stem" = the
+        backbone's STEM-pretrained weights shipped with the package, "small_cnn-stem" or
+        "mobilenet_v2-stem") or a file path. Pretrained
         weights enable the staged fine-tuning (STEM weights and any small_cnn: head on the frozen
         backbone, then the whole network at 0.3 x the rate; ImageNet weights: the study's staged
         unfreezing of the last stages); without them "finetune" trains the network from scratch.
