@@ -236,7 +236,7 @@ def main(argv=None) -> int:
         "weights_file": args.out.name,
         "sha256": digest,
         "size": size,
-        "command": "nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python scripts/pretrain_stem.py "
+        "command": f"nice -n 10 env OMP_NUM_THREADS={args.threads} .venv/bin/python scripts/pretrain_stem.py "
                    + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed,
         "continued_from": None if args.init is None else {
