@@ -103,6 +103,16 @@ def bomb_npy() -> bytes:
 
 
 # -- format-specific oddities ----------------------------------------------------------------
+def gif_frame_bomb(side: int = 9000, n_frames: int = 10) -> bytes:
+    """A 250-byte GIF: ``n_frames`` frames of 1 x 1 pixel on a ``side`` x ``side`` canvas.
+    Each frame decodes to the whole canvas (3.1 GB resident before the size check)."""
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", side, side, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff")
+    for _ in range(n_frames):
+        out += b"\x21\xf9\x04\x04\x00\x00\x00\x00"  # graphic control: no disposal
+        out += b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return bytes(out + b"\x3b")
+
+
 def npy_pickled_object() -> bytes:
     return valid_npy(np.array([{"a": 1}, None], dtype=object))
 

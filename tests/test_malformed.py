@@ -44,7 +44,7 @@ NPY_KINDS = ["pickled_object", "bad_header", "1d", "complex", "strings", "nan", 
 
 IMAGE_CASES = ([(f, k) for f in IMAGE_FORMATS for k in COMMON_KINDS]
                + [(f, k) for f in ("tif", "png", "jpg", "npy") for k in STRUCTURED_KINDS]
-               + [("npy", k) for k in NPY_KINDS])
+               + [("npy", k) for k in NPY_KINDS] + [("gif", "frame_bomb")])
 READERS = {"read_image": read_image, "read_image_with_calibration": read_image_with_calibration}
 
 
@@ -67,6 +67,19 @@ def test_broken_image_files(corpus_dir, reader, fmt, kind):
     with pytest.raises(Exception) as exc_info:
         READERS[reader](path)
     _check_error(exc_info, path.name)
+
+
+def test_frame_bomb_refused_before_decoding(corpus_dir, monkeypatch):
+    """The claim is checked from the header: no frame is decoded."""
+    import stemroi.io._readers as readers
+
+    def decode(im):
+        raise AssertionError("a frame was decoded")
+
+    monkeypatch.setattr(readers, "_pil_to_array", decode)
+    path = _image_file(corpus_dir, "gif", "frame_bomb")
+    with pytest.raises(ValueError, match=r"10 frames of 9000 x 9000 pixels .* 250-byte GIF"):
+        read_image(path)
 
 
 BAD_PATHS = {
@@ -419,6 +432,7 @@ SUBPROCESS_CASES = {
     "tif-bomb": ("image", "tif", "bomb"),
     "png-bomb": ("image", "png", "bomb"),
     "npy-bomb": ("image", "npy", "bomb"),
+    "gif-frame-bomb": ("image", "gif", "frame_bomb"),
     "npy-pickled-object": ("image", "npy", "pickled_object"),
     "model-random-bytes-core-reader": ("model", "random", None),
     "model-header-length-huge": ("model", "header_length_huge", None),

@@ -450,16 +450,43 @@ def _tiff_calibration(tif) -> Calibration:
     return Calibration()
 
 
+# The most decoded bytes one byte of a PIL-read file can back: deflate (PNG) 1032:1,
+# LZW (GIF, and TIFFs that tifffile hands over) 4096 pixels per 12-bit code; the rest
+# (JPEG, BMP RLE with its skip escapes, ...) get a bound far above any micrograph's ratio.
+_PIL_MAX_EXPANSION = {"PNG": 1032, "GIF": 2731, "TIFF": 2731}
+_PIL_DEFAULT_EXPANSION = 4096
+
+
+def _check_pil_claimed_size(path: Path, im, n_frames: int) -> None:
+    """Refuse before decoding what the file's bytes cannot back. Every GIF frame is
+    composed onto the full canvas, so a 250-byte GIF of ten 1 x 1 frames on a
+    9000 x 9000 canvas decoded to 3.1 GB; PIL's own limit is per frame."""
+    width, height = im.size
+    _check_pixel_budget(path, (n_frames, height, width))
+    bits = {"1": 1, "I": 32, "F": 32}.get(im.mode, 16 if im.mode.startswith("I;16") else 8 * len(im.getbands()))
+    claimed = n_frames * width * height * bits // 8
+    size = path.stat().st_size
+    ratio = _PIL_MAX_EXPANSION.get(str(im.format), _PIL_DEFAULT_EXPANSION)
+    if claimed > size * ratio:
+        frames = f"{n_frames} frames of " if n_frames > 1 else ""
+        raise _TooLargeError(f"{path}: header claims {frames}{width} x {height} pixels in mode {im.mode} "
+                             f"({claimed} bytes decoded) but the {size}-byte {im.format} file can decode to at "
+                             f"most {size * ratio} bytes: corrupt, or a decompression bomb")
+
+
 def _read_pil(path: Path) -> _Raw:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             n_frames = getattr(im, "n_frames", 1)
+            _check_pil_claimed_size(path, im, n_frames)
             frames = []
             for i in range(n_frames):
                 im.seek(i)
                 frames.append(_pil_to_array(im))
+    except _TooLargeError:
+        raise
     except Image.DecompressionBombError as exc:
         raise _TooLargeError(f"{path}: image too large to read safely ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS "
                              "if the file is trusted") from None
