@@ -45,6 +45,15 @@ scikit-learn only for the t-SNE view.
 5. --parts augment: the augmentation ablation on the cross-image protocol (train on the CdTe spatial
    train side; held-out patches, held-out patches under acquisition shifts, the frame and the shifted
    frame).
+6. --parts encoder: the U-Net encoder started from the STEM-pretrained small_cnn
+   (DefectSegmenter(encoder_weights="stem"), width 16) against the default random start (width 8)
+   and, with --encoder-control, a random start at width 16, for each of --encoder-seeds, trained on
+   all CdTe patches with the same CVAE-residual pseudo-labels (those of the first default fit).
+   Per channel, the contrast (mean inside a region / mean outside all regions) on the frame;
+   the channels count as class-specific when the LC channel's contrast on the Lomer-Cottrell
+   junction is >= 1.5 and >= 1.25x its contrast on the inclined stacking fault, and the SF2
+   channel's the other way round (the train-side maps of docs/segmentation.md pass: 3.2 vs 1.0,
+   32 vs 3.8; the all-patches maps of the same run, one pattern in every channel, fail: 2.1 vs 1.8).
 
 LibTorch's OpenMP threads spin-wait by default; on a machine shared with other
 jobs that made 2-thread training 10-17x slower than 1 thread (measured), so
@@ -513,6 +522,63 @@ def defaults_part(args, out):
         np.save(out / f"CdTe_frame_anydefect_recipe_{recipe}.npy", anyd)
 
 
+# ---------------------------------------------------------------------------------------- 6. encoder init
+def channel_contrasts(seg, img, regions, outside):
+    """{channel: {region: mean inside / mean outside}} of the frame maps, and the any-defect tile AUROC."""
+    maps = seg.predict_maps(img)
+    out = {}
+    for c, name in enumerate(seg.channel_names_[:-1]):
+        base = float(maps[c][outside].mean())
+        out[name] = {r: float(maps[c][m].mean()) / max(base, 1e-12) for r, m in regions.items()}
+    return out, maps
+
+
+def class_specific(contrast, lit=1.5, margin=1.25):
+    """LC lights up on the junction (contrast >= lit) by a margin over the inclined fault, SF2 the other way."""
+    lc, sf2 = contrast["LC"], contrast["SF2"]
+    j, inc = "LC junction", "inclined SF"
+    return lc[j] >= lit and lc[j] >= margin * lc[inc] and sf2[inc] >= lit and sf2[inc] >= margin * sf2[j]
+
+
+def encoder_part(args, out):
+    import _crossimage as ci
+
+    ds = stemroi.load_patch_folder(DATA / "CdTe")
+    X, y = ds.patches, np.asarray(ds.class_names)[ds.labels]
+    img = ci.cdte_frame()
+    regions, outside = ci.reference_regions(img.shape)
+    seeds = [int(s) for s in args.encoder_seeds.split(",")]
+    variants = [("random, base 8 (default)", {}), ("stem encoder, base 16", {"encoder_weights": "stem"})]
+    if args.encoder_control:
+        variants.append(("random, base 16", {"base_channels": 16}))
+    print(f"== 6. U-Net encoder init: {len(y)} CdTe patches, default recipe, seeds {seeds}; the same CVAE-residual "
+          "masks for every fit (those of the first default fit)")
+    masks, rows = None, {name: [] for name, _ in variants}
+    for seed in seeds:
+        for name, kw in variants:
+            smoke = dict(epochs=2, samples_per_epoch=32, cvae_epochs=1) if args.quick else {}
+            seg = stemroi.DefectSegmenter(random_state=seed, n_threads=args.threads, **kw, **smoke)
+            t0 = time.perf_counter()
+            seg.fit(X, y, masks=masks)
+            fit_s = time.perf_counter() - t0
+            if masks is None:
+                masks = seg.pseudo_masks_
+            contrast, maps = channel_contrasts(seg, img, regions, outside)
+            fig = frame_figures(seg, img)
+            spec = class_specific(contrast)
+            rows[name].append((spec, fig["frame"], fit_s))
+            np.save(out / f"CdTe_frame_maps_encoder_{name.split(',')[0].replace(' ', '_')}_seed{seed}.npy", maps)
+            print(f"   seed {seed}, {name}: fit {fit_s:.0f} s, loss {seg.loss_history_[0]:.3f} -> "
+                  f"{seg.loss_history_[-1]:.3f}; tile AUROC {fig['frame']:.3f}; class-specific {spec}", flush=True)
+            for ch in ("LC", "SF1", "SF2", "Twin_Bound"):
+                print(f"      {ch:11s} contrast " + ", ".join(f"{r} {v:.2f}" for r, v in contrast[ch].items()))
+    print("   summary: variant | class-specific seeds | tile AUROC mean (min) | fit s mean")
+    for name, r in rows.items():
+        au = [a for _, a, _ in r]
+        print(f"   {name:26s} | {sum(s for s, _, _ in r)}/{len(r)} | {np.mean(au):.3f} ({np.min(au):.3f}) | "
+              f"{np.mean([t for _, _, t in r]):.0f}")
+
+
 # ---------------------------------------------------------------------------------------- 5. augmentation ablation
 def augment_part(args, out):
     """train on the CdTe spatial train side with each augmentation, measure on (a) the held-out
@@ -587,12 +653,15 @@ def main():
     ap.add_argument("--sets", default="CdTe,STO")
     ap.add_argument("--skip-synthetic", action="store_true")
     ap.add_argument("--parts", default="synthetic,real,frame",
-                    help="which parts to run (comma-separated subset of synthetic,real,frame,defaults,augment)")
+                    help="which parts to run (comma-separated subset of synthetic,real,frame,defaults,augment,encoder)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs x 64 samples, small synthetic set")
     ap.add_argument("--recipes", default="default,study", help="recipes of part 'defaults'")
     ap.add_argument("--ablation", default="none,intensity,noise,blur,scale+rotate,acquisition",
                     help="augment= values of part 'augment' (none = no augmentation)")
     ap.add_argument("--ablation-epochs", type=int, default=30)
+    ap.add_argument("--encoder-seeds", default="0,1,2,3,4", help="seeds of part 'encoder'")
+    ap.add_argument("--encoder-control", action="store_true",
+                    help="part 'encoder': also a random start at the pretrained width (16)")
     args = ap.parse_args()
     args.det_thresholds = [float(t) for t in args.det_thresholds.split(",")]
     for spec in args.cvae_model:
@@ -608,9 +677,10 @@ def main():
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; outputs in {out})")
     t0 = time.perf_counter()
     parts = set(args.parts.split(","))
-    unknown = parts - {"synthetic", "real", "frame", "defaults", "augment"}
+    unknown = parts - {"synthetic", "real", "frame", "defaults", "augment", "encoder"}
     if unknown:
-        raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from synthetic, real, frame, defaults, augment")
+        raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from synthetic, real, frame, defaults, augment, "
+                         "encoder")
     if "synthetic" in parts and not args.skip_synthetic:
         synthetic_part(args, out)
     models = real_part(args, out) if "real" in parts else {}
@@ -620,6 +690,8 @@ def main():
         defaults_part(args, out)
     if "augment" in parts:
         augment_part(args, out)
+    if "encoder" in parts:
+        encoder_part(args, out)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

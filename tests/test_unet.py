@@ -313,3 +313,100 @@ def test_input_contrast_makes_maps_follow_the_lattice_not_the_brightness(trained
     assert not DefectSegmenter.load(path).net_.standardize_input
     with pytest.raises(ValueError, match=r"input_contrast must be one of \('standardize', 'none'\), got 'zscore'"):
         DefectSegmenter(input_contrast="zscore").fit(X, y)
+
+
+# ---- encoder initialised from the STEM-pretrained small_cnn ------------------------------------------
+def _small_cnn_blocks(state, x, n_blocks):
+    """Reference: the small_cnn blocks in torch (eval batch norm, zero padding) on the grey input
+    copied into 3 channels, as the backbone saw it in pretraining."""
+    import torch
+    import torch.nn.functional as F
+
+    t = {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}
+    h = torch.from_numpy(x).repeat(1, 3, 1, 1)
+    for b in range(1, n_blocks + 1):
+        if b > 1:
+            h = F.max_pool2d(h, 2)
+        for conv, bn in ((0, 1), (3, 4)):
+            h = F.conv2d(h, t[f"block{b}.{conv}.weight"], padding=1)
+            h = F.batch_norm(h, t[f"block{b}.{bn}.running_mean"], t[f"block{b}.{bn}.running_var"],
+                             t[f"block{b}.{bn}.weight"], t[f"block{b}.{bn}.bias"], False, 0.0, 1e-5).relu()
+    return h.numpy()
+
+
+def _unet_encoder(enc, x, n_levels):
+    import torch
+    import torch.nn.functional as F
+
+    h = torch.from_numpy(x)
+    for i, level in enumerate(("enc1", "enc2", "bottleneck")[:n_levels]):
+        if i:
+            h = F.max_pool2d(h, 2)
+        for conv in (0, 2):
+            h = F.conv2d(h, torch.from_numpy(enc[f"{level}.{conv}.weight"]),
+                         torch.from_numpy(enc[f"{level}.{conv}.bias"]), padding=1).relu()
+    return h.numpy()
+
+
+@pytest.mark.parametrize("n_levels", [1, 3])
+def test_unet_encoder_state_folds_batch_norm_exactly(n_levels):
+    """The folded encoder computes the pretrained backbone's block outputs (1e-5 relative)."""
+    pytest.importorskip("torch")
+    from stemroi.models import unet_encoder_state
+    from stemroi.models.weights import resolve_weights
+
+    state, _, _ = resolve_weights("stem", architecture="small_cnn")
+    enc = unet_encoder_state(state)
+    assert enc["enc1.0.weight"].shape == (16, 1, 3, 3) and enc["bottleneck.2.weight"].shape == (64, 64, 3, 3)
+    assert all(v.dtype == np.float32 for v in enc.values())
+    x = np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)
+    want, got = _small_cnn_blocks(state, x, n_levels), _unet_encoder(enc, x, n_levels)
+    assert want.shape == got.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_unet_encoder_state_refuses_another_state():
+    from stemroi.models import unet_encoder_state
+
+    with pytest.raises(ValueError, match="not a small_cnn backbone state, 'block1.0.weight' is missing"):
+        unet_encoder_state({"features.0.weight": np.zeros((64, 3, 3, 3), np.float32)})
+
+
+def test_segmenter_starts_from_the_stem_encoder(tmp_path):
+    """encoder_weights="stem": the network is built at the backbone's width (16) with the folded
+    encoder; at a learning rate of 1e-9 one epoch leaves it there. Save/load keeps the width."""
+    from stemroi.models import unet_encoder_state
+    from stemroi.models.weights import resolve_weights
+
+    rng = np.random.default_rng(3)
+    X, y, _ = patch_set(rng, n_per_class=4)
+    seg = DefectSegmenter(epochs=1, samples_per_epoch=16, batch_size=8, learning_rate=1e-9, n_threads=2,
+                          pseudo_label="lattice", encoder_weights="stem", random_state=0).fit(X, y)
+    assert seg.net_.base_channels == 16 and seg.resolved_params_["base_channels"] == 16
+    assert seg.resolved_params_["encoder_weights"] == "stem"
+    want = unet_encoder_state(resolve_weights("stem", architecture="small_cnn")[0])
+    got = seg.net_.state_dict()
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, atol=1e-6, err_msg=k)
+    path = tmp_path / "seg.stemroi"
+    seg.save(path)
+    back = DefectSegmenter.load(path)
+    assert back.net_.base_channels == 16
+    np.testing.assert_array_equal(back.predict_patch_maps(X[:2]), seg.predict_patch_maps(X[:2]))
+    # the default starts at random: a different encoder
+    plain = DefectSegmenter(epochs=1, samples_per_epoch=16, batch_size=8, n_threads=2, pseudo_label="lattice",
+                            base_channels=16, random_state=0).fit(X, y)
+    assert plain.resolved_params_["encoder_weights"] == "random"
+    assert not np.allclose(plain.net_.state_dict()["enc1.0.weight"], want["enc1.0.weight"])
+
+
+@pytest.mark.parametrize("kwargs,error,needle", [
+    (dict(encoder_weights="stem", base_channels=8), ValueError, "has width 16, but base_channels=8"),
+    (dict(encoder_weights=3), TypeError, "got int"),
+    (dict(encoder_weights="no_such_weights.stemroi"), FileNotFoundError, "no_such_weights.stemroi"),
+    (dict(encoder_weights="mobilenet_v2-stem"), ValueError, "are mobilenet_v2 weights, not small_cnn"),
+])
+def test_segmenter_encoder_weights_bad_values(kwargs, error, needle):
+    X, y, _ = patch_set(np.random.default_rng(0), n_per_class=2)
+    with pytest.raises(error, match=needle):
+        DefectSegmenter(epochs=1, pseudo_label="lattice", **kwargs).fit(X, y)

@@ -18,6 +18,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "residual_pseudo_labels": ".unet",
     "local_deviation": ".unet",
     "make_multi_defect_samples": ".unet",
+    "unet_encoder_state": ".unet",
     "fit_temperature": ".calibration",
     "softmax": ".calibration",
 }, submodules=("classifier", "mobilenet", "cvae", "unet", "calibration", "weights"))

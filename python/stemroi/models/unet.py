@@ -30,6 +30,7 @@ __all__ = [
     "pseudo_label_scores",
     "local_deviation",
     "make_multi_defect_samples",
+    "unet_encoder_state",
 ]
 
 # The recipes: the parameters left at None take their value from the recipe.
@@ -41,10 +42,10 @@ __all__ = [
 RECIPES = {
     "default": dict(epochs=60, batch_size=16, learning_rate=1e-3, base_channels=8, pseudo_label="cvae",
                     percentile=99.0, samples_per_epoch=256, max_parts=1, positive_weight=2.0, augment=False,
-                    cvae_epochs=20, input_contrast="standardize"),
+                    cvae_epochs=20, input_contrast="standardize", encoder_weights="random"),
     "study": dict(epochs=20, batch_size=32, learning_rate=1e-3, base_channels=32, pseudo_label="deviation",
                   percentile=98.0, samples_per_epoch=0, max_parts=3, positive_weight=1.0, augment=False,
-                  cvae_epochs=20, input_contrast="none"),
+                  cvae_epochs=20, input_contrast="none", encoder_weights="random"),
 }
 _PSEUDO_LABELS = ("cvae", "deviation", "lattice")
 _INPUT_CONTRASTS = ("standardize", "none")
@@ -165,6 +166,54 @@ def make_multi_defect_samples(
     return _core.compose_multi_defect(arr, m, lab, n_classes, n_samples, max_parts, seed)
 
 
+def unet_encoder_state(backbone_state, eps: float = 1e-5) -> dict:
+    """U-Net encoder weights (``enc1``, ``enc2``, ``bottleneck``) from a ``small_cnn``
+    backbone state: its blocks 1-3 are the same layers (two 3 x 3 convolutions of
+    widths w, 2w, 4w, each followed by ReLU, then 2 x 2 max pooling), with batch
+    norm (running statistics, ``eps``) folded into each convolution's weight and
+    bias. The backbone saw the grey patch copied into 3 channels, so the first
+    convolution's 3 input channels are summed into the U-Net's one. The U-Net pads
+    by reflection where the backbone padded with zeros: away from the tile border
+    the encoder computes the backbone's features of the same input exactly."""
+    state = {k: np.asarray(v, np.float64) for k, v in backbone_state.items()}
+    out = {}
+    for level, block in (("enc1", "block1"), ("enc2", "block2"), ("bottleneck", "block3")):
+        for conv, bn, target in ((0, 1, 0), (3, 4, 2)):
+            try:
+                w = state[f"{block}.{conv}.weight"]
+                gamma, beta = state[f"{block}.{bn}.weight"], state[f"{block}.{bn}.bias"]
+                mean, var = state[f"{block}.{bn}.running_mean"], state[f"{block}.{bn}.running_var"]
+            except KeyError as exc:
+                raise ValueError(f"encoder weights: not a small_cnn backbone state, {exc.args[0]!r} is missing "
+                                 f"(keys: {sorted(state)[:6]}...)") from None
+            scale = gamma / np.sqrt(var + eps)
+            w = w * scale[:, None, None, None]
+            if level == "enc1" and conv == 0:
+                w = w.sum(axis=1, keepdims=True)
+            out[f"{level}.{target}.weight"] = w.astype(np.float32)
+            out[f"{level}.{target}.bias"] = (beta - mean * scale).astype(np.float32)
+    return out
+
+
+def _encoder_init(encoder_weights, base_channels) -> Tuple[Optional[dict], str]:
+    """(U-Net encoder state or None, a description) of an ``encoder_weights`` argument."""
+    if encoder_weights is None or (isinstance(encoder_weights, str) and encoder_weights == "random"):
+        return None, "random"
+    if not isinstance(encoder_weights, (str, os.PathLike)):
+        raise TypeError(f"encoder_weights must be 'random', 'stem' or the path of a small_cnn backbone file, "
+                        f"got {type(encoder_weights).__name__}")
+    from .weights import resolve_weights
+
+    state, _, source = resolve_weights(encoder_weights, architecture="small_cnn")
+    encoder = unet_encoder_state(state)
+    width = int(encoder["enc1.0.weight"].shape[0])
+    if base_channels is not None and int(base_channels) != width:
+        raise ValueError(f"encoder_weights={os.fspath(encoder_weights)!r} has width {width}, but base_channels="
+                         f"{base_channels} was given; leave base_channels=None or pass {width}")
+    return encoder, (encoder_weights if isinstance(encoder_weights, str) and encoder_weights == "stem"
+                     else source)
+
+
 class DefectSegmenter(BaseEstimator):
     """Weakly supervised U-Net producing one probability map per defect class.
 
@@ -213,6 +262,14 @@ class DefectSegmenter(BaseEstimator):
     tile_stride : stride of the prediction tiles as a fraction of the tile (0.5).
     positive_weight : BCE weight of defect pixels (the masks cover ~2 % of a
         patch; 1 = the study's plain BCE, larger values make the maps reach 0.5).
+    encoder_weights : "random" (both recipes: seeded initialisation), "stem" (the
+        ``small_cnn`` backbone pretrained on synthetic STEM and shipped with the
+        package, docs/weights.md) or the path of a ``small_cnn`` backbone file
+        (:func:`stemroi.models.weights.save_backbone`). The encoder's three levels
+        start from the backbone's first three blocks, batch norm folded into the
+        convolutions (:func:`unet_encoder_state`); the decoder starts at random.
+        The U-Net width then is the backbone's (16 for "stem"); an explicit
+        ``base_channels`` of another width is refused.
     device : "cpu" (default), "cuda", "cuda:N" or "auto": where the U-Net trains
         and predicts ("auto": "cuda" when LibTorch has a usable CUDA device, else
         "cpu"). A fixed ``random_state`` repeats bit for bit on the CPU; on CUDA,
@@ -250,6 +307,7 @@ class DefectSegmenter(BaseEstimator):
         cvae_epochs: Optional[int] = None,
         residual_quantile: float = 0.99,
         residual_sigma: float = 2.0,
+        encoder_weights=None,
         device: str = "cpu",
     ):
         self.classes = classes
@@ -275,6 +333,7 @@ class DefectSegmenter(BaseEstimator):
         self.tile_stride = tile_stride
         self.pseudo_label = pseudo_label
         self.positive_weight = positive_weight
+        self.encoder_weights = encoder_weights
         self.device = device
 
     _fitted_attribute = "net_"
@@ -399,6 +458,10 @@ class DefectSegmenter(BaseEstimator):
         if X.shape[1] % 4 or X.shape[2] % 4 or min(X.shape[1:]) < 8:
             raise ValueError(f"patch height and width must be multiples of 4 and >= 8, got {X.shape[1:]}")
         params = self._check_settings()
+        # before any training: a missing or mismatched weights file fails fast
+        encoder, params["encoder_weights"] = _encoder_init(params["encoder_weights"], self.base_channels)
+        if encoder is not None:
+            params["base_channels"] = int(encoder["enc1.0.weight"].shape[0])
         classes, idx = self._encode_labels(labels, X.shape[0])
         bulk_index = classes.index(self.bulk_class) if self.bulk_class in classes else None
         defect_classes = [c for i, c in enumerate(classes) if i != bulk_index]
@@ -445,8 +508,13 @@ class DefectSegmenter(BaseEstimator):
         self.pseudo_label_time_ = time.perf_counter() - t_labels
         self.resolved_params_ = {k: v for k, v in params.items() if k != "augment_strengths"}
         self.pixel_size_ = pixel_size_
-        net = place(_core.UNet(len(defect_classes) + 1, base_channels=int(params["base_channels"]), in_channels=1,
-                               seed=seed, standardize_input=params["input_contrast"] == "standardize"), self.device)
+        net = _core.UNet(len(defect_classes) + 1, base_channels=int(params["base_channels"]), in_channels=1,
+                         seed=seed, standardize_input=params["input_contrast"] == "standardize")
+        if encoder is not None:
+            state = net.state_dict()
+            state.update(encoder)
+            net.load_state_dict(state, f"encoder_weights={params['encoder_weights']}")
+        net = place(net, self.device)
         from ._augment import augment_options
         t0 = time.perf_counter()
         history = _core.train_unet(
@@ -513,7 +581,10 @@ class DefectSegmenter(BaseEstimator):
         """Write the fitted model to the project's safe model file (no pickle)."""
         self._check_fitted()
         config = {k: v for k, v in self.get_params(deep=False).items() if k not in ("n_threads", "cvae")}
+        if config.get("encoder_weights") is not None:
+            config["encoder_weights"] = os.fspath(config["encoder_weights"])  # a record: the weights are in the file
         config["classes"] = list(self.classes_)
+        config["base_channels"] = int(self.net_.base_channels)  # the width built, e.g. an encoder's
         config["patch_size"] = list(self.patch_size_)
         # what the network was built with, not the recipe's current default
         config["input_contrast"] = "standardize" if self.net_.standardize_input else "none"
