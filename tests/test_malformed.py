@@ -82,6 +82,37 @@ def test_frame_bomb_refused_before_decoding(corpus_dir, monkeypatch):
         read_image(path)
 
 
+def _hspy_with_unwritten_data(path: Path, shape) -> Path:
+    """A valid .hspy file whose image dataset is then replaced by a chunked one of ``shape`` whose
+    chunks are never written (HDF5 reads them as fill values)."""
+    hs = pytest.importorskip("hyperspy.api")
+    h5py = pytest.importorskip("h5py")
+    hs.signals.Signal2D(np.ones((16, 16), np.float32)).save(path, overwrite=True)
+    with h5py.File(path, "r+") as fh:
+        name = "Experiments/__unnamed__/data"
+        del fh[name]
+        fh.create_dataset(name, shape=shape, dtype="f4", chunks=(256, 256))
+    return path
+
+
+def test_hdf5_dataset_claiming_unwritten_chunks_is_refused(tmp_path):
+    """A 24 kB .hspy claiming 30000 x 30000 float32 took 8 GB and returned zeros; now refused from the
+    dataset's storage size before RosettaSciIO reads it (a smaller claim here, 64 MiB)."""
+    path = _hspy_with_unwritten_data(tmp_path / "unwritten.hspy", (4096, 4096))
+    with pytest.raises(OSError, match=r"unwritten.hspy: dataset 'Experiments/__unnamed__/data' claims shape "
+                                      r"\(4096, 4096\) of float32 \(67108864 bytes\) but only 0 bytes"):
+        read_image(path)
+
+
+def test_hdf5_compressed_image_larger_than_the_check_threshold_reads(tmp_path):
+    """The size check passes a real compressed image of 4 MiB (smooth, so it compresses well)."""
+    hs = pytest.importorskip("hyperspy.api")
+    img = np.add.outer(np.arange(1024), np.arange(1024)).astype(np.float32)
+    path = tmp_path / "smooth.hspy"
+    hs.signals.Signal2D(img).save(path, overwrite=True, compression="gzip")
+    np.testing.assert_array_equal(read_image(path), img)
+
+
 BAD_PATHS = {
     "missing": lambda d: d / "no_such_image.tif",
     "folder": lambda d: d,

@@ -69,6 +69,61 @@ def _check_mrc_header(path: Path) -> None:
                          f"{1024 + nsymbt} header bytes) but the file has {size} bytes: truncated or corrupt")
 
 
+# The most an HDF5 filter pipeline can expand stored bytes: deflate 1032:1; LZF
+# (back-references of <= 264 bytes per 3-byte token) about 90:1; the rest (szip,
+# blosc, zstd, ...) a bound far above any micrograph's ratio.
+_HDF5_MAX_EXPANSION = {1: 1032, 32000: 90}
+_HDF5_DEFAULT_EXPANSION = 65536
+_HDF5_SMALL = 1 << 20  # datasets up to 1 MiB are read whatever they claim
+
+
+def _check_hdf5_sizes(path: Path) -> None:
+    """Refuse an HDF5 file (.emd, .hspy) whose datasets claim more than its bytes
+    hold, before RosettaSciIO reads them: chunks that were never written read as
+    fill values, so a 24 kB .hspy claiming a 30000 x 30000 float32 image took
+    8 GB and came back as an image of zeros."""
+    import h5py
+
+    from ..io._readers import MAX_IMAGE_PIXELS
+
+    size = path.stat().st_size
+    problems = []
+
+    def visit(name, obj):
+        if not isinstance(obj, h5py.Dataset) or obj.shape is None or problems:
+            return
+        n = int(np.prod(obj.shape, dtype=np.float64))
+        claimed = n * obj.dtype.itemsize
+        if n > MAX_IMAGE_PIXELS:
+            problems.append(f"dataset {name!r} claims shape {obj.shape} ({n} values), more than the "
+                            f"{MAX_IMAGE_PIXELS} a reader allocates")
+            return
+        if claimed <= _HDF5_SMALL:
+            return
+        stored = obj.id.get_storage_size()
+        filters = obj.id.get_create_plist()
+        ratio = 1
+        for i in range(filters.get_nfilters()):
+            code = filters.get_filter(i)[0]
+            ratio = max(ratio, _HDF5_MAX_EXPANSION.get(code, _HDF5_DEFAULT_EXPANSION))
+        offset = obj.id.get_offset()
+        if claimed > stored * ratio:
+            problems.append(f"dataset {name!r} claims shape {obj.shape} of {obj.dtype} ({claimed} bytes) but only "
+                            f"{stored} bytes of it are stored" + ("" if ratio == 1 else f" (compressed, at most "
+                                                                  f"{stored * ratio} bytes decoded)"))
+        elif offset is not None and offset + claimed > size:
+            problems.append(f"dataset {name!r} ({claimed} bytes at offset {offset}) runs past the end of the "
+                            f"{size}-byte file")
+
+    try:
+        with h5py.File(path, "r") as fh:
+            fh.visititems(visit)
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise OSError(f"{path}: cannot read {path.suffix} file, it is corrupt or truncated ({exc})") from None
+    if problems:
+        raise OSError(f"{path}: {problems[0]}: truncated or corrupt")
+
+
 def read_rsciio(path: Path) -> Tuple[np.ndarray, Optional[float], Optional[str], int]:
     """(data, pixel_size, unit, number of leading frame axes) of the first image signal."""
     plugin = _import_plugin(path)
@@ -77,6 +132,11 @@ def read_rsciio(path: Path) -> Tuple[np.ndarray, Optional[float], Optional[str],
             _check_mrc_header(path)
         except ValueError as exc:
             raise OSError(f"{path}: cannot read .mrc file ({exc})") from None
+    if path.suffix.lower() in (".emd", ".hspy"):
+        with open(path, "rb") as fh:
+            is_hdf5 = fh.read(8) == b"\x89HDF\r\n\x1a\n"
+        if is_hdf5:  # .emd of Velox, Berkeley and NCEM; .hspy: HDF5 (anything else: the plugin refuses it)
+            _check_hdf5_sizes(path)
     try:
         signals = plugin.file_reader(str(path))
     except Exception as exc:  # each plugin raises its own types on corrupt input
