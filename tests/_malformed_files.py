@@ -103,6 +103,35 @@ def bomb_npy() -> bytes:
 
 
 # -- format-specific oddities ----------------------------------------------------------------
+def ser_image_series(scan=(1,), ax: int = 8, ay: int = 8, stored: int = 1) -> bytes:
+    """A TIA SER file (version 0x0210) of ``ax`` x ``ay`` float32 images at the positions of ``scan``
+    (one dimension per entry), ``stored`` of them written; pixel values 0, 1, 2, ... in file order."""
+    def dim(n):
+        return struct.pack("<IddII", n, 0.0, 1.0, 0, 0) + struct.pack("<I", 0)
+
+    head = struct.pack("<HHHIIII", 0x4949, 0x0197, 0x0210, 0x4122, 0x4152, int(np.prod(scan)), stored)
+    head += struct.pack("<II", 0, len(scan)) + b"".join(dim(n) for n in scan)
+    offsets_at = len(head)
+    head = head[:22] + struct.pack("<I", offsets_at) + head[26:]
+    element = (struct.pack("<ddIddIHII", 0.0, 1e-10, 0, 0.0, 1e-10, 0, 7, ax, ay)
+               + np.arange(ax * ay, dtype=np.float32).tobytes())
+    start = offsets_at + 8 * stored
+    data_offsets = [start + i * len(element) for i in range(stored)]
+    tag_offsets = [start + stored * len(element) + 8 * i for i in range(stored)]
+    return (head + struct.pack(f"<{stored}I", *data_offsets) + struct.pack(f"<{stored}I", *tag_offsets)
+            + element * stored + struct.pack("<HHI", 0x4152, 0, 0) * stored)
+
+
+def ser_scan_bomb() -> bytes:
+    """416 bytes claiming a 4000 x 4000 scan of 8 x 8 images (4 GB once filled), one stored."""
+    return ser_image_series(scan=(4000, 4000))
+
+
+def ser_truncated() -> bytes:
+    data = ser_image_series(stored=3)
+    return data[: len(data) - 200]
+
+
 def gif_frame_bomb(side: int = 9000, n_frames: int = 10) -> bytes:
     """A 250-byte GIF: ``n_frames`` frames of 1 x 1 pixel on a ``side`` x ``side`` canvas.
     Each frame decodes to the whole canvas (3.1 GB resident before the size check)."""

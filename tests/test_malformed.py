@@ -104,6 +104,21 @@ def test_hdf5_dataset_claiming_unwritten_chunks_is_refused(tmp_path):
         read_image(path)
 
 
+@pytest.mark.skipif(not HAS_RSCIIO, reason="RosettaSciIO (optional, stemroi[hyperspy]) is not installed")
+def test_ser_header_claims_are_checked(tmp_path):
+    """A SER scan stopped early is filled up to its claimed size by RosettaSciIO: a 416-byte file
+    claiming 4000 x 4000 positions is refused from the header; a well-formed file reads exactly."""
+    good = mf.write(tmp_path / "good.ser", mf.ser_image_series(ax=4, ay=6))
+    # ArraySizeX is the width; TIA stores rows bottom-up
+    np.testing.assert_array_equal(read_image(good), np.arange(24, dtype=np.float32).reshape(6, 4)[::-1])
+    bomb = mf.write(tmp_path / "bomb.ser", mf.ser_scan_bomb())
+    with pytest.raises(OSError, match=r"bomb.ser: .*scan of \(4000, 4000\) positions of 64 values"):
+        read_image(bomb)
+    cut = mf.write(tmp_path / "cut.ser", mf.ser_truncated())
+    with pytest.raises(OSError, match=r"cut.ser: .*3 stored elements"):
+        read_image(cut)
+
+
 def test_hdf5_compressed_image_larger_than_the_check_threshold_reads(tmp_path):
     """The size check passes a real compressed image of 4 MiB (smooth, so it compresses well)."""
     hs = pytest.importorskip("hyperspy.api")
@@ -469,6 +484,8 @@ SUBPROCESS_CASES = {
     "model-header-length-huge": ("model", "header_length_huge", None),
     "model-offsets-out-of-range": ("model", "offsets_out_of_range", None),
 }
+if HAS_RSCIIO:
+    SUBPROCESS_CASES["ser-scan-bomb"] = ("image", "ser", "scan_bomb")
 CHILD = textwrap.dedent("""
     import sys
     kind, path = sys.argv[1], sys.argv[2]

@@ -69,6 +69,72 @@ def _check_mrc_header(path: Path) -> None:
                          f"{1024 + nsymbt} header bytes) but the file has {size} bytes: truncated or corrupt")
 
 
+# bytes per value of the SER data types (TIA), as RosettaSciIO reads them
+_SER_TYPE_BYTES = {1: 1, 2: 2, 3: 4, 4: 1, 5: 2, 6: 4, 7: 4, 8: 8, 9: 8, 10: 16}
+# an acquisition stopped early is filled up (NaN) to the scan it claims: up to this
+# many times the file's size is read, more is refused
+_SER_MAX_FILL = 64
+
+
+def _check_ser_header(path: Path) -> None:
+    """Refuse a SER (TIA) header whose claims the file cannot back, before RosettaSciIO
+    allocates them: it fills a scan whose acquisition stopped early up to the size its
+    dimensions claim, so a 416-byte file claiming 1000 x 1000 positions of 8 x 8 images
+    took 290 MB (and 4000 x 4000, 4 GB)."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        def read(offset, fmt):
+            fh.seek(offset)
+            raw = fh.read(struct.calcsize(fmt))
+            if len(raw) < struct.calcsize(fmt):
+                raise ValueError(f"the header ends at byte {size} inside a field at offset {offset}: truncated")
+            return struct.unpack(fmt, raw)
+
+        version, type_id, _, total, valid = read(4, "<HIIII")
+        wide = version > 528
+        offsets_at, n_dims = read(22, "<QI" if wide else "<II")
+        pos = 34 if wide else 30
+        dims = []
+        for _ in range(n_dims):
+            if len(dims) > 8:
+                raise ValueError(f"header claims {n_dims} dimensions, expected at most 8")
+            dims.append(read(pos, "<I")[0])
+            desc_len = read(pos + 24, "<I")[0]
+            units_len = read(pos + 28 + desc_len, "<I")[0]
+            pos += 32 + desc_len + units_len
+            if pos > size:
+                raise ValueError(f"dimension {len(dims)} runs past the end of the {size}-byte file")
+        if valid == 0:
+            return
+        ptr = 8 if wide else 4
+        if offsets_at + 2 * valid * ptr > size:
+            raise ValueError(f"header claims {valid} stored elements, whose offset arrays do not fit in the "
+                             f"{size}-byte file")
+        first = read(offsets_at, "<Q" if wide else "<I")[0]
+        if type_id == 0x4122:  # images
+            dtype, ax, ay = read(first + 40, "<HII")
+            values, header = ax * ay, 50
+        else:  # spectra
+            dtype, n = read(first + 20, "<HI")
+            values, header = n, 26
+    per_value = _SER_TYPE_BYTES.get(dtype)
+    if per_value is None:
+        raise ValueError(f"data type {dtype}, expected one of {sorted(_SER_TYPE_BYTES)}")
+    element = header + values * per_value
+    if valid * element > size:
+        raise ValueError(f"header claims {valid} stored elements of {element} bytes but the file has {size} bytes: "
+                         "truncated or corrupt")
+    from ..io._readers import MAX_IMAGE_PIXELS
+
+    scan = int(np.prod(dims, dtype=np.float64)) if dims else max(total, 1)
+    claimed = scan * values
+    if claimed > MAX_IMAGE_PIXELS or claimed * per_value > _SER_MAX_FILL * size:
+        raise ValueError(f"header claims a scan of {tuple(dims)} positions of {values} values ({claimed * per_value} "
+                         f"bytes once filled) from a {size}-byte file with {valid} elements stored: corrupt")
+
+
 # The most an HDF5 filter pipeline can expand stored bytes: deflate 1032:1; LZF
 # (back-references of <= 264 bytes per 3-byte token) about 90:1; the rest (szip,
 # blosc, zstd, ...) a bound far above any micrograph's ratio.
@@ -132,6 +198,11 @@ def read_rsciio(path: Path) -> Tuple[np.ndarray, Optional[float], Optional[str],
             _check_mrc_header(path)
         except ValueError as exc:
             raise OSError(f"{path}: cannot read .mrc file ({exc})") from None
+    if path.suffix.lower() == ".ser":
+        try:
+            _check_ser_header(path)
+        except ValueError as exc:
+            raise OSError(f"{path}: cannot read .ser file ({exc})") from None
     if path.suffix.lower() in (".emd", ".hspy"):
         with open(path, "rb") as fh:
             is_hdf5 = fh.read(8) == b"\x89HDF\r\n\x1a\n"
