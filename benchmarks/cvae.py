@@ -449,7 +449,7 @@ def main(argv=None):
     p.add_argument("--lr-ours", type=float, default=1e-3)
     p.add_argument("--energy-window", type=int, default=9)
     p.add_argument("--energy-quantile", type=float, default=0.95,
-                   help="bulk quantile of the (b) threshold: 0.95 targets the issue's 'bulk kept >= 95%%'")
+                   help="bulk quantile of the (b) threshold: 0.95 targets the goal 'bulk kept >= 95%%'")
     p.add_argument("--epochs-map", type=int, default=2)
     p.add_argument("--n-crops-map", type=int, default=600)
     p.add_argument("--map-stride", type=int, default=32)

@@ -22,7 +22,7 @@ One run prints, on the 768 x 768 CdTe frame (shared/data/ayyubi-stem-defects):
    classifier ROI map (stemroi.detect with a small PatchClassifier trained on
    synthetic patches) on both frames.
 
-Compute floor: FLOP = 2 x multiply-adds of the 13 convolutions (the issue's
+Compute floor: FLOP = 2 x multiply-adds of the 13 convolutions (an estimate of
 "2.2 TFLOP" at the 224 scale counts multiply-adds: 4.4 TFLOP here). The
 peak rate is measured in this run, re-measured every round with the best
 kept: max of a 3x3 oneDNN convolution (256 -> 256 channels, 96 x 96) and a
