@@ -195,8 +195,10 @@ def unet_encoder_state(backbone_state, eps: float = 1e-5) -> dict:
     return out
 
 
-def _encoder_init(encoder_weights, base_channels) -> Tuple[Optional[dict], str]:
-    """(U-Net encoder state or None, a description) of an ``encoder_weights`` argument."""
+def _encoder_init(encoder_weights, base_channels, explicit: bool = True) -> Tuple[Optional[dict], str]:
+    """(U-Net encoder state or None, a description) of an ``encoder_weights`` argument.
+    A recipe's encoder (``explicit=False``) gives way to an explicit ``base_channels`` of another
+    width: the network is then initialised at random."""
     if encoder_weights is None or (isinstance(encoder_weights, str) and encoder_weights == "random"):
         return None, "random"
     if not isinstance(encoder_weights, (str, os.PathLike)):
@@ -208,6 +210,8 @@ def _encoder_init(encoder_weights, base_channels) -> Tuple[Optional[dict], str]:
     encoder = unet_encoder_state(state)
     width = int(encoder["enc1.0.weight"].shape[0])
     if base_channels is not None and int(base_channels) != width:
+        if not explicit:
+            return None, f"random (the recipe's {encoder_weights!r} encoder has width {width}, not {base_channels})"
         raise ValueError(f"encoder_weights={os.fspath(encoder_weights)!r} has width {width}, but base_channels="
                          f"{base_channels} was given; leave base_channels=None or pass {width}")
     return encoder, (encoder_weights if isinstance(encoder_weights, str) and encoder_weights == "stem"
@@ -459,7 +463,8 @@ class DefectSegmenter(BaseEstimator):
             raise ValueError(f"patch height and width must be multiples of 4 and >= 8, got {X.shape[1:]}")
         params = self._check_settings()
         # before any training: a missing or mismatched weights file fails fast
-        encoder, params["encoder_weights"] = _encoder_init(params["encoder_weights"], self.base_channels)
+        encoder, params["encoder_weights"] = _encoder_init(params["encoder_weights"], self.base_channels,
+                                                           explicit=self.encoder_weights is not None)
         if encoder is not None:
             params["base_channels"] = int(encoder["enc1.0.weight"].shape[0])
         classes, idx = self._encode_labels(labels, X.shape[0])
