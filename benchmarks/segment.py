@@ -47,8 +47,9 @@ scikit-learn only for the t-SNE view.
    frame).
 6. --parts encoder: the U-Net encoder started from the STEM-pretrained small_cnn
    (DefectSegmenter(encoder_weights="stem"), width 16) against the default random start (width 8)
-   and, with --encoder-control, a random start at width 16, for each of --encoder-seeds, trained on
-   all CdTe patches with the same CVAE-residual pseudo-labels (those of the first default fit).
+   and a random start at width 16 (--encoder-variants random8,stem,random16), for each of
+   --encoder-seeds, trained on all CdTe patches with the same CVAE-residual pseudo-labels (those of
+   the first fit, whose CVAE is seeded by its seed).
    Per channel, the contrast (mean inside a region / mean outside all regions) on the frame;
    the channels count as class-specific when the LC channel's contrast on the Lomer-Cottrell
    junction is >= 1.5 and >= 1.25x its contrast on the inclined stacking fault, and the SF2
@@ -548,11 +549,12 @@ def encoder_part(args, out):
     img = ci.cdte_frame()
     regions, outside = ci.reference_regions(img.shape)
     seeds = [int(s) for s in args.encoder_seeds.split(",")]
-    variants = [("random, base 8 (default)", {}), ("stem encoder, base 16", {"encoder_weights": "stem"})]
-    if args.encoder_control:
-        variants.append(("random, base 16", {"base_channels": 16}))
+    known = {"random8": ("random, base 8", {"encoder_weights": "random"}),
+             "stem": ("stem encoder, base 16", {"encoder_weights": "stem"}),
+             "random16": ("random, base 16", {"encoder_weights": "random", "base_channels": 16})}
+    variants = [known[v] for v in args.encoder_variants.split(",")]
     print(f"== 6. U-Net encoder init: {len(y)} CdTe patches, default recipe, seeds {seeds}; the same CVAE-residual "
-          "masks for every fit (those of the first default fit)")
+          "masks for every fit (those of the first fit)")
     masks, rows = None, {name: [] for name, _ in variants}
     for seed in seeds:
         for name, kw in variants:
@@ -660,8 +662,9 @@ def main():
                     help="augment= values of part 'augment' (none = no augmentation)")
     ap.add_argument("--ablation-epochs", type=int, default=30)
     ap.add_argument("--encoder-seeds", default="0,1,2,3,4", help="seeds of part 'encoder'")
-    ap.add_argument("--encoder-control", action="store_true",
-                    help="part 'encoder': also a random start at the pretrained width (16)")
+    ap.add_argument("--encoder-variants", default="random8,stem,random16",
+                    help="part 'encoder': random8 (the earlier default), stem (pretrained encoder), random16 "
+                         "(random start at the pretrained width)")
     args = ap.parse_args()
     args.det_thresholds = [float(t) for t in args.det_thresholds.split(",")]
     for spec in args.cvae_model:
