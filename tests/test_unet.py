@@ -393,11 +393,19 @@ def test_segmenter_starts_from_the_stem_encoder(tmp_path):
     back = DefectSegmenter.load(path)
     assert back.net_.base_channels == 16
     np.testing.assert_array_equal(back.predict_patch_maps(X[:2]), seg.predict_patch_maps(X[:2]))
-    # the default starts at random: a different encoder
+    # the default recipe starts from it too; an explicit width of its own starts at random
+    default = DefectSegmenter(epochs=1, samples_per_epoch=16, batch_size=8, learning_rate=1e-9, n_threads=2,
+                              pseudo_label="lattice", random_state=0).fit(X, y)
+    assert default.resolved_params_["encoder_weights"] == "stem" and default.net_.base_channels == 16
+    np.testing.assert_allclose(default.net_.state_dict()["enc1.0.weight"], want["enc1.0.weight"], atol=1e-6)
     plain = DefectSegmenter(epochs=1, samples_per_epoch=16, batch_size=8, n_threads=2, pseudo_label="lattice",
-                            base_channels=16, random_state=0).fit(X, y)
-    assert plain.resolved_params_["encoder_weights"] == "random"
-    assert not np.allclose(plain.net_.state_dict()["enc1.0.weight"], want["enc1.0.weight"])
+                            base_channels=8, random_state=0).fit(X, y)
+    assert plain.resolved_params_["encoder_weights"].startswith("random (the recipe's 'stem' encoder has width 16")
+    assert plain.net_.base_channels == 8
+    study = DefectSegmenter(recipe="study", epochs=1, samples_per_epoch=16, n_threads=2, base_channels=16,
+                            random_state=0).fit(X, y)
+    assert study.resolved_params_["encoder_weights"] == "random"
+    assert not np.allclose(study.net_.state_dict()["enc1.0.weight"], want["enc1.0.weight"])
 
 
 @pytest.mark.parametrize("kwargs,error,needle", [

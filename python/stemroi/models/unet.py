@@ -35,14 +35,14 @@ __all__ = [
 
 # The recipes: the parameters left at None take their value from the recipe.
 # "default": the best measured recipe (docs/segmentation.md: CVAE-residual pseudo-labels,
-# base 8, 60 epochs x 256 single-patch samples, Adam 1e-3, positive weight 2, each input
-# tile z-scored);
+# the encoder from the STEM-pretrained small_cnn (width 16; base 8 when started at random),
+# 60 epochs x 256 single-patch samples, Adam 1e-3, positive weight 2, each input tile z-scored);
 # "study": the weakly supervised segmentation study's settings (local-deviation
 # pseudo-labels at p98, base 32, composed samples of up to 3 patches, plain BCE).
 RECIPES = {
     "default": dict(epochs=60, batch_size=16, learning_rate=1e-3, base_channels=8, pseudo_label="cvae",
                     percentile=99.0, samples_per_epoch=256, max_parts=1, positive_weight=2.0, augment=False,
-                    cvae_epochs=20, input_contrast="standardize", encoder_weights="random"),
+                    cvae_epochs=20, input_contrast="standardize", encoder_weights="stem"),
     "study": dict(epochs=20, batch_size=32, learning_rate=1e-3, base_channels=32, pseudo_label="deviation",
                   percentile=98.0, samples_per_epoch=0, max_parts=3, positive_weight=1.0, augment=False,
                   cvae_epochs=20, input_contrast="none", encoder_weights="random"),
@@ -231,7 +231,7 @@ class DefectSegmenter(BaseEstimator):
         All class names of the labelled patches (bulk included). ``None``: the
         sorted unique labels seen by ``fit``. Integer labels index this list.
     recipe : "default" (None) or "study"
-        "default": the best measured recipe (CVAE-residual pseudo-labels, base 8,
+        "default": the best measured recipe (CVAE-residual pseudo-labels, the STEM-pretrained encoder at width 16,
         60 epochs x 256 samples, batch 16, Adam 1e-3, positive weight 2, one patch
         per sample, every input tile z-scored); "study": the study's (local-deviation pseudo-labels at p98,
         base 32, 20 epochs x n patches, batch 32, Adam 1e-3, plain BCE, up to 3
@@ -266,14 +266,18 @@ class DefectSegmenter(BaseEstimator):
     tile_stride : stride of the prediction tiles as a fraction of the tile (0.5).
     positive_weight : BCE weight of defect pixels (the masks cover ~2 % of a
         patch; 1 = the study's plain BCE, larger values make the maps reach 0.5).
-    encoder_weights : "random" (both recipes: seeded initialisation), "stem" (the
-        ``small_cnn`` backbone pretrained on synthetic STEM and shipped with the
-        package, docs/weights.md) or the path of a ``small_cnn`` backbone file
+    encoder_weights : "stem" (default recipe: the ``small_cnn`` backbone pretrained
+        on synthetic STEM and shipped with the package, docs/weights.md), "random"
+        (study recipe: seeded initialisation) or the path of a ``small_cnn`` backbone file
         (:func:`stemroi.models.weights.save_backbone`). The encoder's three levels
         start from the backbone's first three blocks, batch norm folded into the
         convolutions (:func:`unet_encoder_state`); the decoder starts at random.
         The U-Net width then is the backbone's (16 for "stem"); an explicit
-        ``base_channels`` of another width is refused.
+        ``base_channels`` of another width is refused when ``encoder_weights`` is
+        given too, and starts the network at random when it comes from the recipe.
+        On the CdTe frame (5 seeds, docs/segmentation.md) the pretrained encoder
+        made the channels class-specific in 5 of 5 seeds (random start, base 8: 1
+        of 5) and raised the tile AUROC from 0.940 to 0.985 (mean).
     device : "cpu" (default), "cuda", "cuda:N" or "auto": where the U-Net trains
         and predicts ("auto": "cuda" when LibTorch has a usable CUDA device, else
         "cpu"). A fixed ``random_state`` repeats bit for bit on the CPU; on CUDA,
