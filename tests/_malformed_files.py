@@ -132,6 +132,28 @@ def ser_truncated() -> bytes:
     return data[: len(data) - 200]
 
 
+def hspy_bad_attribute_datatype() -> bytes:
+    """A HyperSpy .hspy file whose boolean ``navigate`` attribute has a datatype message of an
+    unknown version (one byte changed, as the fuzzer found). With HDF5 1.14.2 (h5py 3.11) the
+    failed attribute read left the file in a state in which closing it was a segmentation fault."""
+    import tempfile
+    import warnings
+
+    import hyperspy.api as hs
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "image.hspy"
+        hs.signals.Signal2D(np.arange(24 * 32, dtype=np.float32).reshape(24, 32)).save(path)
+        raw = bytearray(path.read_bytes())
+    # the attribute's enum datatype (class 8, 2 members, 1 byte), then its base type: version 1, fixed-point
+    start = raw.find(b"\x18\x02\x00\x00\x01\x00\x00\x00\x10\x08\x00", raw.find(b"navigate"))
+    if start < 0:
+        raise RuntimeError("this HyperSpy / h5py version writes 'navigate' differently; update the builder")
+    raw[start + 8] = 0xF0  # base type version 15: "bad version number for datatype message"
+    return bytes(raw)
+
+
 def gif_frame_bomb(side: int = 9000, n_frames: int = 10) -> bytes:
     """A 250-byte GIF: ``n_frames`` frames of 1 x 1 pixel on a ``side`` x ``side`` canvas.
     Each frame decodes to the whole canvas (3.1 GB resident before the size check)."""

@@ -486,6 +486,9 @@ SUBPROCESS_CASES = {
 }
 if HAS_RSCIIO:
     SUBPROCESS_CASES["ser-scan-bomb"] = ("image", "ser", "scan_bomb")
+if HAS_RSCIIO and importlib.util.find_spec("hyperspy") is not None:
+    # found by the read_image fuzz target; a segmentation fault with h5py 3.11's HDF5 1.14.2
+    SUBPROCESS_CASES["hspy-bad-attribute-datatype"] = ("image", "hspy", "bad_attribute_datatype")
 CHILD = textwrap.dedent("""
     import sys
     kind, path = sys.argv[1], sys.argv[2]

@@ -6,13 +6,20 @@ target), generated at run time and never committed:
 Images come from the real reference data (STEMROI_DATA_DIR, default
 ../shared/data): a few TIFF patches, a JPEG, a .npy crop and header, and the
 same pixels re-encoded as PNG/BMP/GIF; synthetic images when the data is
-absent. Model files are written by stemroi itself (format 2 with hashes and a
+absent. Microscope formats (read through RosettaSciIO; see microscope_seeds):
+a single-image and a two-image-series TIA .ser built by hand
+(tests/_malformed_files.py), a hand-built MRC2014 .mrc, and a .hspy and a
+Berkeley (NCEM) .emd written by HyperSpy, which are left out with a note when
+HyperSpy is not installed. Velox .emd (no writer; its layout of JSON metadata
+is too involved to build by hand here) and DM3/DM4 (no writer exists) have no
+seeds. Model files are written by stemroi itself (format 2 with hashes and a
 version-1 copy without, which lets the fuzzer reach the structural checks
 behind the hash), including a small CVAE for the C++ load path. Weight files
 are small torch.save (zip and legacy) and Keras-layout .h5 files.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -20,6 +27,7 @@ import struct
 import sys
 import warnings
 from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -43,6 +51,83 @@ def without_hashes(raw: bytes) -> bytes:
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
     return struct.pack("<Q", len(h)) + h + raw[8 + n:]
+
+
+def _malformed_files():
+    """tests/_malformed_files.py, imported by path (it is no package module)."""
+    path = Path(__file__).resolve().parents[1] / "_malformed_files.py"
+    spec = importlib.util.spec_from_file_location("_stemroi_seed_malformed_files", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def seed_pixels() -> np.ndarray:
+    """The 24 x 32 float32 image of the .mrc/.hspy/.emd seeds (not square, so a
+    transposed read shows)."""
+    return np.arange(24 * 32, dtype=np.float32).reshape(24, 32) * 0.25 - 3.0
+
+
+def mrc_image(image: np.ndarray, pixel_angstrom: float = 1.0) -> bytes:
+    """A minimal MRC2014 file (little-endian, mode 2 float32, nz = 1, no extended
+    header) holding ``image`` (rows = ny)."""
+    a = np.ascontiguousarray(image, dtype="<f4")
+    ny, nx = a.shape
+    h = bytearray(1024)
+    struct.pack_into("<10i", h, 0, nx, ny, 1, 2, 0, 0, 0, nx, ny, 1)  # sizes, mode, starts, sampling
+    struct.pack_into("<6f", h, 40, nx * pixel_angstrom, ny * pixel_angstrom, pixel_angstrom, 90, 90, 90)
+    struct.pack_into("<3i3f2i", h, 64, 1, 2, 3, a.min(), a.max(), a.mean(), 0, 0)  # axes, dmin/max/mean, ispg, nsymbt
+    h[104:108] = b"MRCO"  # exttyp
+    struct.pack_into("<i", h, 108, 20140)  # nversion
+    h[208:216] = b"MAP " + bytes([0x44, 0x44, 0, 0])  # map, machine stamp (little-endian)
+    struct.pack_into("<fi", h, 216, a.std(), 1)  # rms, nlabl
+    h[224:304] = b"stemroi fuzz seed".ljust(80)
+    return bytes(h) + a.tobytes()
+
+
+def _hyperspy_files(image: np.ndarray, pixel_nm: float) -> Dict[str, bytes]:
+    """``image`` saved by HyperSpy as .hspy and as .emd (Berkeley/NCEM variant):
+    {suffix: bytes}, empty (with a note) when HyperSpy is not installed."""
+    import tempfile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import hyperspy.api as hs
+    except ImportError as exc:
+        print(f"make_seeds: no .hspy/.emd seeds, HyperSpy is not installed ({exc})", file=sys.stderr)
+        return {}
+    s = hs.signals.Signal2D(image)
+    for axis in s.axes_manager.signal_axes:
+        axis.scale, axis.units = pixel_nm, "nm"
+    files = {}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for suffix in (".hspy", ".emd"):
+            path = Path(tmp) / f"image{suffix}"
+            s.save(path)
+            files[suffix] = path.read_bytes()
+    return files
+
+
+def microscope_seeds() -> Dict[str, Tuple[str, bytes, np.ndarray, Optional[float]]]:
+    """The seeds of the formats read through RosettaSciIO: {file name: (suffix, file
+    bytes, the float32 frames stemroi.io.read_stack gives back, the pixel size in nm)}.
+    The .ser and .mrc files are built here byte by byte; .hspy and .emd need HyperSpy."""
+    mf = _malformed_files()
+
+    def ser_frames(ax, ay, n):  # TIA stores rows bottom-up: RosettaSciIO flips them
+        return np.repeat(np.flipud(np.arange(ax * ay, dtype=np.float32).reshape(ay, ax))[None], n, axis=0)
+
+    image = seed_pixels()
+    seeds = {
+        "image.ser": (".ser", mf.ser_image_series(ax=16, ay=12), ser_frames(16, 12, 1), 0.1),
+        "series.ser": (".ser", mf.ser_image_series(scan=(2,), ax=16, ay=16, stored=2), ser_frames(16, 16, 2), 0.1),
+        "image.mrc": (".mrc", mrc_image(image, pixel_angstrom=1.0), image[None], 0.1),
+    }
+    for suffix, data in _hyperspy_files(image, pixel_nm=0.1).items():
+        seeds[f"image{suffix}"] = (suffix, data, image[None], 0.1)
+    return seeds
 
 
 def image_seeds(out: Path) -> None:
@@ -79,6 +164,8 @@ def image_seeds(out: Path) -> None:
     put(".npy", "crop.npy", buf.getvalue())
     if npys:
         put(".npy", "header_only.npy", npys[0].read_bytes()[:128])
+    for name, (suffix, data, _, _) in microscope_seeds().items():
+        put(suffix, name, data)
 
 
 def model_seeds(out: Path, cvae_out: Path, tmp: Path) -> None:

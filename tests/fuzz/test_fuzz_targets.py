@@ -5,6 +5,7 @@ Every input must be read or refused with the documented error types; the
 targets themselves re-raise anything else."""
 from __future__ import annotations
 
+import importlib.util
 import struct
 import sys
 from pathlib import Path
@@ -48,6 +49,35 @@ def test_target_on_seeds_and_mutations(seeds, target, n_positions):
             fn(data)  # raises on anything but the documented errors
             n += 1
     assert n >= len(files) * 5
+
+
+@pytest.fixture(scope="module")
+def microscope_seeds():
+    return make_seeds.microscope_seeds()
+
+
+@pytest.mark.parametrize("name", ["image.ser", "series.ser", "image.mrc", "image.hspy", "image.emd"])
+def test_microscope_seeds_are_valid_files(seeds, microscope_seeds, tmp_path, name):
+    """Each microscope-format seed, less its suffix byte, is a file that stemroi.io reads back to the
+    pixels and pixel size it was built with (a two-image series is refused by read_image as a stack)."""
+    pytest.importorskip("rsciio", reason="RosettaSciIO is not installed: the microscope formats are not read")
+    if name.endswith((".hspy", ".emd")) and importlib.util.find_spec("hyperspy") is None:
+        pytest.skip("HyperSpy is not installed: make_seeds writes no .hspy/.emd seeds")
+    from stemroi.io import SUPPORTED_SUFFIXES, read_image_with_calibration, read_stack
+
+    suffix, _, frames, pixel_nm = microscope_seeds[name]
+    raw = (seeds / "read_image" / name).read_bytes()
+    assert SUPPORTED_SUFFIXES[raw[0]] == suffix
+    path = tmp_path / f"seed{suffix}"
+    path.write_bytes(raw[1:])
+    np.testing.assert_array_equal(read_stack(path), frames)
+    if len(frames) > 1:
+        with pytest.raises(ValueError, match=f"holds a stack of {len(frames)} frames"):
+            read_image_with_calibration(path)
+        return
+    image, calibration = read_image_with_calibration(path)
+    np.testing.assert_array_equal(image, frames[0])
+    assert calibration.unit == "nm" and calibration.pixel_size == pytest.approx(pixel_nm)
 
 
 def _h5(path, bias, kernel_shape=(3, 3, 3, 2)):
