@@ -36,6 +36,12 @@ the shipped file came from
         --n-per-class 300 --epochs 20 --threads 2
 
 (2121 s on the 2-core machine). ``--init FILE`` continues from a file this script wrote.
+
+``--contrastive W`` adds a self-supervised objective to the synthetic labels: SimCLR's
+NT-Xent on two views of every patch (their own dihedral transform and, with
+``--augment dihedral+acquisition``, their own intensity / noise / blur / scale / rotation
+changes), weight W (``PatchClassifier(contrastive_weight=W)``, implemented in the C++ training
+loop). One epoch costs about twice a supervised one.
 """
 from __future__ import annotations
 
@@ -160,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=Path, default=None,
                     help="continue from a backbone file this script wrote (same backbone): one stage, every "
                          "block at the full rate, as from scratch")
+    ap.add_argument("--contrastive", type=float, default=0.0,
+                    help="weight of the NT-Xent self-supervised term (0: labels only)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 20 patches per class, 2 epochs, into /tmp")
     args = ap.parse_args(argv)
     if args.input_size is None:
@@ -196,6 +204,7 @@ def main(argv=None) -> int:
                                   augment=args.augment, pooling="avgmax" if small else None,
                                   input_size=args.input_size, max_epochs=args.epochs,
                                   patience=4, plateau_patience=2 if small else 3, validation_fraction=0.1,
+                                  contrastive_weight=args.contrastive,
                                   calibrate=False,
                                   random_state=args.seed, n_threads=args.threads, progress=progress)
     with warnings.catch_warnings():
@@ -213,7 +222,9 @@ def main(argv=None) -> int:
                  "MobileNetV2 backbone (torchvision layout, features only)")
                 + " pretrained on synthetic HAADF-STEM patches (stemroi.io.synth) only; never trained on a real image",
         "objective": f"supervised: {len(names)} classes = " + ("defect kind x lattice" if args.labels == "kind_lattice"
-                                                                else "defect kind"),
+                                                                else "defect kind")
+                     + (f"; plus self-supervised NT-Xent (two augmented views, temperature 0.2) at weight "
+                        f"{args.contrastive}" if args.contrastive > 0 else ""),
         "input": f"64 x 64 patches on [0, 1], contrast-standardised per patch, resized to {args.input_size}, grey to "
                  + ("3 channels ('unit')" if small else "3 channels on [-1, 1] ('tf')"),
         "pooling_used_in_training": "avgmax" if small else "avg",
@@ -251,6 +262,7 @@ def main(argv=None) -> int:
         "chunks_redrawn": redrawn,
         "training": {"backbone": args.backbone, "input_size": args.input_size, "mode": "finetune (from scratch)",
                      "patch_contrast": "standardize", "augment": args.augment, "labels": args.labels,
+                     "contrastive_weight": args.contrastive,
                      "pooling": "avgmax" if small else "avg",
                      "optimizer": f"Adam 1e-3, halved on a plateau of {2 if small else 3}",
                      "label_smoothing": 0.05, "batch_size": 32, "early_stopping_patience": 4,

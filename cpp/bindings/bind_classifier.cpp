@@ -109,7 +109,8 @@ void bind_classifier(py::module_& m) {
   py::class_<TrainOptions>(m, "TrainOptions", "Options of PatchNet.fit (fields as in classifier.hpp).")
       .def(py::init([](const std::vector<TrainStage>& stages, int64_t batch_size, double l2, bool class_balanced,
                        bool augment, int64_t patience, int64_t plateau_patience, double plateau_factor,
-                       double min_learning_rate, uint64_t seed, int n_threads, const AugmentOptions& acquisition) {
+                       double min_learning_rate, uint64_t seed, int n_threads, const AugmentOptions& acquisition,
+                       double contrastive_weight, double contrastive_temperature) {
              TrainOptions o;
              o.stages = stages;
              o.batch_size = batch_size;
@@ -123,6 +124,8 @@ void bind_classifier(py::module_& m) {
              o.seed = seed;
              o.n_threads = n_threads;
              o.acquisition = acquisition;
+             o.contrastive_weight = contrastive_weight;
+             o.contrastive_temperature = contrastive_temperature;
              return o;
            }),
            py::kw_only(), py::arg("stages") = TrainOptions{}.stages, py::arg("batch_size") = TrainOptions{}.batch_size,
@@ -131,7 +134,9 @@ void bind_classifier(py::module_& m) {
            py::arg("plateau_patience") = TrainOptions{}.plateau_patience,
            py::arg("plateau_factor") = TrainOptions{}.plateau_factor,
            py::arg("min_learning_rate") = TrainOptions{}.min_learning_rate, py::arg("seed") = TrainOptions{}.seed,
-           py::arg("n_threads") = TrainOptions{}.n_threads, py::arg("acquisition") = AugmentOptions{})
+           py::arg("n_threads") = TrainOptions{}.n_threads, py::arg("acquisition") = AugmentOptions{},
+           py::arg("contrastive_weight") = TrainOptions{}.contrastive_weight,
+           py::arg("contrastive_temperature") = TrainOptions{}.contrastive_temperature)
       .def_readwrite("stages", &TrainOptions::stages)
       .def_readwrite("batch_size", &TrainOptions::batch_size)
       .def_readwrite("l2", &TrainOptions::l2)
@@ -143,7 +148,9 @@ void bind_classifier(py::module_& m) {
       .def_readwrite("plateau_factor", &TrainOptions::plateau_factor)
       .def_readwrite("min_learning_rate", &TrainOptions::min_learning_rate)
       .def_readwrite("seed", &TrainOptions::seed)
-      .def_readwrite("n_threads", &TrainOptions::n_threads);
+      .def_readwrite("n_threads", &TrainOptions::n_threads)
+      .def_readwrite("contrastive_weight", &TrainOptions::contrastive_weight)
+      .def_readwrite("contrastive_temperature", &TrainOptions::contrastive_temperature);
 
   auto patch_net = py::class_<PatchNetImpl, std::shared_ptr<PatchNetImpl>>(m, "PatchNet", "Backbone + the study's softmax head (private).")
       .def(py::init([](const std::string& backbone, int64_t n_classes, int64_t in_features, int64_t hidden,
@@ -281,6 +288,14 @@ void bind_classifier(py::module_& m) {
         return smoothed_cross_entropy(numpy_to_tensor(logits), numpy_to_tensor(y), smoothing, w).item<double>();
       },
       py::arg("logits"), py::arg("y"), py::arg("smoothing"), py::arg("class_weights") = py::none());
+  m.def(
+      "nt_xent_loss",
+      [](const py::array& z1, const py::array& z2, double temperature) {
+        return nt_xent_loss(numpy_to_tensor(z1).to(torch::kFloat64), numpy_to_tensor(z2).to(torch::kFloat64),
+                            temperature)
+            .item<double>();
+      },
+      py::arg("z1"), py::arg("z2"), py::arg("temperature"));
 }
 
 }  // namespace stemroi::bind

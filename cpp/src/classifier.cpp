@@ -126,6 +126,22 @@ torch::Tensor smoothed_cross_entropy(const torch::Tensor& logits, const torch::T
   return (w * per_sample).sum() / w.sum();
 }
 
+torch::Tensor nt_xent_loss(const torch::Tensor& z1, const torch::Tensor& z2, double temperature) {
+  STEMROI_CHECK(z1.dim() == 2 && z1.sizes() == z2.sizes(), "nt_xent_loss needs two (n, d) views of one shape, got ",
+                shape_str(z1.sizes().vec()), " and ", shape_str(z2.sizes().vec()));
+  STEMROI_CHECK(z1.size(0) >= 2, "nt_xent_loss needs at least 2 pairs (the other pairs are the negatives), got ",
+                z1.size(0));
+  STEMROI_CHECK(temperature > 0, "contrastive temperature must be > 0, got ", temperature);
+  const int64_t n = z1.size(0);
+  auto z = F::normalize(torch::cat({z1, z2}, 0), F::NormalizeFuncOptions().dim(1).eps(1e-8));
+  auto sim = torch::mm(z, z.t()) / temperature;
+  // an anchor is never its own negative
+  sim = sim.masked_fill(torch::eye(2 * n, torch::TensorOptions().dtype(torch::kBool).device(sim.device())),
+                        -std::numeric_limits<float>::infinity());
+  auto target = torch::cat({torch::arange(n, 2 * n), torch::arange(0, n)}).to(sim.device());
+  return F::cross_entropy(sim, target);
+}
+
 namespace {
 
 StateDict snapshot(torch::nn::Module& m) {
@@ -212,6 +228,10 @@ void check_train_options(const TrainOptions& opt) {
   STEMROI_CHECK(opt.patience >= 1, "patience must be >= 1, got ", opt.patience);
   STEMROI_CHECK(opt.plateau_factor > 0 && opt.plateau_factor <= 1, "plateau_factor must be in (0, 1], got ",
                 opt.plateau_factor);
+  STEMROI_CHECK(opt.contrastive_weight >= 0 && std::isfinite(opt.contrastive_weight),
+                "contrastive_weight must be finite and >= 0, got ", opt.contrastive_weight);
+  STEMROI_CHECK(opt.contrastive_temperature > 0, "contrastive_temperature must be > 0, got ",
+                opt.contrastive_temperature);
   for (const auto& st : opt.stages) {
     STEMROI_CHECK(st.max_epochs >= 1, "max_epochs of a stage must be >= 1, got ", st.max_epochs);
     STEMROI_CHECK(st.learning_rate > 0, "learning_rate must be > 0, got ", st.learning_rate);
@@ -282,7 +302,7 @@ std::vector<torch::Tensor> unfreeze_for_stage(PatchNetImpl& net, const TrainStag
 // One pass over the shuffled training data; returns the mean training loss.
 double train_epoch(PatchNetImpl& net, torch::optim::Adam& adam, const TrainData& data, const TrainOptions& opt,
                    const TrainStage& st, const torch::Tensor& class_weights, bool augment, bool all_unfrozen,
-                   at::Generator& gen) {
+                   at::Generator& gen, torch::nn::Sequential projection) {
   const int64_t n = data.X.size(0);
   auto bb = net.backbone();
   net.train();
@@ -296,14 +316,30 @@ double train_epoch(PatchNetImpl& net, torch::optim::Adam& adam, const TrainData&
     int64_t e = std::min(n, s + opt.batch_size);
     if (e - s < 2 && seen > 0) break;  // a batch of one breaks BatchNorm; it is reshuffled next epoch
     auto idx = perm.slice(0, s, e);
-    auto xb = data.X.index_select(0, idx);
+    auto x0 = data.X.index_select(0, idx);
     auto yb = data.y.index_select(0, idx).to(module_device(net));
-    if (augment) xb = dihedral_transform(xb, torch::randint(0, 8, {e - s}, gen, torch::kInt64));
-    if (net.has_backbone() && opt.acquisition.any()) xb = augment_batch(xb, opt.acquisition, gen);
+    auto view = [&](const torch::Tensor& x) {
+      torch::Tensor v = x;
+      if (augment) v = dihedral_transform(v, torch::randint(0, 8, {e - s}, gen, torch::kInt64));
+      if (net.has_backbone() && opt.acquisition.any()) v = augment_batch(v, opt.acquisition, gen);
+      return v;
+    };
+    auto xb = view(x0);
     adam.zero_grad();
-    auto logits = net.forward(xb);
-    auto loss = smoothed_cross_entropy(logits, yb, st.label_smoothing, class_weights);
-    auto total = opt.l2 > 0 ? loss + opt.l2 * net.dense()->weight.pow(2).sum() : loss;
+    torch::Tensor loss, total;
+    if (projection) {
+      // both views in one batch (BatchNorm statistics over 2n), both train the head
+      auto feats = net.embed(net.prepare(torch::cat({xb, view(x0)}, 0)));
+      auto logits = net.head(feats);
+      auto z = projection->forward(feats);
+      loss = total = smoothed_cross_entropy(logits, torch::cat({yb, yb}, 0), st.label_smoothing, class_weights) +
+                     opt.contrastive_weight *
+                         nt_xent_loss(z.slice(0, 0, e - s), z.slice(0, e - s), opt.contrastive_temperature);
+    } else {
+      auto logits = net.forward(xb);
+      loss = total = smoothed_cross_entropy(logits, yb, st.label_smoothing, class_weights);
+    }
+    if (opt.l2 > 0) total = total + opt.l2 * net.dense()->weight.pow(2).sum();
     total.backward();
     adam.step();
     loss_sum += loss.item<double>() * double(e - s);
@@ -343,10 +379,13 @@ struct StageMonitor {
 // weights; appends its epochs to hist. done_epochs counts epochs for progress.
 void train_stage(PatchNetImpl& net, const TrainData& data, const TrainOptions& opt, size_t si,
                  const torch::Tensor& class_weights, bool augment, at::Generator& gen, TrainHistory& hist,
-                 int64_t& done_epochs, int64_t total_epochs, const ProgressFn& progress) {
+                 int64_t& done_epochs, int64_t total_epochs, const ProgressFn& progress,
+                 torch::nn::Sequential projection) {
   const TrainStage& st = opt.stages[si];
   bool all_unfrozen = false;
   std::vector<torch::Tensor> trainable = unfreeze_for_stage(net, st, all_unfrozen);
+  if (projection)
+    for (auto& p : projection->parameters()) trainable.push_back(p);
   torch::optim::Adam adam(trainable, torch::optim::AdamOptions(st.learning_rate));
   double lr = st.learning_rate;
   StageMonitor monitor;
@@ -356,7 +395,7 @@ void train_stage(PatchNetImpl& net, const TrainData& data, const TrainOptions& o
     EpochRecord rec;
     rec.stage = int64_t(si);
     rec.epoch = epoch;
-    rec.train_loss = train_epoch(net, adam, data, opt, st, class_weights, augment, all_unfrozen, gen);
+    rec.train_loss = train_epoch(net, adam, data, opt, st, class_weights, augment, all_unfrozen, gen, projection);
     rec.learning_rate = lr;
     double monitored = rec.train_loss;
     if (data.has_val) {
@@ -397,6 +436,16 @@ TrainHistory train_patch_net(PatchNetImpl& net, const torch::Tensor& X_in, const
   torch::manual_seed(opt.seed);  // dropout draws from the default generator
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed ^ 0x9E3779B97F4A7C15ULL);
   const bool augment = opt.augment && net.has_backbone();
+  torch::nn::Sequential projection{nullptr};
+  if (opt.contrastive_weight > 0) {
+    STEMROI_CHECK(net.has_backbone(), "the contrastive term needs a backbone (head mode trains on fixed features)");
+    STEMROI_CHECK(augment || opt.acquisition.any(),
+                  "the contrastive term needs augmentation (dihedral or acquisition): without it both views are "
+                  "the same patch");
+    const int64_t d = net.dense()->options.in_features();
+    projection = torch::nn::Sequential(torch::nn::Linear(d, 256), torch::nn::ReLU(), torch::nn::Linear(256, 64));
+    projection->to(module_device(net));
+  }
 
   int64_t total_epochs = 0;
   for (const auto& st : opt.stages) total_epochs += st.max_epochs;
@@ -405,7 +454,8 @@ TrainHistory train_patch_net(PatchNetImpl& net, const torch::Tensor& X_in, const
   for (size_t si = 0; si < opt.stages.size(); ++si) {
     int64_t done_epochs = 0;
     for (size_t j = 0; j < si; ++j) done_epochs += opt.stages[j].max_epochs;
-    train_stage(net, data, opt, si, class_weights, augment, gen, hist, done_epochs, total_epochs, progress);
+    train_stage(net, data, opt, si, class_weights, augment, gen, hist, done_epochs, total_epochs, progress,
+                projection);
     // a stage stopped early still counts all its epochs
     done_epochs = 0;
     for (size_t j = 0; j <= si; ++j) done_epochs += opt.stages[j].max_epochs;

@@ -92,6 +92,15 @@ struct TrainOptions {
   double min_learning_rate = 1e-8;
   uint64_t seed = 0;
   int n_threads = 0;
+  // Self-supervised term added to the supervised loss (SimCLR's NT-Xent,
+  // Chen et al. 2020): every batch is seen in two views with their own random
+  // dihedral transform and acquisition changes; both views train the head, and
+  // a projection head (pooled features -> 256 -> 64, built for this fit and
+  // discarded after) pulls the two views of a patch together and pushes other
+  // patches away. 0 disables it. Needs a backbone and augmentation (else the
+  // two views are identical).
+  double contrastive_weight = 0.0;
+  double contrastive_temperature = 0.2;
 };
 
 struct EpochRecord {
@@ -136,5 +145,10 @@ torch::Tensor dihedral_transform(const torch::Tensor& x, const torch::Tensor& k)
 // sum_i w_i with q = (1 - eps) onehot + eps / K (Keras' smoothing).
 torch::Tensor smoothed_cross_entropy(const torch::Tensor& logits, const torch::Tensor& y, double smoothing,
                                      const torch::Tensor& class_weights = {});
+
+// NT-Xent of two views (n, d) each: row i of z1 and row i of z2 are the
+// positive pair, the other 2n - 2 rows the negatives; rows are L2-normalised,
+// similarities divided by temperature; mean over the 2n anchors.
+torch::Tensor nt_xent_loss(const torch::Tensor& z1, const torch::Tensor& z2, double temperature);
 
 }  // namespace stemroi

@@ -201,6 +201,12 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         The learning rate is halved after this many epochs without a
         better monitored loss (3). Networks trained from scratch on noisy validation
         losses need more (MobileNetV2Classifier uses 10 without ImageNet weights).
+    contrastive_weight : float
+        Weight of a self-supervised term added to the loss (0, off): SimCLR's
+        NT-Xent (temperature 0.2) on two augmented views of every patch, through a
+        projection head that exists only during the fit; both views also train the
+        classifier head. Fine-tuned backbones only, with augmentation. Used by
+        ``scripts/pretrain_stem.py --contrastive``; a fit costs about twice as much.
     validation_fraction : float
         Share of groups held out for early stopping and calibration
         (0 disables both; early stopping then watches the training loss).
@@ -244,6 +250,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         learning_rate: Optional[float] = None,
         patience: int = 7,
         plateau_patience: int = 3,
+        contrastive_weight: float = 0.0,
         validation_fraction: float = 0.15,
         calibrate: bool = True,
         random_state=None,
@@ -269,6 +276,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.patience = patience
         self.plateau_patience = plateau_patience
+        self.contrastive_weight = contrastive_weight
         self.validation_fraction = validation_fraction
         self.calibrate = calibrate
         self.random_state = random_state
@@ -315,6 +323,13 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.patience, "patience")
         check_positive_int(self.plateau_patience, "plateau_patience")
+        cw = self.contrastive_weight
+        if isinstance(cw, bool) or not isinstance(cw, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(cw) or cw < 0:
+            raise ValueError(f"contrastive_weight must be a finite number >= 0, got {cw!r}")
+        if cw > 0 and self._p("mode") != "finetune":
+            raise ValueError(f"contrastive_weight={cw} needs mode='finetune' (a trained backbone), "
+                             f"got mode={self._p('mode')!r}")
         if self.input_size is not None:
             check_positive_int(self.input_size, "input_size", minimum=16)
         if self.max_epochs is not None:
@@ -568,7 +583,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
             batch_size=int(self.batch_size), l2=float(self.l2), class_balanced=self.class_weight == "balanced",
             augment=dihedral, patience=int(self.patience), plateau_patience=int(self.plateau_patience),
             plateau_factor=0.5, seed=seed % (2**63), n_threads=n_threads,
-            acquisition=augment_options(strengths))
+            acquisition=augment_options(strengths), contrastive_weight=float(self.contrastive_weight))
         return self.net_.fit(Xtr, ytr, X_val=Xv, y_val=yv, options=options, progress=self.progress)
 
     def _calibrate_temperature(self, Xv, yv, n_threads: int) -> None:
