@@ -155,7 +155,7 @@ def MobileNetV2Classifier(weights="stem", *, input_size: int = 96, random_state=
         ``scripts/pretrain_stem.py --backbone mobilenet_v2`` at 96 px; works offline),
         fine-tuned like the STEM small_cnn: the head on the frozen backbone, then every
         stage at 0.3 x the rate. The best measured start (docs/weights.md: SrTiO3
-        overlap-aware split 0.95-0.96 against 0.36 from scratch). "imagenet" (the study's):
+        overlap-aware split 0.91 over 3 seeds, 0.88-0.93, against 0.36 from scratch). "imagenet" (the study's):
         torchvision's ``mobilenet_v2-b0353104.pth`` (registry entry
         ``"mobilenet_v2-imagenet"``: cached or downloaded by ``stemroi.models.weights.fetch``,
         SHA-256 checked), fine-tuned with the study's staged recipe on ImageNet
