@@ -17,6 +17,7 @@ SrTiO3 (4 classes) patches, which the pretraining never saw.
     weights="stem") (head stage, then all blocks at 0.3 x the rate) vs from scratch.
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pretrained.py [--parts abc] [--out DIR]
+    .venv/bin/python benchmarks/pretrained.py --weights candidate.stemroi --pretrained-only   # a new pretraining run
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def clustering(name, X, y, args, rows):
 
     stem = "stem_cnn" if args.weights == "stem" else StemCNNFeatures(args.weights, n_threads=args.threads)
     for route, features in (("default PatchClusterer() [lattice_residual]", "lattice_residual"),
-                            ("PatchClusterer('stem_cnn')", stem)):
+                            ("PatchClusterer('stem_cnn')", stem))[1 if args.pretrained_only else 0:]:
         t0 = time.perf_counter()
         cl = stemroi.PatchClusterer(features, random_state=0, n_threads=args.threads, k_criteria="all",
                                     k_rule="silhouette").fit(X)
@@ -89,6 +90,8 @@ def few_labels(name, X, y, names, tr, te, args, rows):
             backbone="small_cnn", mode="finetune", weights=None, validation_fraction=0, random_state=s,
             n_threads=args.threads),
     }
+    if args.pretrained_only:
+        routes = {r: m for r, m in routes.items() if r.startswith("frozen STEM")}
     results = {r: [] for r in routes}
     for s in range(args.seeds):
         rng = np.random.default_rng(s)
@@ -119,7 +122,8 @@ def few_labels(name, X, y, names, tr, te, args, rows):
 def finetune(name, X, y, names, tr, te, args, rows):
     for route, kw in (("small_cnn fine-tuned from STEM weights",
                        dict(weights=args.weights, max_epochs=args.epochs // 2)),
-                      ("small_cnn from scratch", dict(weights=None, max_epochs=args.epochs))):
+                      ("small_cnn from scratch", dict(weights=None, max_epochs=args.epochs)))[
+                          :1 if args.pretrained_only else 2]:
         accs, epochs, secs = [], [], []
         for seed in args.ft_seeds:
             t0 = time.perf_counter()
@@ -145,6 +149,8 @@ def main(argv=None):
     ap.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1, 2], help="(c): training seeds")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default="stem", help="the pretrained small_cnn: 'stem' or a save_backbone file")
+    ap.add_argument("--pretrained-only", action="store_true",
+                    help="only the routes that use --weights (to compare candidate weights against recorded baselines)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     rows = []
