@@ -12,7 +12,10 @@ SrTiO3 (4 classes) patches, which the pretraining never saw.
     accuracy on its test side, mean over --seeds draws: frozen STEM features + head
     (PatchClassifier(mode="head", backbone="small_cnn", weights="stem")), frozen untrained
     small_cnn + head, the hand-made descriptor (lattice_residual, standardised) + head,
-    and small_cnn trained from scratch on the 10 per class (the default recipe).
+    the descriptor and the frozen STEM features side by side + head (each block
+    standardised, equal total variance), the same side by side in a linear probe
+    (scikit-learn LogisticRegression), also trained on the 8 dihedral views of each
+    labelled patch (tested on view-averaged features), and small_cnn trained from scratch on the 10 per class (the default recipe).
 (c) fine-tuning on the whole train side: PatchClassifier(backbone="small_cnn",
     weights="stem") (head stage, then all blocks at 0.3 x the rate) vs from scratch.
 
@@ -71,6 +74,32 @@ def _accuracy(model, X, y):
     return float((model.predict(X) == y).mean())
 
 
+def _probe_features(blocks, sub):
+    """Blocks standardised on the labelled patches, concatenated with equal total variance."""
+    d_all = sum(B.shape[1] for B in blocks)
+    return lambda bs: np.concatenate([(B - A[sub].mean(0)) / (A[sub].std(0) + 1e-9)
+                                      * np.sqrt(d_all / (len(blocks) * A.shape[1]))
+                                      for B, A in zip(bs, blocks)], 1)
+
+
+def _logistic_probe(D, S, DS8, y, sub, te, dihedral):
+    """A linear probe (scikit-learn's LogisticRegression, C = 1) on the descriptor and the frozen STEM
+    features side by side; with dihedral: trained on the 8 views of each labelled patch, tested on the
+    features averaged over the 8 views."""
+    from sklearn.linear_model import LogisticRegression
+
+    z = _probe_features([D, S], sub)
+    if dihedral:
+        Ztr = np.concatenate([z(v)[sub] for v in DS8])
+        ytr = np.tile(y[sub], len(DS8))
+        Zte = z([np.mean([v[0] for v in DS8], 0), np.mean([v[1] for v in DS8], 0)])[te]
+    else:
+        Z = z([D, S])
+        Ztr, ytr, Zte = Z[sub], y[sub], Z[te]
+    clf = LogisticRegression(C=1.0, max_iter=5000).fit(Ztr, ytr)
+    return float((clf.predict(Zte) == y[te]).mean())
+
+
 def few_labels(name, X, y, names, tr, te, args, rows):
     from stemroi.features.descriptors import make_descriptor
 
@@ -78,6 +107,14 @@ def few_labels(name, X, y, names, tr, te, args, rows):
     if hasattr(desc, "fit"):
         desc.fit(X[tr])
     D = np.asarray(desc.transform(X), np.float64)
+    from stemroi.models._pretrained import StemCNNFeatures
+
+    stem = StemCNNFeatures(args.weights, n_threads=args.threads)
+    S = np.asarray(stem.transform(X), np.float64)
+    # the 8 dihedral views of every patch (k: rot90 by k % 4, then a left-right flip when k >= 4)
+    views = [np.ascontiguousarray(np.rot90(X, k % 4, axes=(1, 2))[:, :, ::-1] if k >= 4
+                                  else np.rot90(X, k % 4, axes=(1, 2))) for k in range(8)]
+    DS8 = [(np.asarray(desc.transform(v), np.float64), np.asarray(stem.transform(v), np.float64)) for v in views]
     routes = {
         "frozen STEM small_cnn + head": lambda s: stemroi.PatchClassifier(
             backbone="small_cnn", mode="head", weights=args.weights, validation_fraction=0, random_state=s,
@@ -86,12 +123,15 @@ def few_labels(name, X, y, names, tr, te, args, rows):
             backbone="small_cnn", mode="head", weights=None, validation_fraction=0, random_state=s,
             n_threads=args.threads),
         "lattice_residual descriptor + head": None,
+        "descriptor + frozen STEM features + head": None,
+        "descriptor + STEM features, logistic regression (scikit-learn)": None,
+        "descriptor + STEM features, logistic regression, 8 dihedral views": None,
         "small_cnn from scratch (default recipe)": lambda s: stemroi.PatchClassifier(
             backbone="small_cnn", mode="finetune", weights=None, validation_fraction=0, random_state=s,
             n_threads=args.threads),
     }
     if args.pretrained_only:
-        routes = {r: m for r, m in routes.items() if r.startswith("frozen STEM")}
+        routes = {r: m for r, m in routes.items() if "STEM" in r}
     results = {r: [] for r in routes}
     for s in range(args.seeds):
         rng = np.random.default_rng(s)
@@ -101,9 +141,16 @@ def few_labels(name, X, y, names, tr, te, args, rows):
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                if make is None:
-                    mu, sd = D[sub].mean(0), D[sub].std(0) + 1e-9
-                    Z = ((D - mu) / sd).astype(np.float32)
+                if make is None and "logistic" in route:
+                    acc = _logistic_probe(D, S, DS8, y, sub, te, dihedral="dihedral" in route)
+                elif make is None:
+                    # each block standardised on the labelled patches; concatenated, the two blocks
+                    # carry the same total variance (and the mean feature variance stays 1)
+                    blocks = [D] if route.startswith("lattice_residual") else [D, S]
+                    d_all = sum(B.shape[1] for B in blocks)
+                    Z = np.concatenate([(B - B[sub].mean(0)) / (B[sub].std(0) + 1e-9)
+                                        * np.sqrt(d_all / (len(blocks) * B.shape[1]))
+                                        for B in blocks], 1).astype(np.float32)
                     m = stemroi.PatchClassifier(backbone="precomputed", mode="head", validation_fraction=0,
                                                 random_state=s, n_threads=args.threads).fit(Z[sub], y[sub])
                     acc = _accuracy(m, Z[te], y[te])
