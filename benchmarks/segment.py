@@ -601,9 +601,12 @@ def augment_part(args, out):
           f"epochs; shifts: {', '.join(shifts)}")
     masks = None
     rows = []
-    for aug in args.ablation.split(","):
+    configs = [(aug, enc) for enc in args.ablation_encoders.split(",") for aug in args.ablation.split(",")]
+    for aug, enc in configs:
+        enc_kw = ({} if enc == "default" else {"encoder_weights": "random", "base_channels": 16} if enc == "random16"
+                  else {"encoder_weights": enc})
         seg = stemroi.DefectSegmenter(epochs=args.ablation_epochs, augment=False if aug == "none" else aug,
-                                      n_threads=args.threads)
+                                      n_threads=args.threads, **enc_kw)
         seg.fit(X[tr], y[tr], masks=masks)
         if masks is None:  # the train side's CVAE pseudo-labels, reused by every configuration
             masks = seg.pseudo_masks_
@@ -617,7 +620,7 @@ def augment_part(args, out):
         b = {name: patch_auc(P) for name, P in shifted.items()}
         c = frame_figures(seg, img, shifts)
         rows.append((aug, a, b, c))
-        print(f"   augment {aug!r:24s} fit {seg.fit_time_:4.0f} s | (a) held-out {a:.3f} | (b) shifted mean "
+        print(f"   encoder {enc:7s} augment {aug!r:24s} fit {seg.fit_time_:4.0f} s | (a) held-out {a:.3f} | (b) shifted mean "
               f"{np.mean(list(b.values())):.3f} min {min(b.values()):.3f} | (c) frame {c['frame']:.3f}, shifted frame "
               f"mean {np.mean([c[k] for k in shifts]):.3f} min {min(c[k] for k in shifts):.3f}", flush=True)
         print("      (b) " + ", ".join(f"{k} {v:.3f}" for k, v in b.items()))
@@ -661,6 +664,9 @@ def main():
     ap.add_argument("--ablation", default="none,intensity,noise,blur,scale+rotate,acquisition",
                     help="augment= values of part 'augment' (none = no augmentation)")
     ap.add_argument("--ablation-epochs", type=int, default=30)
+    ap.add_argument("--ablation-encoders", default="default",
+                    help="part 'augment': encoder_weights of each run (default: the recipe's; 'stem', 'random', "
+                         "'random16': random at the pretrained width)")
     ap.add_argument("--encoder-seeds", default="0,1,2,3,4", help="seeds of part 'encoder'")
     ap.add_argument("--encoder-variants", default="random8,stem,random16",
                     help="part 'encoder': random8 (the earlier default), stem (pretrained encoder), random16 "
