@@ -102,6 +102,28 @@ def test_separable_features_reach_high_accuracy_and_are_deterministic():
     assert a.score(X, y) >= 0.95
 
 
+def test_linear_head_agrees_with_logistic_regression_and_round_trips(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = blobs(n_per_class=30, k=3, sep=1.2, seed=4)
+    Xt, yt = blobs(n_per_class=200, k=3, sep=1.2, seed=4)  # same centres (same seed), fresh draws below
+    Xt = Xt + np.random.default_rng(9).normal(size=Xt.shape).astype(np.float32) * 0.5
+    clf = PatchClassifier(backbone="precomputed", hidden_units=0, dropout=0.0, label_smoothing=0.0,
+                          max_epochs=300, patience=300, validation_fraction=0, random_state=0, n_threads=1)
+    clf.fit(X, y, class_names=["Bulk", "b", "c"])
+    keys = set(clf.net_.state_dict())
+    assert keys == {"logits.weight", "logits.bias"}, keys
+    ref = LogisticRegression(C=1.0 / (2 * 1e-4 * len(y)), max_iter=5000).fit(X, y)
+    agree = np.mean(clf.predict(Xt) == ref.predict(Xt))
+    assert agree >= 0.97, agree
+    assert abs(clf.score(Xt, yt) - ref.score(Xt, yt)) <= 0.02
+    clf.save(tmp_path / "linear.stemroi")
+    back = PatchClassifier.load(tmp_path / "linear.stemroi")
+    np.testing.assert_array_equal(back.predict_proba(Xt), clf.predict_proba(Xt))
+    with pytest.raises(ValueError, match="hidden_units must be >= 0, got -1"):
+        PatchClassifier(backbone="precomputed", hidden_units=-1).fit(X, y)
+
+
 def test_string_labels_and_classes_order():
     X, y = blobs(k=2)
     ys = np.where(y == 0, "bulk", "vacancy")

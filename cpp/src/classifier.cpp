@@ -20,7 +20,7 @@ namespace F = torch::nn::functional;
 PatchNetImpl::PatchNetImpl(std::shared_ptr<Backbone> backbone, PatchNetOptions options)
     : backbone_(std::move(backbone)), options_(std::move(options)) {
   STEMROI_CHECK(options_.n_classes >= 2, "n_classes must be >= 2, got ", options_.n_classes);
-  STEMROI_CHECK(options_.hidden >= 1, "hidden units must be >= 1, got ", options_.hidden);
+  STEMROI_CHECK(options_.hidden >= 0, "hidden units must be >= 0 (0: a linear head), got ", options_.hidden);
   STEMROI_CHECK(options_.dropout >= 0.0 && options_.dropout < 1.0, "dropout must be in [0, 1), got ", options_.dropout);
   int64_t d = 0;
   if (backbone_) {
@@ -35,10 +35,14 @@ PatchNetImpl::PatchNetImpl(std::shared_ptr<Backbone> backbone, PatchNetOptions o
     STEMROI_CHECK(options_.in_features >= 1, "head mode needs in_features >= 1, got ", options_.in_features);
     d = options_.in_features;
   }
+  feature_dim_ = d;
   drop1_ = register_module("drop1", torch::nn::Dropout(options_.dropout));
-  dense_ = register_module("dense", torch::nn::Linear(d, options_.hidden));
-  drop2_ = register_module("drop2", torch::nn::Dropout(options_.dropout));
-  logits_ = register_module("logits", torch::nn::Linear(options_.hidden, options_.n_classes));
+  if (options_.hidden > 0) {
+    dense_ = register_module("dense", torch::nn::Linear(d, options_.hidden));
+    drop2_ = register_module("drop2", torch::nn::Dropout(options_.dropout));
+  }
+  logits_ = register_module("logits", torch::nn::Linear(options_.hidden > 0 ? options_.hidden : d,
+                                                        options_.n_classes));
 }
 
 std::string PatchNetImpl::preprocessing() const {
@@ -83,6 +87,7 @@ torch::Tensor PatchNetImpl::embed(const torch::Tensor& prepared) {
 
 torch::Tensor PatchNetImpl::head(const torch::Tensor& features) {
   auto h = drop1_->forward(features);
+  if (!dense_) return logits_->forward(h);  // linear head: multinomial logistic regression
   h = torch::relu(dense_->forward(h));
   h = drop2_->forward(h);
   return logits_->forward(h);
@@ -339,7 +344,7 @@ double train_epoch(PatchNetImpl& net, torch::optim::Adam& adam, const TrainData&
       auto logits = net.forward(xb);
       loss = total = smoothed_cross_entropy(logits, yb, st.label_smoothing, class_weights);
     }
-    if (opt.l2 > 0) total = total + opt.l2 * net.dense()->weight.pow(2).sum();
+    if (opt.l2 > 0) total = total + opt.l2 * net.head_kernel().pow(2).sum();
     total.backward();
     adam.step();
     loss_sum += loss.item<double>() * double(e - s);
@@ -442,7 +447,7 @@ TrainHistory train_patch_net(PatchNetImpl& net, const torch::Tensor& X_in, const
     STEMROI_CHECK(augment || opt.acquisition.any(),
                   "the contrastive term needs augmentation (dihedral or acquisition): without it both views are "
                   "the same patch");
-    const int64_t d = net.dense()->options.in_features();
+    const int64_t d = net.feature_dim();
     projection = torch::nn::Sequential(torch::nn::Linear(d, 256), torch::nn::ReLU(), torch::nn::Linear(256, 64));
     projection->to(module_device(net));
   }

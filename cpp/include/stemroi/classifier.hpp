@@ -25,7 +25,7 @@ namespace stemroi {
 struct PatchNetOptions {
   int64_t n_classes = 2;
   int64_t in_features = 0;   // head mode (no backbone): feature length
-  int64_t hidden = 256;      // Dense units
+  int64_t hidden = 256;      // Dense units; 0: a linear head (features -> dropout -> logits)
   double dropout = 0.4;
   int64_t input_size = 0;    // backbone input side; patches are resized to it (<= 0: kept)
   std::string preprocessing; // normalisation preset; empty: the backbone's own
@@ -62,13 +62,18 @@ class PatchNetImpl : public torch::nn::Module {
   std::shared_ptr<Backbone> backbone() const { return backbone_; }
   const PatchNetOptions& options() const { return options_; }
   std::string preprocessing() const;
-  torch::nn::Linear dense() const { return dense_; }
+  torch::nn::Linear dense() const { return dense_; }  // null for a linear head
+  // The kernel the L2 penalty applies to: the Dense layer's, or the logits' for a linear head.
+  torch::Tensor head_kernel() const { return dense_ ? dense_->weight : logits_->weight; }
+  // Length of the pooled features (head mode: in_features).
+  int64_t feature_dim() const { return feature_dim_; }
 
  private:
   std::shared_ptr<Backbone> backbone_;  // registered as "backbone"
   PatchNetOptions options_;
   torch::nn::Dropout drop1_{nullptr}, drop2_{nullptr};
   torch::nn::Linear dense_{nullptr}, logits_{nullptr};  // "dense", "logits"
+  int64_t feature_dim_ = 0;
 };
 TORCH_MODULE(PatchNet);
 

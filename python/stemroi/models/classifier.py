@@ -175,11 +175,14 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         and contrast, and without it a network learns the region rather than the defect
         (small_cnn, CdTe spatial split: 0.76 -> 1.00; STO 0.97 either way).
     hidden_units : int
-        Units of the head's dense layer (256 in the study).
+        Units of the head's dense layer (256 in the study). 0: a linear head
+        (dropout, then the logits layer: multinomial logistic regression with the
+        L2 penalty on its kernel), which suits a few labelled patches on frozen
+        features better (docs/weights.md).
     dropout : float
         Dropout of the head (0.4 in the study).
     l2 : float
-        L2 penalty of the head's dense layer (1e-4 in the study).
+        L2 penalty of the head's dense layer (1e-4 in the study; the logits layer's with a linear head).
     label_smoothing : float, optional
         Stage-1 smoothing (default 0.05; later stages 0.03).
     class_weight : "balanced" or None
@@ -319,7 +322,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
             raise TypeError(f"backbone must be a name or an object with transform(), got {type(b).__name__}")
         elif self._p("mode") != "head":
             raise ValueError("a feature-extractor object as backbone works only with mode='head'")
-        check_positive_int(self.hidden_units, "hidden_units")
+        check_positive_int(self.hidden_units, "hidden_units", minimum=0)
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.patience, "patience")
         check_positive_int(self.plateau_patience, "plateau_patience")
