@@ -16,7 +16,8 @@ SrTiO3 (4 classes) patches, which the pretraining never saw.
     standardised, equal total variance), the same side by side in a linear probe
     (scikit-learn LogisticRegression), also trained on the 8 dihedral views of each
     labelled patch (tested on view-averaged features), the latter with stemroi's linear
-    head (PatchClassifier(backbone="precomputed", hidden_units=0)), and small_cnn trained from scratch on the 10 per class (the default recipe).
+    head (PatchClassifier(backbone="precomputed", hidden_units=0)), and small_cnn trained
+    from scratch on the 10 per class (the default recipe).
 (c) fine-tuning on the whole train side: PatchClassifier(backbone="small_cnn",
     weights="stem") (head stage, then all blocks at 0.3 x the rate) vs from scratch.
 
@@ -75,42 +76,41 @@ def _accuracy(model, X, y):
     return float((model.predict(X) == y).mean())
 
 
-def _probe_features(blocks, sub):
-    """Blocks standardised on the labelled patches, concatenated with equal total variance."""
+def _standardiser(blocks, sub):
+    """A function mapping feature blocks (one per entry of ``blocks``, same widths) to their
+    concatenation, each block standardised with the statistics of ``blocks``' labelled rows ``sub``
+    and scaled so that every block carries the same total variance (one block: plain z-scores)."""
     d_all = sum(B.shape[1] for B in blocks)
-    return lambda bs: np.concatenate([(B - A[sub].mean(0)) / (A[sub].std(0) + 1e-9)
-                                      * np.sqrt(d_all / (len(blocks) * A.shape[1]))
-                                      for B, A in zip(bs, blocks)], 1)
+    stats = [(A[sub].mean(0), A[sub].std(0) + 1e-9, np.sqrt(d_all / (len(blocks) * A.shape[1]))) for A in blocks]
+    return lambda bs: np.concatenate([(B - mu) / sd * w for B, (mu, sd, w) in zip(bs, stats)], 1)
+
+
+def _probe_sets(D, S, DS8, y, sub, te, dihedral):
+    """(train features, train labels, test features) of the descriptor and the STEM features side by
+    side; with dihedral: the 8 views of each labelled patch for training, view-averaged test features."""
+    z = _standardiser([D, S], sub)
+    if not dihedral:
+        Z = z([D, S])
+        return Z[sub], y[sub], Z[te]
+    Ztr = np.concatenate([z(list(v))[sub] for v in DS8])
+    return Ztr, np.tile(y[sub], len(DS8)), z([np.mean([v[b] for v in DS8], 0) for b in (0, 1)])[te]
 
 
 def _logistic_probe(D, S, DS8, y, sub, te, dihedral):
-    """A linear probe (scikit-learn's LogisticRegression, C = 1) on the descriptor and the frozen STEM
-    features side by side; with dihedral: trained on the 8 views of each labelled patch, tested on the
-    features averaged over the 8 views."""
+    """A linear probe: scikit-learn's LogisticRegression (C = 1) on _probe_sets."""
     from sklearn.linear_model import LogisticRegression
 
-    z = _probe_features([D, S], sub)
-    if dihedral:
-        Ztr = np.concatenate([z(v)[sub] for v in DS8])
-        ytr = np.tile(y[sub], len(DS8))
-        Zte = z([np.mean([v[0] for v in DS8], 0), np.mean([v[1] for v in DS8], 0)])[te]
-    else:
-        Z = z([D, S])
-        Ztr, ytr, Zte = Z[sub], y[sub], Z[te]
-    clf = LogisticRegression(C=1.0, max_iter=5000).fit(Ztr, ytr)
-    return float((clf.predict(Zte) == y[te]).mean())
+    Ztr, ytr, Zte = _probe_sets(D, S, DS8, y, sub, te, dihedral)
+    return float((LogisticRegression(C=1.0, max_iter=5000).fit(Ztr, ytr).predict(Zte) == y[te]).mean())
 
 
 def _linear_head(D, S, DS8, y, sub, te, seed, n_threads):
     """The dihedral linear probe with stemroi's own head: PatchClassifier(backbone="precomputed",
     hidden_units=0) (dropout 0.4 on the features, L2 1e-4, Adam, label smoothing 0.05)."""
-    z = _probe_features([D, S], sub)
-    Ztr = np.concatenate([z(v)[sub] for v in DS8]).astype(np.float32)
-    ytr = np.tile(y[sub], len(DS8))
-    Zte = z([np.mean([v[0] for v in DS8], 0), np.mean([v[1] for v in DS8], 0)])[te].astype(np.float32)
+    Ztr, ytr, Zte = _probe_sets(D, S, DS8, y, sub, te, dihedral=True)
     m = stemroi.PatchClassifier(backbone="precomputed", mode="head", hidden_units=0, validation_fraction=0,
-                                random_state=seed, n_threads=n_threads).fit(Ztr, ytr)
-    return _accuracy(m, Zte, y[te])
+                                random_state=seed, n_threads=n_threads).fit(Ztr.astype(np.float32), ytr)
+    return _accuracy(m, Zte.astype(np.float32), y[te])
 
 
 def few_labels(name, X, y, names, tr, te, args, rows):
@@ -124,9 +124,10 @@ def few_labels(name, X, y, names, tr, te, args, rows):
 
     stem = StemCNNFeatures(args.weights, n_threads=args.threads)
     S = np.asarray(stem.transform(X), np.float64)
-    # the 8 dihedral views of every patch (k: rot90 by k % 4, then a left-right flip when k >= 4)
-    views = [np.ascontiguousarray(np.rot90(X, k % 4, axes=(1, 2))[:, :, ::-1] if k >= 4
-                                  else np.rot90(X, k % 4, axes=(1, 2))) for k in range(8)]
+    # the 8 dihedral views of every patch, by the transform the training loop augments with
+    from stemroi._lib import _core
+
+    views = [_core.dihedral_transform(X, np.full(len(X), k, np.int64)) for k in range(8)]
     DS8 = [(np.asarray(desc.transform(v), np.float64), np.asarray(stem.transform(v), np.float64)) for v in views]
     routes = {
         "frozen STEM small_cnn + head": lambda s: stemroi.PatchClassifier(
@@ -160,13 +161,8 @@ def few_labels(name, X, y, names, tr, te, args, rows):
                 elif make is None and "linear head" in route:
                     acc = _linear_head(D, S, DS8, y, sub, te, s, args.threads)
                 elif make is None:
-                    # each block standardised on the labelled patches; concatenated, the two blocks
-                    # carry the same total variance (and the mean feature variance stays 1)
                     blocks = [D] if route.startswith("lattice_residual") else [D, S]
-                    d_all = sum(B.shape[1] for B in blocks)
-                    Z = np.concatenate([(B - B[sub].mean(0)) / (B[sub].std(0) + 1e-9)
-                                        * np.sqrt(d_all / (len(blocks) * B.shape[1]))
-                                        for B in blocks], 1).astype(np.float32)
+                    Z = _standardiser(blocks, sub)(blocks).astype(np.float32)
                     m = stemroi.PatchClassifier(backbone="precomputed", mode="head", validation_fraction=0,
                                                 random_state=s, n_threads=args.threads).fit(Z[sub], y[sub])
                     acc = _accuracy(m, Z[te], y[te])
