@@ -40,6 +40,7 @@ _EXPORTS = {
     "StemCNNFeatures": "features",
     "PatchClassifier": "models",
     "MobileNetV2Classifier": "models",
+    "FewLabelClassifier": "models",
     "BulkCVAE": "models",
     "DefectSegmenter": "models",
     "detect": "detection",

@@ -1,10 +1,11 @@
 """The trained models: the patch classifier (small CNN, VGG16 or MobileNetV2
-backbone), the bulk CVAE, the U-Net defect segmenter, temperature scaling,
+backbone), the few-label classifier, the bulk CVAE, the U-Net defect segmenter, temperature scaling,
 and the one registry of pretrained weights."""
 from .._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     "PatchClassifier": ".classifier",
+    "FewLabelClassifier": ".few_label",
     "MobileNetV2": ".mobilenet",
     "MobileNetV2Classifier": ".mobilenet",
     "BulkCVAE": ".cvae",
@@ -21,4 +22,4 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "unet_encoder_state": ".unet",
     "fit_temperature": ".calibration",
     "softmax": ".calibration",
-}, submodules=("classifier", "mobilenet", "cvae", "unet", "calibration", "weights"))
+}, submodules=("classifier", "few_label", "mobilenet", "cvae", "unet", "calibration", "weights"))

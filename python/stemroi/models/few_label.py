@@ -1,0 +1,282 @@
+"""A classifier for a few labelled patches per class: frozen features, dihedral views, a linear head
+and, when unlabelled patches are given, self-training on them.
+
+With 10 labelled patches per class a network trained from scratch, or an MLP head on one feature
+set, overfits (docs/weights.md: CdTe 0.65 / 0.85, SrTiO3 0.32 / 0.86 on the overlap-aware split).
+What works better, measured on the same split:
+
+* two complementary frozen feature sets side by side: the hand-made ``lattice_residual``
+  descriptor (the better one on CdTe) and the STEM-pretrained small_cnn (the better one on SrTiO3),
+  each block standardised and weighted to the same total variance;
+* the 8 dihedral views (rot90 x flip, the core's ``dihedral_transform``) of every labelled patch as
+  training rows, and the view-averaged features at prediction (an atomic lattice's class does not
+  change under these, the features do);
+* a linear head (multinomial logistic regression, ``PatchClassifier(backbone="precomputed",
+  hidden_units=0)``, trained in the core);
+* optionally, rounds of self-training on unlabelled patches of the same data (a microscopist has
+  many more patches than labels): the most confident share of pseudo-labels joins the training
+  rows, a larger share each round.
+
+Measured (docs/weights.md, ``benchmarks/pretrained.py --parts b``; 10 labelled patches per class, 3
+draws, overlap-aware split): CdTe 0.894, SrTiO3 0.905 from the labelled patches alone; 0.934 and
+0.956 with the rest of the train side as unlabelled patches.
+
+Nothing here re-implements the core: the features, the views and the head are the core's.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .._validation import check_n_threads, check_positive_int, check_random_state_seed
+from ..base import BaseEstimator, ClassifierMixin
+
+__all__ = ["FewLabelClassifier"]
+
+# share of the unlabelled patches (the most confident) pseudo-labelled in self-training round r
+_SELF_TRAINING_SHARES = (0.5, 0.65, 0.8, 0.9, 0.95)
+_VIEWS = (1, 4, 8)
+
+
+def _feature_block(spec, n_threads):
+    """One feature extractor from its name ("stem_cnn" or a descriptor name) or an object."""
+    if not isinstance(spec, str):
+        if not hasattr(spec, "transform"):
+            raise TypeError(f"features: each entry must be a name or an object with transform(), got "
+                            f"{type(spec).__name__}")
+        return spec
+    if spec == "stem_cnn":
+        from ._pretrained import StemCNNFeatures
+
+        return StemCNNFeatures("stem", n_threads=n_threads)
+    from ..features.descriptors import DESCRIPTORS, make_descriptor
+
+    if spec not in DESCRIPTORS:
+        raise ValueError(f"features: unknown feature set {spec!r}; expected 'stem_cnn', one of "
+                         f"{sorted(DESCRIPTORS)}, or an object with transform()")
+    return make_descriptor(spec)
+
+
+class FewLabelClassifier(ClassifierMixin, BaseEstimator):
+    """Classify patches from a few labelled examples per class (10 is the measured case).
+
+    Parameters
+    ----------
+    features : sequence of str or objects
+        Frozen feature sets used side by side: "stem_cnn" (the STEM-pretrained small_cnn shipped with
+        the package), a descriptor name of :mod:`stemroi.features.descriptors` ("lattice_residual",
+        ...), or objects with ``transform(patches) -> (n, d)``. Default
+        ``("lattice_residual", "stem_cnn")``.
+    views : {8, 4, 1}
+        Dihedral views per patch: 8 (rot90 x flip), 4 (the rotations) or 1 (the patch only).
+    self_training : int
+        Rounds of self-training on the ``unlabelled`` patches given to ``fit`` (0: none; ignored when
+        none are given). Round r adds the most confident 50 %, 65 %, 80 %, 90 %, 95 % of them with their
+        predicted labels.
+    hidden_units, dropout, l2, label_smoothing, class_weight, max_epochs, learning_rate
+        The head's, as in :class:`PatchClassifier` (``hidden_units=0``: linear head).
+    random_state : int, optional
+    n_threads : int, optional
+        Threads (None = all cores).
+
+    Attributes
+    ----------
+    classes_, class_names_ : the labels and their names.
+    head_ : the fitted :class:`PatchClassifier` on the standardised features.
+    feature_mean_, feature_scale_ : per feature, the standardisation (block weights included).
+    feature_blocks_ : list of (name, width).
+    n_pseudo_labelled_ : list, pseudo-labelled patches per self-training round.
+    patch_shape_ : (h, w) of the training patches.
+    fit_time_ : seconds.
+
+    ``predict_proba(patches, batch_size=, progress=)`` has the signature :func:`stemroi.detect` calls,
+    so a fitted FewLabelClassifier maps a frame like a :class:`PatchClassifier`.
+    """
+
+    _fitted_attribute = "head_"
+
+    def __init__(self, features: Sequence = ("lattice_residual", "stem_cnn"), *, views: int = 8,
+                 self_training: int = 5, hidden_units: int = 0, dropout: float = 0.4, l2: float = 1e-4,
+                 label_smoothing: Optional[float] = None, class_weight: Optional[str] = "balanced",
+                 max_epochs: Optional[int] = None, learning_rate: Optional[float] = None,
+                 random_state=None, n_threads: Optional[int] = None):
+        self.features = features
+        self.views = views
+        self.self_training = self_training
+        self.hidden_units = hidden_units
+        self.dropout = dropout
+        self.l2 = l2
+        self.label_smoothing = label_smoothing
+        self.class_weight = class_weight
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+        self.n_threads = n_threads
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self):
+        feats = self.features
+        if isinstance(feats, str) or not isinstance(feats, (list, tuple)) or len(feats) == 0:
+            raise ValueError(f"features must be a non-empty list or tuple of feature sets, got {feats!r}")
+        if isinstance(self.views, bool) or self.views not in _VIEWS:
+            raise ValueError(f"views must be one of {_VIEWS}, got {self.views!r}")
+        check_positive_int(self.self_training, "self_training", minimum=0)
+        if self.self_training > len(_SELF_TRAINING_SHARES):
+            raise ValueError(f"self_training must be at most {len(_SELF_TRAINING_SHARES)} rounds, "
+                             f"got {self.self_training}")
+        check_positive_int(self.hidden_units, "hidden_units", minimum=0)
+
+    # ---------------------------------------------------------------- features
+    def _extractors(self, n_threads):
+        ext = getattr(self, "_extractors_cache", None)
+        if ext is None or ext[0] != (tuple(map(repr, self.features)), n_threads):
+            ext = ((tuple(map(repr, self.features)), n_threads),
+                   [_feature_block(f, n_threads) for f in self.features])
+            self._extractors_cache = ext
+        return ext[1]
+
+    def _raw_views(self, X, n_threads):
+        """Features of every view, (views, n, d) float64, the blocks side by side (unstandardised)."""
+        from .._lib import _core
+
+        out = []
+        for k in range(int(self.views)):
+            Xv = X if k == 0 else _core.dihedral_transform(X, np.full(len(X), k, np.int64))
+            blocks = []
+            for ext in self._extractors(n_threads):
+                F = np.asarray(ext.transform(Xv), np.float64)
+                if F.ndim != 2 or F.shape[0] != len(X):
+                    raise ValueError(f"features: {ext!r} returned shape {F.shape}, expected ({len(X)}, d)")
+                blocks.append(F)
+            out.append(np.concatenate(blocks, 1))
+            if k == 0:
+                widths = [B.shape[1] for B in blocks]
+        return np.stack(out), widths
+
+    def _standardise(self, F):
+        return ((F - self.feature_mean_) / self.feature_scale_).astype(np.float32)
+
+    def transform(self, X, batch_size: int = 256) -> np.ndarray:
+        """The view-averaged, standardised features the head sees: (n, d) float32."""
+        self._check_fitted()
+        from .classifier import _check_patches
+
+        X = _check_patches(X)
+        n_threads = check_n_threads(self.n_threads)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        parts = [self._standardise(self._raw_views(X[i:i + batch_size], n_threads)[0].mean(0))
+                 for i in range(0, len(X), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, int(self.feature_mean_.shape[0])), np.float32)
+
+    # --------------------------------------------------------------------- fit
+    def _head(self, seed):
+        from .classifier import PatchClassifier
+
+        return PatchClassifier(backbone="precomputed", mode="head", hidden_units=self.hidden_units,
+                               dropout=self.dropout, l2=self.l2, label_smoothing=self.label_smoothing,
+                               class_weight=self.class_weight, max_epochs=self.max_epochs,
+                               learning_rate=self.learning_rate, validation_fraction=0, calibrate=False,
+                               random_state=seed, n_threads=self.n_threads)
+
+    def _fit_head(self, Z, y, class_names, seed):
+        """The head on the views of the rows: Z (views, n, d), y (n,)."""
+        with warnings.catch_warnings():
+            # the Bulk-class warning is the estimator's to give, once, in fit
+            warnings.filterwarnings("ignore", message="PatchClassifier.fit: no class is named 'Bulk'")
+            return self._head(seed).fit(Z.reshape(-1, Z.shape[-1]), np.tile(y, Z.shape[0]),
+                                        class_names=class_names)
+
+    def fit(self, X, y, *, unlabelled=None, class_names: Optional[Sequence[str]] = None):
+        """Train on labelled patches (n, h, w) in [0, 1] with labels ``y``.
+
+        ``unlabelled``: further patches of the same kind (m, h, w) without labels, e.g. every other
+        tile of the image; they set the feature standardisation and, with ``self_training`` > 0,
+        are pseudo-labelled. Never pass the patches you will measure accuracy on.
+        """
+        from .classifier import _check_patches
+
+        self._check_params()
+        seed = check_random_state_seed(self.random_state)
+        n_threads = check_n_threads(self.n_threads)
+        t0 = time.perf_counter()
+        X = _check_patches(X)
+        y_arr = np.asarray(y)
+        if y_arr.ndim != 1 or len(y_arr) != len(X):
+            raise ValueError(f"y: expected one label per patch ({len(X)}), got shape {y_arr.shape}")
+        classes, counts = np.unique(y_arr, return_counts=True)
+        if len(classes) < 2:
+            raise ValueError(f"y: at least 2 classes are needed, got {len(classes)} ({classes.tolist()})")
+        U = None
+        if unlabelled is not None:
+            U = _check_patches(unlabelled)
+            if U.shape[1:] != X.shape[1:]:
+                raise ValueError(f"unlabelled: patches of {U.shape[1:]} pixels, the labelled ones are {X.shape[1:]}")
+            if len(U) == 0:
+                U = None
+        FX, widths = self._raw_views(X, n_threads)
+        FU = self._raw_views(U, n_threads)[0] if U is not None else None
+        # each block standardised on every view of every patch given, and scaled so that every block
+        # carries the same total variance whatever its width
+        F_all = FX.reshape(-1, FX.shape[-1]) if FU is None else np.concatenate(
+            [FX.reshape(-1, FX.shape[-1]), FU.reshape(-1, FU.shape[-1])])
+        mean, sd = F_all.mean(0), F_all.std(0)
+        sd = np.where(sd > 1e-12 * max(1.0, float(np.abs(mean).max())), sd, 1.0)
+        d_all, weights = sum(widths), []
+        for w in widths:
+            weights.append(np.full(w, np.sqrt(d_all / (len(widths) * w))))
+        self.feature_mean_ = mean
+        self.feature_scale_ = sd / np.concatenate(weights)
+        self.feature_blocks_ = [(repr(f) if not isinstance(f, str) else f, w) for f, w in zip(self.features, widths)]
+        ZX = self._standardise(FX)
+        head = self._fit_head(ZX, y_arr, class_names, seed)
+        self.n_pseudo_labelled_ = []
+        if FU is not None and self.self_training > 0:
+            ZU = self._standardise(FU)
+            ZU_mean = ZU.mean(0)
+            for r in range(int(self.self_training)):
+                P = head.predict_proba(ZU_mean)
+                conf = P.max(1)
+                keep = conf >= np.quantile(conf, 1.0 - _SELF_TRAINING_SHARES[r])
+                pseudo = head.classes_[P.argmax(1)][keep]
+                head = self._fit_head(np.concatenate([ZX, ZU[:, keep]], 1), np.concatenate([y_arr, pseudo]),
+                                      class_names, seed)
+                self.n_pseudo_labelled_.append(int(keep.sum()))
+        self.head_ = head
+        self.classes_ = head.classes_
+        self.class_names_ = list(head.class_names_)
+        self.patch_shape_ = tuple(int(s) for s in X.shape[1:])
+        self.n_labelled_ = int(len(X))
+        self.fit_time_ = time.perf_counter() - t0
+        if not any(c.lower() == "bulk" for c in self.class_names_):
+            warnings.warn(f"FewLabelClassifier.fit: no class is named 'Bulk' (classes {self.class_names_}); "
+                          "detect() will need bulk_label=<the class that is not of interest>", UserWarning,
+                          stacklevel=2)
+        return self
+
+    # ----------------------------------------------------------------- predict
+    def predict_proba(self, X, batch_size: int = 256, progress=None) -> np.ndarray:
+        """Class probabilities (n, n_classes) of the view-averaged features, columns in ``classes_`` order."""
+        self._check_fitted()
+        from .classifier import _check_patches
+
+        X = _check_patches(X)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        out = []
+        for i in range(0, len(X), batch_size):
+            out.append(self.head_.predict_proba(self.transform(X[i:i + batch_size], batch_size=batch_size)))
+            if progress is not None:
+                progress(min(i + batch_size, len(X)), len(X))
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        """Labels, in the type of the ``y`` given to ``fit``."""
+        P = self.predict_proba(X)  # checks the fit first
+        return self.classes_[P.argmax(1)]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_extractors_cache", None)  # rebuilt (and re-checked) from ``features``
+        return state

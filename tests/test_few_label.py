@@ -1,0 +1,155 @@
+"""FewLabelClassifier: frozen feature sets side by side, dihedral views, a linear head, self-training."""
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+import stemroi
+from stemroi import FewLabelClassifier
+from stemroi._lib import _core
+
+
+@pytest.fixture(scope="module")
+def synth():
+    """Labelled synthetic patches (10 per class), unlabelled ones and a test set, 3 classes."""
+    from stemroi.io.synth import make_patch_dataset
+
+    classes = ["Bulk", "vacancy", "interstitial"]
+    X, y, names = make_patch_dataset(40, 64, classes=classes, random_state=5, lattice="dumbbell", cell_px=12.0)
+    y = np.asarray(names)[y]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(X))
+    lab = np.concatenate([order[y[order] == c][:10] for c in classes])
+    rest = np.setdiff1d(order, lab)
+    return X[lab], y[lab], X[rest[:60]], X[rest[60:]], y[rest[60:]]
+
+
+def test_learns_from_ten_labels_per_class(synth):
+    X, y, U, Xt, yt = synth
+    clf = FewLabelClassifier(random_state=0, n_threads=1).fit(X, y, unlabelled=U)
+    assert clf.classes_.tolist() == ["Bulk", "interstitial", "vacancy"]
+    assert clf.class_names_ == clf.classes_.tolist()
+    # chance is 1/3; measured 0.98 here (real data: docs/weights.md)
+    acc = float(np.mean(clf.predict(Xt) == yt))
+    assert acc >= 0.85, acc
+    P = clf.predict_proba(Xt)
+    assert P.shape == (len(Xt), 3) and P.dtype == np.float64  # as PatchClassifier's
+    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-5)
+    # 5 rounds over the 60 unlabelled patches: 50, 65, 80, 90, 95 % of them
+    assert clf.n_pseudo_labelled_ == [30, 39, 48, 54, 57]
+    assert [w for _, w in clf.feature_blocks_] == [153, 256]
+    assert clf.patch_shape_ == (64, 64) and clf.n_labelled_ == 30
+
+
+def test_view_averaged_features_are_dihedral_invariant(synth):
+    """The 8 views form the dihedral group, so their average does not change when the patch is
+    rotated or flipped: the prediction is the same for all 8 orientations of a patch."""
+    X, y, _, Xt, _ = synth
+    clf = FewLabelClassifier(features=("lattice_residual",), self_training=0, random_state=0, n_threads=1).fit(X, y)
+    Z = clf.transform(Xt[:8])
+    for k in range(1, 8):
+        Zk = clf.transform(_core.dihedral_transform(Xt[:8], np.full(8, k, np.int64)))
+        np.testing.assert_allclose(Zk, Z, rtol=1e-4, atol=1e-4)
+    # with one view, rotating the patch changes the features
+    one = FewLabelClassifier(features=("lattice_residual",), views=1, self_training=0, random_state=0,
+                             n_threads=1).fit(X, y)
+    Z1 = one.transform(Xt[:8])
+    assert np.abs(one.transform(_core.dihedral_transform(Xt[:8], np.full(8, 1, np.int64))) - Z1).max() > 1e-2
+
+
+def test_standardisation_matches_numpy(synth):
+    """transform = view-averaged descriptor features, z-scored on every view of every patch given to fit."""
+    from stemroi.features.descriptors import make_descriptor
+
+    X, y, U, Xt, _ = synth
+    clf = FewLabelClassifier(features=("lattice_residual",), views=4, self_training=0, random_state=0,
+                             n_threads=1).fit(X, y, unlabelled=U)
+    desc = make_descriptor("lattice_residual")
+    XU = np.concatenate([X, U])
+    F = np.stack([np.asarray(desc.transform(_core.dihedral_transform(XU, np.full(len(XU), k, np.int64))), np.float64)
+                  for k in range(4)])
+    mu, sd = F.reshape(-1, F.shape[-1]).mean(0), F.reshape(-1, F.shape[-1]).std(0)
+    Ft = np.mean([desc.transform(_core.dihedral_transform(Xt, np.full(len(Xt), k, np.int64))) for k in range(4)], 0)
+    ok = sd > 1e-9
+    np.testing.assert_allclose(clf.transform(Xt)[:, ok], ((Ft - mu) / sd)[:, ok], rtol=1e-4, atol=1e-4)
+
+
+def test_deterministic_and_pickles(synth):
+    X, y, U, Xt, _ = synth
+    a = FewLabelClassifier(self_training=2, random_state=3, n_threads=1).fit(X, y, unlabelled=U)
+    b = FewLabelClassifier(self_training=2, random_state=3, n_threads=1).fit(X, y, unlabelled=U)
+    np.testing.assert_array_equal(a.predict_proba(Xt), b.predict_proba(Xt))
+    back = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(back.predict_proba(Xt), a.predict_proba(Xt))
+    assert back.n_pseudo_labelled_ == [30, 39]
+
+
+def test_without_unlabelled_patches_no_self_training(synth):
+    X, y, _, Xt, yt = synth
+    clf = FewLabelClassifier(random_state=0, n_threads=1).fit(X, y)
+    assert clf.n_pseudo_labelled_ == []
+    assert np.mean(clf.predict(Xt) == yt) >= 0.8
+
+
+def test_maps_a_frame_with_detect(synth):
+    X, y, _, _, _ = synth
+    from stemroi.io.synth import make_image
+
+    clf = FewLabelClassifier(features=("lattice_residual",), views=1, self_training=0, random_state=0,
+                             n_threads=1).fit(X, y)
+    img = make_image((192, 192), lattice="dumbbell", cell_px=12.0, random_state=1)
+    img = img.image
+    roi = stemroi.detect(img, clf, patch=64, stride=64)
+    assert len(roi.labels) == 9 and set(roi.labels) <= {"Bulk", "interstitial", "vacancy", "unknown"}
+
+
+def test_bad_input_is_refused_clearly(synth):
+    X, y, U, _, _ = synth
+    with pytest.raises(ValueError, match=r"views must be one of \(1, 4, 8\), got 3"):
+        FewLabelClassifier(views=3).fit(X, y)
+    with pytest.raises(ValueError, match="features must be a non-empty list or tuple"):
+        FewLabelClassifier(features="lattice_residual").fit(X, y)
+    with pytest.raises(ValueError, match="unknown feature set 'vgg'"):
+        FewLabelClassifier(features=("vgg",)).fit(X, y)
+    with pytest.raises(TypeError, match="must be a name or an object with transform"):
+        FewLabelClassifier(features=(3,)).fit(X, y)
+    with pytest.raises(ValueError, match="self_training must be at most 5 rounds, got 6"):
+        FewLabelClassifier(self_training=6).fit(X, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        FewLabelClassifier().fit(X, np.full(len(X), "Bulk"))
+    with pytest.raises(ValueError, match=r"one label per patch \(30\), got shape \(29,\)"):
+        FewLabelClassifier().fit(X, y[:-1])
+    with pytest.raises(ValueError, match=r"unlabelled: patches of \(32, 32\) pixels"):
+        FewLabelClassifier().fit(X, y, unlabelled=U[:, :32, :32])
+    bad = X.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        FewLabelClassifier().fit(bad, y)
+    with pytest.raises(ValueError, match=r"patch values must be in \[0, 1\] \(uint8 / 255\)"):
+        FewLabelClassifier().fit(X * 255, y)
+    with pytest.raises(stemroi.NotFittedError):
+        FewLabelClassifier().predict(X)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        FewLabelClassifier(features=("lattice_residual",), views=1, self_training=0, n_threads=1).fit(
+            X, np.where(y == "Bulk", "matrix", y))
+    assert any("no class is named 'Bulk'" in str(x.message) for x in w)
+
+
+@pytest.mark.data
+def test_real_srtio3_ten_labels_per_class(ayyubi_dir):
+    """10 labelled SrTiO3 patches per class from the train side of the overlap-aware split, measured
+    on its test side (docs/weights.md: 0.93 mean over 3 draws with self-training, 0.91 without)."""
+    ds = stemroi.load_patch_folder(ayyubi_dir / "STO")
+    X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
+    tr, te = (np.asarray(v) for v in stemroi.spatial_train_test_split(X, y, test_size=0.2, random_state=0))
+    rng = np.random.default_rng(0)
+    sub = np.concatenate([rng.choice(tr[y[tr] == c], size=10, replace=False) for c in np.unique(y[tr])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        clf = FewLabelClassifier(self_training=0, random_state=0).fit(X[sub], y[sub])
+    acc = float(np.mean(clf.predict(X[te]) == y[te]))
+    assert acc >= 0.88, acc  # measured 0.93; the MLP head on the STEM features alone: 0.83-0.88
