@@ -47,7 +47,7 @@ def test_old_top_level_name_warns_and_resolves(name):
 
 
 def test_curated_top_level_api():
-    assert 20 <= len(stemroi.__all__) <= 26
+    assert 20 <= len(stemroi.__all__) <= 28
     for name in stemroi.__all__:
         assert getattr(stemroi, name) is not None
     for name in ("PatchGrid", "PCA", "KMeans", "VGG16Features", "PatchClassifier", "BulkCVAE", "DefectSegmenter",

@@ -17,6 +17,7 @@ from stemroi.features.descriptors import FFTMagnitude, LatticeResidual, PolarPow
 from stemroi.features.vgg16 import VGG16Features
 from stemroi.models.classifier import PatchClassifier
 from stemroi.models.cvae import BulkCVAE
+from stemroi.models.few_label import FewLabelClassifier
 from stemroi.models.mobilenet import MobileNetV2, MobileNetV2Classifier
 from stemroi.models.unet import DefectSegmenter
 
@@ -116,6 +117,15 @@ def _segmenter():
         "patch_maps": e.predict_patch_maps(P), "maps": e.predict_maps(image)}
 
 
+def _few_label():
+    P, y = _lattice_patches(n_per_class=6)
+    labels = np.where(y == 0, "Bulk", "Vacancy")
+    U, _ = _lattice_patches(n_per_class=4, seed=1)
+    est = FewLabelClassifier(views=4, self_training=1, max_epochs=20, random_state=0, n_threads=1)
+    return est, lambda e: e.fit(P, labels, unlabelled=U), lambda e: {
+        "proba": e.predict_proba(P), "features": e.transform(P)}
+
+
 CASES = {
     "PCA": _pca,
     "KMeans": _kmeans,
@@ -124,6 +134,7 @@ CASES = {
     "PatchClassifier-small_cnn": _small_cnn,
     "PatchClassifier-vgg16-head": _vgg16_head,
     "MobileNetV2Classifier": _mobilenet_classifier,
+    "FewLabelClassifier": _few_label,
     "BulkCVAE": _cvae,
     "DefectSegmenter": _segmenter,
 }
@@ -194,6 +205,7 @@ UNFITTED_CALLS = {
     "PatchClassifier-small_cnn": lambda e: e.predict(_lattice_patches(2, size=16)[0]),
     "PatchClassifier-vgg16-head": lambda e: e.predict_proba(_lattice_patches(2)[0]),
     "MobileNetV2Classifier": lambda e: e.decision_function(_lattice_patches(2, size=16)[0]),
+    "FewLabelClassifier": lambda e: e.predict(_lattice_patches(2)[0]),
     "BulkCVAE": lambda e: e.reconstruct(np.zeros((2, 16, 16), np.float32)),
     "DefectSegmenter": lambda e: e.predict_maps(np.zeros((16, 16), np.float32)),
 }
@@ -216,7 +228,7 @@ def test_one_not_fitted_error_class():
 
 
 ESTIMATOR_CLASSES = [PCA, KMeans, PatchClusterer, VGG16Features, FFTMagnitude, PolarPowerSpectrum, LatticeResidual,
-                     Precomputed, PatchClassifier, BulkCVAE, DefectSegmenter]
+                     Precomputed, PatchClassifier, FewLabelClassifier, BulkCVAE, DefectSegmenter]
 
 
 @pytest.mark.parametrize("cls", ESTIMATOR_CLASSES, ids=lambda c: c.__name__)

@@ -130,23 +130,18 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         check_positive_int(self.hidden_units, "hidden_units", minimum=0)
 
     # ---------------------------------------------------------------- features
-    def _extractors(self, n_threads):
-        ext = getattr(self, "_extractors_cache", None)
-        if ext is None or ext[0] != (tuple(map(repr, self.features)), n_threads):
-            ext = ((tuple(map(repr, self.features)), n_threads),
-                   [_feature_block(f, n_threads) for f in self.features])
-            self._extractors_cache = ext
-        return ext[1]
-
     def _raw_views(self, X, n_threads):
         """Features of every view, (views, n, d) float64, the blocks side by side (unstandardised)."""
         from .._lib import _core
 
+        # built per call (cheap next to the features: the STEM weights load and hash-check in ~0.1 s),
+        # so that the estimator holds no compiled objects and pickles as plain data
+        extractors = [_feature_block(f, n_threads) for f in self.features]
         out = []
         for k in range(int(self.views)):
             Xv = X if k == 0 else _core.dihedral_transform(X, np.full(len(X), k, np.int64))
             blocks = []
-            for ext in self._extractors(n_threads):
+            for ext in extractors:
                 F = np.asarray(ext.transform(Xv), np.float64)
                 if F.ndim != 2 or F.shape[0] != len(X):
                     raise ValueError(f"features: {ext!r} returned shape {F.shape}, expected ({len(X)}, d)")
@@ -275,8 +270,3 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         """Labels, in the type of the ``y`` given to ``fit``."""
         P = self.predict_proba(X)  # checks the fit first
         return self.classes_[P.argmax(1)]
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_extractors_cache", None)  # rebuilt (and re-checked) from ``features``
-        return state
