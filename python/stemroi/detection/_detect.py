@@ -181,7 +181,7 @@ def detect(
         bulk_label=bulk_label,
         probabilities=probs,
         image_shape=img.shape,
-        method=f"patch-classifier ({getattr(model, 'backbone_description_', 'PatchClassifier')})",
+        method=f"patch-classifier ({getattr(model, 'backbone_description_', type(model).__name__)})",
         metadata={"patch": patch, "stride": stride, "unknown_below": float(unknown_below),
                   "temperature": float(getattr(model, "temperature_", 1.0)),
                   "model": getattr(model, "backbone_description_", ""), "bulk_label": bulk_label},
