@@ -63,6 +63,9 @@ def _feature_block(spec, n_threads):
 class FewLabelClassifier(ClassifierMixin, BaseEstimator):
     """Classify patches from a few labelled examples per class (10 is the measured case).
 
+    ``predict_proba(patches, batch_size=, progress=)`` has the signature :func:`stemroi.detect` calls,
+    so a fitted FewLabelClassifier maps a frame like a :class:`PatchClassifier`.
+
     Parameters
     ----------
     features : sequence of str or objects
@@ -84,16 +87,24 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
-    classes_, class_names_ : the labels and their names.
-    head_ : the fitted :class:`PatchClassifier` on the standardised features.
-    feature_mean_, feature_scale_ : per feature, the standardisation (block weights included).
-    feature_blocks_ : list of (name, width).
-    n_pseudo_labelled_ : list, pseudo-labelled patches per self-training round.
-    patch_shape_ : (h, w) of the training patches.
-    fit_time_ : seconds.
-
-    ``predict_proba(patches, batch_size=, progress=)`` has the signature :func:`stemroi.detect` calls,
-    so a fitted FewLabelClassifier maps a frame like a :class:`PatchClassifier`.
+    classes_ : ndarray
+        The labels, sorted.
+    class_names_ : list of str
+        Their names.
+    head_ : PatchClassifier
+        The fitted head on the standardised features.
+    feature_mean_, feature_scale_ : ndarray
+        Per feature, the standardisation (block weights included).
+    feature_blocks_ : list of (str, int)
+        Name and width of every feature set.
+    n_pseudo_labelled_ : list of int
+        Pseudo-labelled patches per self-training round.
+    patch_shape_ : tuple
+        (h, w) of the training patches.
+    n_labelled_ : int
+        Labelled patches given to ``fit``.
+    fit_time_ : float
+        Seconds.
     """
 
     _fitted_attribute = "head_"
