@@ -16,10 +16,17 @@ SrTiO3 (4 classes) patches, which the pretraining never saw.
     standardised, equal total variance), the same side by side in a linear probe
     (scikit-learn LogisticRegression), also trained on the 8 dihedral views of each
     labelled patch (tested on view-averaged features), the latter with stemroi's linear
-    head (PatchClassifier(backbone="precomputed", hidden_units=0)), and small_cnn trained
-    from scratch on the 10 per class (the default recipe).
+    head (PatchClassifier(backbone="precomputed", hidden_units=0)), the estimator that does all of
+    this itself (stemroi.FewLabelClassifier()), also given the rest of the train side as
+    unlabelled patches for self-training, and small_cnn trained from scratch on the 10 per class
+    (the default recipe).
 (c) fine-tuning on the whole train side: PatchClassifier(backbone="small_cnn",
     weights="stem") (head stage, then all blocks at 0.3 x the rate) vs from scratch.
+(d) few labels across images (CdTe only; the cross-image protocol of benchmarks/classify.py):
+    FewLabelClassifier() on 10 labelled patches per class of the train side (without and with the
+    rest of the train side as unlabelled patches) and small_cnn from scratch on the same patches,
+    measured on the held-out patches (accuracy; AUROC of 1 - P(Bulk), defect vs bulk), the held-out
+    patches under acquisition shifts, and the 768 x 768 frame and its shifted copies (tile AUROC).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pretrained.py [--parts abc] [--out DIR]
     .venv/bin/python benchmarks/pretrained.py --weights candidate.stemroi --pretrained-only   # a new pretraining run
@@ -115,20 +122,9 @@ def _linear_head(D, S, DS8, y, sub, te, seed, n_threads):
 
 def few_labels(name, X, y, names, tr, te, args, rows):
     from stemroi.features.descriptors import make_descriptor
-
-    desc = make_descriptor("lattice_residual")
-    if hasattr(desc, "fit"):
-        desc.fit(X[tr])
-    D = np.asarray(desc.transform(X), np.float64)
     from stemroi.models._pretrained import StemCNNFeatures
 
     stem = StemCNNFeatures(args.weights, n_threads=args.threads)
-    S = np.asarray(stem.transform(X), np.float64)
-    # the 8 dihedral views of every patch, by the transform the training loop augments with
-    from stemroi._lib import _core
-
-    views = [_core.dihedral_transform(X, np.full(len(X), k, np.int64)) for k in range(8)]
-    DS8 = [(np.asarray(desc.transform(v), np.float64), np.asarray(stem.transform(v), np.float64)) for v in views]
     routes = {
         "frozen STEM small_cnn + head": lambda s: stemroi.PatchClassifier(
             backbone="small_cnn", mode="head", weights=args.weights, validation_fraction=0, random_state=s,
@@ -141,13 +137,27 @@ def few_labels(name, X, y, names, tr, te, args, rows):
         "descriptor + STEM features, logistic regression (scikit-learn)": None,
         "descriptor + STEM features, logistic regression, 8 dihedral views": None,
         "descriptor + STEM features, PatchClassifier linear head, 8 dihedral views": None,
+        "FewLabelClassifier() (descriptor + STEM features, 8 views, linear head), labelled patches only": None,
+        "FewLabelClassifier(), self-training on the rest of the train side (unlabelled)": None,
         "small_cnn from scratch (default recipe)": lambda s: stemroi.PatchClassifier(
             backbone="small_cnn", mode="finetune", weights=None, validation_fraction=0, random_state=s,
             n_threads=args.threads),
     }
     if args.pretrained_only:
-        routes = {r: m for r, m in routes.items() if "STEM" in r}
+        routes = {r: m for r, m in routes.items() if "STEM" in r or r.startswith("FewLabel")}
+    if args.only:
+        routes = {r: m for r, m in routes.items() if args.only in r}
     results = {r: [] for r in routes}
+    D = S = DS8 = None
+    if any(m is None and not r.startswith("FewLabel") for r, m in routes.items()):
+        desc = make_descriptor("lattice_residual")
+        D = np.asarray(desc.transform(X), np.float64)
+        S = np.asarray(stem.transform(X), np.float64)
+        # the 8 dihedral views of every patch, by the transform the training loop augments with
+        from stemroi._lib import _core
+
+        views = [_core.dihedral_transform(X, np.full(len(X), k, np.int64)) for k in range(8)]
+        DS8 = [(np.asarray(desc.transform(v), np.float64), np.asarray(stem.transform(v), np.float64)) for v in views]
     for s in range(args.seeds):
         rng = np.random.default_rng(s)
         sub = np.concatenate([rng.choice(tr[y[tr] == c], size=min(10, int((y[tr] == c).sum())), replace=False)
@@ -156,7 +166,13 @@ def few_labels(name, X, y, names, tr, te, args, rows):
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                if make is None and "logistic" in route:
+                if route.startswith("FewLabelClassifier"):
+                    unl = np.setdiff1d(tr, sub) if "self-training" in route else None
+                    m = stemroi.FewLabelClassifier(("lattice_residual", stem), random_state=s,
+                                                   n_threads=args.threads).fit(
+                        X[sub], y[sub], unlabelled=None if unl is None else X[unl])
+                    acc = _accuracy(m, X[te], y[te])
+                elif make is None and "logistic" in route:
                     acc = _logistic_probe(D, S, DS8, y, sub, te, dihedral="dihedral" in route)
                 elif make is None and "linear head" in route:
                     acc = _linear_head(D, S, DS8, y, sub, te, s, args.threads)
@@ -176,6 +192,72 @@ def few_labels(name, X, y, names, tr, te, args, rows):
         rows.append(dict(dataset=name, part="b", route=route, setting=f"10/class, {len(accs)} draws",
                          value=f"acc {np.mean(accs):.3f} (min {np.min(accs):.3f})", accuracy=float(np.mean(accs)),
                          per_seed=accs))
+
+
+def few_labels_cross_image(name, X, y, names, tr, te, args, rows):
+    import _crossimage as ci
+    from sklearn.metrics import roc_auc_score
+
+    if name != "CdTe":
+        return
+    yn = np.asarray(names)[y]  # named labels, so that every model knows its Bulk class
+    img = ci.cdte_frame()
+    shifted = {k: ci.shift_patches(X[te], *v, seed=1) for k, v in ci.SHIFTS.items()}
+    regions, outside = ci.reference_regions(img.shape)
+    anyreg = np.any(list(regions.values()), axis=0)
+    frames = {"frame": (img, anyreg, outside)}
+    frames.update({k: ci.shifted_frame_truth(img, *v) for k, v in ci.SHIFTS.items()})
+
+    def patch_figures(model, P):
+        proba = model.predict_proba(P)
+        bulk = list(model.classes_).index("Bulk")
+        return (float((model.classes_[proba.argmax(1)] == yn[te]).mean()),
+                float(roc_auc_score(yn[te] != "Bulk", 1 - proba[:, bulk])))
+
+    def frame_auc(model, frame, reg, out):
+        origins, truth = ci.tile_truth(reg, out)
+        tiles = np.stack([frame[r:r + 64, c:c + 64] for r, c in origins])
+        return ci.auroc(truth, 1 - model.predict_proba(tiles)[:, list(model.classes_).index("Bulk")])
+
+    from stemroi.models._pretrained import StemCNNFeatures
+
+    stem = StemCNNFeatures(args.weights, n_threads=args.threads)
+    routes = {
+        "FewLabelClassifier(), labelled patches only": lambda s, sub: stemroi.FewLabelClassifier(
+            ("lattice_residual", stem), random_state=s, n_threads=args.threads).fit(X[sub], yn[sub]),
+        "FewLabelClassifier(), self-training on the rest of the train side": lambda s, sub: stemroi.FewLabelClassifier(
+            ("lattice_residual", stem), random_state=s, n_threads=args.threads).fit(
+                X[sub], yn[sub], unlabelled=X[np.setdiff1d(tr, sub)]),
+        "small_cnn from scratch (default recipe)": lambda s, sub: stemroi.PatchClassifier(
+            validation_fraction=0, random_state=s, n_threads=args.threads).fit(X[sub], yn[sub]),
+    }
+    if args.only:
+        routes = {r: m for r, m in routes.items() if args.only in r}
+    for route, make in routes.items():
+        per = []
+        for s in range(args.seeds):
+            rng = np.random.default_rng(s)
+            sub = np.concatenate([rng.choice(tr[y[tr] == c], size=min(10, int((y[tr] == c).sum())), replace=False)
+                                  for c in np.unique(y[tr])])
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                m = make(s, sub)
+            acc, auc = patch_figures(m, X[te])
+            b = [patch_figures(m, P) for P in shifted.values()]
+            c = {k: frame_auc(m, *v) for k, v in frames.items()}
+            cs = [c[k] for k in ci.SHIFTS]
+            per.append((acc, auc, np.mean([v[0] for v in b]), min(v[0] for v in b), np.mean([v[1] for v in b]),
+                        c["frame"], np.mean(cs), min(cs)))
+            print(f"  {name} cross-image seed {s} {route:40s} held-out acc {acc:.3f} AUROC {auc:.3f} | shifted acc "
+                  f"{per[-1][2]:.3f} (min {per[-1][3]:.3f}) AUROC {per[-1][4]:.3f} | frame {c['frame']:.3f}, shifted "
+                  f"{per[-1][6]:.3f} (min {per[-1][7]:.3f}) ({time.perf_counter() - t0:.0f} s)", flush=True)
+        mean = np.mean(per, 0)
+        rows.append(dict(dataset=name, part="d", route=route, setting=f"10/class, {len(per)} draws",
+                         value=(f"held-out acc {mean[0]:.3f} AUROC {mean[1]:.3f}; shifted patches acc {mean[2]:.3f} "
+                                f"(worst {min(p[3] for p in per):.3f}) AUROC {mean[4]:.3f}; frame tile AUROC "
+                                f"{mean[5]:.3f}; shifted frame {mean[6]:.3f} (worst {min(p[7] for p in per):.3f})"),
+                         per_seed=[list(map(float, p)) for p in per]))
 
 
 def finetune(name, X, y, names, tr, te, args, rows):
@@ -206,6 +288,9 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=3, help="draws of the 10 labelled patches per class")
     ap.add_argument("--epochs", type=int, default=20, help="(c): from scratch; the STEM route gets half per stage")
     ap.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1, 2], help="(c): training seeds")
+    ap.add_argument("--split-seed", type=int, default=0,
+                    help="random_state of the overlap-aware split (0: the split every recorded figure uses)")
+    ap.add_argument("--only", default=None, help="(b): only the routes whose name contains this text")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default="stem", help="the pretrained small_cnn: 'stem' or a save_backbone file")
     ap.add_argument("--pretrained-only", action="store_true",
@@ -215,7 +300,8 @@ def main(argv=None):
     rows = []
     for name in args.datasets:
         X, y, names = load(name)
-        tr, te = (np.asarray(v) for v in stemroi.spatial_train_test_split(X, y, test_size=0.2, random_state=0))
+        tr, te = (np.asarray(v) for v in stemroi.spatial_train_test_split(X, y, test_size=0.2,
+                                                                          random_state=args.split_seed))
         print(f"== {name}: {len(X)} patches, {len(names)} classes; spatial split {len(tr)} train / {len(te)} test "
               f"({len(np.unique(y[te]))} classes in test)", flush=True)
         if "a" in args.parts:
@@ -224,6 +310,8 @@ def main(argv=None):
             few_labels(name, X, y, names, tr, te, args, rows)
         if "c" in args.parts:
             finetune(name, X, y, names, tr, te, args, rows)
+        if "d" in args.parts:
+            few_labels_cross_image(name, X, y, names, tr, te, args, rows)
     print("\n| data | part | route | setting | result |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['dataset']} | {r['part']} | {r['route']} | {r['setting']} | {r['value']} |")
