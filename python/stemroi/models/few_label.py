@@ -141,13 +141,15 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         check_positive_int(self.hidden_units, "hidden_units", minimum=0)
 
     # ---------------------------------------------------------------- features
-    def _raw_views(self, X, n_threads):
+    def _extractors(self, n_threads):
+        # built per fit / transform / predict call (cheap next to the features: the STEM weights load
+        # and hash-check in ~0.1 s), so that the estimator holds no compiled objects and pickles as plain data
+        return [_feature_block(f, n_threads) for f in self.features]
+
+    def _raw_views(self, X, extractors):
         """Features of every view, (views, n, d) float64, the blocks side by side (unstandardised)."""
         from .._lib import _core
 
-        # built per call (cheap next to the features: the STEM weights load and hash-check in ~0.1 s),
-        # so that the estimator holds no compiled objects and pickles as plain data
-        extractors = [_feature_block(f, n_threads) for f in self.features]
         out = []
         for k in range(int(self.views)):
             Xv = X if k == 0 else _core.dihedral_transform(X, np.full(len(X), k, np.int64))
@@ -165,16 +167,20 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
     def _standardise(self, F):
         return ((F - self.feature_mean_) / self.feature_scale_).astype(np.float32)
 
-    def transform(self, X, batch_size: int = 256) -> np.ndarray:
-        """The view-averaged, standardised features the head sees: (n, d) float32."""
+    def _batches(self, X, batch_size):
+        """(checked patches, batch_size, a function mapping a slice of them to the head's features)."""
         self._check_fitted()
         from .classifier import _check_patches
 
         X = _check_patches(X)
-        n_threads = check_n_threads(self.n_threads)
         batch_size = check_positive_int(batch_size, "batch_size")
-        parts = [self._standardise(self._raw_views(X[i:i + batch_size], n_threads)[0].mean(0))
-                 for i in range(0, len(X), batch_size)]
+        extractors = self._extractors(check_n_threads(self.n_threads))
+        return X, batch_size, lambda part: self._standardise(self._raw_views(part, extractors)[0].mean(0))
+
+    def transform(self, X, batch_size: int = 256) -> np.ndarray:
+        """The view-averaged, standardised features the head sees: (n, d) float32."""
+        X, batch_size, features = self._batches(X, batch_size)
+        parts = [features(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, int(self.feature_mean_.shape[0])), np.float32)
 
     # --------------------------------------------------------------------- fit
@@ -212,7 +218,7 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         y_arr = np.asarray(y)
         if y_arr.ndim != 1 or len(y_arr) != len(X):
             raise ValueError(f"y: expected one label per patch ({len(X)}), got shape {y_arr.shape}")
-        classes, counts = np.unique(y_arr, return_counts=True)
+        classes = np.unique(y_arr)
         if len(classes) < 2:
             raise ValueError(f"y: at least 2 classes are needed, got {len(classes)} ({classes.tolist()})")
         U = None
@@ -222,20 +228,20 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"unlabelled: patches of {U.shape[1:]} pixels, the labelled ones are {X.shape[1:]}")
             if len(U) == 0:
                 U = None
-        FX, widths = self._raw_views(X, n_threads)
-        FU = self._raw_views(U, n_threads)[0] if U is not None else None
+        extractors = self._extractors(n_threads)
+        FX, widths = self._raw_views(X, extractors)
+        FU = self._raw_views(U, extractors)[0] if U is not None else None
         # each block standardised on every view of every patch given, and scaled so that every block
         # carries the same total variance whatever its width
         F_all = FX.reshape(-1, FX.shape[-1]) if FU is None else np.concatenate(
             [FX.reshape(-1, FX.shape[-1]), FU.reshape(-1, FU.shape[-1])])
         mean, sd = F_all.mean(0), F_all.std(0)
         sd = np.where(sd > 1e-12 * max(1.0, float(np.abs(mean).max())), sd, 1.0)
-        d_all, weights = sum(widths), []
-        for w in widths:
-            weights.append(np.full(w, np.sqrt(d_all / (len(widths) * w))))
+        widths = np.asarray(widths)
+        block_weight = np.repeat(np.sqrt(widths.sum() / (len(widths) * widths)), widths)
         self.feature_mean_ = mean
-        self.feature_scale_ = sd / np.concatenate(weights)
-        self.feature_blocks_ = [(repr(f) if not isinstance(f, str) else f, w) for f, w in zip(self.features, widths)]
+        self.feature_scale_ = sd / block_weight
+        self.feature_blocks_ = [(f if isinstance(f, str) else repr(f), int(w)) for f, w in zip(self.features, widths)]
         ZX = self._standardise(FX)
         head = self._fit_head(ZX, y_arr, class_names, seed)
         self.n_pseudo_labelled_ = []
@@ -265,14 +271,10 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
     # ----------------------------------------------------------------- predict
     def predict_proba(self, X, batch_size: int = 256, progress=None) -> np.ndarray:
         """Class probabilities (n, n_classes) of the view-averaged features, columns in ``classes_`` order."""
-        self._check_fitted()
-        from .classifier import _check_patches
-
-        X = _check_patches(X)
-        batch_size = check_positive_int(batch_size, "batch_size")
+        X, batch_size, features = self._batches(X, batch_size)
         out = []
         for i in range(0, len(X), batch_size):
-            out.append(self.head_.predict_proba(self.transform(X[i:i + batch_size], batch_size=batch_size)))
+            out.append(self.head_.predict_proba(features(X[i:i + batch_size])))
             if progress is not None:
                 progress(min(i + batch_size, len(X)), len(X))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), np.float64)
