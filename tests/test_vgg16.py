@@ -164,6 +164,24 @@ def test_determinism_batches_threads_and_progress(rng):
     assert rel_err(c, a) > 1e-2  # another seed, other weights
 
 
+@pytest.mark.parametrize("torch_threads", [1, 2])
+def test_torch_thread_count_is_restored_and_left_alone_when_equal(torch_threads, rng):
+    # The core sets LibTorch's thread count for a call only when it differs
+    # (setting it recreates LibTorch's thread pool, which costs ms of spinning
+    # CPU) and puts the caller's count back; results do not depend on it.
+    patches = rng.random((2, 32, 32), dtype=np.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(torch_threads)
+        a = VGG16Features(input_size=None, n_threads=2, random_state=3).transform(patches)
+        assert torch.get_num_threads() == torch_threads
+        b = VGG16Features(input_size=None, n_threads=1, random_state=3).transform(patches)
+        assert torch.get_num_threads() == torch_threads
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(a, b)
+
+
 def test_bfloat16_close_to_float32(rng):
     patches = rng.random((2, 64, 64), dtype=np.float32)
     f32 = VGG16Features(input_size=None, random_state=5).transform(patches)

@@ -39,7 +39,8 @@ class OmpExceptionCapture {
 };
 
 // RAII: sets LibTorch's intra-op thread count for a call and restores it
-// (Debian's torch defaults to one thread).
+// (Debian's torch defaults to one thread); touches nothing when the count is
+// already the one wanted.
 class TorchThreadsGuard {
  public:
   explicit TorchThreadsGuard(int n_threads);
@@ -49,6 +50,7 @@ class TorchThreadsGuard {
 
  private:
   int previous_;
+  bool changed_ = false;
 };
 
 }  // namespace stemroi
