@@ -668,6 +668,18 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     def save(self, path) -> None:
         """Write the model (weights, class names, preprocessing, input size, model card) in
         stemroi's safe format (no pickle), atomically."""
+        tensors, config = self._saved_state()
+        _save_model(
+            path, tensors, architecture=MODEL_ARCHITECTURE, config=config, class_names=self.class_names_,
+            preprocessing={"input": "patches on [0, 1] (uint8 / 255)", "patch_shape": self.patch_shape_,
+                           "input_size": self._net_input_size(), "normalization": self.net_.preprocessing,
+                           "patch_contrast": self._p("patch_contrast")},
+            model_card=self.model_card_,
+        )
+
+    def _saved_state(self):
+        """``(tensors, config)`` of the fitted model, as :meth:`save` writes them (and
+        :meth:`_from_saved` reads them); also how a FewLabelClassifier stores its head."""
         self._check_fitted()
         if self.extractor_ is not None and not (isinstance(self._p("backbone"), str) and self._p("backbone") == "vgg16"):
             raise ValueError("only models with a named backbone can be saved (a custom extractor object cannot)")
@@ -686,14 +698,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         }
         from ..detection._novelty import novelty_tensors
         novelty_t, config["novelty"] = novelty_tensors(getattr(self, "novelty_", None))
-        _save_model(
-            path, {**self._net_tensors(), **novelty_t}, architecture=MODEL_ARCHITECTURE, config=config,
-            class_names=self.class_names_,
-            preprocessing={"input": "patches on [0, 1] (uint8 / 255)", "patch_shape": self.patch_shape_,
-                           "input_size": self._net_input_size(), "normalization": self.net_.preprocessing,
-                           "patch_contrast": self._p("patch_contrast")},
-            model_card=self.model_card_,
-        )
+        return {**self._net_tensors(), **novelty_t}, config
 
     def _net_tensors(self):
         return {f"net.{k}": v for k, v in self.net_.state_dict().items()}
@@ -753,7 +758,11 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         runs, whatever device it was trained on (the file holds CPU tensors)."""
         resolve_device(device)
         tensors, meta = _load_model(path, MODEL_ARCHITECTURE, what="PatchClassifier", sha256=sha256)
-        cfg = meta["config"]
+        return cls._from_saved(meta["config"], tensors, meta.get("model_card", {}), os.fspath(path), device)
+
+    @classmethod
+    def _from_saved(cls, cfg: dict, tensors, model_card: dict, origin: str, device="cpu") -> "PatchClassifier":
+        """The fitted classifier of a ``config`` and its tensors (:meth:`_saved_state`)."""
         params = dict(cfg["params"])
         params.setdefault("patch_contrast", "none")  # a file without the option holds a model trained on raw input
         params["device"] = device
@@ -762,7 +771,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         self.class_names_ = list(cfg["class_names"])
         self.patch_shape_ = list(cfg["patch_shape"])
         self.temperature_ = float(cfg["temperature"])
-        self.net_ = self._restore_net(cfg["net"], tensors, os.fspath(path))
+        self.net_ = self._restore_net(cfg["net"], tensors, origin)
         from ..detection._novelty import novelty_from_tensors
         self.novelty_ = novelty_from_tensors(dict(tensors), cfg.get("novelty"))
         ext = cfg.get("extractor")
@@ -773,7 +782,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
             self.extractor_.fit(None)
         else:
             self.extractor_ = None
-        self.model_card_ = meta.get("model_card", {})
+        self.model_card_ = dict(model_card or {})
         self.pixel_size_ = recorded_pixel_size(self.model_card_.get("pixel_size"))
         self.history_ = None
         self.backbone_description_ = self.model_card_.get("backbone", cfg["net"]["architecture"])

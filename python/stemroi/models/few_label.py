@@ -25,6 +25,7 @@ Nothing here re-implements the core: the features, the views and the head are th
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from typing import Optional, Sequence
@@ -32,9 +33,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .._validation import check_n_threads, check_positive_int, check_random_state_seed
-from ..base import BaseEstimator, ClassifierMixin
+from ..base import BaseEstimator, ClassifierMixin, _load_model, _save_model
 
 __all__ = ["FewLabelClassifier"]
+
+MODEL_ARCHITECTURE = "stemroi.FewLabelClassifier"
 
 # share of the unlabelled patches (the most confident) pseudo-labelled in self-training round r
 _SELF_TRAINING_SHARES = (0.5, 0.65, 0.8, 0.9, 0.95)
@@ -105,6 +108,8 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         Labelled patches given to ``fit``.
     fit_time_ : float
         Seconds.
+    model_card_ : dict
+        What the model was trained on and how (written by :meth:`save`, shown by ``stemroi info``).
     """
 
     _fitted_attribute = "head_"
@@ -201,12 +206,14 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
             return self._head(seed).fit(Z.reshape(-1, Z.shape[-1]), np.tile(y, Z.shape[0]),
                                         class_names=class_names)
 
-    def fit(self, X, y, *, unlabelled=None, class_names: Optional[Sequence[str]] = None):
+    def fit(self, X, y, *, unlabelled=None, class_names: Optional[Sequence[str]] = None,
+            data_description: Optional[str] = None):
         """Train on labelled patches (n, h, w) in [0, 1] with labels ``y``.
 
         ``unlabelled``: further patches of the same kind (m, h, w) without labels, e.g. every other
         tile of the image; they set the feature standardisation and, with ``self_training`` > 0,
         are pseudo-labelled. Never pass the patches you will measure accuracy on.
+        ``data_description``: recorded in the model card (default: patch counts and classes).
         """
         from .classifier import _check_patches
 
@@ -262,6 +269,16 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         self.patch_shape_ = tuple(int(s) for s in X.shape[1:])
         self.n_labelled_ = int(len(X))
         self.fit_time_ = time.perf_counter() - t0
+        self.model_card_ = {
+            "data": data_description or (f"{len(X)} labelled patches of {self.patch_shape_[0]} x "
+                                         f"{self.patch_shape_[1]} px, classes {self.class_names_}"
+                                         + (f", {len(U)} unlabelled" if U is not None else "")),
+            "features": [f"{name} ({width} values)" for name, width in self.feature_blocks_],
+            "views": int(self.views),
+            "head": "linear" if self.hidden_units == 0 else f"MLP, {self.hidden_units} hidden units",
+            "self_training": {"rounds": len(self.n_pseudo_labelled_), "pseudo_labelled": self.n_pseudo_labelled_},
+            "metrics": {"fit_time_s": round(self.fit_time_, 2)},
+        }
         if not any(c.lower() == "bulk" for c in self.class_names_):
             warnings.warn(f"FewLabelClassifier.fit: no class is named 'Bulk' (classes {self.class_names_}); "
                           "detect() will need bulk_label=<the class that is not of interest>", UserWarning,
@@ -283,3 +300,85 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         """Labels, in the type of the ``y`` given to ``fit``."""
         P = self.predict_proba(X)  # checks the fit first
         return self.classes_[P.argmax(1)]
+
+    # --------------------------------------------------------------- save/load
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` in stemroi's safe format (no pickle), atomically: the
+        head, the feature standardisation, the names of the feature sets and the hash of the STEM
+        weights they used. Only named feature sets (strings) can be saved."""
+        self._check_fitted()
+        unnamed = [f for f in self.features if not isinstance(f, str)]
+        if unnamed:
+            raise ValueError(f"only named feature sets can be saved (strings such as 'stem_cnn'), got "
+                             f"{', '.join(type(f).__name__ for f in unnamed)} objects")
+        head_tensors, head_config = self.head_._saved_state()
+        params = self.get_params(deep=False)
+        params["features"] = list(params["features"])
+        if not isinstance(params.get("random_state"), (int, type(None))):
+            params["random_state"] = None
+        config = {
+            "params": params,
+            "classes": self.classes_.tolist(),
+            "class_names": self.class_names_,
+            "patch_shape": list(self.patch_shape_),
+            "features": [{"name": name, "width": width, **_feature_provenance(name)}
+                         for name, width in self.feature_blocks_],
+            "n_labelled": self.n_labelled_,
+            "n_pseudo_labelled": self.n_pseudo_labelled_,
+            "head": head_config,
+        }
+        tensors = {**{f"head.{k}": v for k, v in head_tensors.items()},
+                   "feature_mean": np.asarray(self.feature_mean_, np.float64),
+                   "feature_scale": np.asarray(self.feature_scale_, np.float64)}
+        _save_model(path, tensors, architecture=MODEL_ARCHITECTURE, config=config, class_names=self.class_names_,
+                    preprocessing={"input": "patches on [0, 1] (uint8 / 255)", "patch_shape": list(self.patch_shape_),
+                                   "features": [name for name, _ in self.feature_blocks_], "views": int(self.views)},
+                    model_card=self.model_card_)
+
+    @classmethod
+    def load(cls, path, *, sha256=None, n_threads: Optional[int] = None) -> "FewLabelClassifier":
+        """The classifier saved at ``path``; ``sha256`` (hex) refuses any other file. ``n_threads``
+        overrides the saved thread count (None: keep it)."""
+        from .classifier import PatchClassifier
+
+        tensors, meta = _load_model(path, MODEL_ARCHITECTURE, what="FewLabelClassifier", sha256=sha256)
+        origin = os.fspath(path)
+        cfg = meta["config"]
+        params = dict(cfg["params"])
+        params["features"] = tuple(params["features"])
+        if n_threads is not None:
+            params["n_threads"] = n_threads
+        self = cls(**params)
+        for entry in cfg["features"]:
+            saved, now = entry.get("weights_sha256"), _feature_provenance(entry["name"]).get("weights_sha256")
+            if saved != now:
+                raise ValueError(f"{origin}: the model was trained on {entry['name']!r} features of weights "
+                                 f"{saved}, this stemroi ships {now}; train it again with this version")
+        head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+        self.head_ = PatchClassifier._from_saved(cfg["head"], head, {}, origin)
+        self.classes_ = self.head_.classes_
+        self.class_names_ = list(cfg["class_names"])
+        self.patch_shape_ = tuple(int(s) for s in cfg["patch_shape"])
+        self.feature_blocks_ = [(e["name"], int(e["width"])) for e in cfg["features"]]
+        d = sum(w for _, w in self.feature_blocks_)
+        self.feature_mean_ = np.asarray(tensors["feature_mean"], np.float64)
+        self.feature_scale_ = np.asarray(tensors["feature_scale"], np.float64)
+        if self.feature_mean_.shape != (d,) or self.feature_scale_.shape != (d,):
+            raise ValueError(f"{origin}: feature standardisation of shapes {self.feature_mean_.shape} / "
+                             f"{self.feature_scale_.shape}, expected ({d},) for the feature sets "
+                             f"{self.feature_blocks_}")
+        self.n_labelled_ = int(cfg["n_labelled"])
+        self.n_pseudo_labelled_ = [int(n) for n in cfg["n_pseudo_labelled"]]
+        self.model_card_ = dict(meta.get("model_card") or {})
+        self.fit_time_ = float(self.model_card_.get("metrics", {}).get("fit_time_s", 0.0))
+        return self
+
+
+def _feature_provenance(name: str) -> dict:
+    """What a saved model records of a named feature set beyond its name: the SHA-256 of the
+    shipped STEM weights behind "stem_cnn" (the descriptors are fixed code)."""
+    if name != "stem_cnn":
+        return {}
+    from .weights import REGISTRY, stem_key
+
+    return {"weights_sha256": REGISTRY[stem_key("small_cnn")].sha256}
