@@ -117,6 +117,30 @@ def test_train_then_detect(tmp_path, patch_folder, capsys):
     assert "stemroi.PatchClassifier" in text and "Bulk, Vacancy_X" in text
 
 
+def test_train_few_label_with_unlabelled_frame_then_detect_and_info(tmp_path, frames, capsys):
+    # 12 labelled 32 px patches per class, the vacancy frame as unlabelled tiles for self-training
+    model = tmp_path / "few.stemroi"
+    rc = main(["train", str(frames["patches"]), "--few-label", "--unlabelled", str(frames["vacancy"]),
+               str(frames["bulk"]), "--out", str(model), "--threads", "1"])
+    assert rc == 0 and model.is_file()
+    text = capsys.readouterr().out
+    assert "24 labelled patches, 50 unlabelled for self-training" in text  # 2 frames of 5 x 5 tiles
+    from stemroi import FewLabelClassifier
+
+    loaded = FewLabelClassifier.load(model)
+    assert loaded.n_pseudo_labelled_ == [25, 32, 40, 45, 47] and loaded.class_names_ == ["Bulk", "vacancy"]
+    out = tmp_path / "det"
+    rc = main(["detect", str(frames["vacancy"]), "--model", str(model), "--out", str(out), "--quiet", "--no-plot"])
+    assert rc == 0
+    doc = json.loads((out / "vacancy_rois.json").read_text())
+    assert doc["summary"]["n_tiles"] == 25 and "FewLabelClassifier" in doc["summary"]["method"]
+    capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert "stemroi.FewLabelClassifier" in text and "made by `stemroi train --few-label`" in text
+    assert "unlabelled tiles of" in text and "lattice_residual (" in text
+
+
 def test_cli_errors(tmp_path, patch_folder, capsys):
     rc = main(["detect", str(tmp_path / "nope.png"), "--model", str(tmp_path / "nope.stemroi"), "--out", str(tmp_path)])
     assert rc == 2
@@ -317,6 +341,9 @@ def test_segment_with_saved_model(tmp_path, unet_run, frames):
     (["detect", "IMG", "--model", "CVAE", "--out", "OUT"], "stemroi detect needs a PatchClassifier"),
     (["segment", "--train", "IMG", "--out", "OUT"], "--train"),
     (["segment", "--train", "PATCHES", "--bulk-class", "Perfect", "--out", "OUT"], "--bulk-class 'Perfect'"),
+    (["train", "PATCHES", "--unlabelled", "IMG", "--out", "OUT"], "--unlabelled goes with --few-label"),
+    (["train", "PATCHES", "--few-label", "--mode", "head", "--out", "OUT"], "--mode does not apply with --few-label"),
+    (["train", "PATCHES", "--few-label", "--unlabelled", "MISSING", "--out", "OUT"], "missing.png: not found"),
     (["info", "IMG"], "square.png: not a stemroi model file"),
     (["info", "MISSING"], "missing.png: model file not found"),
 ])

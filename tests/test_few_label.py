@@ -87,6 +87,46 @@ def test_deterministic_and_pickles(synth):
     assert back.n_pseudo_labelled_ == [30, 39]
 
 
+def test_save_load_gives_the_same_bits_and_refuses_what_it_cannot_trust(synth, tmp_path, monkeypatch):
+    X, y, U, Xt, _ = synth
+    clf = FewLabelClassifier(self_training=2, random_state=0, n_threads=1).fit(X, y, unlabelled=U,
+                                                                             data_description="ten per class")
+    path = tmp_path / "few.stemroi"
+    clf.save(path)
+    loaded = FewLabelClassifier.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), clf.predict_proba(Xt))
+    assert loaded.predict(Xt).tolist() == clf.predict(Xt).tolist()  # labels keep their type (str)
+    assert loaded.get_params() == {**clf.get_params(), "features": tuple(clf.features)}
+    assert loaded.feature_blocks_ == clf.feature_blocks_ and loaded.n_pseudo_labelled_ == [30, 39]
+    assert loaded.model_card_["data"] == "ten per class" and loaded.patch_shape_ == (64, 64)
+    # the file is what it says, and only what it says
+    from stemroi.io import file_sha256
+
+    with pytest.raises(OSError, match="does not match the pinned SHA-256 0000"):
+        FewLabelClassifier.load(path, sha256="0" * 64)
+    FewLabelClassifier.load(path, sha256=file_sha256(path))
+    clf.head_.save(tmp_path / "head.stemroi")
+    with pytest.raises(ValueError, match="not a FewLabelClassifier model file .*'stemroi.PatchClassifier'"):
+        FewLabelClassifier.load(tmp_path / "head.stemroi")
+    # other shipped STEM weights than the model was trained on: refused, not silently wrong
+    from stemroi.models import weights
+
+    spec = weights.REGISTRY["small_cnn-stem"]
+    monkeypatch.setitem(weights.REGISTRY, "small_cnn-stem", type(spec)(**{**spec.__dict__, "sha256": "ab" * 32}))
+    with pytest.raises(ValueError, match="'stem_cnn' features of weights 824abb.*this stemroi ships abab"):
+        FewLabelClassifier.load(path)
+    monkeypatch.undo()
+    # feature objects cannot be written by name
+    from stemroi.features.descriptors import make_descriptor
+
+    obj = FewLabelClassifier(features=(make_descriptor("fft"),), self_training=0, views=1, n_threads=1).fit(X, y)
+    with pytest.raises(ValueError, match="only named feature sets can be saved"):
+        obj.save(tmp_path / "obj.stemroi")
+    assert not (tmp_path / "obj.stemroi").exists()
+    with pytest.raises(ValueError, match="not fitted|fit"):
+        FewLabelClassifier().save(tmp_path / "unfitted.stemroi")
+
+
 def test_without_unlabelled_patches_no_self_training(synth):
     X, y, _, Xt, yt = synth
     clf = FewLabelClassifier(random_state=0, n_threads=1).fit(X, y)

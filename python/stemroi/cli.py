@@ -21,10 +21,12 @@ import numpy as np
 #: architecture field of each model file kind -> (estimator, the command that makes it)
 MODEL_KINDS = {
     "stemroi.PatchClassifier": ("PatchClassifier (supervised patch classifier)", "stemroi train"),
+    "stemroi.FewLabelClassifier": ("FewLabelClassifier (patch classifier from a few labels)",
+                                   "stemroi train --few-label"),
     "cvae": ("BulkCVAE (CVAE anomaly model)", "stemroi anomaly --train"),
     "unet_multilabel": ("DefectSegmenter (U-Net per-class maps)", "stemroi segment --train"),
 }
-CLASSIFIER, CVAE, UNET = "stemroi.PatchClassifier", "cvae", "unet_multilabel"
+CLASSIFIER, FEW_LABEL, CVAE, UNET = "stemroi.PatchClassifier", "stemroi.FewLabelClassifier", "cvae", "unet_multilabel"
 
 #: ``stemroi cluster --features`` names -> PatchClusterer descriptor names ("vgg16": stemroi.VGG16Features)
 CLUSTER_FEATURES = {"lattice_residual": "lattice_residual", "fft": "fft", "log_fft": "log_fft",
@@ -109,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
 
     tr = _add_parser(sub, "train", "train a patch classifier on a folder of labelled patches",
-                     "stemroi train data/CdTe --out cdte.stemroi --backbone small_cnn --epochs 20")
+                     "stemroi train data/CdTe --out cdte.stemroi --backbone small_cnn --epochs 20\n"
+                     "stemroi train ten_per_class/ --few-label --unlabelled frame.tif --out few.stemroi")
     tr.add_argument("patch_folder", help="folder of patches named <class>_<n>.tif (the CdTe / STO layout)")
     tr.add_argument("--out", required=True, help="model file to write")
     tr.add_argument("--backbone", default="small_cnn", choices=["small_cnn", "vgg16", "mobilenet_v2"])
@@ -122,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--validation-fraction", type=float, default=0.15)
     tr.add_argument("--no-overlap-groups", action="store_true",
                     help="group only exact duplicates for the validation split (faster, leakier)")
+    tr.add_argument("--few-label", action="store_true",
+                    help="FewLabelClassifier, for ~10 labelled patches per class: frozen lattice_residual and "
+                         "STEM features, dihedral views, a linear head (--backbone, --mode, --weights, --input-size "
+                         "and the validation split do not apply)")
+    tr.add_argument("--unlabelled", nargs="+", default=None, metavar="PATH",
+                    help="with --few-label: unlabelled data for self-training, image files or folders of them; "
+                         "each image is tiled at the labelled patch size (a patch-sized file is one patch). "
+                         "Never the patches you will measure accuracy on")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     tr.add_argument("--quiet", action="store_true")
@@ -291,13 +302,16 @@ def _model_architecture(path, option: str = "--model") -> str:
     return arch
 
 
-def _require_model(path, expected: str, command: str, option: str = "--model") -> None:
+def _require_model(path, expected, command: str, option: str = "--model") -> str:
+    """The architecture of the model file at ``path``, one of ``expected`` (a name or a tuple)."""
+    expected = (expected,) if isinstance(expected, str) else tuple(expected)
     arch = _model_architecture(path, option)
-    if arch != expected:
+    if arch not in expected:
         what = MODEL_KINDS.get(arch, (f"{arch!r}", None))[0]
-        want, made_by = MODEL_KINDS[expected]
-        raise UsageError(f"{option} {path} is a {what} model; stemroi {command} needs a {want} model "
-                         f"(architecture {expected!r}, from `{made_by}`)")
+        wants = " or ".join(f"a {MODEL_KINDS[e][0]} model (architecture {e!r}, from `{MODEL_KINDS[e][1]}`)"
+                            for e in expected)
+        raise UsageError(f"{option} {path} is a {what} model; stemroi {command} needs {wants}")
+    return arch
 
 
 def _output_stems(paths: Sequence[str]) -> List[str]:
@@ -395,15 +409,80 @@ def _check_map_args(args, command: str) -> List[str]:
 
 
 # --------------------------------------------------------------------------- train / detect
+def _unlabelled_patches(paths: Sequence[str], patch_shape) -> np.ndarray:
+    """Patches of ``patch_shape`` from image files or folders of them: a file of that shape is one
+    patch, a larger one is tiled (stride = the patch size), each scaled to [0, 1] as detect does."""
+    from .detection import to_unit_range
+    from .io import read_image
+    from .preprocessing import extract_patches
+
+    files = []
+    for p in paths:
+        if Path(p).is_dir():
+            found = sorted(f for f in Path(p).iterdir() if f.is_file() and not f.name.startswith("."))
+            if not found:
+                raise UsageError(f"--unlabelled {p}: the folder holds no files")
+            files += found
+        elif Path(p).is_file():
+            files.append(Path(p))
+        else:
+            raise UsageError(f"--unlabelled {p}: not found")
+    h, w = (int(s) for s in patch_shape)
+    parts = []
+    for f in files:
+        try:
+            image = to_unit_range(read_image(f))
+        except (OSError, ValueError, TypeError) as e:
+            raise UsageError(f"--unlabelled {f}: cannot be read as an image ({e})") from None
+        if image.shape == (h, w):
+            parts.append(image[None])
+        elif h != w or min(image.shape) < h:
+            raise UsageError(f"--unlabelled {f}: image of {image.shape[0]} x {image.shape[1]} px, smaller than "
+                             f"(or not tileable into) the labelled patches of {h} x {w} px")
+        else:
+            parts.append(extract_patches(image, h)[0])
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def _train_few_label(args, patches, labels, class_names, say) -> int:
+    from .models.few_label import FewLabelClassifier
+
+    unlabelled = _unlabelled_patches(args.unlabelled, patches.shape[1:]) if args.unlabelled else None
+    say(f"  FewLabelClassifier: {len(patches)} labelled patches"
+        + (f", {len(unlabelled)} unlabelled for self-training" if unlabelled is not None else ""))
+    model = FewLabelClassifier(max_epochs=args.epochs, random_state=args.seed, n_threads=args.threads)
+    model.fit(patches, labels, unlabelled=unlabelled, class_names=class_names,
+              data_description=f"{args.patch_folder}: {len(patches)} labelled patches"
+                               + (f", {len(unlabelled)} unlabelled tiles of {', '.join(args.unlabelled)}"
+                                  if unlabelled is not None else ""))
+    model.save(args.out)
+    say(f"  features {', '.join(n for n, _ in model.feature_blocks_)}, {model.views} views, linear head; "
+        f"pseudo-labelled per round {model.n_pseudo_labelled_ or '-'}; {model.fit_time_:.1f} s")
+    say(f"  wrote {args.out}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .models.classifier import PatchClassifier
 
     _check_folder(args.patch_folder, "PATCH_FOLDER")
+    if args.unlabelled and not args.few_label:
+        raise UsageError("--unlabelled goes with --few-label (self-training of a FewLabelClassifier)")
+    if args.few_label:
+        given = [opt for opt, value, default in (("--backbone", args.backbone, "small_cnn"),
+                                                 ("--mode", args.mode, "finetune"), ("--weights", args.weights, "auto"),
+                                                 ("--input-size", args.input_size, None))
+                 if value != default]
+        if given:
+            raise UsageError(f"{', '.join(given)} do{'es' if len(given) == 1 else ''} not apply with --few-label "
+                             "(its features and head are fixed)")
     patches, labels, class_names = _load_patch_folder(args.patch_folder)
     groups, gdesc = _groups(patches, args.no_overlap_groups)
     say = (lambda *a: None) if args.quiet else print
     say(f"stemroi train: {len(patches)} patches, {len(class_names)} classes ({', '.join(class_names)}), "
         f"{len(np.unique(groups))} {gdesc}")
+    if args.few_label:
+        return _train_few_label(args, patches, labels, class_names, say)
     bar, progress = _progress_bar(args.quiet, "training", "epoch", leave=True)
     model = PatchClassifier(backbone=args.backbone, mode=args.mode, weights=args.weights, input_size=args.input_size,
                             max_epochs=args.epochs, validation_fraction=args.validation_fraction,
@@ -429,9 +508,14 @@ def cmd_detect(args) -> int:
     from .io import read_image
     from .models.classifier import PatchClassifier
 
-    _require_model(args.model, CLASSIFIER, "detect")
+    arch = _require_model(args.model, (CLASSIFIER, FEW_LABEL), "detect")
     _check_files(args.images)
-    model = PatchClassifier.load(args.model)
+    if arch == FEW_LABEL:
+        from .models.few_label import FewLabelClassifier
+
+        model = FewLabelClassifier.load(args.model)
+    else:
+        model = PatchClassifier.load(args.model)
     patch = args.patch or int(model.patch_shape_[0])
     stride = args.stride or patch
     out = Path(args.out)
