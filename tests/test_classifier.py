@@ -158,6 +158,37 @@ def test_save_load_finetuned_small_cnn(tmp_path):
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
 
+def test_views_average_the_dihedral_views_and_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.random((24, 32, 32), dtype=np.float32)
+    y = np.arange(24) % 2
+    X[y == 1, 4:12, 6:20] = 1.0  # an asymmetric bar: the network's output depends on orientation
+    clf = PatchClassifier(backbone="small_cnn", mode="finetune", weights=None, max_epochs=2, batch_size=8,
+                          validation_fraction=0, views=8, random_state=0, n_threads=1).fit(X, y)
+    L8 = clf.decision_function(X)
+    # the mean of the views' logits, views in the core's dihedral order
+    views = [clf.set_params(views=1).decision_function(_core.dihedral_transform(X, np.full(len(X), k, np.int64)))
+             for k in range(8)]
+    np.testing.assert_allclose(L8, np.mean(views, 0), rtol=1e-5, atol=1e-6)
+    assert np.abs(views[1] - views[0]).max() > 1e-3  # one view alone is not invariant ...
+    clf.set_params(views=8)
+    for k in (1, 5):  # ... the average over the group is, to rounding
+        Xk = _core.dihedral_transform(X, np.full(len(X), k, np.int64))
+        np.testing.assert_allclose(clf.decision_function(Xk), L8, rtol=1e-4, atol=1e-5)
+    calls = []
+    clf.predict_proba(X, batch_size=16, progress=lambda done, total: calls.append((done, total)))
+    assert calls[0] == (16, 192) and calls[-1] == (192, 192) and len(calls) == 16
+    np.testing.assert_array_equal(clf.decision_function(X), L8)  # same bits every call
+    clf.save(tmp_path / "views.stemroi")
+    back = PatchClassifier.load(tmp_path / "views.stemroi")
+    assert back.views == 8
+    np.testing.assert_array_equal(back.decision_function(X), L8)
+    with pytest.raises(ValueError, match="views must be 1, 4 or 8, got 2"):
+        PatchClassifier(views=2).fit(X, y)
+    with pytest.raises(ValueError, match="views=8 needs a network on patches; backbone 'precomputed'"):
+        PatchClassifier(backbone="precomputed", mode="head", views=8).fit(X.reshape(24, -1), y)
+
+
 def test_corrupt_or_foreign_model_file(tmp_path):
     bad = tmp_path / "bad.stemroi"
     bad.write_bytes(b"\x00" * 20)

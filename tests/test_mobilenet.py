@@ -176,6 +176,8 @@ def test_classifier_is_a_patch_classifier():
     # from scratch the learning rate waits longer before halving; an explicit value wins
     assert MobileNetV2Classifier(weights=None).get_params()["plateau_patience"] == 10
     assert MobileNetV2Classifier(weights=None, plateau_patience=4).get_params()["plateau_patience"] == 4
+    # predictions average the 8 dihedral views (the measured best); one view on request
+    assert p["views"] == 8 and MobileNetV2Classifier(views=1).get_params()["views"] == 1
 
 
 def tiny_task(n=24, seed=0):
