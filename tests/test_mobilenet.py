@@ -178,6 +178,9 @@ def test_classifier_is_a_patch_classifier():
     assert MobileNetV2Classifier(weights=None, plateau_patience=4).get_params()["plateau_patience"] == 4
     # predictions average the 8 dihedral views (the measured best); one view on request
     assert p["views"] == 8 and MobileNetV2Classifier(views=1).get_params()["views"] == 1
+    # from the STEM weights at most 15 epochs per stage (the measured best); from scratch PatchClassifier's
+    assert MobileNetV2Classifier().get_params()["max_epochs"] == 15
+    assert MobileNetV2Classifier(weights=None).get_params()["max_epochs"] is None
 
 
 def tiny_task(n=24, seed=0):
