@@ -477,12 +477,13 @@ def cmd_train(args) -> int:
             raise UsageError(f"{', '.join(given)} do{'es' if len(given) == 1 else ''} not apply with --few-label "
                              "(its features and head are fixed)")
     patches, labels, class_names = _load_patch_folder(args.patch_folder)
-    groups, gdesc = _groups(patches, args.no_overlap_groups)
     say = (lambda *a: None) if args.quiet else print
+    if args.few_label:  # no validation split, so no overlap groups to compute
+        say(f"stemroi train: {len(patches)} patches, {len(class_names)} classes ({', '.join(class_names)})")
+        return _train_few_label(args, patches, labels, class_names, say)
+    groups, gdesc = _groups(patches, args.no_overlap_groups)
     say(f"stemroi train: {len(patches)} patches, {len(class_names)} classes ({', '.join(class_names)}), "
         f"{len(np.unique(groups))} {gdesc}")
-    if args.few_label:
-        return _train_few_label(args, patches, labels, class_names, say)
     bar, progress = _progress_bar(args.quiet, "training", "epoch", leave=True)
     model = PatchClassifier(backbone=args.backbone, mode=args.mode, weights=args.weights, input_size=args.input_size,
                             max_epochs=args.epochs, validation_fraction=args.validation_fraction,
