@@ -148,7 +148,7 @@ def ablation(args):
         kw = {} if args.ablation_backbone == "small_cnn" else dict(backbone="mobilenet_v2", mode="finetune", input_size=96)
         model = stemroi.PatchClassifier(augment=value, weights=None if wname == "none" else wname,
                                         max_epochs=args.ablation_epochs, random_state=args.seed,
-                                        n_threads=args.threads, **kw)
+                                        n_threads=args.threads, views=args.ablation_views, **kw)
         t0 = time.perf_counter()
         model.fit(X[tr], y[tr], class_names=names)
         fit_s = time.perf_counter() - t0
@@ -190,6 +190,8 @@ def main():
                     help="comma list of backbone starts for the ablation: none (from scratch), stem (pretrained)")
     ap.add_argument("--ablation-backbone", choices=("small_cnn", "mobilenet_v2"), default="small_cnn",
                     help="backbone of the ablation's PatchClassifier (mobilenet_v2 at 96 px)")
+    ap.add_argument("--ablation-views", type=int, choices=(1, 4, 8), default=1,
+                    help="PatchClassifier(views=): dihedral views averaged at prediction (MobileNetV2Classifier: 8)")
     args = ap.parse_args()
     if args.ablation:
         ablation(args)
