@@ -3,6 +3,8 @@ the labelled CdTe and SrTiO3 patch sets, for the label-informed protocol (a)
 and every label-free route, plus the cluster map of the 768x768 CdTe image.
 
     .venv/bin/python benchmarks/cluster.py [--quick] [--out DIR] [--datasets CdTe STO]
+    .venv/bin/python benchmarks/cluster.py --k-selection     # every criterion for k; cross-image map
+    .venv/bin/python benchmarks/cluster.py --orientation     # resolved vs invariant orientation bins
 
 Protocol (a), label-informed (the study's): the embedding comes from a model
 trained on the evaluated labels. Two variants: "in-sample" (trained on every
@@ -163,6 +165,42 @@ def k_selection(datasets, d, seed, n_init, results_ks):
         _ = Precomputed
 
 
+def orientation_check(datasets, d, seed, n_init, rows):
+    """Lattice orientation: LatticeResidual with resolved orientation bins (the default) against
+    orientation="invariant", fitted on the patches as they are (labels unused), then asked to label the
+    same patches rotated by 90 degrees and by 30 degrees (a reflect-padded patch rotated with cubic
+    interpolation, centre crop): the share of patches that keep their cluster, and the cluster accuracy
+    of the rotated patches against the labels."""
+    from scipy import ndimage as ndi
+
+    print("\n=== lattice orientation: resolved vs invariant orientation bins; PatchClusterer defaults otherwise "
+          "(k_criteria='all'); rotated copies labelled by the fitted clusterer")
+    for ds in datasets:
+        X, y, classes = load_patches(d / ds)
+        k_true = len(classes)
+        m = X.shape[1] // 4
+        padded = np.pad(X, ((0, 0), (m, m), (m, m)), mode="reflect")
+        rotated = {"rot90": np.ascontiguousarray(np.rot90(X, 1, axes=(1, 2))),
+                   "rot30": np.ascontiguousarray(ndi.rotate(padded, 30, axes=(2, 1), reshape=False,
+                                                            order=3)[:, m:-m, m:-m])}
+        for feat in ("lattice_residual", "lattice_residual_invariant"):
+            cl = stemroi.PatchClusterer(feat, random_state=seed, n_init=n_init, k_criteria="all").fit(X)
+            sel = cl.selection_
+            acc = {k: evaluate_clustering(y, sel.labels[k])["accuracy"] for k in sel.k_values}
+            own = cl.predict(X)
+            row = dict(dataset=ds, features=feat, k_true=k_true, acc_true=float(acc[k_true]),
+                       choices={c: (int(k), float(acc[k])) for c, k in sel.choices.items()})
+            for name, R in rotated.items():
+                lab = cl.predict(R)
+                row[f"kept_{name}"] = float((lab == own).mean())
+                row[f"acc_{name}"] = float(evaluate_clustering(y, lab)["accuracy"])
+            rows.append(row)
+            print(f"  {ds:5s} {feat:27s} " + " ".join(f"{c} k={k} acc {a:.3f};" for c, (k, a) in row["choices"].items())
+                  + f" acc@{k_true}={row['acc_true']:.3f} | cluster kept: rot90 {row['kept_rot90']:.3f}, rot30 "
+                  f"{row['kept_rot30']:.3f}; acc of rotated: {row['acc_rot90']:.3f} / {row['acc_rot30']:.3f}",
+                  flush=True)
+
+
 def cluster_cross_image(d, seed, n_init):
     """Cross-image protocol for label-free clustering: PatchClusterer fitted on the 1119 labelled CdTe
     patches (labels unused), applied to the 768 x 768 CdTe frame with cluster_map (64 px tiles, stride 64,
@@ -212,6 +250,8 @@ def main(argv=None):
                     help="VGG16 input side for the untrained-VGG16 routes (224 as in the study is slow on CPU)")
     ap.add_argument("--k-selection", action="store_true",
                     help="only the choice of k (every criterion) and the cross-image cluster map")
+    ap.add_argument("--orientation", action="store_true",
+                    help="only resolved vs invariant orientation bins, on the patches and on rotated copies")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,6 +259,14 @@ def main(argv=None):
     seed = args.seed
     d = data_dir("ayyubi-stem-defects")
     print("Machine note: timings on a shared, loaded 2-core machine; compare within one run only.")
+    if args.orientation:
+        import json
+
+        rows = []
+        orientation_check(args.datasets, d, seed, n_init, rows)
+        with open(out / "orientation.json", "w") as f:
+            json.dump(rows, f, indent=1)
+        return
     if args.k_selection:
         import json
 

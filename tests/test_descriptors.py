@@ -105,3 +105,44 @@ def test_zscore_patches():
 def test_constant_patch_gives_finite_features():
     F = D.LatticeResidual().transform(np.ones((2, 32, 32)))
     assert np.isfinite(F).all()
+
+
+def test_orientation_invariant_lattice_residual():
+    rng = np.random.default_rng(3)
+    img = _lattice(size=40, freqs=((5.0, 2.0), (-2.0, 5.0), (3.0, 3.0)))
+    yy, xx = np.mgrid[0:40, 0:40]
+    P = np.stack([img + 1.5 * np.exp(-((yy - 13) ** 2 + (xx - 25) ** 2) / 3.0),
+                  img + 0.3 * rng.standard_normal((40, 40))])
+    resolved = D.LatticeResidual()
+    inv = D.LatticeResidual(orientation="invariant")
+    F = inv.transform(P)
+    assert F.shape == (2, 9 + 2 * 6 * 7)
+    assert F.shape[1] == sum(s for _, s in inv.feature_groups)
+    for k in (1, 2, 3):
+        # rot90 moves every orientation bin by 6 of 12: the resolved bins change, the invariant ones do not
+        R = np.rot90(P, k, axes=(1, 2))
+        np.testing.assert_allclose(inv.transform(R), F, rtol=1e-9, atol=1e-9)
+        if k != 2:
+            assert np.abs(resolved.transform(R) - resolved.transform(P)).max() > 0.5
+    # the blob block is the resolved descriptor's; harmonic 0 of a band is the sum of its resolved bins
+    Fr = resolved.transform(P)
+    np.testing.assert_allclose(F[:, :9], Fr[:, :9], rtol=1e-12)
+    np.testing.assert_allclose(F[:, 9:9 + 42].reshape(2, 6, 7)[..., 0], Fr[:, 9:9 + 72].reshape(2, 6, 12).sum(2),
+                               rtol=1e-10)
+    # an arbitrary rotation: closer to the original than the resolved descriptor gets, relative to its spread
+    from scipy import ndimage as ndi
+
+    big = _lattice(size=120, freqs=((12.0, 5.0), (-5.0, 12.0)))
+    a = big[None, 40:80, 40:80]
+    b = ndi.rotate(big, 33, reshape=False, order=3)[None, 40:80, 40:80]
+    for desc, bound in ((inv, 0.15), (resolved, None)):
+        Fa, Fb = desc.transform(a)[0, 9:], desc.transform(b)[0, 9:]
+        rel = np.linalg.norm(Fa - Fb) / np.linalg.norm(Fa - Fa.mean())
+        if bound is None:
+            assert rel > 3 * rel_inv
+        else:
+            rel_inv = rel
+            assert rel < bound
+    with pytest.raises(ValueError, match="orientation must be 'resolved' or 'invariant', got 'x'"):
+        D.LatticeResidual(orientation="x").transform(P)
+    assert isinstance(D.make_descriptor("lattice_residual_invariant"), D.LatticeResidual)

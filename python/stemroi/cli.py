@@ -29,7 +29,8 @@ MODEL_KINDS = {
 CLASSIFIER, FEW_LABEL, CVAE, UNET = "stemroi.PatchClassifier", "stemroi.FewLabelClassifier", "cvae", "unet_multilabel"
 
 #: ``stemroi cluster --features`` names -> PatchClusterer descriptor names ("vgg16": stemroi.VGG16Features)
-CLUSTER_FEATURES = {"lattice_residual": "lattice_residual", "fft": "fft", "log_fft": "log_fft",
+CLUSTER_FEATURES = {"lattice_residual": "lattice_residual",
+                    "lattice_residual_invariant": "lattice_residual_invariant", "fft": "fft", "log_fft": "log_fft",
                     "polar": "polar_fft", "polar_fft": "polar_fft", "vgg16": "vgg16"}
 
 

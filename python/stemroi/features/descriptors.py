@@ -264,16 +264,44 @@ class LatticeResidual(_Descriptor):
     orientation); ``image_polar`` - the same of the patch itself (the local
     lattice: stacking, twins). All are invariant to shifts of the patch content
     up to border effects.
+
+    ``orientation="resolved"`` (default) keeps the ``n_angles`` orientation
+    bins of both polar blocks. ``orientation="invariant"`` replaces each radius
+    band's orientation profile by the magnitudes of its Fourier series over
+    the bins (``n_angles // 2 + 1`` harmonics; harmonic 0, the band's summed
+    log power, keeps its sign): a rotation of the patch by a
+    multiple of ``180 / n_angles`` degrees (every multiple of 90 with the
+    default 12 bins) shifts the profile circularly and leaves the descriptor
+    unchanged, and other rotations change it only through the binning. Use it
+    when lattices of one material appear at several orientations (grains,
+    another image of the same material rotated); it loses the angle between
+    a fault and the lattice, which the resolved bins keep.
     """
 
     def __init__(self, *, n_peaks: int = 8, sigmas: Sequence[float] = (1.0, 2.0, 4.0), border: int = 2,
-                 n_angles: int = 12, radii: Sequence[float] = _DEFAULT_RADII, include_image: bool = True):
+                 n_angles: int = 12, radii: Sequence[float] = _DEFAULT_RADII, include_image: bool = True,
+                 orientation: str = "resolved"):
         self.n_peaks = n_peaks
         self.sigmas = sigmas
         self.border = border
         self.n_angles = n_angles
         self.radii = radii
         self.include_image = include_image
+        self.orientation = orientation
+
+    def _check_orientation(self) -> bool:
+        if self.orientation not in ("resolved", "invariant"):
+            raise ValueError(f"orientation must be 'resolved' or 'invariant', got {self.orientation!r}")
+        return self.orientation == "invariant"
+
+    def _polar(self, X: np.ndarray, radii: np.ndarray, invariant: bool) -> np.ndarray:
+        P = _polar_log_power(X, self.n_angles, radii, True).reshape(len(X), len(radii) - 1, self.n_angles)
+        if invariant:
+            # a circular shift of the orientation bins only changes the phases of this series; harmonic 0
+            # (the band's total log power) is real and keeps its sign
+            H = np.fft.rfft(P, axis=2)
+            P = np.concatenate([H[..., :1].real, np.abs(H[..., 1:])], axis=2)
+        return P.reshape(len(X), -1)
 
     def _blob(self, residual: np.ndarray) -> np.ndarray:
         from ..preprocessing.filters import gaussian_filter
@@ -296,16 +324,18 @@ class LatticeResidual(_Descriptor):
 
     def transform(self, patches) -> np.ndarray:
         radii = PolarPowerSpectrum(n_angles=self.n_angles, radii=self.radii)._check()
+        invariant = self._check_orientation()
         X = zscore_patches(patches)
         residual, _ = lattice_fit_residual(X, n_peaks=self.n_peaks)
-        blocks = [self._blob(residual), _polar_log_power(residual, self.n_angles, radii, True).reshape(len(X), -1)]
+        blocks = [self._blob(residual), self._polar(residual, radii, invariant)]
         if self.include_image:
-            blocks.append(_polar_log_power(X, self.n_angles, radii, True).reshape(len(X), -1))
+            blocks.append(self._polar(X, radii, invariant))
         return np.concatenate(blocks, axis=1)
 
     @property
     def feature_groups(self):
-        npol = self.n_angles * (len(self.radii) - 1)
+        per_band = self.n_angles // 2 + 1 if self.orientation == "invariant" else self.n_angles
+        npol = per_band * (len(self.radii) - 1)
         groups = [("blob", 3 * len(self.sigmas)), ("residual_polar", npol)]
         if self.include_image:
             groups.append(("image_polar", npol))
@@ -334,6 +364,7 @@ DESCRIPTORS = {
     "log_fft": lambda: FFTMagnitude(log=True),
     "polar_fft": lambda: PolarPowerSpectrum(),
     "lattice_residual": lambda: LatticeResidual(),
+    "lattice_residual_invariant": lambda: LatticeResidual(orientation="invariant"),
 }
 
 
