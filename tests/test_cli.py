@@ -215,6 +215,17 @@ def test_cluster_patch_folder(tmp_path, frames):
     assert {r.split(",")[1] for r in rows[1:]} == {"Bulk", "vacancy"}
 
 
+def test_cluster_rotation_invariant_descriptor(tmp_path, frames):
+    """--features lattice_residual_invariant reaches PatchClusterer and is recorded."""
+    out = tmp_path / "inv"
+    rc = main(["cluster", str(frames["patches"]), "--out", str(out), "--features", "lattice_residual_invariant",
+               "--k-max", "4", "--threads", "1", "--quiet", "--no-plot"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["features"] == "lattice_residual_invariant"
+    assert s["evaluation_at_k_classes"]["accuracy"] >= 0.9, s["evaluation_at_k_classes"]
+
+
 STO_ACCURACY_FLOOR = 0.80  # measured 0.865 at k = 5 (docs/clustering.md: lattice residual, PCA 0.95)
 
 

@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="an image file, or a folder of patches named <class>_<n>.tif")
     cl.add_argument("--out", required=True, help="output folder")
     cl.add_argument("--features", default="lattice_residual", choices=list(CLUSTER_FEATURES),
-                    help="patch descriptor (default lattice_residual; vgg16 = VGG16 block5 average-pooled features)")
+                    help="patch descriptor (default lattice_residual; lattice_residual_invariant = the same, "
+                         "rotation-invariant, for lattices at several angles; vgg16 = VGG16 block5 average-pooled "
+                         "features)")
     cl.add_argument("--weights", default="imagenet-keras",
                     help="VGG16 weights for --features vgg16: imagenet-keras (default) | imagenet | random | PATH")
     cl.add_argument("--input-size", type=_int_at_least(32), default=224,
