@@ -269,10 +269,11 @@ class LatticeResidual(_Descriptor):
     bins of both polar blocks. ``orientation="invariant"`` replaces each radius
     band's orientation profile by the magnitudes of its Fourier series over
     the bins (``n_angles // 2 + 1`` harmonics; harmonic 0, the band's summed
-    log power, keeps its sign): a rotation of the patch by a
-    multiple of ``180 / n_angles`` degrees (every multiple of 90 with the
-    default 12 bins) shifts the profile circularly and leaves the descriptor
-    unchanged, and other rotations change it only through the binning. Use it
+    log power, keeps its sign). A rotation of the patch by a multiple of 90
+    degrees shifts the profile circularly (with the default 12 bins; the
+    magnitudes also ignore the reversal a mirror makes) and leaves the
+    descriptor unchanged; other rotations change it only through the pixel
+    grid and the binning. Use it
     when lattices of one material appear at several orientations (grains,
     another image of the same material rotated); it loses the angle between
     a fault and the lattice, which the resolved bins keep.
