@@ -155,7 +155,7 @@ def MobileNetV2Classifier(weights="stem", *, input_size: int = 96, random_state=
         ``scripts/pretrain_stem.py --backbone mobilenet_v2`` at 96 px; works offline),
         fine-tuned like the STEM small_cnn: the head on the frozen backbone, then every
         stage at 0.3 x the rate. The best measured start (docs/weights.md: SrTiO3
-        overlap-aware split 0.942 over 3 seeds with the default 8 views, 0.92-0.95, against 0.36
+        overlap-aware split 0.947 over 3 seeds with the default 8 views, 0.94-0.96, against 0.36
         from scratch). "imagenet" (the study's):
         torchvision's ``mobilenet_v2-b0353104.pth`` (registry entry
         ``"mobilenet_v2-imagenet"``: cached or downloaded by ``stemroi.models.weights.fetch``,
@@ -207,10 +207,11 @@ def MobileNetV2Classifier(weights="stem", *, input_size: int = 96, random_state=
         params.setdefault("plateau_patience", 10)
     elif w == STEM_WEIGHTS:
         # from the STEM weights at most 15 epochs per stage: with 8 views, SrTiO3 0.942 against 0.918
-        # after at most 40 + 40 epochs (docs/weights.md), in 2.5x less time
+        # after at most 40 + 40 epochs (docs/weights.md, measured with the 20-epoch pretraining), in
+        # 2.5x less time
         params.setdefault("max_epochs", 15)
-    # predictions averaged over the 8 dihedral views: SrTiO3 overlap-aware split 0.907 -> 0.942,
-    # CdTe 0.897 -> 0.93 (docs/weights.md); views=1 is 8x faster at prediction
+    # predictions averaged over the 8 dihedral views: SrTiO3 overlap-aware split 0.915 -> 0.947,
+    # CdTe 0.897 -> 0.950 (docs/weights.md); views=1 is 8x faster at prediction
     params.setdefault("views", 8)
     return PatchClassifier(backbone="mobilenet_v2", mode="finetune", weights=w, input_size=input_size,
                            random_state=random_state, n_threads=n_threads, **params)
