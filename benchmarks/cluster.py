@@ -162,7 +162,28 @@ def k_selection(datasets, d, seed, n_init, results_ks):
             for crit, k in sel2.choices.items():
                 results_ks.append({"dataset": ds, "criterion": crit, "k": int(k), "k_true": k_true,
                                    "acc": float(evaluate_clustering(y, sel2.labels[k])["accuracy"]), "seed": s2})
-        _ = Precomputed
+        # average linkage on the same embedding: one tree, cut at every k, silhouette choosing k
+        from stemroi.cluster._linkage import linkage_selection
+
+        t0 = time.perf_counter()
+        lsel, _ = linkage_selection(cl.embedding_, cl.k_range)
+        lacc = {k: evaluate_clustering(y, lsel.labels[k])["accuracy"] for k in lsel.k_values}
+        print(f"   average linkage ({time.perf_counter() - t0:.2f} s): silhouette "
+              + " ".join(f"{k}:{v:.3f}" for k, v in zip(lsel.k_values, lsel.scores)))
+        print("   average linkage acc@k " + " ".join(f"{k}:{lacc[k]:.3f}" for k in lsel.k_values))
+        print(f"   average linkage -> k={lsel.best_k:2d} (|k - {k_true}| = {abs(lsel.best_k - k_true)})  "
+              f"acc@k={lacc[lsel.best_k]:.3f}")
+        results_ks.append({"dataset": ds, "criterion": "average_linkage silhouette", "k": int(lsel.best_k),
+                           "k_true": k_true, "acc": float(lacc[lsel.best_k])})
+        # how much the linkage choice depends on the PCA setting (the default is 0.95)
+        for nc in (0.9, 0.99, 20, 10):
+            c2 = stemroi.PatchClusterer(Precomputed(feature_groups=cl.extractor_.feature_groups), n_components=nc,
+                                        algorithm="average_linkage").fit(cl.features_)
+            a2 = evaluate_clustering(y, c2.labels_)["accuracy"]
+            print(f"   average linkage, PCA {nc}: k={c2.n_clusters_} acc@k={a2:.3f} "
+                  f"acc@{k_true}={evaluate_clustering(y, c2.labels_for(k_true))['accuracy']:.3f}")
+            results_ks.append({"dataset": ds, "criterion": f"average_linkage silhouette, PCA {nc}",
+                               "k": int(c2.n_clusters_), "k_true": k_true, "acc": float(a2)})
 
 
 def orientation_check(datasets, d, seed, n_init, rows):
@@ -218,9 +239,12 @@ def cluster_cross_image(d, seed, n_init):
     print(f"\n=== cross-image: fit on the CdTe patches, map the 768 x 768 frame ({int((truth == 1).sum())} region "
           f"tiles, {int((truth == 0).sum())} bulk tiles, {int((truth < 0).sum())} left out)")
     rows = []
-    for rule in ("silhouette", "silhouette_1se"):
-        cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init,
-                                    k_criteria="silhouette" if rule == "silhouette" else "all", k_rule=rule).fit(X)
+    for rule in ("silhouette", "silhouette_1se", "average_linkage"):
+        if rule == "average_linkage":
+            cl = stemroi.PatchClusterer(algorithm="average_linkage").fit(X)
+        else:
+            cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init,
+                                        k_criteria="silhouette" if rule == "silhouette" else "all", k_rule=rule).fit(X)
         res = cl.cluster_map(img, patch=64, stride=64)
         lab = {tuple(int(v) for v in o): l for o, l in zip(np.asarray(res.origins), res.labels)}
         flagged = np.array([lab[(int(r), int(c))] != res.bulk_label for r, c in origins])

@@ -226,6 +226,18 @@ def test_cluster_rotation_invariant_descriptor(tmp_path, frames):
     assert s["evaluation_at_k_classes"]["accuracy"] >= 0.9, s["evaluation_at_k_classes"]
 
 
+def test_cluster_average_linkage(tmp_path, frames):
+    """--algorithm average_linkage reaches PatchClusterer and is recorded; an unknown one is refused."""
+    out = tmp_path / "link"
+    rc = main(["cluster", str(frames["patches"]), "--out", str(out), "--algorithm", "average_linkage",
+               "--k-max", "4", "--threads", "1", "--quiet", "--no-plot"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["algorithm"] == "average_linkage"
+    assert s["evaluation_at_k_classes"]["accuracy"] >= 0.9, s["evaluation_at_k_classes"]
+    assert main(["cluster", str(frames["patches"]), "--out", str(out), "--algorithm", "ward", "--quiet"]) == 2
+
+
 STO_ACCURACY_FLOOR = 0.80  # measured 0.865 at k = 5 (docs/clustering.md: lattice residual, PCA 0.95)
 
 

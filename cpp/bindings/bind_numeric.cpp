@@ -3,12 +3,14 @@
 // here with noconvert(), so a C-contiguous float32/float64 array is used in
 // place, never copied or upcast. The GIL is released around every core call.
 // device: "cpu", "cuda", "cuda:N" or "auto" (see stemroi/compute_device.hpp).
+#include <cmath>
 #include <optional>
 
 #include "common.hpp"
 #include "stemroi/cluster_metrics.hpp"
 #include "stemroi/compute_device.hpp"
 #include "stemroi/kmeans.hpp"
+#include "stemroi/linkage.hpp"
 #include "stemroi/pca.hpp"
 #include "stemroi/silhouette.hpp"
 
@@ -181,6 +183,29 @@ void bind_typed(py::module_& m) {
       py::arg("device") = "cpu");
 
   m.def(
+      "average_linkage",
+      [](const carray<T>& X, int n_threads) {
+        require_ndim(X, 2, "X");
+        Dendrogram t;
+        {
+          py::gil_scoped_release nogil;
+          t = average_linkage<T>(X.data(), X.shape(0), X.shape(1), n_threads);
+        }
+        // scipy's linkage matrix: (n - 1, 4) float64 [left, right, height, size]
+        const py::ssize_t m = static_cast<py::ssize_t>(t.height.size());
+        py::array_t<double> Z({m, static_cast<py::ssize_t>(4)});
+        double* z = Z.mutable_data();
+        for (py::ssize_t j = 0; j < m; ++j) {
+          z[4 * j] = static_cast<double>(t.left[j]);
+          z[4 * j + 1] = static_cast<double>(t.right[j]);
+          z[4 * j + 2] = t.height[j];
+          z[4 * j + 3] = static_cast<double>(t.size[j]);
+        }
+        return Z;
+      },
+      py::arg("X").noconvert(), py::arg("n_threads"));
+
+  m.def(
       "silhouette_samples_multi",
       [](const carray<T>& X, const std::vector<carray<int32_t>>& labels, const std::vector<int32_t>& n_clusters,
          int n_threads, const std::string& device) {
@@ -261,6 +286,29 @@ void bind_numeric(py::module_& m) {
         return to_array(m, {static_cast<py::ssize_t>(n_classes), static_cast<py::ssize_t>(n_clusters)});
       },
       py::arg("classes").noconvert(), py::arg("clusters").noconvert(), py::arg("n_classes"), py::arg("n_clusters"));
+  m.def(
+      "cut_dendrogram",
+      [](const carray<double>& Z, int64_t k) {
+        if (Z.ndim() != 2 || Z.shape(1) != 4)
+          throw ValueError(concat("Z must be a linkage matrix of shape (n - 1, 4), got ", shape_str(shape_of(Z))));
+        Dendrogram t;
+        const int64_t m = Z.shape(0);
+        t.n_samples = m + 1;
+        const double* z = Z.data();
+        for (int64_t j = 0; j < m; ++j) {
+          for (int c = 0; c < 2; ++c) {
+            const double v = z[4 * j + c];
+            if (!(v >= 0 && v < static_cast<double>(2 * m + 1) && v == std::floor(v)))
+              throw ValueError(concat("Z[", j, ", ", c, "] must be a cluster id in [0, ", 2 * m + 1, "), got ", v));
+          }
+          t.left.push_back(static_cast<int64_t>(z[4 * j]));
+          t.right.push_back(static_cast<int64_t>(z[4 * j + 1]));
+          t.height.push_back(z[4 * j + 2]);
+          t.size.push_back(static_cast<int64_t>(z[4 * j + 3]));
+        }
+        return to_array(cut_dendrogram(t, k), {static_cast<py::ssize_t>(m + 1)});
+      },
+      py::arg("Z").noconvert(), py::arg("k"));
   m.def(
       "max_weight_matching",
       [](const carray<double>& w) {

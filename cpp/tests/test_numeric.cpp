@@ -11,6 +11,7 @@
 #include "stemroi/cluster_metrics.hpp"
 #include "stemroi/errors.hpp"
 #include "stemroi/kmeans.hpp"
+#include "stemroi/linkage.hpp"
 #include "stemroi/pca.hpp"
 #include "stemroi/silhouette.hpp"
 
@@ -249,4 +250,27 @@ TEST(NumericMetrics, HungarianMatchesBruteForce) {
   std::vector<int64_t> y = {0, 0, 1, 1, 2}, l = {1, 1, 0, 0, 0};
   auto m = contingency_matrix(y.data(), l.data(), 5, 3, 2);
   EXPECT_EQ(m, (std::vector<int64_t>{0, 2, 2, 0, 1, 0}));
+}
+
+TEST(NumericLinkage, AverageLinkageByHandAndCut) {
+  // 1-D points 0, 1, 5, 6, 20: {0,1} and {5,6} at height 1, then their mean
+  // distance (5 + 6 + 4 + 5) / 4 = 5, then 20 at (20 + 19 + 15 + 14) / 4 = 17.
+  const std::vector<double> X{0, 1, 5, 6, 20};
+  for (int threads : {1, 2}) {
+    const Dendrogram t = average_linkage(X.data(), 5, 1, threads);
+    ASSERT_EQ(t.height.size(), 4u);
+    EXPECT_EQ(t.left, (std::vector<int64_t>{0, 2, 5, 4}));
+    EXPECT_EQ(t.right, (std::vector<int64_t>{1, 3, 6, 7}));
+    EXPECT_EQ(t.height, (std::vector<double>{1, 1, 5, 17}));
+    EXPECT_EQ(t.size, (std::vector<int64_t>{2, 2, 4, 5}));
+    EXPECT_EQ(cut_dendrogram(t, 3), (std::vector<int32_t>{0, 0, 1, 1, 2}));
+    EXPECT_EQ(cut_dendrogram(t, 1), (std::vector<int32_t>{0, 0, 0, 0, 0}));
+    EXPECT_EQ(cut_dendrogram(t, 5), (std::vector<int32_t>{0, 1, 2, 3, 4}));
+    EXPECT_THROW(cut_dendrogram(t, 0), ValueError);
+    EXPECT_THROW(cut_dendrogram(t, 6), ValueError);
+  }
+  const std::vector<double> nan{0, std::nan(""), 1};
+  EXPECT_THROW(average_linkage(nan.data(), 3, 1, 1), ValueError);
+  EXPECT_THROW(average_linkage(X.data(), 1, 1, 1), ValueError);
+  EXPECT_THROW(average_linkage(X.data(), kMaxLinkageSamples + 1, 1, 1), ValueError);  // refused before reading X
 }

@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="VGG16 weights for --features vgg16: imagenet-keras (default) | imagenet | random | PATH")
     cl.add_argument("--input-size", type=_int_at_least(32), default=224,
                     help="side the patches are resized to for --features vgg16 (default 224)")
+    cl.add_argument("--algorithm", default="kmeans", choices=["kmeans", "average_linkage"],
+                    help="kmeans (default) or average_linkage (one tree cut at every k; at most 16384 tiles)")
     cl.add_argument("--k-min", type=_int_at_least(2), default=2, help="smallest number of clusters (default 2)")
     cl.add_argument("--k-max", type=_int_at_least(2), default=10, help="largest number of clusters (default 10)")
     cl.add_argument("--patch", type=_int_at_least(8), default=64, help="tile size for an image (default 64)")
@@ -568,10 +570,10 @@ def cmd_cluster(args) -> int:
     out = Path(args.out)
     say = _say(args)
     doc: Dict[str, Any] = {"command": "cluster", "input": str(src), "features": args.features,
-                           "k_range": [args.k_min, args.k_max], "seed": args.seed}
+                           "algorithm": args.algorithm, "k_range": [args.k_min, args.k_max], "seed": args.seed}
     data = _read_folder(args, src, say) if src.is_dir() else _read_tiles(args, src)
     clusterer = PatchClusterer(_cluster_features(args), k_range=range(args.k_min, args.k_max + 1),
-                               random_state=args.seed, n_threads=args.threads)
+                               random_state=args.seed, n_threads=args.threads, algorithm=args.algorithm)
     bar, step = _progress_bar(args.quiet, "cluster", "step")
     try:
         step(0, 3)

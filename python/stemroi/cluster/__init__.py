@@ -1,4 +1,4 @@
-"""Clustering: K-means on the C++ core, the choice of the number of
+"""Clustering: K-means and average linkage on the C++ core, the choice of the number of
 clusters, and ``PatchClusterer`` (label-free ROI discovery)."""
 from .._lazy import attach
 
@@ -8,5 +8,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "select_n_clusters": "._kmeans",
     "ConvergenceWarning": "._kmeans",
     "PatchClusterer": "._patch_clusterer",
+    "average_linkage": "._linkage",
+    "cut_dendrogram": "._linkage",
     "pca_k_grid": "._patch_clusterer",
 })
