@@ -87,3 +87,24 @@ def test_real_patches_label_free(ayyubi_dir, name, k_true, k_expected, min_acc):
     cl = stemroi.PatchClusterer(algorithm="average_linkage", n_threads=2).fit(X)
     assert cl.n_clusters_ == k_expected
     assert evaluate_clustering(y, cl.labels_)["accuracy"] >= min_acc
+
+
+def test_cluster_map_with_average_linkage():
+    """A frame of two lattice kinds side by side: the map follows the kinds the tree found."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _cluster_synth import lattice_patches
+
+    P, y = lattice_patches(n_per_class=16, size=32, seed=3)
+    cl = stemroi.PatchClusterer("lattice_residual", n_components=5, k_range=range(2, 6),
+                                algorithm="average_linkage").fit(P)
+    assert evaluate_clustering(y, cl.labels_)["accuracy"] >= 0.9
+    a, b = P[np.flatnonzero(y == y[0])[0]], P[np.flatnonzero(y != y[0])[0]]
+    image = np.concatenate([np.tile(a, (2, 2)), np.tile(b, (2, 2))], axis=1)  # 64 x 128
+    res = cl.cluster_map(image, patch=32, stride=32)
+    assert len(res) == 8 and res.image_shape == (64, 128)
+    left = {lab for (r, c), lab in zip(np.asarray(res.origins), res.labels) if c < 64}
+    right = {lab for (r, c), lab in zip(np.asarray(res.origins), res.labels) if c >= 64}
+    assert len(left) == 1 and len(right) == 1 and left != right
