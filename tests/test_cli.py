@@ -215,27 +215,19 @@ def test_cluster_patch_folder(tmp_path, frames):
     assert {r.split(",")[1] for r in rows[1:]} == {"Bulk", "vacancy"}
 
 
-def test_cluster_rotation_invariant_descriptor(tmp_path, frames):
-    """--features lattice_residual_invariant reaches PatchClusterer and is recorded."""
-    out = tmp_path / "inv"
-    rc = main(["cluster", str(frames["patches"]), "--out", str(out), "--features", "lattice_residual_invariant",
+@pytest.mark.parametrize("option,value,key", [("--features", "lattice_residual_invariant", "features"),
+                                              ("--algorithm", "average_linkage", "algorithm")])
+def test_cluster_descriptor_and_algorithm_options(tmp_path, frames, option, value, key):
+    """--features lattice_residual_invariant and --algorithm average_linkage reach PatchClusterer and are
+    recorded; an unknown value is refused."""
+    out = tmp_path / "opt"
+    rc = main(["cluster", str(frames["patches"]), "--out", str(out), option, value,
                "--k-max", "4", "--threads", "1", "--quiet", "--no-plot"])
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["features"] == "lattice_residual_invariant"
+    assert s[key] == value
     assert s["evaluation_at_k_classes"]["accuracy"] >= 0.9, s["evaluation_at_k_classes"]
-
-
-def test_cluster_average_linkage(tmp_path, frames):
-    """--algorithm average_linkage reaches PatchClusterer and is recorded; an unknown one is refused."""
-    out = tmp_path / "link"
-    rc = main(["cluster", str(frames["patches"]), "--out", str(out), "--algorithm", "average_linkage",
-               "--k-max", "4", "--threads", "1", "--quiet", "--no-plot"])
-    assert rc == 0
-    s = json.loads((out / "summary.json").read_text())
-    assert s["algorithm"] == "average_linkage"
-    assert s["evaluation_at_k_classes"]["accuracy"] >= 0.9, s["evaluation_at_k_classes"]
-    assert main(["cluster", str(frames["patches"]), "--out", str(out), "--algorithm", "ward", "--quiet"]) == 2
+    assert main(["cluster", str(frames["patches"]), "--out", str(out), option, "ward", "--quiet"]) == 2
 
 
 STO_ACCURACY_FLOOR = 0.80  # measured 0.865 at k = 5 (docs/clustering.md: lattice residual, PCA 0.95)
