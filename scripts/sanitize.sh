@@ -32,6 +32,7 @@ if [ "${1:-}" = "--fast" ]; then
   src=cpp/src; tst=cpp/tests
   files=($src/patches.cpp $src/overlap.cpp $src/filters.cpp $src/cluster_metrics.cpp $src/preprocess.cpp
          $src/parallel.cpp $src/model_file.cpp $src/sha256.cpp $src/kmeans.cpp $src/silhouette.cpp $src/pca.cpp
+         $src/linkage.cpp
          $src/compute_device.cpp
          $tst/test_patches.cpp $tst/test_overlap.cpp $tst/test_common.cpp $tst/test_preprocess.cpp
          $tst/test_model_file.cpp $tst/test_numeric.cpp)
