@@ -95,6 +95,23 @@ def _hspy_with_unwritten_data(path: Path, shape) -> Path:
     return path
 
 
+@pytest.mark.skipif(not HAS_RSCIIO, reason="RosettaSciIO (optional, stemroi[hyperspy]) is not installed")
+def test_hdf5_file_on_which_libhdf5_loops_is_refused_in_bounded_time(monkeypatch):
+    """A fuzzer-found .emd (tests/fuzz/regressions) on which libhdf5 never returns from reading a root
+    attribute: the attribute probe runs in a child process, which is killed after the timeout."""
+    import time
+
+    from stemroi.adapters import rosettasciio
+
+    monkeypatch.setattr(rosettasciio, "HDF5_PROBE_TIMEOUT", 3.0)
+    path = Path(__file__).parent / "fuzz" / "regressions" / "hdf5_attribute_loop.emd"
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match=r"hdf5_attribute_loop.emd: reading the HDF5 attributes did not finish "
+                                      r"within 3 s; the file is corrupt"):
+        read_image(path)
+    assert time.perf_counter() - t0 < 20
+
+
 def test_hdf5_dataset_claiming_unwritten_chunks_is_refused(tmp_path):
     """A 24 kB .hspy claiming 30000 x 30000 float32 took 8 GB and returned zeros; now refused from the
     dataset's storage size before RosettaSciIO reads it (a smaller claim here, 64 MiB)."""
