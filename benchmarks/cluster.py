@@ -208,7 +208,8 @@ def linkage_speed(rows, n=8000, dim=50, seed=0):
     same = bool(np.array_equal(Z[:, [0, 1, 3]], R[:, [0, 1, 3]]))
     dev = float(np.max(np.abs(np.asarray(ref) - sel.scores)))
     print(f"\n=== average linkage + cuts k=2..10 + silhouettes, n={n}, d={dim}: stemroi {t_ours:.2f} s, SciPy + "
-          f"scikit-learn {t_ref:.2f} s ({t_ref / t_ours:.1f}x); same merges {same}, max silhouette difference {dev:.1e}")
+          f"scikit-learn {t_ref:.2f} s ({t_ref / t_ours:.1f}x); same merges {same}, "
+          f"max silhouette difference {dev:.1e}")
     rows.append({"n": n, "d": dim, "stemroi_s": t_ours, "reference_s": t_ref, "same_merges": same,
                  "max_silhouette_diff": dev})
 

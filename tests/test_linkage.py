@@ -40,6 +40,9 @@ def test_patch_clusterer_average_linkage_on_blobs(rng):
     R = hierarchy.linkage(cl.embedding_, "average")
     for k in range(2, 8):
         np.testing.assert_array_equal(cl.labels_for(k), hierarchy.cut_tree(R, n_clusters=k).ravel())
+    assert cl.linkage_.shape == (len(X) - 1, 4)
+    assert cl.set_params(algorithm="kmeans", n_init=2, random_state=0).fit(X).linkage_ is None  # no stale tree
+    cl.set_params(algorithm="average_linkage").fit(X)
     # silhouettes equal scikit-learn's on the same cuts
     sk = pytest.importorskip("sklearn.metrics")
     for k, s in cl.silhouette_scores_.items():

@@ -8,7 +8,7 @@ one piece. The tree is built once; every k of a sweep is a cut of it, so a k
 sweep costs one O(n^2) pass plus one silhouette pass.
 
 ``average_linkage`` returns scipy's linkage matrix (same merges, heights within
-1e-14 relative, same tie order as ``scipy.cluster.hierarchy.linkage(X,
+1e-12 relative, same tie order as ``scipy.cluster.hierarchy.linkage(X,
 "average")``); ``cut_dendrogram`` equals ``scipy.cluster.hierarchy.cut_tree``.
 Memory: n(n-1)/2 doubles (n <= 16384, 1 GiB); fit on the training patches and
 map new tiles to the nearest cluster mean.

@@ -132,8 +132,9 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     :class:`stemroi.detection.FeatureNovelty` on the embedding: the cluster
     map marks tiles unlike the training patches as ``unfamiliar``),
     ``silhouette_scores_`` ({k: score}), ``inertias_``, ``n_clusters_``,
-    ``labels_``, ``cluster_centers_``, ``labels_per_k_`` ({k: labels}); with
-    average linkage also ``linkage_`` (scipy's linkage matrix of the embedding).
+    ``labels_``, ``cluster_centers_``, ``labels_per_k_`` ({k: labels}),
+    ``linkage_`` (scipy's linkage matrix of the embedding with average linkage;
+    None with K-means).
     """
 
     def __init__(self, features="lattice_residual", *, standardize: bool = True, n_components=0.95,
@@ -177,7 +178,8 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         eng = _engine()
         if self.algorithm not in _ALGORITHMS:
             raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {self.algorithm!r}")
-        if self.algorithm == "average_linkage" and (self.k_criteria != "silhouette" or self.k_rule not in (None, "silhouette")):
+        only_silhouette = self.k_criteria == "silhouette" and self.k_rule in (None, "silhouette")
+        if self.algorithm == "average_linkage" and not only_silhouette:
             raise ValueError("algorithm='average_linkage' chooses k by the mean silhouette only (stability and gap "
                              f"resample K-means); got k_criteria={self.k_criteria!r}, k_rule={self.k_rule!r}")
         extractor = _resolve_extractor(self.features, self.n_threads)
@@ -215,6 +217,7 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
             sel, self.linkage_ = linkage_selection(Z, ks, self.n_threads)
         else:
+            self.linkage_ = None  # a refit with K-means keeps no tree of an earlier fit
             sel = eng.select_n_clusters(Z, ks, n_init=n_init, random_state=self.random_state,
                                         n_threads=self.n_threads, criteria=self.k_criteria, rule=self.k_rule)
         self.embedding_ = Z
