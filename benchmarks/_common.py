@@ -17,3 +17,16 @@ def data_dir(subfolder: str = "") -> Path:
         sys.exit(f"{Path(sys.argv[0]).name}: reference data not found at {d} "
                  "(set STEMROI_DATA_DIR to the shared/data folder)")
     return d
+
+
+def bf16_available() -> tuple[bool, str]:
+    """Whether this CPU runs oneDNN's bf16 convolutions (AVX512 BW/VL/DQ), as (ok, why not):
+    the benchmarks leave their BF16 variants out where it does not, instead of failing."""
+    import torch
+
+    try:
+        torch._C._nn.mkldnn_reorder_conv2d_weight(torch.randn(8, 8, 3, 3).to_mkldnn(torch.bfloat16),
+                                                  [1, 1], [1, 1], [1, 1], 1)
+    except RuntimeError as exc:
+        return False, str(exc).splitlines()[0]
+    return True, ""

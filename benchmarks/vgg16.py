@@ -35,6 +35,7 @@ import torch
 import torch.utils.mkldnn
 import torchvision
 
+from _common import bf16_available
 from stemroi import VGG16Features
 from stemroi.features import extract_image_features
 
@@ -142,13 +143,15 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {threads} threads, batch {batch}; timings on a shared machine: "
           "compare the ratios printed in this run, not absolute numbers across runs")
     has_bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
-    print(f"CPU avx512_bf16: {has_bf16}")
+    bf16, why = bf16_available()
+    print(f"CPU avx512_bf16: {has_bf16}" + ("" if bf16 else f"; no oneDNN bf16 path ({why}): BF16 rows left out"))
+    dtypes = ("float32", "bfloat16") if bf16 else ("float32",)
 
     def peak_now() -> float:
         return max(gemm_peak(threads, reps=rounds))
 
     mm32, conv32 = gemm_peak(threads, reps=rounds)
-    mm16, conv16 = gemm_peak(threads, torch.bfloat16, reps=rounds)
+    mm16, conv16 = gemm_peak(threads, torch.bfloat16, reps=rounds) if bf16 else (float("nan"), float("nan"))
     peak = max(mm32, conv32)
     print(f"FP32 peak proxy: max(torch.mm 2048^3 {mm32:.1f}, oneDNN 1x1-conv GEMM (4x512x64x64, 512 out) "
           f"{conv32:.1f}) GFLOP/s, re-measured after each input size and the best kept; "
@@ -172,12 +175,12 @@ def main(argv=None) -> int:
             tv_mk = torch.utils.mkldnn.to_mkldnn(copy.deepcopy(tv))
             ref = tv(x).mean((2, 3)).numpy()
         exts = {}
-        for dtype in ("float32", "bfloat16"):
+        for dtype in dtypes:
             exts[dtype] = VGG16Features(input_size=size, preprocessing="torchvision", batch_size=batch,
                                         n_threads=threads, dtype=dtype).fit()
             exts[dtype].model_.load_state_dict({k: v.numpy() for k, v in state.items()})
         f32 = exts["float32"].transform(patches)
-        fbf = exts["bfloat16"].transform(patches)
+        fbf = exts["bfloat16"].transform(patches) if bf16 else f32
 
         def inference(fn):
             def run():
@@ -190,15 +193,18 @@ def main(argv=None) -> int:
             "torchvision channels_last": inference(lambda: tv_cl(x_cl).mean((2, 3))),
             "torchvision mkldnn": inference(lambda: tv_mk(x.to_mkldnn()).to_dense().mean((2, 3))),
             "stemroi FP32": lambda: exts["float32"].transform(patches),
-            "stemroi BF16": lambda: exts["bfloat16"].transform(patches),
         }
+        if bf16:
+            candidates["stemroi BF16"] = lambda: exts["bfloat16"].transform(patches)
         cpu_times = {}
         times = interleaved(candidates, rounds, cpu_times)
         peak = max(peak, peak_now())
         best_name = min(("torchvision channels_last", "torchvision mkldnn"), key=times.get)
         res = {"torchvision eager": times["torchvision eager"],
                f"torchvision best ({best_name.split()[1]})": times[best_name],
-               "stemroi FP32": times["stemroi FP32"], "stemroi BF16": times["stemroi BF16"]}
+               "stemroi FP32": times["stemroi FP32"]}
+        if bf16:
+            res["stemroi BF16"] = times["stemroi BF16"]
         print(f"\n== input {size}x{size}: {vgg16_gflop(size):.2f} GFLOP/patch, {n} patches per batch, "
               f"best of {rounds} interleaved rounds; FP32 peak proxy so far {peak:.1f} GFLOP/s")
         base = res["torchvision eager"]
@@ -211,13 +217,14 @@ def main(argv=None) -> int:
         c_best = min(cpu_times["torchvision channels_last"], cpu_times["torchvision mkldnn"])
         print(f"  CPU-wall s (loaded machine): " + ", ".join(f"{k} {v:.3f}" for k, v in cpu_times.items()))
         print(f"  CPU-wall ratios: stemroi FP32 x{c_best / cpu_times['stemroi FP32']:.2f} vs torchvision best, "
-              f"x{cpu_times['torchvision eager'] / cpu_times['stemroi FP32']:.2f} vs eager; BF16 "
-              f"x{cpu_times['stemroi FP32'] / cpu_times['stemroi BF16']:.2f} vs stemroi FP32")
+              f"x{cpu_times['torchvision eager'] / cpu_times['stemroi FP32']:.2f} vs eager"
+              + (f"; BF16 x{cpu_times['stemroi FP32'] / cpu_times['stemroi BF16']:.2f} vs stemroi FP32" if bf16 else ""))
         rel = np.abs(f32 - ref).max() / np.abs(ref).max()
         cos = cosine(fbf, f32)
         print(f"  stemroi FP32 vs torchvision: max rel diff {rel:.2e}")
-        print(f"  BF16 vs FP32 feature cosine: min {cos.min():.5f}, mean {cos.mean():.5f}; "
-              f"BF16 speed-up x{res['stemroi FP32'] / res['stemroi BF16']:.2f}")
+        if bf16:
+            print(f"  BF16 vs FP32 feature cosine: min {cos.min():.5f}, mean {cos.mean():.5f}; "
+                  f"BF16 speed-up x{res['stemroi FP32'] / res['stemroi BF16']:.2f}")
         rows.append((size, res))
 
     if not args.skip_dense:
@@ -232,7 +239,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         dfeat, origins = extract_image_features(img, ext, patch, stride)
         t_dense = time.perf_counter() - t
-        if not args.quick:
+        if not args.quick and bf16:
             ext_bf = VGG16Features(input_size=224, batch_size=batch, n_threads=threads, dense=True, random_state=0,
                                    dtype="bfloat16")
             t = time.perf_counter()
@@ -260,7 +267,7 @@ def main(argv=None) -> int:
         print(f"  cosine dense vs per-patch: min {cos.min():.4f}, mean {cos.mean():.4f}; centred: min "
               f"{ccos.min():.4f}, mean {ccos.mean():.4f} (random weights); "
               f"dense BF16 vs FP32 min cosine {cosine(dfeat_bf, dfeat).min():.5f}"
-              + (" (BF16 dense skipped in --quick)" if args.quick else ""))
+              + (" (BF16 dense skipped in --quick)" if args.quick else "" if bf16 else " (no BF16 on this CPU)"))
     return 0
 
 

@@ -258,7 +258,17 @@ std::shared_ptr<const VGG16Impl::Packed> VGG16Impl::packed(c10::ScalarType dtype
   c10::InferenceMode guard;
   for (auto& c : convs_) {
     auto w = c->weight.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-    p->weight.push_back(at::mkldnn_reorder_conv2d_weight(w.to_mkldnn(dtype), {1, 1}, {1, 1}, {1, 1}, 1));
+    try {
+      p->weight.push_back(at::mkldnn_reorder_conv2d_weight(w.to_mkldnn(dtype), {1, 1}, {1, 1}, {1, 1}, 1));
+    } catch (const c10::Error& e) {
+      if (dtype != torch::kBFloat16) throw;
+      // oneDNN has bf16 convolutions only on CPUs with AVX512 BW/VL/DQ: say
+      // so, instead of passing on LibTorch's message about a weight reorder.
+      throw std::runtime_error(concat(
+          "dtype='bfloat16' needs oneDNN's bf16 convolutions, which this CPU lacks (they need AVX512 BW, VL and "
+          "DQ); use dtype='float32', which is also the faster one on such CPUs. LibTorch said: ",
+          e.what_without_backtrace()));
+    }
     // oneDNN adds a float32 bias also for bf16 convolutions (as torch.utils.mkldnn does).
     p->bias.push_back(c->bias.detach().to(torch::kCPU, torch::kFloat32).contiguous().to_mkldnn());
   }
