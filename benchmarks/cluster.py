@@ -253,19 +253,22 @@ def orientation_check(datasets, d, seed, n_init, rows):
 def cluster_cross_image(d, seed, n_init):
     """Cross-image protocol for label-free clustering: PatchClusterer fitted on the 1119 labelled CdTe
     patches (labels unused), applied to the 768 x 768 CdTe frame with cluster_map (64 px tiles, stride 64,
-    144 tiles). A tile is flagged when its cluster is not the frame's most frequent one (bulk). Truth: the
-    reference regions of docs/segmentation.md (benchmarks/_crossimage.py: region tile >= 5 % of its pixels
-    in a region, bulk tile > 30 px from every region, others left out). Reported: precision / recall of
-    the flagged tiles and the tile AUROC of the distance to the bulk cluster's centre."""
-    from _crossimage import auroc, cdte_frame, reference_regions, tile_truth
+    144 tiles), plain and under the six acquisition shifts of benchmarks/_crossimage.py (gain, noise, blur,
+    pixel size; the reference regions are zoomed with the frame). A tile is flagged when its cluster is not
+    the frame's most frequent one (bulk). Truth: the reference regions of docs/segmentation.md
+    (benchmarks/_crossimage.py: region tile >= 5 % of its pixels in a region, bulk tile > 30 px from every
+    region, others left out). Reported: precision / recall of the flagged tiles, and two tile AUROCs: of
+    cluster_map's scores (distance to the frame's median tile embedding) and of the distance to the centre
+    of the bulk cluster fitted on the training patches."""
+    from _crossimage import SHIFTS, auroc, cdte_frame, reference_regions, shifted_frame_truth, tile_truth
 
     X, _, _ = load_patches(d / "CdTe")
     img = cdte_frame()
     regions, outside = reference_regions(img.shape)
-    anyreg = np.any(list(regions.values()), axis=0)
-    origins, truth = tile_truth(anyreg, outside)
-    print(f"\n=== cross-image: fit on the CdTe patches, map the 768 x 768 frame ({int((truth == 1).sum())} region "
-          f"tiles, {int((truth == 0).sum())} bulk tiles, {int((truth < 0).sum())} left out)")
+    frames = [("plain", img, np.any(list(regions.values()), axis=0), outside)]
+    frames += [(name, *shifted_frame_truth(img, kind, value)) for name, (kind, value) in SHIFTS.items()]
+    print(f"\n=== cross-image: fit on the CdTe patches, map the 768 x 768 frame, plain and under {len(SHIFTS)} "
+          "acquisition shifts (tiles of 64 px, stride 64)")
     rows = []
     for rule in ("silhouette", "silhouette_1se", "average_linkage"):
         if rule == "average_linkage":
@@ -273,21 +276,41 @@ def cluster_cross_image(d, seed, n_init):
         else:
             cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init,
                                         k_criteria="silhouette" if rule == "silhouette" else "all", k_rule=rule).fit(X)
-        res = cl.cluster_map(img, patch=64, stride=64)
-        lab = {tuple(int(v) for v in o): l for o, l in zip(np.asarray(res.origins), res.labels)}
-        flagged = np.array([lab[(int(r), int(c))] != res.bulk_label for r, c in origins])
-        tiles = np.stack([img[r:r + 64, c:c + 64] for r, c in origins])
-        bulk_c = int(str(res.bulk_label).split()[-1])
-        dist = np.linalg.norm(cl.transform(tiles) - cl.cluster_centers_[bulk_c], axis=1)
-        keep = truth >= 0
-        tp = int((flagged & (truth == 1)).sum())
-        prec = tp / max(int((flagged & keep).sum()), 1)
-        rec = tp / max(int((truth == 1).sum()), 1)
-        a = auroc(truth, dist)
-        print(f"  rule {rule:15s} k={cl.n_clusters_}: flagged {int(flagged.sum())}/144 tiles; "
-              f"precision {prec:.3f} recall {rec:.3f} (scored tiles); AUROC of distance to bulk centre {a:.3f}")
-        rows.append({"rule": rule, "k": cl.n_clusters_, "flagged": int(flagged.sum()), "precision": prec,
-                     "recall": rec, "auroc": a})
+        per_frame = []
+        for name, frame, anyreg, outside in frames:
+            origins, truth = tile_truth(anyreg, outside)
+            res = cl.cluster_map(frame, patch=64, stride=64)
+            lab = {tuple(int(v) for v in o): l for o, l in zip(np.asarray(res.origins), res.labels)}
+            flagged = np.array([lab[(int(r), int(c))] != res.bulk_label for r, c in origins])
+            tiles = np.stack([frame[r:r + 64, c:c + 64] for r, c in origins])
+            bulk_c = int(str(res.bulk_label).split()[-1])
+            dist = np.linalg.norm(cl.transform(tiles) - cl.cluster_centers_[bulk_c], axis=1)
+            keep = truth >= 0
+            tp = int((flagged & (truth == 1)).sum())
+            prec = tp / max(int((flagged & keep).sum()), 1)
+            rec = tp / max(int((truth == 1).sum()), 1)
+            a = auroc(truth, dist)
+            a_frame = auroc(truth, np.asarray(res.scores)[[list(map(tuple, np.asarray(res.origins))).index(
+                (int(r), int(c))) for r, c in origins]])
+            per_frame.append({"frame": name, "tiles": len(origins), "region_tiles": int((truth == 1).sum()),
+                              "bulk_tiles": int((truth == 0).sum()), "flagged": int(flagged.sum()),
+                              "precision": prec, "recall": rec, "auroc": a, "auroc_frame_median": a_frame})
+        p0 = per_frame[0]
+        sh = per_frame[1:]
+        print(f"  rule {rule:15s} k={cl.n_clusters_}: plain frame ({p0['region_tiles']} region, {p0['bulk_tiles']} "
+              f"bulk tiles scored): flagged {p0['flagged']}/{p0['tiles']}; precision {p0['precision']:.3f} recall "
+              f"{p0['recall']:.3f}; AUROC: scores (frame median) {p0['auroc_frame_median']:.3f}, distance to the "
+              f"training bulk centre {p0['auroc']:.3f}")
+        for r in sh:
+            print(f"    {r['frame']:12s} flagged {r['flagged']:3d}/{r['tiles']:3d}  precision {r['precision']:.3f} "
+                  f"recall {r['recall']:.3f}  AUROC scores {r['auroc_frame_median']:.3f}, training bulk centre "
+                  f"{r['auroc']:.3f}")
+        print(f"    shifted frames: AUROC of scores mean {np.mean([r['auroc_frame_median'] for r in sh]):.3f} (worst "
+              f"{min(r['auroc_frame_median'] for r in sh):.3f}); training bulk centre mean "
+              f"{np.mean([r['auroc'] for r in sh]):.3f} (worst {min(r['auroc'] for r in sh):.3f}); precision mean {np.mean([r['precision'] for r in sh]):.3f}, "
+              f"recall mean {np.mean([r['recall'] for r in sh]):.3f}")
+        rows.append({"rule": rule, "k": cl.n_clusters_, **{k: v for k, v in p0.items() if k != "frame"},
+                     "shifted": sh})
     return rows
 
 

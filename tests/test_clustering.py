@@ -102,6 +102,50 @@ def test_cluster_map_returns_roiresult(rng):
     assert len(set(res.labels)) == 1
 
 
+def test_cluster_map_scores_are_the_distance_to_the_frames_median_embedding(rng):
+    from stemroi.preprocessing.grid import PatchGrid
+
+    P, _ = lattice_patches(n_per_class=12, size=32, seed=3)
+    cl = stemroi.PatchClusterer("polar_fft", n_components=4, k_range=range(2, 5), n_init=2, random_state=0).fit(P)
+    image = np.concatenate([np.tile(P[0], (3, 4)), np.tile(P[-1], (1, 4))]).astype(np.float32)  # 128 x 128
+    res = stemroi.detection.cluster_map(image, cl, patch=32, stride=16, batch_size=5)  # several batches
+    origins = np.asarray(PatchGrid(patch_size=32, stride=16, edge="drop").origins(image.shape))
+    Z = cl.transform(np.stack([image[r:r + 32, c:c + 32] for r, c in origins])).astype(np.float32)
+    ref = np.linalg.norm(Z.astype(np.float64) - np.median(Z, axis=0).astype(np.float64), axis=1)
+    np.testing.assert_allclose(res.scores, ref, rtol=1e-6, atol=1e-9)
+    assert "median" in res.metadata["scores"]
+    # the last tile row is the other lattice: the farthest from this frame's (majority) bulk
+    assert res.scores[origins[:, 0] == 96].min() > np.median(res.scores[origins[:, 0] <= 32])
+
+
+def test_cluster_map_scores_rank_the_cdte_frames_defects_under_blur():
+    """Cross-image check on real data: fitted on the CdTe patches, mapping the 768 x 768 CdTe frame
+    plain and blurred by 1 px (an acquisition change the training patches never saw)."""
+    import sys
+    from pathlib import Path
+
+    from scipy import ndimage
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import _crossimage as ci
+    finally:
+        sys.path.remove(str(bench))
+    if not (ci.DATA / "CdTe").is_dir():
+        pytest.skip(f"needs the CdTe patches in {ci.DATA} (see ../shared/data/README.md)")
+    ds = stemroi.load_patch_folder(ci.DATA / "CdTe")
+    cl = stemroi.PatchClusterer(algorithm="average_linkage", n_threads=2).fit(ds.patches)
+    img = ci.cdte_frame()
+    regions, outside = ci.reference_regions(img.shape)
+    origins, truth = ci.tile_truth(np.any(list(regions.values()), axis=0), outside)
+    for frame, floor in ((img, 0.99), (ndimage.gaussian_filter(img, 1.0, mode="reflect"), 0.95)):
+        res = cl.cluster_map(frame, patch=64, stride=64)
+        np.testing.assert_array_equal(np.asarray(res.origins), origins)
+        # measured 1.000 plain and 0.996 blurred; the distance to the training bulk centre: 1.000 / 0.289
+        assert ci.auroc(truth, res.scores) >= floor
+
+
 def test_predict_uses_the_core_kmeans_distances(rng, monkeypatch):
     from scipy.spatial.distance import cdist
 

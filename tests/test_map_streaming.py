@@ -187,10 +187,14 @@ def test_cluster_map_streamed_in_batches_equals_all_tiles_at_once():
     img = _frame(150, 170, seed=6)
     res = cluster_map(img, clusterer, patch=32, stride=12, batch_size=7)
     grid = PatchGrid(32, 12, "drop")
-    dist = clusterer._distances(clusterer.transform(grid.extract(img)))
+    Z = clusterer.transform(grid.extract(img))
+    dist = clusterer._distances(Z)
     assert len(dist) > 7 * 10
     np.testing.assert_array_equal(res.origins, grid.origins(img.shape))
-    np.testing.assert_allclose(res.scores, dist.min(axis=1), rtol=1e-12, atol=1e-12)
+    Z32 = Z.astype(np.float32)  # the map keeps the embeddings as float32 for the median
+    centre = np.median(Z32, axis=0).astype(np.float64)
+    np.testing.assert_allclose(res.scores, np.linalg.norm(Z32.astype(np.float64) - centre, axis=1), rtol=1e-12,
+                               atol=1e-12)
     assert list(res.labels) == [f"cluster {c}" for c in dist.argmin(axis=1)]
     np.testing.assert_array_equal(res.maps["cluster"], res.pixel_map(dist.argmin(axis=1).astype(np.int64), fill=-1))
     assert (res.maps["cluster"][:, 164:] == -1).all() and (res.maps["cluster"][140:] == -1).all()  # drop edge

@@ -70,7 +70,7 @@ def tile_scores(result, score="auto") -> np.ndarray:
 
     ``score``: ``"auto"`` (the detector's ``scores`` when it has them: the
     anomaly score of a CVAE map, the largest defect probability of a U-Net
-    map, the distance to the nearest centre of a cluster map; else, for a
+    map, the distance to the image's median tile embedding of a cluster map; else, for a
     classifier, the probability of not being bulk, ``1 - p(bulk)``; else the
     confidence), ``"scores"``, ``"confidence"``, a class name (that class's
     probability column) or a callable ``result -> (n,) array``.
