@@ -77,6 +77,18 @@ def clustering(name, X, y, args, rows):
         rows.append(dict(dataset=name, part="a", route=route, setting=f"at true k={k_true}",
                          value=f"acc {acc_true:.3f}", k=k_true, accuracy=acc_true, seconds=dt))
         print(f"  {name} {route:45s} true k={k_true}  acc={acc_true:.3f}  ({dt:.0f} s)", flush=True)
+        # the same features, average linkage (one tree cut at every k; silhouette picks k)
+        t0 = time.perf_counter()
+        la = stemroi.PatchClusterer(features, algorithm="average_linkage", n_threads=args.threads).fit(X)
+        dt = time.perf_counter() - t0
+        k = la.n_clusters_
+        acc = evaluate_clustering(y, la.labels_)["accuracy"]
+        acc_true_l = evaluate_clustering(y, la.labels_for(k_true))["accuracy"]
+        rows.append(dict(dataset=name, part="a", route=route, setting="average linkage, silhouette k",
+                         value=f"k={k} (true {k_true}), acc {acc:.3f}; at true k {acc_true_l:.3f}", k=k,
+                         accuracy=acc, seconds=dt))
+        print(f"  {name} {route:45s} average linkage k={k:2d} acc={acc:.3f}; true k acc={acc_true_l:.3f} "
+              f"({dt:.0f} s)", flush=True)
 
 
 def _accuracy(model, X, y):
