@@ -282,6 +282,8 @@ def cluster_cross_image(d, seed, n_init):
             res = cl.cluster_map(frame, patch=64, stride=64)
             lab = {tuple(int(v) for v in o): l for o, l in zip(np.asarray(res.origins), res.labels)}
             flagged = np.array([lab[(int(r), int(c))] != res.bulk_label for r, c in origins])
+            roi = dict(zip(map(tuple, np.asarray(res.origins).tolist()), res.is_roi))  # roi="score" (default)
+            by_score = np.array([roi[(int(r), int(c))] for r, c in origins])
             tiles = np.stack([frame[r:r + 64, c:c + 64] for r, c in origins])
             bulk_c = int(str(res.bulk_label).split()[-1])
             dist = np.linalg.norm(cl.transform(tiles) - cl.cluster_centers_[bulk_c], axis=1)
@@ -290,20 +292,27 @@ def cluster_cross_image(d, seed, n_init):
             prec = tp / max(int((flagged & keep).sum()), 1)
             rec = tp / max(int((truth == 1).sum()), 1)
             a = auroc(truth, dist)
+            tp_s = int((by_score & (truth == 1)).sum())
+            prec_s = tp_s / max(int((by_score & keep).sum()), 1)
+            rec_s = tp_s / max(int((truth == 1).sum()), 1)
             a_frame = auroc(truth, np.asarray(res.scores)[[list(map(tuple, np.asarray(res.origins))).index(
                 (int(r), int(c))) for r, c in origins]])
             per_frame.append({"frame": name, "tiles": len(origins), "region_tiles": int((truth == 1).sum()),
                               "bulk_tiles": int((truth == 0).sum()), "flagged": int(flagged.sum()),
-                              "precision": prec, "recall": rec, "auroc": a, "auroc_frame_median": a_frame})
+                              "precision": prec, "recall": rec, "auroc": a, "auroc_frame_median": a_frame,
+                              "flagged_score": int(by_score.sum()), "precision_score": prec_s,
+                              "recall_score": rec_s})
         p0 = per_frame[0]
         sh = per_frame[1:]
         print(f"  rule {rule:15s} k={cl.n_clusters_}: plain frame ({p0['region_tiles']} region, {p0['bulk_tiles']} "
               f"bulk tiles scored): flagged {p0['flagged']}/{p0['tiles']}; precision {p0['precision']:.3f} recall "
-              f"{p0['recall']:.3f}; AUROC: scores (frame median) {p0['auroc_frame_median']:.3f}, distance to the "
+              f"{p0['recall']:.3f}; roi='score': flagged {p0['flagged_score']} precision {p0['precision_score']:.3f} "
+              f"recall {p0['recall_score']:.3f}; AUROC: scores (frame median) {p0['auroc_frame_median']:.3f}, distance to the "
               f"training bulk centre {p0['auroc']:.3f}")
         for r in sh:
             print(f"    {r['frame']:12s} flagged {r['flagged']:3d}/{r['tiles']:3d}  precision {r['precision']:.3f} "
-                  f"recall {r['recall']:.3f}  AUROC scores {r['auroc_frame_median']:.3f}, training bulk centre "
+                  f"recall {r['recall']:.3f}; roi='score' flagged {r['flagged_score']:3d} precision "
+                  f"{r['precision_score']:.3f} recall {r['recall_score']:.3f}  AUROC scores {r['auroc_frame_median']:.3f}, training bulk centre "
                   f"{r['auroc']:.3f}")
         print(f"    shifted frames: AUROC of scores mean {np.mean([r['auroc_frame_median'] for r in sh]):.3f} (worst "
               f"{min(r['auroc_frame_median'] for r in sh):.3f}); training bulk centre mean "
@@ -311,6 +320,43 @@ def cluster_cross_image(d, seed, n_init):
               f"recall mean {np.mean([r['recall'] for r in sh]):.3f}")
         rows.append({"rule": rule, "k": cl.n_clusters_, **{k: v for k, v in p0.items() if k != "frame"},
                      "shifted": sh})
+    return rows
+
+
+def cluster_self_fit(seed):
+    """What `stemroi cluster IMAGE` does: PatchClusterer fitted on the 64-px tiles of the CdTe frame itself
+    (plain and under the six acquisition shifts), then cluster_map of the same frame; precision / recall of
+    the ROI flags under roi="cluster" and roi="score" (thresholds 2 and 3), truth as in cluster_cross_image."""
+    from _crossimage import SHIFTS, auroc, cdte_frame, reference_regions, shifted_frame_truth, tile_truth
+    from stemroi.preprocessing import PatchGrid
+
+    img = cdte_frame()
+    regions, outside = reference_regions(img.shape)
+    frames = [("plain", img, np.any(list(regions.values()), axis=0), outside)]
+    frames += [(name, *shifted_frame_truth(img, kind, value)) for name, (kind, value) in SHIFTS.items()]
+    print("\n=== each frame clustered on its own tiles (what `stemroi cluster IMAGE` does): ROI flags by rule")
+    rows = []
+    for algorithm in ("kmeans", "average_linkage"):
+        for name, frame, anyreg, outs in frames:
+            origins, truth = tile_truth(anyreg, outs)
+            tiles = PatchGrid(patch_size=64, stride=64, edge="drop").extract(frame)
+            cl = stemroi.PatchClusterer(algorithm=algorithm, random_state=seed).fit(tiles)
+            row = {"algorithm": algorithm, "frame": name, "k": cl.n_clusters_}
+            text = []
+            for rule, c in (("cluster", 2.0), ("score", 2.0), ("score", 3.0)):
+                res = cl.cluster_map(frame, 64, 64, roi=rule, roi_threshold=c)
+                np.testing.assert_array_equal(np.asarray(res.origins), origins)
+                fl, keep = res.is_roi, truth >= 0
+                tp = int((fl & (truth == 1)).sum())
+                key = rule if rule == "cluster" else f"score {c:g}"
+                row[key] = {"flagged": int(fl.sum()), "precision": tp / max(int((fl & keep).sum()), 1),
+                            "recall": tp / max(int((truth == 1).sum()), 1)}
+                text.append(f"{key}: {row[key]['flagged']:3d} flagged, P {row[key]['precision']:.2f} "
+                            f"R {row[key]['recall']:.2f}")
+            row["auroc"] = auroc(truth, res.scores)
+            print(f"  {algorithm:15s} {name:12s} k={cl.n_clusters_:2d} AUROC {row['auroc']:.3f} | " + " | ".join(text),
+                  flush=True)
+            rows.append(row)
     return rows
 
 
@@ -348,10 +394,11 @@ def main(argv=None):
         ks_rows = []
         k_selection(args.datasets, d, seed, n_init, ks_rows)
         cross = cluster_cross_image(d, seed, n_init) if "CdTe" in args.datasets else []
+        self_fit = cluster_self_fit(seed) if "CdTe" in args.datasets else []
         speed = []
         linkage_speed(speed)
         with open(out / "k_selection.json", "w") as f:
-            json.dump({"choices": ks_rows, "cross_image": cross, "linkage_speed": speed}, f, indent=1,
+            json.dump({"choices": ks_rows, "cross_image": cross, "self_fit": self_fit, "linkage_speed": speed}, f, indent=1,
                       default=float)
         return
     results = []

@@ -72,7 +72,9 @@ def main(argv=None):
     tiles = PatchGrid(patch_size=16, stride=4, edge="drop").extract(to_unit_range(image))
     clusterer = stemroi.PatchClusterer("lattice_residual", n_components=5, k_range=[2], n_init=4, random_state=0,
                                        n_threads=1).fit(tiles)
-    rois = p4a.find_rois(datacube, clusterer, image=adf, by="roi", patch=16, stride=2)
+    # the precipitate covers much of the scan: a second phase, not a rare outlier of the bulk, so the
+    # tiles are flagged by cluster (roi="cluster"), not by their outlying score (the default)
+    rois = p4a.find_rois(datacube, clusterer, image=adf, by="roi", patch=16, stride=2, roi="cluster")
 
     bulk = rois.result.bulk_label
     roi = rois.mask("ROI")

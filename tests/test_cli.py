@@ -200,6 +200,25 @@ def test_cluster_image(tmp_path, frames):
         assert (out / f).stat().st_size > 1000
 
 
+def test_cluster_image_roi_rules(tmp_path, frames):
+    """--roi and --roi-threshold reach cluster_map (recorded in the ROIs' metadata); bad values are refused."""
+    docs = {}
+    for rule in ("score", "cluster"):
+        out = tmp_path / rule
+        rc = main(["cluster", str(frames["square"]), "--out", str(out), "--patch", "32", "--k-max", "4",
+                   "--threads", "1", "--quiet", "--no-plot", "--roi", rule, "--roi-threshold", "2.5"])
+        assert rc == 0
+        docs[rule] = json.loads((out / "square_rois.json").read_text())
+    assert docs["score"]["metadata"]["roi_threshold"] == 2.5 and "median" in docs["score"]["metadata"]["roi_rule"]
+    assert docs["cluster"]["metadata"]["roi_threshold"] is None
+    bulk = docs["cluster"]["bulk_label"]
+    assert [t["roi"] for t in docs["cluster"]["tiles"]] == [t["label"] != bulk for t in docs["cluster"]["tiles"]]
+    cut = docs["score"]["metadata"]["roi_score_cut"]
+    assert [t["roi"] for t in docs["score"]["tiles"]] == [t["score"] > cut for t in docs["score"]["tiles"]]
+    for bad in (["--roi", "outlier"], ["--roi-threshold", "0"], ["--roi-threshold", "nan"]):
+        assert main(["cluster", str(frames["square"]), "--out", str(tmp_path / "bad"), "--quiet", *bad]) == 2
+
+
 def test_cluster_patch_folder(tmp_path, frames):
     """A labelled folder: clusters.csv and the cluster accuracy against the file names' classes."""
     out = tmp_path / "clf"

@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="side the patches are resized to for --features vgg16 (default 224)")
     cl.add_argument("--algorithm", default="kmeans", choices=["kmeans", "average_linkage"],
                     help="kmeans (default) or average_linkage (one tree cut at every k; at most 16384 tiles)")
+    cl.add_argument("--roi", default="score", choices=["score", "cluster"],
+                    help="which tiles of an image are flagged: score (default: distance to the image's median tile "
+                         "embedding above median + --roi-threshold robust SDs) or cluster (not the bulk cluster)")
+    cl.add_argument("--roi-threshold", type=_positive_float, default=2.0,
+                    help="robust standard deviations above the image's median score for --roi score (default 2)")
     cl.add_argument("--k-min", type=_int_at_least(2), default=2, help="smallest number of clusters (default 2)")
     cl.add_argument("--k-max", type=_int_at_least(2), default=10, help="largest number of clusters (default 10)")
     cl.add_argument("--patch", type=_int_at_least(8), default=64, help="tile size for an image (default 64)")
@@ -638,14 +643,15 @@ def _read_folder(args, src: Path, say) -> Dict[str, Any]:
 
 def _cluster_image(args, src: Path, data: Dict[str, Any], clusterer, out: Path) -> Dict[str, Any]:
     image, patch, stride = data["image"], data["patch"], data["stride"]
-    result = clusterer.cluster_map(image, patch, stride)
+    result = clusterer.cluster_map(image, patch, stride, roi=args.roi, roi_threshold=args.roi_threshold)
     stem = _output_stems([str(src)])[0]
     files = _write_result(result, out, stem, str(src))
     if not args.no_plot:
         from .plotting import plot_cluster_map
 
         title = (f"{src.name}: k = {clusterer.n_clusters_} clusters ({args.features}), "
-                 f"{int(result.is_roi.sum())} of {len(result)} tiles off the bulk cluster")
+                 f"{int(result.is_roi.sum())} of {len(result)} tiles "
+                 + ("flagged by score" if args.roi == "score" else "off the bulk cluster"))
         _save_plot(plot_cluster_map(image, result, title=title), out / f"{stem}_rois.png")
         files.append(f"{stem}_rois.png")
     return {"input_kind": "image", "image_shape": list(image.shape), "calibration": data["calibration"],

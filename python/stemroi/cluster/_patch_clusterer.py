@@ -276,12 +276,14 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         return self.labels_per_k_[int(k)]
 
     # -- cluster map of a large image
-    def cluster_map(self, image, patch: int = 64, stride: int = 64, *, pixel_size=None):
+    def cluster_map(self, image, patch: int = 64, stride: int = 64, *, pixel_size=None, roi: str = "score",
+                    roi_threshold: float = 2.0):
         """:func:`stemroi.detection.cluster_map` of ``image``: an ROIResult with
-        one row per tile (nearest cluster) and ``maps["cluster"]``."""
+        one row per tile (nearest cluster), ``scores`` (distance to the image's
+        median tile embedding), ROI flags by ``roi`` and ``maps["cluster"]``."""
         from ..detection._cluster_map import cluster_map
 
-        return cluster_map(image, self, patch, stride, pixel_size=pixel_size)
+        return cluster_map(image, self, patch, stride, pixel_size=pixel_size, roi=roi, roi_threshold=roi_threshold)
 
 
 # --------------------------------------------------------------------------- grid

@@ -54,6 +54,9 @@ class ROIResult:
         of held-out training tiles). Independent of ``unknown`` (low
         confidence) and of ``is_roi``. None when the model has no novelty score.
     novelty : optional (n,) float array, the novelty score behind ``unfamiliar``.
+    flagged : optional (n,) bool array, set by detectors that flag tiles by a
+        score rather than by their label (``cluster_map(roi="score")``); when
+        set, ``is_roi`` is ``flagged | unknown`` instead of "not the bulk label".
     """
 
     origins: np.ndarray
@@ -71,6 +74,7 @@ class ROIResult:
     maps: Dict[str, np.ndarray] = field(default_factory=dict)
     unfamiliar: Optional[np.ndarray] = None
     novelty: Optional[np.ndarray] = None
+    flagged: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.origins = np.asarray(self.origins, dtype=np.int64).reshape(-1, 2)
@@ -97,6 +101,11 @@ class ROIResult:
             self.novelty = np.asarray(self.novelty, dtype=np.float64)
             if self.novelty.shape != (n,):
                 raise ValueError(f"novelty: expected shape ({n},), got {self.novelty.shape}")
+        if self.flagged is not None:
+            f = np.asarray(self.flagged)
+            if f.shape != (n,) or f.dtype.kind not in "bui":
+                raise ValueError(f"flagged: expected a boolean array of shape ({n},), got {f.dtype} {f.shape}")
+            self.flagged = f.astype(bool)
         if self.image_shape is not None:
             self.image_shape = tuple(int(v) for v in self.image_shape)
         self.maps = {str(k): np.asarray(v) for k, v in (self.maps or {}).items()}
@@ -110,7 +119,9 @@ class ROIResult:
 
     @property
     def is_roi(self) -> np.ndarray:
-        """True for tiles to inspect (not bulk; unknown tiles included)."""
+        """True for tiles to inspect (not bulk, or ``flagged`` when the detector set it; unknown tiles included)."""
+        if self.flagged is not None:
+            return self.unknown | self.flagged
         return self.unknown | (self.labels != self.bulk_label)
 
     def counts(self) -> Dict[str, int]:
@@ -218,15 +229,22 @@ class ROIResult:
         doc = json.loads(text)
         tiles = doc["tiles"]
         names = doc["class_names"]
+        labels = np.array([t["label"] for t in tiles], dtype=object)
+        unknown = np.array([t["unknown"] for t in tiles], dtype=bool)
+        flagged = None
+        if tiles and "roi" in tiles[0]:  # flags that are not "not the bulk label" were set by the detector
+            roi = np.array([t["roi"] for t in tiles], dtype=bool)
+            if not np.array_equal(roi, unknown | (labels != doc.get("bulk_label"))):
+                flagged = roi
         probs = None
         if tiles and f"p_{names[0]}" in tiles[0]:
             probs = np.array([[t[f"p_{c}"] for c in names] for t in tiles])
         return cls(
             origins=np.array([[t["row"], t["col"]] for t in tiles]).reshape(-1, 2),
             sizes=np.array([[t["height"], t["width"]] for t in tiles]).reshape(-1, 2),
-            labels=np.array([t["label"] for t in tiles], dtype=object),
+            labels=labels,
             confidence=np.array([t["confidence"] for t in tiles]),
-            unknown=np.array([t["unknown"] for t in tiles], dtype=bool),
+            unknown=unknown,
             class_names=names,
             bulk_label=doc.get("bulk_label"),
             probabilities=probs,
@@ -238,6 +256,7 @@ class ROIResult:
                         if tiles and "unfamiliar" in tiles[0] else None),
             novelty=(np.array([np.inf if t["novelty"] is None else t["novelty"] for t in tiles], dtype=np.float64)
                      if tiles and "novelty" in tiles[0] else None),
+            flagged=flagged,
         )
 
 

@@ -54,7 +54,9 @@ def plot_cluster_map(image, result, *, ax=None, alpha: float = 0.35, title: Opti
                      tint_bulk: bool = False, legend_names: Optional[Mapping[str, str]] = None, path=None):
     """The image with every tile of ``result`` (a ROIResult of cluster labels) tinted by its cluster.
 
-    Tiles of ``result.bulk_label`` are left untinted unless ``tint_bulk``;
+    Tiles that are not regions of interest (``result.is_roi`` False: the bulk
+    cluster's, or the unflagged ones when the map flags by score) are left
+    untinted unless ``tint_bulk``;
     ``legend_names`` maps labels to longer legend text (e.g. the dominant
     labelled class of each cluster)."""
     plt = pyplot()
@@ -68,8 +70,8 @@ def plot_cluster_map(image, result, *, ax=None, alpha: float = 0.35, title: Opti
     fig = ax.figure if ax is not None else plt.figure(figsize=(6.5, 6.5))
     ax = ax or fig.add_subplot(111)
     ax.imshow(img, cmap="gray")
-    for (r, c), (h, w), lab in zip(result.origins, result.sizes, result.labels):
-        if not tint_bulk and result.bulk_label is not None and str(lab) == result.bulk_label:
+    for (r, c), (h, w), lab, roi in zip(result.origins, result.sizes, result.labels, result.is_roi):
+        if not tint_bulk and not roi:
             continue
         col = colors.get(str(lab), (0.5, 0.5, 0.5, 1.0))
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, facecolor=col, alpha=alpha, edgecolor=col, lw=0.8))
@@ -77,8 +79,14 @@ def plot_cluster_map(image, result, *, ax=None, alpha: float = 0.35, title: Opti
     legend_names = dict(legend_names or {})
     handles = []
     for n in names:
-        bulk = " - bulk, untinted" if (not tint_bulk and n == result.bulk_label) else ""
+        if n == result.bulk_label:
+            bulk = " - bulk" + (", untinted" if not tint_bulk and result.flagged is None else "")
+        else:
+            bulk = ""
         handles.append(Patch(color=colors[n], label=f"{legend_names.get(n, n)} ({counts.get(n, 0)}){bulk}"))
+    if result.flagged is not None and not tint_bulk:
+        handles.append(Patch(facecolor="none", edgecolor="none",
+                             label=f"tinted: {int(result.is_roi.sum())} tiles flagged by score"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.set_axis_off()
     ax.set_title(title or f"cluster map ({len(result)} tiles)")

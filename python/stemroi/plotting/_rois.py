@@ -37,9 +37,10 @@ def plot_rois(image, result: ROIResult, ax=None, *, show_unknown: bool = True, l
     ax.imshow(img, cmap="gray", interpolation="nearest")
     colors = class_colors(result.class_names, result.bulk_label)
     used = {}
-    for (r, c), (h, w), lab, unk in zip(result.origins, result.sizes, result.labels, result.unknown):
+    for (r, c), (h, w), lab, unk, roi in zip(result.origins, result.sizes, result.labels, result.unknown,
+                                             result.is_roi):
         lab = str(lab)
-        if lab == result.bulk_label and not unk:
+        if not roi:
             continue
         if unk and not show_unknown:
             continue
