@@ -34,6 +34,19 @@ def prifti_dir() -> Path:
     return _require(PRIFTI)
 
 
+@pytest.fixture(scope="session")
+def crossimage():
+    """benchmarks/_crossimage.py (the CdTe frame, its reference regions and the acquisition shifts of the
+    cross-image protocol); skipped when the CdTe patches are absent."""
+    import importlib.util
+
+    _require(AYYUBI / "CdTe")
+    spec = importlib.util.spec_from_file_location("_crossimage", ROOT / "benchmarks" / "_crossimage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

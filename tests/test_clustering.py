@@ -118,22 +118,13 @@ def test_cluster_map_scores_are_the_distance_to_the_frames_median_embedding(rng)
     assert res.scores[origins[:, 0] == 96].min() > np.median(res.scores[origins[:, 0] <= 32])
 
 
-def test_cluster_map_scores_rank_the_cdte_frames_defects_under_blur():
+@pytest.mark.data
+def test_cluster_map_scores_rank_the_cdte_frames_defects_under_blur(crossimage):
     """Cross-image check on real data: fitted on the CdTe patches, mapping the 768 x 768 CdTe frame
     plain and blurred by 1 px (an acquisition change the training patches never saw)."""
-    import sys
-    from pathlib import Path
-
     from scipy import ndimage
 
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    try:
-        import _crossimage as ci
-    finally:
-        sys.path.remove(str(bench))
-    if not (ci.DATA / "CdTe").is_dir():
-        pytest.skip(f"needs the CdTe patches in {ci.DATA} (see ../shared/data/README.md)")
+    ci = crossimage
     ds = stemroi.load_patch_folder(ci.DATA / "CdTe")
     cl = stemroi.PatchClusterer(algorithm="average_linkage", n_threads=2).fit(ds.patches)
     img = ci.cdte_frame()

@@ -251,21 +251,11 @@ def test_small_image_and_descriptors(trained):
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_defaults_single_out_the_cdte_frames_faults_and_junction():
+def test_defaults_single_out_the_cdte_frames_faults_and_junction(crossimage):
     """DefectSegmenter() with no arguments (threads aside), trained on the CdTe patches, ranks the
     768 x 768 frame's reference-region tiles above its bulk tiles (docs/segmentation.md, "Recipes").
     About 10-15 min on 2 cores (a bulk CVAE of 20 epochs, then the U-Net)."""
-    import sys
-    from pathlib import Path
-
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    try:
-        import _crossimage as ci
-    finally:
-        sys.path.remove(str(bench))
-    if not (ci.DATA / "CdTe").is_dir():
-        pytest.skip(f"needs the CdTe patches in {ci.DATA} (see ../shared/data/README.md)")
+    ci = crossimage
     ds = stemroi.load_patch_folder(ci.DATA / "CdTe")
     seg = DefectSegmenter(n_threads=2).fit(ds.patches, np.asarray(ds.class_names)[ds.labels])
     img = ci.cdte_frame()
