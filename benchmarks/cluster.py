@@ -250,24 +250,42 @@ def orientation_check(datasets, d, seed, n_init, rows):
                   flush=True)
 
 
-def cluster_cross_image(d, seed, n_init):
-    """Cross-image protocol for label-free clustering: PatchClusterer fitted on the 1119 labelled CdTe
-    patches (labels unused), applied to the 768 x 768 CdTe frame with cluster_map (64 px tiles, stride 64,
-    144 tiles), plain and under the six acquisition shifts of benchmarks/_crossimage.py (gain, noise, blur,
-    pixel size; the reference regions are zoomed with the frame). A tile is flagged when its cluster is not
-    the frame's most frequent one (bulk). Truth: the reference regions of docs/segmentation.md
-    (benchmarks/_crossimage.py: region tile >= 5 % of its pixels in a region, bulk tile > 30 px from every
-    region, others left out). Reported: precision / recall of the flagged tiles, and two tile AUROCs: of
-    cluster_map's scores (distance to the frame's median tile embedding) and of the distance to the centre
-    of the bulk cluster fitted on the training patches."""
-    from _crossimage import SHIFTS, auroc, cdte_frame, reference_regions, shifted_frame_truth, tile_truth
+def _cdte_frames_with_truth():
+    """[(name, frame, tile origins, tile truth)] for the 768 x 768 CdTe frame, plain and under the six
+    acquisition shifts of benchmarks/_crossimage.py (the reference regions zoomed with the frame); 64-px
+    tiles at stride 64, the grid cluster_map uses."""
+    from _crossimage import SHIFTS, cdte_frame, reference_regions, shifted_frame_truth, tile_truth
 
-    X, _, _ = load_patches(d / "CdTe")
     img = cdte_frame()
     regions, outside = reference_regions(img.shape)
     frames = [("plain", img, np.any(list(regions.values()), axis=0), outside)]
     frames += [(name, *shifted_frame_truth(img, kind, value)) for name, (kind, value) in SHIFTS.items()]
-    print(f"\n=== cross-image: fit on the CdTe patches, map the 768 x 768 frame, plain and under {len(SHIFTS)} "
+    return [(name, frame, *tile_truth(anyreg, outs)) for name, frame, anyreg, outs in frames]
+
+
+def _flag_figures(flags, truth) -> dict:
+    """Tiles flagged, precision and recall of boolean tile flags against tile truth (1 region, 0 bulk,
+    -1 left out: not counted)."""
+    tp = int((flags & (truth == 1)).sum())
+    return {"flagged": int(flags.sum()), "precision": tp / max(int((flags & (truth >= 0)).sum()), 1),
+            "recall": tp / max(int((truth == 1).sum()), 1)}
+
+
+def cluster_cross_image(d, seed, n_init):
+    """Cross-image protocol for label-free clustering: PatchClusterer fitted on the 1119 labelled CdTe
+    patches (labels unused), applied to the 768 x 768 CdTe frame with cluster_map (64 px tiles, stride 64,
+    144 tiles), plain and under the six acquisition shifts of benchmarks/_crossimage.py (gain, noise, blur,
+    pixel size; the reference regions are zoomed with the frame). Truth: the reference regions of
+    docs/segmentation.md (benchmarks/_crossimage.py: region tile >= 5 % of its pixels in a region, bulk
+    tile > 30 px from every region, others left out). Reported: precision / recall of the tiles flagged by
+    each rule (cluster: not the frame's most frequent cluster; score: cluster_map's default), and two tile
+    AUROCs: of cluster_map's scores (distance to the frame's median tile embedding) and of the distance
+    to the centre of the bulk cluster fitted on the training patches."""
+    from _crossimage import auroc
+
+    X, _, _ = load_patches(d / "CdTe")
+    frames = _cdte_frames_with_truth()
+    print(f"\n=== cross-image: fit on the CdTe patches, map the 768 x 768 frame, plain and under {len(frames) - 1} "
           "acquisition shifts (tiles of 64 px, stride 64)")
     rows = []
     for rule in ("silhouette", "silhouette_1se", "average_linkage"):
@@ -277,47 +295,33 @@ def cluster_cross_image(d, seed, n_init):
             cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init,
                                         k_criteria="silhouette" if rule == "silhouette" else "all", k_rule=rule).fit(X)
         per_frame = []
-        for name, frame, anyreg, outside in frames:
-            origins, truth = tile_truth(anyreg, outside)
-            res = cl.cluster_map(frame, patch=64, stride=64)
-            lab = {tuple(int(v) for v in o): l for o, l in zip(np.asarray(res.origins), res.labels)}
-            flagged = np.array([lab[(int(r), int(c))] != res.bulk_label for r, c in origins])
-            roi = dict(zip(map(tuple, np.asarray(res.origins).tolist()), res.is_roi))  # roi="score" (default)
-            by_score = np.array([roi[(int(r), int(c))] for r, c in origins])
+        for name, frame, origins, truth in frames:
+            res = cl.cluster_map(frame, patch=64, stride=64)  # roi="score", the default
+            np.testing.assert_array_equal(np.asarray(res.origins), origins)
+            by_cluster = _flag_figures(res.labels != res.bulk_label, truth)
+            by_score = _flag_figures(res.is_roi, truth)
             tiles = np.stack([frame[r:r + 64, c:c + 64] for r, c in origins])
             bulk_c = int(str(res.bulk_label).split()[-1])
             dist = np.linalg.norm(cl.transform(tiles) - cl.cluster_centers_[bulk_c], axis=1)
-            keep = truth >= 0
-            tp = int((flagged & (truth == 1)).sum())
-            prec = tp / max(int((flagged & keep).sum()), 1)
-            rec = tp / max(int((truth == 1).sum()), 1)
-            a = auroc(truth, dist)
-            tp_s = int((by_score & (truth == 1)).sum())
-            prec_s = tp_s / max(int((by_score & keep).sum()), 1)
-            rec_s = tp_s / max(int((truth == 1).sum()), 1)
-            a_frame = auroc(truth, np.asarray(res.scores)[[list(map(tuple, np.asarray(res.origins))).index(
-                (int(r), int(c))) for r, c in origins]])
             per_frame.append({"frame": name, "tiles": len(origins), "region_tiles": int((truth == 1).sum()),
-                              "bulk_tiles": int((truth == 0).sum()), "flagged": int(flagged.sum()),
-                              "precision": prec, "recall": rec, "auroc": a, "auroc_frame_median": a_frame,
-                              "flagged_score": int(by_score.sum()), "precision_score": prec_s,
-                              "recall_score": rec_s})
-        p0 = per_frame[0]
-        sh = per_frame[1:]
+                              "bulk_tiles": int((truth == 0).sum()), **by_cluster,
+                              "auroc": auroc(truth, dist), "auroc_frame_median": auroc(truth, res.scores),
+                              **{f"{k}_score": v for k, v in by_score.items()}})
+        p0, sh = per_frame[0], per_frame[1:]
         print(f"  rule {rule:15s} k={cl.n_clusters_}: plain frame ({p0['region_tiles']} region, {p0['bulk_tiles']} "
               f"bulk tiles scored): flagged {p0['flagged']}/{p0['tiles']}; precision {p0['precision']:.3f} recall "
               f"{p0['recall']:.3f}; roi='score': flagged {p0['flagged_score']} precision {p0['precision_score']:.3f} "
-              f"recall {p0['recall_score']:.3f}; AUROC: scores (frame median) {p0['auroc_frame_median']:.3f}, distance to the "
-              f"training bulk centre {p0['auroc']:.3f}")
+              f"recall {p0['recall_score']:.3f}; AUROC: scores (frame median) {p0['auroc_frame_median']:.3f}, "
+              f"distance to the training bulk centre {p0['auroc']:.3f}")
         for r in sh:
             print(f"    {r['frame']:12s} flagged {r['flagged']:3d}/{r['tiles']:3d}  precision {r['precision']:.3f} "
                   f"recall {r['recall']:.3f}; roi='score' flagged {r['flagged_score']:3d} precision "
-                  f"{r['precision_score']:.3f} recall {r['recall_score']:.3f}  AUROC scores {r['auroc_frame_median']:.3f}, training bulk centre "
-                  f"{r['auroc']:.3f}")
+                  f"{r['precision_score']:.3f} recall {r['recall_score']:.3f}  AUROC scores "
+                  f"{r['auroc_frame_median']:.3f}, training bulk centre {r['auroc']:.3f}")
         print(f"    shifted frames: AUROC of scores mean {np.mean([r['auroc_frame_median'] for r in sh]):.3f} (worst "
               f"{min(r['auroc_frame_median'] for r in sh):.3f}); training bulk centre mean "
-              f"{np.mean([r['auroc'] for r in sh]):.3f} (worst {min(r['auroc'] for r in sh):.3f}); precision mean {np.mean([r['precision'] for r in sh]):.3f}, "
-              f"recall mean {np.mean([r['recall'] for r in sh]):.3f}")
+              f"{np.mean([r['auroc'] for r in sh]):.3f} (worst {min(r['auroc'] for r in sh):.3f}); precision mean "
+              f"{np.mean([r['precision'] for r in sh]):.3f}, recall mean {np.mean([r['recall'] for r in sh]):.3f}")
         rows.append({"rule": rule, "k": cl.n_clusters_, **{k: v for k, v in p0.items() if k != "frame"},
                      "shifted": sh})
     return rows
@@ -327,18 +331,13 @@ def cluster_self_fit(seed):
     """What `stemroi cluster IMAGE` does: PatchClusterer fitted on the 64-px tiles of the CdTe frame itself
     (plain and under the six acquisition shifts), then cluster_map of the same frame; precision / recall of
     the ROI flags under roi="cluster" and roi="score" (thresholds 2 and 3), truth as in cluster_cross_image."""
-    from _crossimage import SHIFTS, auroc, cdte_frame, reference_regions, shifted_frame_truth, tile_truth
+    from _crossimage import auroc
     from stemroi.preprocessing import PatchGrid
 
-    img = cdte_frame()
-    regions, outside = reference_regions(img.shape)
-    frames = [("plain", img, np.any(list(regions.values()), axis=0), outside)]
-    frames += [(name, *shifted_frame_truth(img, kind, value)) for name, (kind, value) in SHIFTS.items()]
     print("\n=== each frame clustered on its own tiles (what `stemroi cluster IMAGE` does): ROI flags by rule")
     rows = []
     for algorithm in ("kmeans", "average_linkage"):
-        for name, frame, anyreg, outs in frames:
-            origins, truth = tile_truth(anyreg, outs)
+        for name, frame, origins, truth in _cdte_frames_with_truth():
             tiles = PatchGrid(patch_size=64, stride=64, edge="drop").extract(frame)
             cl = stemroi.PatchClusterer(algorithm=algorithm, random_state=seed).fit(tiles)
             row = {"algorithm": algorithm, "frame": name, "k": cl.n_clusters_}
@@ -346,11 +345,8 @@ def cluster_self_fit(seed):
             for rule, c in (("cluster", 2.0), ("score", 2.0), ("score", 3.0)):
                 res = cl.cluster_map(frame, 64, 64, roi=rule, roi_threshold=c)
                 np.testing.assert_array_equal(np.asarray(res.origins), origins)
-                fl, keep = res.is_roi, truth >= 0
-                tp = int((fl & (truth == 1)).sum())
                 key = rule if rule == "cluster" else f"score {c:g}"
-                row[key] = {"flagged": int(fl.sum()), "precision": tp / max(int((fl & keep).sum()), 1),
-                            "recall": tp / max(int((truth == 1).sum()), 1)}
+                row[key] = _flag_figures(res.is_roi, truth)
                 text.append(f"{key}: {row[key]['flagged']:3d} flagged, P {row[key]['precision']:.2f} "
                             f"R {row[key]['recall']:.2f}")
             row["auroc"] = auroc(truth, res.scores)
@@ -398,8 +394,8 @@ def main(argv=None):
         speed = []
         linkage_speed(speed)
         with open(out / "k_selection.json", "w") as f:
-            json.dump({"choices": ks_rows, "cross_image": cross, "self_fit": self_fit, "linkage_speed": speed}, f, indent=1,
-                      default=float)
+            json.dump({"choices": ks_rows, "cross_image": cross, "self_fit": self_fit, "linkage_speed": speed}, f,
+                      indent=1, default=float)
         return
     results = []
     fitted = {}

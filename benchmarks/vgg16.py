@@ -218,7 +218,8 @@ def main(argv=None) -> int:
         print(f"  CPU-wall s (loaded machine): " + ", ".join(f"{k} {v:.3f}" for k, v in cpu_times.items()))
         print(f"  CPU-wall ratios: stemroi FP32 x{c_best / cpu_times['stemroi FP32']:.2f} vs torchvision best, "
               f"x{cpu_times['torchvision eager'] / cpu_times['stemroi FP32']:.2f} vs eager"
-              + (f"; BF16 x{cpu_times['stemroi FP32'] / cpu_times['stemroi BF16']:.2f} vs stemroi FP32" if bf16 else ""))
+              + (f"; BF16 x{cpu_times['stemroi FP32'] / cpu_times['stemroi BF16']:.2f} vs stemroi FP32"
+                 if bf16 else ""))
         rel = np.abs(f32 - ref).max() / np.abs(ref).max()
         cos = cosine(fbf, f32)
         print(f"  stemroi FP32 vs torchvision: max rel diff {rel:.2e}")
