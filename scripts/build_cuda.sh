@@ -58,6 +58,13 @@ if echo "$ldd_out" | grep -q 'not found'; then
   exit 1
 fi
 echo "$ldd_out" | grep -q 'libtorch_cuda' || { echo "build_cuda: _core does not link libtorch_cuda" >&2; exit 1; }
+# A second C++ runtime inside the module (libstdc++.a linked in) crashes at
+# import next to torch's: the module must define none of the runtime's locale code.
+if nm -D -C --defined-only "$so" 2>/dev/null | grep -q 'std::locale::classic()'; then
+  echo "build_cuda: $so carries a static libstdc++ (std::locale defined in it); $(c++ -print-file-name=libstdc++.so)" >&2
+  exit 1
+fi
+echo "$ldd_out" | grep -E 'libstdc\+\+' || true
 
 # Import from a copy of the package next to the CUDA module (never the source tree's).
 pkg="$build/pylib"
