@@ -63,9 +63,8 @@ torch::Tensor PatchNetImpl::prepare(const torch::Tensor& x_in) const {
   if (options_.patch_contrast == "standardize") x = standardize_contrast(x);
   const Normalization& norm = normalization_preset(preprocessing() == "none" ? "unit" : preprocessing());
   // the caller's TorchThreadsGuard sets LibTorch's thread count: the input uses as many
-  return network_input(x, options_.input_size, options_.input_size, norm, ResizeMethod::Bilinear,
-                       at::get_num_threads())
-      .to(module_device(*this));
+  return network_input_on(x, options_.input_size, options_.input_size, norm, ResizeMethod::Bilinear,
+                          at::get_num_threads(), module_device(*this));
 }
 
 torch::Tensor standardize_contrast(const torch::Tensor& x) {

@@ -327,6 +327,38 @@ torch::Tensor network_input(const torch::Tensor& patches, int64_t oh, int64_t ow
   return out;
 }
 
+torch::Tensor network_input_torch(const torch::Tensor& patches, int64_t oh, int64_t ow, const Normalization& preset,
+                                  const torch::Device& device) {
+  STEMROI_CHECK(patches.dim() == 3 || patches.dim() == 4,
+                "patches: expected (n, h, w) or (n, c, h, w), got shape ", shape_str(patches.sizes().vec()));
+  STEMROI_CHECK(!patches.requires_grad(), "network input is not differentiable; pass a tensor without gradient");
+  auto x = (patches.dim() == 3 ? patches.unsqueeze(1) : patches).to(device, torch::kFloat32).contiguous();
+  STEMROI_CHECK(x.size(1) == 1 || x.size(1) == 3, "patches: expected 1 or 3 channels, got shape ",
+                shape_str(patches.sizes().vec()));
+  STEMROI_CHECK(x.size(0) > 0 && x.size(2) > 0 && x.size(3) > 0, "patches: empty array of shape ",
+                shape_str(patches.sizes().vec()));
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
+  if (oh <= 0) oh = h;
+  if (ow <= 0) ow = w;
+  check_sizes(n, h, w, oh, ow);
+  // half-pixel centres, no antialias: ResizeMethod::Bilinear's formula
+  if (oh != h || ow != w) x = at::upsample_bilinear2d(x, {oh, ow}, /*align_corners=*/false);
+  if (x.size(1) == 1)
+    x = x.expand({n, 3, oh, ow});
+  else if (preset.bgr)
+    x = x.flip(1);
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  auto mean = torch::tensor({preset.mean[0], preset.mean[1], preset.mean[2]}, opts).view({1, 3, 1, 1});
+  auto stdv = torch::tensor({preset.std[0], preset.std[1], preset.std[2]}, opts).view({1, 3, 1, 1});
+  return ((x * preset.input_scale - mean) / stdv).contiguous();
+}
+
+torch::Tensor network_input_on(const torch::Tensor& patches, int64_t oh, int64_t ow, const Normalization& preset,
+                               ResizeMethod method, int n_threads, const torch::Device& device) {
+  if (device.is_cuda() && method == ResizeMethod::Bilinear) return network_input_torch(patches, oh, ow, preset, device);
+  return network_input(patches, oh, ow, preset, method, n_threads).to(device);
+}
+
 template void resize_batch<float>(const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t, ResizeMethod, int);
 template void resize_batch<double>(const double*, double*, int64_t, int64_t, int64_t, int64_t, int64_t, ResizeMethod,
                                    int);

@@ -365,9 +365,8 @@ torch::Tensor VGG16Impl::extract(const torch::Tensor& patches, const VGG16Featur
     for (int64_t start = 0; start < n; start += opt.batch_size) {
       InterruptCallback::check();
       int64_t stop = std::min(n, start + opt.batch_size);
-      auto x = network_input(patches.slice(0, start, stop), opt.input_size, opt.input_size, norm,
-                             ResizeMethod::Bilinear, opt.n_threads)
-                   .to(device);
+      auto x = network_input_on(patches.slice(0, start, stop), opt.input_size, opt.input_size, norm,
+                                ResizeMethod::Bilinear, opt.n_threads, device);
       for (int64_t s0 = 0; s0 < stop - start; s0 += sub) {
         const int64_t s1 = std::min(stop - start, s0 + sub);
         auto maps = run_taps(x.slice(0, s0, s1), taps, backend, dtype);
@@ -409,7 +408,7 @@ DenseFeatures VGG16Impl::dense(const torch::Tensor& image, int64_t patch, int64_
   c10::InferenceMode guard;
 
   // (1, 3, RH, RW): the whole image resized by size / patch, then the network input
-  auto x = network_input(image.reshape({1, 1, H, W}), RH, RW, norm, ResizeMethod::Bilinear, opt.n_threads).to(device);
+  auto x = network_input_on(image.reshape({1, 1, H, W}), RH, RW, norm, ResizeMethod::Bilinear, opt.n_threads, device);
 
   // Strips of whole 32-pixel cell rows plus a halo of 96 pixels above and
   // below: a block5_pool cell reads input rows [32 r - 90, 32 r + 121], so

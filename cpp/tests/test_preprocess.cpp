@@ -131,6 +131,36 @@ TEST(NetworkInput, TensorFormEqualsStagedPipelineAtAnySize) {
   EXPECT_FLOAT_EQ(tf[1].max().item<float>(), 1.f);
 }
 
+// The device form (network_input_on's GPU path) computes network_input's
+// function: up, down and no resampling, grey and RGB, every preset.
+TEST(NetworkInput, DeviceFormEqualsTheCpuPipeline) {
+  std::vector<torch::Device> devices{torch::kCPU};
+  if (torch::cuda::is_available()) devices.emplace_back(torch::kCUDA, 0);
+  const std::vector<std::pair<int64_t, int64_t>> sizes{{37, 29}, {224, 224}, {16, 16}, {9, 13}};
+  for (const auto& dev : devices)
+    for (int64_t c : {1, 3})
+      for (const Normalization* preset : {&kTorchvision, &kCaffe, &kTF, &kUnit})
+        for (auto [oh, ow] : sizes) {
+          auto x = torch::rand({3, c, 16, 16});
+          auto want = network_input(x, oh, ow, *preset, ResizeMethod::Bilinear, 2);
+          auto got = network_input_torch(x, oh, ow, *preset, dev);
+          ASSERT_EQ(got.device(), dev);
+          ASSERT_EQ(got.sizes(), want.sizes());
+          const double err = (got.cpu() - want).abs().max().item<double>() / want.abs().max().item<double>();
+          // LibTorch's kernels weigh in another order: a few float32 ulps, amplified by 1 / std
+          EXPECT_LT(err, 5e-6) << dev << " c=" << c << " " << preset->name << " " << oh << "x" << ow;
+          auto on = network_input_on(x, oh, ow, *preset, ResizeMethod::Bilinear, 2, dev);
+          EXPECT_EQ(on.device(), dev);
+          EXPECT_LT((on.cpu() - want).abs().max().item<double>() / want.abs().max().item<double>(), 5e-6);
+        }
+  EXPECT_THROW(network_input_torch(torch::zeros({2, 2, 8, 8}), 0, 0, kUnit, torch::kCPU), ValueError);
+  EXPECT_THROW(network_input_torch(torch::zeros({0, 8, 8}), 0, 0, kUnit, torch::kCPU), ValueError);
+  // other resize methods take the CPU path, then move: bit for bit network_input
+  auto p = torch::rand({2, 8, 8});
+  EXPECT_TRUE(network_input_on(p, 16, 16, kUnit, ResizeMethod::Nearest, 1, torch::kCPU)
+                  .equal(network_input(p, 16, 16, kUnit, ResizeMethod::Nearest, 1)));
+}
+
 TEST(Preprocess, ZeroPatchesStayFinite) {
   std::vector<float> zeros(2 * 16, 0.0f), out(2 * 16);
   divide_by_max_batch<float>(zeros.data(), out.data(), 2, 4, 4);
