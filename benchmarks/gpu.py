@@ -39,7 +39,8 @@ import time
 import numpy as np
 import torch
 
-from workflow import K_RANGE, TV_MEAN, TV_STD, agreement, cosine, read_grey, same_partition, tiles_of, vgg16_flop
+from workflow import (K_RANGE, TV_MEAN, TV_STD, Reference, agreement, cosine, read_grey, same_partition, tiles_of,
+                      vgg16_flop)
 
 import stemroi
 from stemroi._lib import _core
@@ -172,9 +173,6 @@ def section_features(tiles, tv, state, device, rounds):
 
 def section_study(img, tv, state, device, rounds):
     from PIL import Image
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-    from sklearn.metrics import silhouette_score
 
     tiles = tiles_of(img)
     ref_model = TorchvisionGPU(tv, None, device)
@@ -182,13 +180,8 @@ def section_study(img, tv, state, device, rounds):
     def reference():
         x = np.stack([np.asarray(Image.fromarray(t, mode="F").resize((224, 224), Image.BILINEAR)) for t in tiles])
         f = ref_model.features(x)
-        z = PCA(n_components=0.95, svd_solver="full").fit_transform(f)
-        scores, labels = {}, {}
-        for k in K_RANGE:
-            labels[k] = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(z)
-            scores[k] = silhouette_score(z, labels[k])
-        k = max(scores, key=scores.get)
-        return f, k, labels[k]
+        k, labels, _ = Reference(None, None, 0).cluster(f)  # scikit-learn PCA 0.95 + K-means + silhouette
+        return f, k, labels
 
     exts = {dt: stemroi_vgg(state, 224, device, dt) for dt in DTYPES}
 
@@ -198,7 +191,7 @@ def section_study(img, tv, state, device, rounds):
         sel = stemroi.select_n_clusters(z, K_RANGE, n_init=10, random_state=0, device=device)
         return f, sel.best_k, sel.labels[sel.best_k]
 
-    print(f"\n== 2. study workflow, CdTe frame {img.shape}: {len(tiles)} tiles -> 224, VGG16 GAP, PCA 0.95, "
+    print(f"\n== 2. study workflow, frame {img.shape}: {len(tiles)} tiles -> 224, VGG16 GAP, PCA 0.95, "
           f"K-means k={K_RANGE.start}..{K_RANGE.stop - 1} + silhouette; best of {rounds} (TF32 as PyTorch's default)")
     t_ref, (f_ref, k_ref, l_ref) = best_time(reference, device, rounds)
     print(f"   reference (PIL + torchvision on {device} + scikit-learn): {t_ref:.3f} s, k = {k_ref}")
