@@ -307,18 +307,27 @@ void network_input_batch(const float* in, float* out, int64_t n, int64_t c, int6
   }
 }
 
-torch::Tensor network_input(const torch::Tensor& patches, int64_t oh, int64_t ow, const Normalization& preset,
-                            ResizeMethod method, int n_threads) {
+namespace {
+// The patches of network_input / network_input_torch, checked, as a contiguous
+// float32 (n, c, h, w) tensor on `device` (c = 1 or 3).
+torch::Tensor checked_nchw(const torch::Tensor& patches, const torch::Device& device) {
   STEMROI_CHECK(patches.dim() == 3 || patches.dim() == 4,
                 "patches: expected (n, h, w) or (n, c, h, w), got shape ", shape_str(patches.sizes().vec()));
   STEMROI_CHECK(!patches.requires_grad(), "network input is not differentiable; pass a tensor without gradient");
   auto x = (patches.dim() == 3 ? patches.unsqueeze(1) : patches)
-               .to(torch::kCPU, torch::kFloat32, /*non_blocking=*/false, /*copy=*/false)
+               .to(device, torch::kFloat32, /*non_blocking=*/false, /*copy=*/false)
                .contiguous();
   STEMROI_CHECK(x.size(1) == 1 || x.size(1) == 3, "patches: expected 1 or 3 channels, got shape ",
                 shape_str(patches.sizes().vec()));
   STEMROI_CHECK(x.size(0) > 0 && x.size(2) > 0 && x.size(3) > 0, "patches: empty array of shape ",
                 shape_str(patches.sizes().vec()));
+  return x;
+}
+}  // namespace
+
+torch::Tensor network_input(const torch::Tensor& patches, int64_t oh, int64_t ow, const Normalization& preset,
+                            ResizeMethod method, int n_threads) {
+  auto x = checked_nchw(patches, torch::kCPU);
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   if (oh <= 0) oh = h;
   if (ow <= 0) ow = w;
@@ -329,14 +338,7 @@ torch::Tensor network_input(const torch::Tensor& patches, int64_t oh, int64_t ow
 
 torch::Tensor network_input_torch(const torch::Tensor& patches, int64_t oh, int64_t ow, const Normalization& preset,
                                   const torch::Device& device) {
-  STEMROI_CHECK(patches.dim() == 3 || patches.dim() == 4,
-                "patches: expected (n, h, w) or (n, c, h, w), got shape ", shape_str(patches.sizes().vec()));
-  STEMROI_CHECK(!patches.requires_grad(), "network input is not differentiable; pass a tensor without gradient");
-  auto x = (patches.dim() == 3 ? patches.unsqueeze(1) : patches).to(device, torch::kFloat32).contiguous();
-  STEMROI_CHECK(x.size(1) == 1 || x.size(1) == 3, "patches: expected 1 or 3 channels, got shape ",
-                shape_str(patches.sizes().vec()));
-  STEMROI_CHECK(x.size(0) > 0 && x.size(2) > 0 && x.size(3) > 0, "patches: empty array of shape ",
-                shape_str(patches.sizes().vec()));
+  auto x = checked_nchw(patches, device);
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   if (oh <= 0) oh = h;
   if (ow <= 0) ow = w;
