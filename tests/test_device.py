@@ -7,6 +7,7 @@ same weights within 1e-4) need torch.cuda.is_available().
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 
 import numpy as np
@@ -239,13 +240,21 @@ def test_cuda_fit_places_the_network_and_repeats(kind):
         np.testing.assert_array_equal(outputs(kind, a, X), outputs(kind, b, X))
 
 
+@contextlib.contextmanager
+def cudnn_tf32(on: bool):
+    """cuDNN convolutions in TF32 (PyTorch's default) or in true FP32 while inside."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.fixture(params=[False, True], ids=["tf32_off", "tf32_on"])
 def tf32(request):
-    """cuDNN convolutions in true FP32 or in TF32 (PyTorch's default), for the test's duration."""
-    saved = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = request.param
-    yield request.param
-    torch.backends.cudnn.allow_tf32 = saved
+    with cudnn_tf32(request.param):
+        yield request.param
 
 
 @needs_cuda
@@ -288,16 +297,12 @@ def test_maps_on_cuda_leave_the_model_on_its_device(name, fitted):
 
 
 @needs_cuda
-@pytest.mark.parametrize("input_size", [48, 20 * 3])
+@pytest.mark.parametrize("input_size", [48, 60])
 def test_resized_network_input_on_cuda_equals_the_cpus(input_size):
     """On a GPU the patches are resized and normalised on the device (LibTorch's bilinear kernel): the
     features equal the CPU path's within rounding (TF32 off, so that only the input path differs)."""
     X, _ = _patches(n=6)
-    saved = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
+    with cudnn_tf32(False):
         cpu = vgg(input_size=input_size).fit().transform(X)
         gpu = vgg(input_size=input_size, device="cuda").fit().transform(X)
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved
     np.testing.assert_allclose(gpu, cpu, rtol=0, atol=1e-4 * max(1.0, float(np.abs(cpu).max())))
