@@ -177,6 +177,19 @@ def test_demo_subprocess_from_readme(tmp_path):
 
 
 # --------------------------------------------------------------------------- cluster
+def test_cluster_blank_frame_says_why(tmp_path, capsys):
+    """A blank frame (beam off, constant detector) has nothing to cluster: a clear error, no outputs."""
+    import tifffile
+
+    path = tmp_path / "blank.tif"
+    tifffile.imwrite(path, np.full((128, 128), 0.5, np.float32))
+    out = tmp_path / "cl"
+    rc = main(["cluster", str(path), "--out", str(out), "--patch", "32", "--threads", "1", "--quiet"])
+    assert rc == 2
+    assert "all identical (blank or constant input?)" in _error_line(capsys)
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_cluster_image(tmp_path, frames):
     """Label-free cluster map of a 160 px frame cut into 25 tiles of 32 px."""
     out = tmp_path / "cl"

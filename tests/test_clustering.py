@@ -247,6 +247,9 @@ def test_bad_inputs(rng):
         stemroi.PatchClusterer(42).fit(X)
     with pytest.raises(ValueError, match="expected a 3-D array"):
         stemroi.PatchClusterer("fft").fit(X)
+    for algorithm in ("kmeans", "average_linkage"):  # blank patches
+        with pytest.raises(ValueError, match=r"features of the 12 samples are all identical \(blank or constant"):
+            stemroi.PatchClusterer(algorithm=algorithm).fit(np.full((12, 32, 32), 0.5, np.float32))
     bad = X.copy()
     bad[3, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):

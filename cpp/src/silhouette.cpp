@@ -361,6 +361,12 @@ NClustersSweep<T> select_n_clusters(const T* X, int64_t n, int64_t d, const std:
     for (auto& r : remap)
       if (r == 1) r = next++;
     for (int64_t i = 0; i < m; ++i) codes[s][i] = remap[lab[sample_idx.empty() ? i : sample_idx[i]]];
+    // Identical rows (blank or constant patches) leave K-means one non-empty cluster, for which
+    // the silhouette is undefined: say so instead of the silhouette's "Number of labels is 1".
+    STEMROI_CHECK(next >= 2, "k = ", k_values[s], ": K-means found ", next, " distinct cluster among the ", m,
+                  " samples", sample_idx.empty() ? "" : " of the silhouette sample",
+                  ": they are all identical (blank or constant input?); the silhouette needs at least 2 "
+                  "distinct points");
     ptrs.push_back(codes[s].data());
     ks.push_back(next);
   }

@@ -192,6 +192,10 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         ks = _check_k_range(self.k_range, n)
         if n < 3:
             raise ValueError(f"at least 3 samples are needed to cluster, got {n}")
+        if not np.any(F != F[0]):
+            # K-means would find one cluster and average linkage would split off an arbitrary row
+            raise ValueError(f"the features of the {n} samples are all identical (blank or constant input?): "
+                             "there is nothing to cluster; expected patches whose content varies")
         self.extractor_ = extractor
         self.features_ = F
         self.mean_ = F.mean(axis=0)
