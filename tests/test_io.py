@@ -98,6 +98,13 @@ def test_tiff_dtypes_roundtrip(tmp_path, rng, dtype, compression):
     np.testing.assert_array_equal(img, data.astype(np.float32))
 
 
+def test_bilevel_tiff_is_not_taken_for_truncated(tmp_path, rng):
+    # 1 bit per pixel: 200 x 200 pixels in 5000 bytes, which the size check once read as 40000
+    arr = rng.random((200, 200)) > 0.5
+    tifffile.imwrite(tmp_path / "mask.tif", arr)  # tifffile writes bilevel pages uncompressed
+    np.testing.assert_array_equal(read_image(tmp_path / "mask.tif"), arr.astype(np.float32))
+
+
 def test_pil_formats_and_colour(tmp_path, rng):
     grey = rng.integers(0, 256, size=(12, 17), dtype=np.uint8)
     for mode in ("L", "RGB", "RGBA", "LA"):

@@ -298,7 +298,9 @@ def _check_claimed_size(path: Path, tif, series) -> None:
     221-byte uncompressed header, or a 226-byte deflate one, could claim gigabytes."""
     compression = int(tif.pages[0].compression)
     ratio = _TIFF_MAX_EXPANSION.get(compression, _TIFF_DEFAULT_EXPANSION)
-    claimed = int(np.prod(series.shape, dtype=np.float64) * np.dtype(series.dtype).itemsize)
+    # stored bits, not decoded bytes: a bilevel (1-bit) page decodes to 8x its stored size
+    bits = int(getattr(tif.pages[0], "bitspersample", 0) or 0) or 8 * np.dtype(series.dtype).itemsize
+    claimed = int(np.ceil(np.prod(series.shape, dtype=np.float64) * bits / 8))
     size = path.stat().st_size
     if claimed > size * ratio:
         what = "an uncompressed image" if compression == 1 else f"an image (compression {compression})"
