@@ -190,6 +190,16 @@ def test_cluster_blank_frame_says_why(tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_cluster_small_image_lowers_the_default_k_max(tmp_path, frames, capsys):
+    """9 tiles: the default k = 2..10 becomes 2..8 (the silhouette needs k <= n - 1), and says so."""
+    out = tmp_path / "cl"
+    rc = main(["cluster", str(frames["square"]), "--out", str(out), "--patch", "48", "--threads", "1", "--no-plot"])
+    assert rc == 0
+    assert "9 samples, so k = 2..8" in capsys.readouterr().err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["k_range"] == [2, 8] and sorted(int(k) for k in s["silhouette"]) == list(range(2, 9))
+
+
 def test_cluster_image(tmp_path, frames):
     """Label-free cluster map of a 160 px frame cut into 25 tiles of 32 px."""
     out = tmp_path / "cl"
@@ -378,6 +388,8 @@ def test_segment_with_saved_model(tmp_path, unet_run, frames):
     (["cluster", "IMG", "--out", "OUT", "--k-min", "5", "--k-max", "3"], "--k-max must be >= --k-min (5), got 3"),
     (["cluster", "IMG", "--out", "OUT", "--k-max", "30", "--patch", "64"],
      "--k-max 30 needs at least 31 samples; square.png cut into 64 px tiles at stride 64"),
+    (["cluster", "IMG", "--out", "OUT", "--patch", "64", "--k-min", "4"],
+     "--k-min 4 needs at least 5 samples; square.png cut into 64 px tiles at stride 64"),
     (["cluster", "MISSING", "--out", "OUT"], "missing.png: not found"),
     (["anomaly", "--train", "MISSING", "IMG", "--out", "OUT"], "missing.png"),
     (["anomaly", "--train", "IMG", "--out", "OUT", "--crop", "36"], "--crop must be a multiple of 8, got 36"),

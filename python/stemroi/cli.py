@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--roi-threshold", type=_positive_float, default=2.0,
                     help="robust standard deviations above the image's median score for --roi score (default 2)")
     cl.add_argument("--k-min", type=_int_at_least(2), default=2, help="smallest number of clusters (default 2)")
-    cl.add_argument("--k-max", type=_int_at_least(2), default=10, help="largest number of clusters (default 10)")
+    cl.add_argument("--k-max", type=_int_at_least(2), default=None,
+                    help="largest number of clusters (default 10, or one less than the number of tiles or "
+                         "patches when there are 10 or fewer)")
     cl.add_argument("--patch", type=_int_at_least(8), default=64, help="tile size for an image (default 64)")
     cl.add_argument("--stride", type=_int_at_least(1), default=None, help="tile stride for an image (default: --patch)")
     cl.add_argument("--pattern", default="*.tif", help="file pattern of a patch folder (default *.tif)")
@@ -570,13 +572,13 @@ def cmd_cluster(args) -> int:
     src = Path(args.input)
     if not src.exists():
         raise UsageError(f"IMAGE_OR_PATCH_FOLDER {src}: not found")
-    if args.k_max < args.k_min:
+    if args.k_max is not None and args.k_max < args.k_min:
         raise UsageError(f"--k-max must be >= --k-min ({args.k_min}), got {args.k_max}")
     out = Path(args.out)
     say = _say(args)
+    data = _read_folder(args, src, say) if src.is_dir() else _read_tiles(args, src, say)
     doc: Dict[str, Any] = {"command": "cluster", "input": str(src), "features": args.features,
                            "algorithm": args.algorithm, "k_range": [args.k_min, args.k_max], "seed": args.seed}
-    data = _read_folder(args, src, say) if src.is_dir() else _read_tiles(args, src)
     clusterer = PatchClusterer(_cluster_features(args), k_range=range(args.k_min, args.k_max + 1),
                                random_state=args.seed, n_threads=args.threads, algorithm=args.algorithm)
     bar, step = _progress_bar(args.quiet, "cluster", "step")
@@ -610,12 +612,23 @@ def cmd_cluster(args) -> int:
     return 0
 
 
-def _check_k_max(args, n: int, what: str) -> None:
-    if args.k_max > n - 1:
+DEFAULT_K_MAX = 10
+
+
+def _check_k_max(args, n: int, what: str, say) -> None:
+    """Resolve ``args.k_max``: a given value must fit ``n`` samples (the silhouette needs
+    k <= n - 1); the default is 10, or n - 1 for a small image or folder."""
+    if args.k_max is None:
+        args.k_max = min(DEFAULT_K_MAX, n - 1)
+        if args.k_max < args.k_min:
+            raise UsageError(f"--k-min {args.k_min} needs at least {args.k_min + 1} samples; {what} has {n}")
+        if args.k_max < DEFAULT_K_MAX:
+            say(f"stemroi cluster: {n} samples, so k = {args.k_min}..{args.k_max} (the silhouette needs k <= n - 1)")
+    elif args.k_max > n - 1:
         raise UsageError(f"--k-max {args.k_max} needs at least {args.k_max + 1} samples; {what} has {n}")
 
 
-def _read_tiles(args, src: Path) -> Dict[str, Any]:
+def _read_tiles(args, src: Path, say) -> Dict[str, Any]:
     from .detection import to_unit_range
     from .preprocessing import PatchGrid
 
@@ -627,7 +640,7 @@ def _read_tiles(args, src: Path) -> Dict[str, Any]:
         raise UsageError(f"--patch {patch} is larger than the image {src.name} ({image.shape[0]}x{image.shape[1]})")
     tiles = PatchGrid(patch_size=patch, stride=stride, edge="drop").extract(image)
     _check_k_max(args, len(tiles), f"{src.name} cut into {patch} px tiles at stride {stride} "
-                 "(lower --k-max, --patch or --stride)")
+                 "(lower --k-max, --patch or --stride)", say)
     return {"samples": tiles, "image": image, "calibration": pixel, "patch": patch, "stride": stride}
 
 
@@ -635,7 +648,7 @@ def _read_folder(args, src: Path, say) -> Dict[str, Any]:
     from .io import load_patch_folder
 
     ds = load_patch_folder(src, args.pattern)
-    _check_k_max(args, len(ds), f"{src} ({args.pattern})")
+    _check_k_max(args, len(ds), f"{src} ({args.pattern})", say)
     say(f"stemroi cluster: {len(ds)} patches of {ds.patches.shape[1]}x{ds.patches.shape[2]}, "
         f"{len(ds.class_names)} classes ({', '.join(ds.class_names)}); the labels only score the clusters")
     return {"samples": ds.patches, "dataset": ds}
