@@ -108,6 +108,11 @@ def test_train_then_detect(tmp_path, patch_folder, capsys):
     assert rc == 0
     doc = json.loads((out / "frame_rois.json").read_text())
     assert doc["summary"]["n_tiles"] == 2 * 3
+    # the thread count changes the speed, not the result
+    rc = main(["detect", str(tmp_path / "frame.png"), "--model", str(model), "--out", str(tmp_path / "det1"),
+               "--quiet", "--no-plot", "--threads", "1"])
+    assert rc == 0
+    assert json.loads((tmp_path / "det1" / "frame_rois.json").read_text())["tiles"] == doc["tiles"]
     assert (out / "frame_rois.csv").is_file() and (out / "frame_rois.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text())
     # info on a classifier file

@@ -146,10 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", required=True, help="output folder")
     de.add_argument("--patch", type=_int_at_least(16), default=None, help="tile size (default: the model's patch size)")
     de.add_argument("--stride", type=_int_at_least(1), default=None, help="tile stride (default: the tile size)")
-    de.add_argument("--unknown-below", type=_fraction(False, False), default=0.4)
-    de.add_argument("--batch-size", type=_int_at_least(1), default=256)
-    de.add_argument("--no-plot", action="store_true")
-    de.add_argument("--quiet", action="store_true")
+    de.add_argument("--unknown-below", type=_fraction(False, False), default=0.4,
+                    help="a tile whose top class probability is below this is called 'unknown' (default 0.4)")
+    de.add_argument("--batch-size", type=_int_at_least(1), default=256, help="tiles per forward pass (default 256)")
+    de.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
+    de.add_argument("--no-plot", action="store_true", help="write no overlay PNG")
+    de.add_argument("--quiet", action="store_true", help="no progress bars or per-image lines")
 
     cl = _add_parser(
         sub, "cluster", "label-free ROI discovery: cluster the tiles of an image or a folder of patches",
@@ -529,6 +531,7 @@ def cmd_detect(args) -> int:
         model = FewLabelClassifier.load(args.model)
     else:
         model = PatchClassifier.load(args.model)
+    model.set_params(n_threads=args.threads)  # a model file does not carry the thread count of its maker
     patch = args.patch or int(model.patch_shape_[0])
     stride = args.stride or patch
     out = Path(args.out)
