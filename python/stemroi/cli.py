@@ -643,7 +643,7 @@ def _read_tiles(args, src: Path, say) -> Dict[str, Any]:
         raise UsageError(f"--patch {patch} is larger than the image {src.name} ({image.shape[0]}x{image.shape[1]})")
     tiles = PatchGrid(patch_size=patch, stride=stride, edge="drop").extract(image)
     _check_k_max(args, len(tiles), f"{src.name} cut into {patch} px tiles at stride {stride} "
-                 "(lower --k-max, --patch or --stride)", say)
+                 "(lower --k-min / --k-max, or get more tiles with a smaller --patch or --stride)", say)
     return {"samples": tiles, "image": image, "calibration": pixel, "patch": patch, "stride": stride}
 
 
