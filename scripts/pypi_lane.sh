@@ -5,13 +5,27 @@
 # requirements/pypi.txt; stemroi built from its sdist against that torch's
 # LibTorch; then the whole pytest suite.
 #   STEMROI_PYPI_VENV    venv path (default: ./.venv-pypi, recreated each run)
-#   STEMROI_PYPI_PYTHON  interpreter for the venv (default: python3 on PATH)
+#   STEMROI_PYPI_PYTHON  interpreter for the venv (default: python3 on PATH, ignoring an
+#                        activated venv, whose python3 would be Debian's 3.11.2 here)
 #   STEMROI_WHEELHOUSE   download cache kept across runs (default: ~/.cache/stemroi-pypi/wheels)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 venv="${STEMROI_PYPI_VENV:-$root/.venv-pypi}"
-python="${STEMROI_PYPI_PYTHON:-python3}"
+if [[ -n "${STEMROI_PYPI_PYTHON:-}" ]]; then
+  python="$STEMROI_PYPI_PYTHON"
+else
+  # an activated venv (e.g. the Debian lane's .venv) must not choose the lane's interpreter
+  path_without_venv="$(tr ':' '\n' <<<"$PATH" | grep -vxF "${VIRTUAL_ENV:-/nonexistent}/bin" | paste -sd: -)"
+  python="$(PATH="$path_without_venv" command -v python3 || true)"
+  [[ -n "$python" ]] || { echo "stemroi PyPI lane: no python3 on PATH (set STEMROI_PYPI_PYTHON)" >&2; exit 1; }
+fi
+# the pins of requirements/pypi.txt need it (soupsieve 4.1.3: Requires-Python >= 3.11.5)
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11, 5))'; then
+  echo "stemroi PyPI lane: $python is Python $("$python" -c 'import platform; print(platform.python_version())'); the" \
+       "pins of requirements/pypi.txt need >= 3.11.5. Set STEMROI_PYPI_PYTHON to such an interpreter." >&2
+  exit 1
+fi
 wheelhouse="${STEMROI_WHEELHOUSE:-$HOME/.cache/stemroi-pypi/wheels}"
 log="$root/.stamps/pypi-lane.log"
 mkdir -p "$root/.stamps" "$wheelhouse"
