@@ -108,11 +108,19 @@ def test_train_then_detect(tmp_path, patch_folder, capsys):
     assert rc == 0
     doc = json.loads((out / "frame_rois.json").read_text())
     assert doc["summary"]["n_tiles"] == 2 * 3
-    # the thread count changes the speed, not the result
+    # the thread count changes the speed and at most the last bits of the network's output (LibTorch's
+    # reductions; bit-identical with Debian's torch, not with PyPI's), never the labels or flags
     rc = main(["detect", str(tmp_path / "frame.png"), "--model", str(model), "--out", str(tmp_path / "det1"),
                "--quiet", "--no-plot", "--threads", "1"])
     assert rc == 0
-    assert json.loads((tmp_path / "det1" / "frame_rois.json").read_text())["tiles"] == doc["tiles"]
+    one = json.loads((tmp_path / "det1" / "frame_rois.json").read_text())["tiles"]
+    assert len(one) == len(doc["tiles"])
+    for a, b in zip(one, doc["tiles"]):
+        assert {k: v for k, v in a.items() if not isinstance(v, float)} == \
+            {k: v for k, v in b.items() if not isinstance(v, float)}
+        for k, v in a.items():
+            if isinstance(v, float):
+                assert v == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
     assert (out / "frame_rois.csv").is_file() and (out / "frame_rois.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text())
     # info on a classifier file
