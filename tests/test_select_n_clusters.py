@@ -91,11 +91,11 @@ def test_bad_k_range(k_range, match):
         select_n_clusters(X, k_range)
 
 
-@pytest.mark.parametrize("sample_size", [None, 8])
-def test_identical_rows_say_so(sample_size):
+@pytest.mark.parametrize("sample_size, said", [(None, "10 samples: "), (8, "8 samples scored by the silhouette: ")])
+def test_identical_rows_say_so(sample_size, said):
     # blank or constant patches give identical features: K-means finds one cluster at every k
     X = np.ones((10, 3))
-    with pytest.raises(ValueError, match=r"k = 2: K-means found 1 distinct cluster among the (10|8) samples.*all identical"):
+    with pytest.raises(ValueError, match=r"k = 2: K-means found 1 distinct cluster among the " + said + "they are all identical"):
         select_n_clusters(X, [2, 3], sample_size=sample_size, random_state=0)
 
 

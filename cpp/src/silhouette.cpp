@@ -364,7 +364,7 @@ NClustersSweep<T> select_n_clusters(const T* X, int64_t n, int64_t d, const std:
     // Identical rows (blank or constant patches) leave K-means one non-empty cluster, for which
     // the silhouette is undefined: say so instead of the silhouette's "Number of labels is 1".
     STEMROI_CHECK(next >= 2, "k = ", k_values[s], ": K-means found ", next, " distinct cluster among the ", m,
-                  " samples", sample_idx.empty() ? "" : " of the silhouette sample",
+                  " samples", sample_idx.empty() ? "" : " scored by the silhouette",
                   ": they are all identical (blank or constant input?); the silhouette needs at least 2 "
                   "distinct points");
     ptrs.push_back(codes[s].data());
