@@ -416,12 +416,22 @@ def test_segment_with_saved_model(tmp_path, unet_run, frames):
     (["train", "PATCHES", "--unlabelled", "IMG", "--out", "OUT"], "--unlabelled goes with --few-label"),
     (["train", "PATCHES", "--few-label", "--mode", "head", "--out", "OUT"], "--mode does not apply with --few-label"),
     (["train", "PATCHES", "--few-label", "--unlabelled", "MISSING", "--out", "OUT"], "missing.png: not found"),
+    # the images to map are read before training: these would otherwise fail minutes later
+    (["anomaly", "--train", "IMG", "STACK", "--out", "OUT"], "stack.npy: holds a stack of 3 frames of shape (40, 40)"),
+    (["anomaly", "--train", "IMG", "CORRUPT", "--out", "OUT"], "corrupt.png: not a readable PNG image"),
+    (["anomaly", "--train", "IMG", "SMALL", "--out", "OUT", "--crop", "48"],
+     "small.npy (40x40) is smaller than the 48-pixel crops (--crop 48)"),
+    (["segment", "--train", "PATCHES", "STACK", "--out", "OUT"], "stack.npy: holds a stack of 3 frames"),
     (["info", "IMG"], "square.png: not a stemroi model file"),
     (["info", "MISSING"], "missing.png: model file not found"),
 ])
 def test_bad_input_exits_2(argv, needle, tmp_path, frames, cvae_run, capsys):
+    np.save(tmp_path / "stack.npy", np.ones((3, 40, 40), np.float32))
+    np.save(tmp_path / "small.npy", np.ones((40, 40), np.float32))
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
     subst = {"IMG": str(frames["square"]), "MISSING": str(tmp_path / "missing.png"), "OUT": str(tmp_path / "o"),
-             "CVAE": str(cvae_run[1]), "PATCHES": str(frames["patches"])}
+             "CVAE": str(cvae_run[1]), "PATCHES": str(frames["patches"]), "STACK": str(tmp_path / "stack.npy"),
+             "SMALL": str(tmp_path / "small.npy"), "CORRUPT": str(tmp_path / "corrupt.png")}
     assert main([subst.get(a, a) for a in argv]) == 2
     line = _error_line(capsys)
     assert line.startswith(f"stemroi {argv[0]}: error: ") and needle in line, line

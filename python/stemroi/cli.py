@@ -419,7 +419,23 @@ def _check_map_args(args, command: str) -> List[str]:
         raise UsageError("--out DIR is needed to write the maps of the images")
     if args.train is not None and not args.out and not args.model_out:
         raise UsageError("give --model-out FILE (or --out DIR) for the trained model")
+    if args.train is not None:
+        # read every image to map now: a stack, a corrupt file or a frame smaller than the crops
+        # must fail before minutes of training, not after
+        _check_images_to_map(args.images, min_side=args.crop if command == "anomaly" else None,
+                             what="--crop" if command == "anomaly" else "")
     return _output_stems(args.images)
+
+
+def _check_images_to_map(paths: Sequence[str], min_side: Optional[int], what: str) -> None:
+    from .io import read_image
+
+    for path in paths:
+        image = read_image(path)  # raises with the file name and what it holds
+        if min_side is not None and min(image.shape[:2]) < min_side:
+            raise UsageError(f"image {path} ({image.shape[0]}x{image.shape[1]}) is smaller than the "
+                             f"{min_side}-pixel crops ({what} {min_side}) the model would be trained on")
+        del image
 
 
 # --------------------------------------------------------------------------- train / detect
@@ -708,9 +724,9 @@ def cmd_anomaly(args) -> int:
     from .io import read_image
     from .models.cvae import BulkCVAE
 
-    stems = _check_map_args(args, "anomaly")
     if args.crop % 8:
         raise UsageError(f"--crop must be a multiple of 8, got {args.crop}")
+    stems = _check_map_args(args, "anomaly")
     say = _say(args)
     out = Path(args.out) if args.out else None
     doc: Dict[str, Any] = {"command": "anomaly"}
