@@ -235,6 +235,8 @@ def test_bad_inputs(rng):
         stemroi.PatchClusterer("precomputed", k_range=[1, 2]).fit(X)
     with pytest.raises(ValueError, match="k_range is empty"):
         stemroi.PatchClusterer("precomputed", k_range=[]).fit(X)
+    with pytest.raises(ValueError, match=r"give range\(2, 9\) for every k from 2 to 8"):
+        stemroi.PatchClusterer("precomputed", k_range=(2, 8)).fit(X)
     with pytest.raises(ValueError, match="n_samples - 1"):
         stemroi.PatchClusterer("precomputed", k_range=[2, 500]).fit(X)
     with pytest.raises(ValueError, match=r"variance fraction must be in \(0, 1\], got 1.5"):

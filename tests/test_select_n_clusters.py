@@ -83,12 +83,20 @@ def test_table_and_dict(separated):
 
 @pytest.mark.parametrize(
     "k_range,match",
-    [([1, 2], "must be >= 2 for a silhouette score, got 1"), ([2, 10], "<= n_samples - 1 = 9, got 10"), ([], "k_range is empty")],
+    [([1, 2], "must be >= 2 for a silhouette score, got 1"), ([2, 10], "<= n_samples - 1 = 9, got 10"), ([], "k_range is empty"),
+     # a 2-tuple reads as "from 2 to 5" but would try only 2 and 5
+     ((2, 5), r"k_range=\(2, 5\) would try only k = 2 and k = 5: .* give range\(2, 6\) .* or the list \[2, 5\]")],
 )
 def test_bad_k_range(k_range, match):
     X = np.random.default_rng(0).standard_normal((10, 2))
     with pytest.raises(ValueError, match=match):
         select_n_clusters(X, k_range)
+
+
+def test_k_range_pairs_that_are_not_ambiguous():
+    X = np.random.default_rng(0).standard_normal((12, 2))
+    assert select_n_clusters(X, (2, 3), n_init=1, random_state=0).k_values == [2, 3]  # adjacent: a range or a set, same k
+    assert select_n_clusters(X, [2, 5], n_init=1, random_state=0).k_values == [2, 5]  # a list is taken as the set it is
 
 
 @pytest.mark.parametrize("sample_size, said", [(None, "10 samples: "), (8, "8 samples scored by the silhouette: ")])

@@ -357,11 +357,32 @@ def _stability_choice(ks, stab, threshold) -> int:
     return int(max(ok)) if ok else int(ks[int(np.argmax(stab))])
 
 
+def k_values(k_range) -> List[int]:
+    """The k of ``k_range`` (any iterable of ints), in the given order.
+
+    A 2-tuple ``(a, b)`` with ``b > a + 1`` is refused: it reads as "from a
+    to b" (as in other packages) but would try only a and b.
+    """
+    try:
+        ks = [int(k) for k in k_range]
+    except TypeError:
+        raise TypeError(f"k_range must be an iterable of ints, got {type(k_range).__name__}") from None
+    if isinstance(k_range, tuple) and len(ks) == 2 and ks[1] > ks[0] + 1:
+        a, b = ks
+        raise ValueError(f"k_range={k_range!r} would try only k = {a} and k = {b}: k_range is the set of k to "
+                         f"try; give range({a}, {b + 1}) for every k from {a} to {b}, or the list [{a}, {b}] "
+                         "for just those two")
+    return ks
+
+
 def select_n_clusters(X, k_range=range(2, 11), *, n_init=10, max_iter=300, tol=1e-4, random_state=None,
                       n_threads=None, sample_size=None, device=None, criteria="silhouette", rule=None,
                       n_resamples=10, resample_fraction=0.8, stability_threshold=0.9,
                       n_references=10) -> NClustersSelection:
     """K-means for every k in ``k_range``, scored by up to three criteria.
+
+    ``k_range``: the k to try, any iterable of ints (``range(2, 11)``: 2 to
+    10); a pair ``(a, b)`` with ``b > a + 1`` is refused, as it reads as a range.
 
     Every k is clustered as ``KMeans(k, n_init=n_init, random_state=random_state)``
     would (same labels), then the silhouettes of all k are computed in ONE
@@ -400,10 +421,7 @@ def select_n_clusters(X, k_range=range(2, 11), *, n_init=10, max_iter=300, tol=1
     """
     X = check_array(X, name="X", ndim=2)
     n = X.shape[0]
-    try:
-        ks = [int(k) for k in k_range]
-    except TypeError:
-        raise TypeError(f"k_range must be an iterable of ints, got {type(k_range).__name__}") from None
+    ks = k_values(k_range)
     if not ks:
         raise ValueError("k_range is empty; give at least one k >= 2")
     for k in ks:

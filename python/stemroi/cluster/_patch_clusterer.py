@@ -16,6 +16,7 @@ import numpy as np
 
 from .._validation import check_array, check_positive_int
 from ..base import BaseEstimator, ClusterMixin, TransformerMixin
+from ._kmeans import k_values
 
 __all__ = [
     "PatchClusterer",
@@ -38,10 +39,7 @@ def _engine():
 
 # --------------------------------------------------------------------------- helpers
 def _check_k_range(k_range, n_samples: int) -> List[int]:
-    try:
-        ks = sorted({int(k) for k in k_range})
-    except TypeError:
-        raise TypeError(f"k_range must be an iterable of ints, got {type(k_range).__name__}") from None
+    ks = sorted(set(k_values(k_range)))
     if not ks:
         raise ValueError("k_range is empty; give at least one k >= 2")
     if ks[0] < 2:
@@ -113,7 +111,9 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     extractor declares ``feature_groups`` every block is further scaled by
     1/sqrt(block size) so each block carries the same total variance) ->
     ``stemroi.PCA(n_components)`` (int, variance fraction, or None to skip)
-    -> ``stemroi.select_n_clusters`` over ``k_range``; the k with the largest
+    -> ``stemroi.select_n_clusters`` over ``k_range`` (the k to try, any
+    iterable of ints such as ``range(2, 11)`` or ``[4, 7]``; a pair ``(a, b)``
+    with a gap is refused, as it reads as a range); the k with the largest
     mean silhouette wins (``k_criteria`` / ``k_rule`` are passed to
     ``select_n_clusters`` as ``criteria`` / ``rule``: ``k_criteria="all",
     k_rule="silhouette_1se"`` adds the stability and gap criteria and picks k
