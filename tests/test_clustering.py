@@ -268,6 +268,13 @@ def test_bad_inputs(rng):
     clp = stemroi.PatchClusterer("polar_fft", n_components=2, k_range=[2, 3], n_init=1, random_state=0).fit(P)
     with pytest.raises(ValueError, match=r"patch must be <= image size \(20, 40\), got 32"):
         clp.cluster_map(np.zeros((20, 40)), patch=32)
+    # tiles and patches of another size than the training patches give features that do not compare
+    frame = np.random.default_rng(0).random((96, 96))
+    assert (clp.cluster_map(frame).sizes == 32).all()  # the default tile is the training patch side
+    with pytest.raises(ValueError, match="patch=64, but this clusterer was fitted on 32x32 patches"):
+        clp.cluster_map(frame, patch=64)
+    with pytest.raises(ValueError, match="patches are 48x48, this clusterer was fitted on 32x32 patches"):
+        clp.predict(np.random.default_rng(0).random((2, 48, 48)))
     with pytest.raises(ValueError, match="labels must be 1-D of the same length"):
         evaluate_clustering([0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="(?i)invalid parameter 'bogus'"):

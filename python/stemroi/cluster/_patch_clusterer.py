@@ -126,7 +126,7 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     picks k = 7 with cluster accuracy 0.971 (K-means: k = 9, 0.904); on SrTiO3
     k = 5, 0.855 (K-means: k = 5, 0.865) - docs/clustering.md.
 
-    Fitted attributes: ``extractor_``, ``features_`` (raw feature rows),
+    Fitted attributes: ``extractor_``, ``features_`` (raw feature rows), ``patch_shape_`` ((h, w) of the training patches; None with precomputed features),
     ``mean_``, ``scale_``, ``pca_``, ``embedding_`` (what was clustered),
     ``selection_`` (the engine's ``NClustersSelection``), ``novelty_`` (a
     :class:`stemroi.detection.FeatureNovelty` on the embedding: the cluster
@@ -237,6 +237,9 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         else:  # centres as the means of the chosen labelling
             self.cluster_centers_ = np.stack([Z[self.labels_ == c].mean(axis=0) for c in range(self.n_clusters_)])
         self.n_features_in_ = d
+        # the descriptors give the same length at any patch size but other values: patches of
+        # another size must not be clustered silently (transform and cluster_map check it)
+        self.patch_shape_ = None if getattr(extractor, "precomputed", False) else tuple(int(v) for v in np.shape(X)[1:3])
         self.pixel_size_ = pixel_size_
         # unfamiliar-input score on the clustered embedding: Mahalanobis distance,
         # threshold at the 99th percentile of held-out training rows
@@ -251,6 +254,13 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """The embedding (standardised, PCA-reduced features) of new samples."""
         self._check_fitted()
+        shape = getattr(self, "patch_shape_", None)
+        if shape is not None:
+            X = check_array(X, name="patches", ndim=3, dtype=(np.float32, np.float64))
+            if X.shape[1:] != shape:
+                raise ValueError(f"patches are {X.shape[1]}x{X.shape[2]}, this clusterer was fitted on "
+                                 f"{shape[0]}x{shape[1]} patches: their features would not compare; cut the new "
+                                 f"patches at {shape[0]}x{shape[1]} (cluster_map does by default) or refit")
         F = self._raw_features(X, self.extractor_).astype(np.float64)
         if F.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {F.shape[1]} features, the clusterer was fitted with {self.n_features_in_}")
@@ -280,11 +290,12 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         return self.labels_per_k_[int(k)]
 
     # -- cluster map of a large image
-    def cluster_map(self, image, patch: int = 64, stride: int = 64, *, pixel_size=None, roi: str = "score",
-                    roi_threshold: float = 2.0):
+    def cluster_map(self, image, patch: Optional[int] = None, stride: Optional[int] = None, *, pixel_size=None,
+                    roi: str = "score", roi_threshold: float = 2.0):
         """:func:`stemroi.detection.cluster_map` of ``image``: an ROIResult with
         one row per tile (nearest cluster), ``scores`` (distance to the image's
-        median tile embedding), ROI flags by ``roi`` and ``maps["cluster"]``."""
+        median tile embedding), ROI flags by ``roi`` and ``maps["cluster"]``.
+        ``patch`` defaults to the side of the training patches, ``stride`` to ``patch``."""
         from ..detection._cluster_map import cluster_map
 
         return cluster_map(image, self, patch, stride, pixel_size=pixel_size, roi=roi, roi_threshold=roi_threshold)

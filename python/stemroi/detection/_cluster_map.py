@@ -2,6 +2,8 @@
 cluster of a fitted :class:`stemroi.PatchClusterer` (label-free ROIs)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from .._validation import check_array, check_positive_int
@@ -61,10 +63,15 @@ def _distance_to_median(embedding: np.ndarray, chunk: int = 65536) -> np.ndarray
 ROI_RULES = ("score", "cluster")
 
 
-def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_size=None,
+def cluster_map(image, clusterer, patch: Optional[int] = None, stride: Optional[int] = None, *, pixel_size=None,
                 roi: str = "score", roi_threshold: float = 2.0, batch_size: int = 256) -> ROIResult:
     """Tile ``image`` (2-D) on ``PatchGrid(patch, stride, edge="drop")`` and
     label every tile with its nearest cluster of ``clusterer``.
+
+    ``patch``: the tile side, by default (None) that of the patches the
+    clusterer was fitted on, and any other size is refused (the features of
+    tiles of another size would not compare with the training ones; resample
+    the image with ``pixel_size`` instead); ``stride``: None = ``patch``.
 
     Returns an :class:`ROIResult` with one row per tile: labels
     ``"cluster <c>"``, ``confidence = 1 - d1/d2`` (nearest vs second-nearest
@@ -125,8 +132,18 @@ def cluster_map(image, clusterer, patch: int = 64, stride: int = 64, *, pixel_si
     original_shape = img.shape
     if resample_scale is not None:
         img = resample(img, resample_scale, n_threads=clusterer.n_threads)
+    fitted_shape = getattr(clusterer, "patch_shape_", None)
+    if fitted_shape is not None and fitted_shape[0] != fitted_shape[1]:
+        raise ValueError(f"cluster_map cuts square tiles; this clusterer was fitted on "
+                         f"{fitted_shape[0]}x{fitted_shape[1]} patches")
+    if patch is None:
+        patch = 64 if fitted_shape is None else fitted_shape[0]
     patch = check_positive_int(patch, "patch")
-    stride = check_positive_int(stride, "stride")
+    if fitted_shape is not None and patch != fitted_shape[0]:
+        raise ValueError(f"patch={patch}, but this clusterer was fitted on {fitted_shape[0]}x{fitted_shape[1]} "
+                         f"patches: tiles must be cut at {fitted_shape[0]} (the default) so that their features "
+                         "compare; for an image at another pixel size pass pixel_size= to resample it")
+    stride = patch if stride is None else check_positive_int(stride, "stride")
     if roi not in ROI_RULES:
         raise ValueError(f"roi must be one of {ROI_RULES}, got {roi!r}")
     if isinstance(roi_threshold, bool) or not isinstance(roi_threshold, (int, float, np.integer, np.floating)) \
