@@ -203,6 +203,16 @@ def test_detect_bad_inputs(trained):
         detect(np.zeros((2, 128, 128, 2), np.float32), clf)
 
 
+def test_detect_tiles_default_to_the_training_patch_size():
+    # a model trained on 32 px patches maps 32 px tiles without being told (the old default of 64 was refused)
+    rng = np.random.default_rng(1)
+    X, y = rng.random((16, 32, 32), dtype=np.float32), np.arange(16) % 2
+    clf = PatchClassifier(backbone="small_cnn", weights=None, max_epochs=1, random_state=0,
+                          n_threads=1).fit(X, y, class_names=["Bulk", "vacancy"])
+    res = detect(np.random.default_rng(0).random((96, 128), dtype=np.float32), clf)
+    assert res.metadata["patch"] == res.metadata["stride"] == 32 and len(res) == 3 * 4
+
+
 def test_to_unit_range_and_origins():
     assert to_unit_range(np.array([[0, 255]], np.uint8)).max() == 1.0
     np.testing.assert_allclose(to_unit_range(np.array([[0.0, 127.5, 255.0]], np.float32)), [[0, 0.5, 1]])

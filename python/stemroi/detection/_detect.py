@@ -62,8 +62,8 @@ def to_unit_range(image, scale: str = "auto") -> np.ndarray:
 def detect(
     image,
     model,
-    patch: int = 64,
-    stride: int = 64,
+    patch: Optional[int] = None,
+    stride: Optional[int] = None,
     unknown_below: float = 0.4,
     *,
     batch_size: int = 256,
@@ -77,6 +77,9 @@ def detect(
     """Classify the tiles of ``image`` (2-D; colour is made grey by ``stemroi.io.to_grey``) with ``model``.
 
     ``model``: a fitted :class:`PatchClassifier` (or a model file path).
+    ``patch``: the tile side, by default (None) the side of the model's
+    training patches (64 when the model does not record it); another size is
+    refused. ``stride``: None = ``patch`` (tiles side by side).
     ``unknown_below``: tiles whose calibrated max probability is below this are
     labelled ``"unknown"`` (0 disables). ``bulk_label``: the class that is not a
     region of interest (default: the class named "Bulk", case-insensitive, if any;
@@ -127,8 +130,11 @@ def detect(
         if not hasattr(model, "net_"):
             raise TypeError(f"device= needs a fitted PatchClassifier, got {type(model).__name__}")
         model = on_device(model, device, model.net_.device)
+    shape = getattr(model, "patch_shape_", None)
+    if patch is None:
+        patch = int(shape[0]) if shape is not None and len(shape) == 2 and shape[0] == shape[1] else 64
     patch = check_positive_int(patch, "patch", minimum=16)
-    stride = check_positive_int(stride, "stride")
+    stride = patch if stride is None else check_positive_int(stride, "stride")
     if not (0.0 <= float(unknown_below) <= 1.0):
         raise ValueError(f"unknown_below must be in [0, 1], got {unknown_below}")
     from ..preprocessing._resample import plan_resampling, resample, to_original_grid
@@ -140,7 +146,6 @@ def detect(
         img = resample(img, resample_scale, n_threads=getattr(model, "n_threads", None))
     if patch > img.shape[0] or patch > img.shape[1]:
         raise ValueError(f"patch must be <= image size {img.shape}, got {patch}")
-    shape = getattr(model, "patch_shape_", None)
     if shape is not None and len(shape) == 2 and tuple(shape) != (patch, patch):
         raise ValueError(f"patch must equal the model's training patch size {tuple(shape)}, got {patch}")
     grid = PatchGrid(patch_size=patch, stride=stride, edge="drop")
