@@ -186,6 +186,23 @@ def test_tiff_calibration_from_imagej_metadata(tmp_path):
     assert read_image_with_calibration(tmp_path / "plain.tif")[1] == Calibration(None, None)
 
 
+@pytest.mark.parametrize("resolution, unit, expected", [
+    ((300, 300), "INCH", Calibration(None, None)),  # a print density (85 um), not a microscope pixel
+    ((72, 72), "INCH", Calibration(None, None)),
+    ((118.11, 118.11), "CENTIMETER", Calibration(None, None)),  # 300 dpi in px/cm
+    ((1e8, 1e8), "CENTIMETER", Calibration(1e-8, "cm")),  # 0.1 nm pixels in cm
+    ((2.54e8, 2.54e8), "INCH", Calibration(1 / 2.54e8, "inch")),  # 0.1 nm pixels in inch
+])
+def test_tiff_resolution_tags_count_only_below_a_micrometre(tmp_path, resolution, unit, expected):
+    p = tmp_path / "r.tif"
+    tifffile.imwrite(p, np.zeros((8, 8), np.uint8), resolution=resolution, resolutionunit=unit)
+    cal = read_image_with_calibration(p)[1]
+    assert cal.unit == expected.unit
+    if expected.pixel_size is not None:
+        assert cal.pixel_size == pytest.approx(expected.pixel_size, rel=1e-6)
+        assert cal.metres() == pytest.approx(1e-10, rel=1e-4)
+
+
 def test_public_export():
     assert stemroi.read_image is read_image
 

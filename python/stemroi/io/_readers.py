@@ -423,6 +423,9 @@ def _read_tiff(path: Path) -> _Raw:
     return _Raw(data, calibration, channel_axis, n_frame_axes)
 
 
+_MAX_TAG_PIXEL_METRES = 1e-6
+
+
 def _tiff_calibration(tif) -> Calibration:
     """Pixel size from ImageJ metadata or the resolution tags (resolution unit cm/inch)."""
     try:
@@ -442,11 +445,12 @@ def _tiff_calibration(tif) -> Calibration:
             return Calibration(float(size), str(unit))
         res_unit = tags.get("ResolutionUnit")
         code = int(res_unit.value) if res_unit is not None else 2
-        if code == 3:
-            return Calibration(float(size), "cm")
-        # unit "inch" with 1/1 resolution is only the writers' default, not a calibration
-        if code == 2 and (num, den) != (1, 1) and num != den * 72 and num != den * 96:
-            return Calibration(float(size), "inch")
+        # Resolution tags in inch or cm are mostly a print or screen density (72, 96, 300 dpi, ...),
+        # which writers add to any image; a microscope's pixel is far below 1 um (25400 dpi), so
+        # only such a density is read as a calibration (300 dpi would otherwise be an 85 um pixel)
+        unit = {2: "inch", 3: "cm"}.get(code)
+        if unit is not None and float(size) * _UNIT_METRES[unit] < _MAX_TAG_PIXEL_METRES:
+            return Calibration(float(size), unit)
     except Exception:  # calibration is best effort; the image itself is what matters
         pass
     return Calibration()
