@@ -175,6 +175,18 @@ def test_tiff_stack_refused_and_iterated(tmp_path, rng):
     np.testing.assert_array_equal(np.stack(frames), stack.astype(np.float32))
 
 
+@pytest.mark.parametrize("shape", [(1, 16, 20), (1, 1, 16, 20)])
+def test_a_stack_of_one_frame_reads_as_that_frame(tmp_path, rng, shape):
+    frame = rng.random(shape, dtype=np.float32)
+    np.save(tmp_path / "one.npy", frame)
+    tifffile.imwrite(tmp_path / "one.tif", frame.reshape(1, 16, 20), photometric="minisblack")
+    for name in ("one.npy", "one.tif"):
+        np.testing.assert_array_equal(read_image(tmp_path / name), frame.reshape(16, 20))
+    np.save(tmp_path / "two.npy", np.concatenate([frame.reshape(1, 16, 20)] * 2))
+    with pytest.raises(ValueError, match=r"stack of 2 frames of shape \(16, 20\)"):
+        read_image(tmp_path / "two.npy")
+
+
 def test_tiff_calibration_from_imagej_metadata(tmp_path):
     data = np.arange(64, dtype=np.uint16).reshape(8, 8)
     p = tmp_path / "cal.tif"
