@@ -211,8 +211,12 @@ def test_anomaly_map_localises_a_vacancy(fitted):
 def test_bad_input_is_rejected(fitted, tmp_path):
     with pytest.raises(ValueError, match=r"expected shape \(n, 16, 16\) for crop_size=16, got \(2, 32, 32\)"):
         fitted.reconstruct(np.zeros((2, 32, 32), np.float32))
+    lattice = np.random.default_rng(0).random((40, 40), dtype=np.float32)
     with pytest.raises(ValueError, match="at least 2"):
-        BulkCVAE(crop_size=16).fit(np.zeros((1, 16, 16), np.float32))
+        BulkCVAE(crop_size=16).fit(lattice[None, :16, :16])
+    for blank in (np.zeros((64, 64), np.float32), np.full((3, 16, 16), 7, np.uint8)):
+        with pytest.raises(ValueError, match=r"every pixel is .* \(a blank or constant image\?\): there is no lattice"):
+            BulkCVAE(crop_size=16).fit(blank)
     bad = np.zeros((2, 16, 16), np.float32)
     bad[1, 2, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
@@ -226,7 +230,7 @@ def test_bad_input_is_rejected(fitted, tmp_path):
     with pytest.raises(RuntimeError, match="not fitted"):
         BulkCVAE().reconstruct(np.zeros((1, 64, 64), np.float32))
     with pytest.raises(ValueError, match=r"crop_size must be <= image size \(12, 40\), got 16"):
-        BulkCVAE(crop_size=16).fit(np.ones((12, 40), np.float32))
+        BulkCVAE(crop_size=16).fit(lattice[:12])
     with pytest.raises(ValueError, match="kind must be one of"):
         fitted.score(np.zeros((1, 16, 16), np.float32), kind="mse")
     corrupt = tmp_path / "corrupt.stemroi"

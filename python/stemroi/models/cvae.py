@@ -407,6 +407,10 @@ class BulkCVAE(BaseEstimator):
         seed = check_random_state_seed(self.random_state)
         n_threads = check_n_threads(self.n_threads)
         arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        if arr.ndim in (2, 3) and arr.size and arr.dtype.kind in "biuf" and bool(np.all(arr == arr.flat[0])):
+            # a blank frame (beam off, wrong channel) would train a model of nothing and flag every lattice
+            raise ValueError(f"X: every pixel is {arr.flat[0]!r} (a blank or constant image?): there is no lattice "
+                             "to learn; expected a defect-free bulk lattice image or crops of one")
         source: Dict[str, Any]
         # a 2-D array (or an RGB/RGBA image) is one image; (n, s, s) are crops
         if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
