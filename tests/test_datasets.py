@@ -70,10 +70,30 @@ def test_mixed_storage_and_deterministic_order(tmp_path, rng):
     assert stemroi.load_patch_folder is load_patch_folder
 
 
+def test_class_subfolders_layout(tmp_path, rng):
+    # torchvision ImageFolder / Keras layout: <folder>/<class>/<any name>
+    made = {}
+    for cls, names in {"Vacancy": ["x.tif", "y_2.tif", "y_10.tif"], "Bulk": ["p.tif", "q.tif"]}.items():
+        (tmp_path / cls).mkdir()
+        for n in names:
+            made[(cls, n)] = rng.integers(0, 255, (16, 16), dtype=np.uint8)
+            Image.fromarray(made[(cls, n)]).save(tmp_path / cls / n)
+    (tmp_path / "empty").mkdir()  # a subfolder without patches is not a class
+    (tmp_path / "notes.txt").write_text("ignored")
+    ds = load_patch_folder(tmp_path)
+    assert ds.class_names == ["Bulk", "Vacancy"] and ds.class_counts() == {"Bulk": 2, "Vacancy": 3}
+    assert [f.rsplit("/", 2)[-2] + "/" + f.rsplit("/", 1)[-1] for f in ds.files] == [
+        "Bulk/p.tif", "Bulk/q.tif", "Vacancy/x.tif", "Vacancy/y_2.tif", "Vacancy/y_10.tif"]
+    for f, p, label in zip(ds.files, ds.patches, ds.labels):
+        cls, name = f.rsplit("/", 2)[-2:]
+        assert ds.class_names[label] == cls
+        np.testing.assert_array_equal(p, made[(cls, name)].astype(np.float32) / np.float32(255))
+
+
 def test_bad_folders(tmp_path, rng):
     with pytest.raises(NotADirectoryError, match="not a folder"):
         load_patch_folder(tmp_path / "missing")
-    with pytest.raises(ValueError, match=r"no files match pattern '\*\.tif'"):
+    with pytest.raises(ValueError, match=r"no files match pattern '\*\.tif', neither in the folder .* nor in class subfolders"):
         load_patch_folder(tmp_path)
     Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / "a_0.tif")
     Image.fromarray(rng.integers(0, 255, (16, 20), dtype=np.uint8)).save(tmp_path / "a_1.tif")

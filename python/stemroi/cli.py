@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = _add_parser(sub, "train", "train a patch classifier on a folder of labelled patches",
                      "stemroi train data/CdTe --out cdte.stemroi --backbone small_cnn --epochs 20\n"
                      "stemroi train ten_per_class/ --few-label --unlabelled frame.tif --out few.stemroi")
-    tr.add_argument("patch_folder", help="folder of patches named <class>_<n>.tif (the CdTe / STO layout)")
+    tr.add_argument("patch_folder", help="folder of patches named <class>_<n>.tif (the CdTe / STO layout), "
+                    "or with one subfolder of patches per class (<class>/<file>.tif)")
     tr.add_argument("--out", required=True, help="model file to write")
     tr.add_argument("--backbone", default="small_cnn", choices=["small_cnn", "vgg16", "mobilenet_v2"])
     tr.add_argument("--mode", default="finetune", choices=["finetune", "head"])
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "silhouettes); for a patch folder: clusters.csv (file, class, cluster) and, in summary.json, the cluster\n"
         "accuracy against the class names of the files.")
     cl.add_argument("input", metavar="IMAGE_OR_PATCH_FOLDER",
-                    help="an image file, or a folder of patches named <class>_<n>.tif")
+                    help="an image file, or a folder of patches (<class>_<n>.tif, or <class>/<file>.tif)")
     cl.add_argument("--out", required=True, help="output folder")
     cl.add_argument("--features", default="lattice_residual", choices=list(CLUSTER_FEATURES),
                     help="patch descriptor (default lattice_residual; lattice_residual_invariant = the same, "
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("images", nargs="*", metavar="IMAGE", help="images to map")
     src = se.add_mutually_exclusive_group(required=True)
     src.add_argument("--train", metavar="PATCH_FOLDER",
-                     help="train a new model on this folder of patches named <class>_<n>.tif")
+                     help="train a new model on this folder of patches (<class>_<n>.tif, or <class>/<file>.tif)")
     src.add_argument("--model", help="a model file from `stemroi segment --train`")
     se.add_argument("--model-out", help="where --train writes the model (default: <out>/model.stemroi)")
     se.add_argument("--out", help="output folder (needed with IMAGE)")

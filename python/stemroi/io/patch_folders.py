@@ -1,4 +1,4 @@
-"""Labelled patch folders (one image file per patch, class in the file name)."""
+"""Labelled patch folders (one image file per patch, class in the file name or the subfolder name)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -52,6 +52,10 @@ def _natural_key(path: Path):
 def load_patch_folder(path, pattern: str = "*.tif") -> PatchDataset:
     """Read every file matching ``pattern`` in ``path`` as a labelled patch.
 
+    Two layouts: the files in ``path`` itself, each named ``<class>_<n>``
+    (the CdTe / SrTiO3 sets), or, when ``path`` holds no matching file, one
+    subfolder per class (``path/<class>/<any name>``, the layout of
+    torchvision's ``ImageFolder`` and Keras' ``image_dataset_from_directory``).
     Classes are sorted by name; files are ordered by class, then by the numeric
     index after the last underscore (deterministic). Colour files (RGB/RGBA with
     equal channels) give their exact grey values. Integer files are scaled by
@@ -61,9 +65,17 @@ def load_patch_folder(path, pattern: str = "*.tif") -> PatchDataset:
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder of patch images")
     files = sorted((p for p in folder.glob(pattern) if p.is_file()), key=_natural_key)
-    if not files:
-        raise ValueError(f"{folder}: no files match pattern {pattern!r}")
-    names = [class_from_filename(f.name) for f in files]
+    if files:
+        names = [class_from_filename(f.name) for f in files]
+    else:
+        by_class = {d.name: sorted((p for p in d.glob(pattern) if p.is_file()), key=_natural_key)
+                    for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+        by_class = {c: fs for c, fs in by_class.items() if fs}
+        if not by_class:
+            raise ValueError(f"{folder}: no files match pattern {pattern!r}, neither in the folder (named "
+                             "<class>_<n>) nor in class subfolders (<class>/<file>)")
+        files = [f for fs in by_class.values() for f in fs]
+        names = [c for c, fs in by_class.items() for _ in fs]
     class_names = sorted(set(names))
     index = {c: i for i, c in enumerate(class_names)}
     patches = []
