@@ -422,6 +422,15 @@ def test_segment_with_saved_model(tmp_path, unet_run, frames):
     (["anomaly", "--train", "IMG", "SMALL", "--out", "OUT", "--crop", "48"],
      "small.npy (40x40) is smaller than the 48-pixel crops (--crop 48)"),
     (["segment", "--train", "PATCHES", "STACK", "--out", "OUT"], "stack.npy: holds a stack of 3 frames"),
+    # output paths that cannot be written are refused before any training
+    (["train", "PATCHES", "--out", "DIR"], "dir: is a folder; give a file name, such as"),
+    (["train", "PATCHES", "--out", "AFILE/m.stemroi"], "afile is a file, not a folder"),
+    (["detect", "IMG", "--model", "CVAE", "--out", "AFILE"], "afile: exists and is not a folder"),
+    (["cluster", "IMG", "--out", "AFILE"], "afile: exists and is not a folder"),
+    (["anomaly", "--train", "IMG", "IMG", "--out", "AFILE/o"], "afile is a file, not a folder"),
+    (["anomaly", "--train", "IMG", "--model-out", "DIR"], "dir: is a folder; give a file name"),
+    (["segment", "--train", "PATCHES", "IMG", "--out", "AFILE"], "afile: exists and is not a folder"),
+    (["demo", "--out", "AFILE"], "afile: exists and is not a folder"),
     (["info", "IMG"], "square.png: not a stemroi model file"),
     (["info", "MISSING"], "missing.png: model file not found"),
 ])
@@ -432,6 +441,10 @@ def test_bad_input_exits_2(argv, needle, tmp_path, frames, cvae_run, capsys):
     subst = {"IMG": str(frames["square"]), "MISSING": str(tmp_path / "missing.png"), "OUT": str(tmp_path / "o"),
              "CVAE": str(cvae_run[1]), "PATCHES": str(frames["patches"]), "STACK": str(tmp_path / "stack.npy"),
              "SMALL": str(tmp_path / "small.npy"), "CORRUPT": str(tmp_path / "corrupt.png")}
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "dir").mkdir()
+    argv = [a.replace("AFILE", str(tmp_path / "afile")).replace("DIR", str(tmp_path / "dir")) if a.startswith(("AFILE", "DIR"))
+            else a for a in argv]
     assert main([subst.get(a, a) for a in argv]) == 2
     line = _error_line(capsys)
     assert line.startswith(f"stemroi {argv[0]}: error: ") and needle in line, line

@@ -289,6 +289,34 @@ def _check_files(paths: Sequence[str], what: str = "image file") -> None:
         raise UsageError(f"{what}{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}")
 
 
+def _check_parents(p: Path, option: str) -> None:
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{option} {p}: {parent} is a file, not a folder")
+            return
+
+
+def _check_out_dir(path, option: str = "--out") -> None:
+    """An output folder must be a folder or creatable (checked before any work, so training is not lost)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{option} {path}: exists and is not a folder; give a folder for the outputs")
+    _check_parents(p, option)
+
+
+def _check_out_file(path, option: str, example: str = "model.stemroi") -> None:
+    """An output file must not be a folder, nor sit under a path that is a file (checked before training)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; give a file name, such as {p / example}")
+    _check_parents(p, option)
+
+
 def _check_folder(path: str, option: str) -> None:
     if not Path(path).is_dir():
         raise UsageError(f"{option} {path}: not a folder" if Path(path).exists() else f"{option} {path}: not found")
@@ -420,6 +448,9 @@ def _check_map_args(args, command: str) -> List[str]:
         raise UsageError("--out DIR is needed to write the maps of the images")
     if args.train is not None and not args.out and not args.model_out:
         raise UsageError("give --model-out FILE (or --out DIR) for the trained model")
+    _check_out_dir(args.out)
+    if args.train is not None:
+        _check_out_file(args.model_out, "--model-out")
     if args.train is not None:
         # read every image to map now: a stack, a corrupt file or a frame smaller than the crops
         # must fail before minutes of training, not after
@@ -497,6 +528,7 @@ def cmd_train(args) -> int:
     from .models.classifier import PatchClassifier
 
     _check_folder(args.patch_folder, "PATCH_FOLDER")
+    _check_out_file(args.out, "--out")
     if args.unlabelled and not args.few_label:
         raise UsageError("--unlabelled goes with --few-label (self-training of a FewLabelClassifier)")
     if args.few_label:
@@ -540,6 +572,7 @@ def cmd_detect(args) -> int:
     from .io import read_image
     from .models.classifier import PatchClassifier
 
+    _check_out_dir(args.out)
     arch = _require_model(args.model, (CLASSIFIER, FEW_LABEL), "detect")
     _check_files(args.images)
     if arch == FEW_LABEL:
@@ -594,6 +627,7 @@ def cmd_cluster(args) -> int:
         raise UsageError(f"IMAGE_OR_PATCH_FOLDER {src}: not found")
     if args.k_max is not None and args.k_max < args.k_min:
         raise UsageError(f"--k-max must be >= --k-min ({args.k_min}), got {args.k_max}")
+    _check_out_dir(args.out)
     out = Path(args.out)
     say = _say(args)
     data = _read_folder(args, src, say) if src.is_dir() else _read_tiles(args, src, say)
@@ -980,6 +1014,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
+            _check_out_dir(args.out)
             run_demo(out=args.out, size=args.size, seed=args.seed, n_threads=args.threads)
             return 0
         return COMMANDS[args.command](args)
