@@ -174,9 +174,13 @@ def test_bad_input_is_refused_clearly(synth):
         FewLabelClassifier().predict(X)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        FewLabelClassifier(features=("lattice_residual",), views=1, self_training=0, n_threads=1).fit(
+        fitted = FewLabelClassifier(features=("lattice_residual",), views=1, self_training=0, n_threads=1).fit(
             X, np.where(y == "Bulk", "matrix", y))
     assert any("no class is named 'Bulk'" in str(x.message) for x in w)
+    # features of another patch size have the same length but other values: refused, not mislabelled
+    for method in (fitted.predict, fitted.predict_proba, fitted.transform):
+        with pytest.raises(ValueError, match=r"patches must be \(64, 64\) like the training patches, got \(32, 32\)"):
+            method(X[:, :32, :32])
 
 
 @pytest.mark.data
