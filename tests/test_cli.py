@@ -123,6 +123,16 @@ def test_train_then_detect(tmp_path, patch_folder, capsys):
                 assert v == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
     assert (out / "frame_rois.csv").is_file() and (out / "frame_rois.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text())
+    # a folder stands for its image files (sorted; other files ignored)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(img).save(folder / "b.png")
+    Image.fromarray(img[:, ::-1].copy()).save(folder / "a.tif")
+    (folder / "notes.txt").write_text("not an image")
+    rc = main(["detect", str(folder), "--model", str(model), "--out", str(tmp_path / "by_folder"), "--quiet", "--no-plot"])
+    assert rc == 0
+    assert list(json.loads((tmp_path / "by_folder" / "summary.json").read_text())) == [str(folder / "a.tif"),
+                                                                                       str(folder / "b.png")]
     # info on a classifier file
     capsys.readouterr()
     assert main(["info", str(model)]) == 0
@@ -429,6 +439,7 @@ def test_segment_with_saved_model(tmp_path, unet_run, frames):
     (["cluster", "IMG", "--out", "AFILE"], "afile: exists and is not a folder"),
     (["anomaly", "--train", "IMG", "IMG", "--out", "AFILE/o"], "afile is a file, not a folder"),
     (["anomaly", "--train", "IMG", "--model-out", "DIR"], "dir: is a folder; give a file name"),
+    (["anomaly", "--model", "CVAE", "DIR", "--out", "OUT"], "dir holds no image files (.tif"),
     (["segment", "--train", "PATCHES", "IMG", "--out", "AFILE"], "afile: exists and is not a folder"),
     (["demo", "--out", "AFILE"], "afile: exists and is not a folder"),
     (["info", "IMG"], "square.png: not a stemroi model file"),

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     de = _add_parser(sub, "detect", "classify the tiles of images and write ROI overlays, JSON and CSV",
                      "stemroi detect frame1.tif frame2.tif --model cdte.stemroi --out rois/",
                      "<stem>_rois.png (overlay), <stem>_rois.json/.csv (one row per tile), summary.json")
-    de.add_argument("images", nargs="+", help="image files (TIFF, PNG, JPEG, ...)")
+    de.add_argument("images", nargs="+", help="image files (TIFF, PNG, JPEG, ...) or folders of them")
     de.add_argument("--model", required=True, help="model file from `stemroi train`")
     de.add_argument("--out", required=True, help="output folder")
     de.add_argument("--patch", type=_int_at_least(16), default=None, help="tile size (default: the model's patch size)")
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stemroi anomaly --model bulk_cvae.stemroi frame3.tif --out anomalies/",
         "<stem>_rois.png (anomaly overlay), <stem>_rois.json/.csv (one row per crop, flagged 'Anomaly' or\n"
         "'Bulk'), summary.json; with --train the model (default <out>/model.stemroi).")
-    an.add_argument("images", nargs="*", metavar="IMAGE", help="images to map")
+    an.add_argument("images", nargs="*", metavar="IMAGE", help="images to map (files, or folders of them)")
     src = an.add_mutually_exclusive_group(required=True)
     src.add_argument("--train", metavar="BULK_IMAGE",
                      help="train a new model on random crops of this defect-free image")
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stemroi segment --model sto_unet.stemroi frame2.tif --out maps/",
         "<stem>_rois.png (one heatmap per class), <stem>_rois.json/.csv (one row per tile, the largest\n"
         "probability of each class), summary.json; with --train the model (default <out>/model.stemroi).")
-    se.add_argument("images", nargs="*", metavar="IMAGE", help="images to map")
+    se.add_argument("images", nargs="*", metavar="IMAGE", help="images to map (files, or folders of them)")
     src = se.add_mutually_exclusive_group(required=True)
     src.add_argument("--train", metavar="PATCH_FOLDER",
                      help="train a new model on this folder of patches (<class>_<n>.tif, or <class>/<file>.tif)")
@@ -430,8 +430,27 @@ def _read_calibrated(path):
     return image, pixel
 
 
+def _expand_images(paths: Sequence[str]) -> List[str]:
+    """Image arguments with every folder replaced by its image files (sorted, not recursive)."""
+    from .io._readers import SUPPORTED_SUFFIXES
+
+    out: List[str] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            out.append(str(p))
+            continue
+        files = sorted(str(f) for f in path.iterdir() if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES
+                       and not f.name.startswith("."))
+        if not files:
+            raise UsageError(f"folder {p} holds no image files ({', '.join(SUPPORTED_SUFFIXES)})")
+        out.extend(files)
+    return out
+
+
 def _check_map_args(args, command: str) -> List[str]:
     """Checks shared by anomaly and segment (before any training); returns the output stems."""
+    args.images = _expand_images(args.images)
     if args.train is not None:
         if command == "anomaly":
             _check_files([args.train], "--train bulk image")
@@ -574,6 +593,7 @@ def cmd_detect(args) -> int:
 
     _check_out_dir(args.out)
     arch = _require_model(args.model, (CLASSIFIER, FEW_LABEL), "detect")
+    args.images = _expand_images(args.images)
     _check_files(args.images)
     if arch == FEW_LABEL:
         from .models.few_label import FewLabelClassifier
