@@ -235,6 +235,12 @@ def test_bad_inputs():
         PatchClassifier(backbone="precomputed").fit(X, y[:-1])
     with pytest.raises(ValueError, match=r"patch values must be in \[0, 1\]"):
         PatchClassifier(backbone="small_cnn", mode="finetune", weights=None).fit(np.full((4, 32, 32), 255, np.float32), [0, 1, 0, 1])
+    # integer patches: the message says how to scale them (the float ones above get no such hint)
+    with pytest.raises(ValueError, match=r"got range \[255, 255\]; these are uint8 values: scale them with "
+                                         r"stemroi.io.scale_to_unit\(X, 'dtype'\)"):
+        PatchClassifier(backbone="small_cnn", weights=None).fit(np.full((4, 32, 32), 255, np.uint8), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"\[0, 1\] \(uint8 / 255\), got range \[255, 255\]$"):
+        PatchClassifier(backbone="small_cnn", weights=None).fit(np.full((4, 32, 32), 255, np.float32), [0, 1, 0, 1])
     with pytest.raises(ValueError, match="has no pretrained weights"):
         PatchClassifier(backbone="small_cnn", mode="finetune", weights="imagenet").fit(
             np.zeros((4, 32, 32), np.float32), [0, 1, 0, 1])

@@ -830,6 +830,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
 
 def _check_patches(X) -> np.ndarray:
     """Patches (n, h, w) (or (n, 1, h, w)) float32 on [0, 1]."""
+    stored = getattr(X, "dtype", None)
     X = check_array(X, name="X", ndim=(3, 4), dtype=(np.float32,))
     if X.ndim == 4:
         if X.shape[1] != 1:
@@ -839,5 +840,11 @@ def _check_patches(X) -> np.ndarray:
         raise ValueError(f"X: patches must be at least 16 x 16 pixels, got {X.shape[1:]}")
     lo, hi = float(X.min()), float(X.max())
     if lo < -1e-3 or hi > 1.0 + 1e-3:
-        raise ValueError(f"X: patch values must be in [0, 1] (uint8 / 255), got range [{lo:.4g}, {hi:.4g}]")
+        hint = ""
+        if stored is not None and np.dtype(stored).kind in "ui":
+            # not scaled silently: a 12-bit detector stored as uint16 would come out 16 times too dark
+            hint = (f"; these are {np.dtype(stored).name} values: scale them with "
+                    "stemroi.io.scale_to_unit(X, 'dtype') (integer range to [0, 1], as the patch folders are read) "
+                    "or X / X.max()")
+        raise ValueError(f"X: patch values must be in [0, 1] (uint8 / 255), got range [{lo:.4g}, {hi:.4g}]{hint}")
     return np.ascontiguousarray(X)
