@@ -470,23 +470,20 @@ def _check_map_args(args, command: str) -> List[str]:
     _check_out_dir(args.out)
     if args.train is not None:
         _check_out_file(args.model_out, "--model-out")
-    if args.train is not None:
         # read every image to map now: a stack, a corrupt file or a frame smaller than the crops
         # must fail before minutes of training, not after
-        _check_images_to_map(args.images, min_side=args.crop if command == "anomaly" else None,
-                             what="--crop" if command == "anomaly" else "")
+        _check_images_to_map(args.images, crop=args.crop if command == "anomaly" else None)
     return _output_stems(args.images)
 
 
-def _check_images_to_map(paths: Sequence[str], min_side: Optional[int], what: str) -> None:
+def _check_images_to_map(paths: Sequence[str], crop: Optional[int]) -> None:
     from .io import read_image
 
     for path in paths:
-        image = read_image(path)  # raises with the file name and what it holds
-        if min_side is not None and min(image.shape[:2]) < min_side:
-            raise UsageError(f"image {path} ({image.shape[0]}x{image.shape[1]}) is smaller than the "
-                             f"{min_side}-pixel crops ({what} {min_side}) the model would be trained on")
-        del image
+        shape = read_image(path).shape  # raises with the file name and what it holds
+        if crop is not None and min(shape[:2]) < crop:
+            raise UsageError(f"image {path} ({shape[0]}x{shape[1]}) is smaller than the "
+                             f"{crop}-pixel crops (--crop {crop}) the model would be trained on")
 
 
 # --------------------------------------------------------------------------- train / detect

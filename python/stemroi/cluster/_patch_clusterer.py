@@ -126,8 +126,8 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     picks k = 7 with cluster accuracy 0.971 (K-means: k = 9, 0.904); on SrTiO3
     k = 5, 0.855 (K-means: k = 5, 0.865) - docs/clustering.md.
 
-    Fitted attributes: ``extractor_``, ``features_`` (raw feature rows), ``patch_shape_`` ((h, w) of the training patches; None with precomputed features),
-    ``mean_``, ``scale_``, ``pca_``, ``embedding_`` (what was clustered),
+    Fitted attributes: ``extractor_``, ``features_`` (raw feature rows),
+    ``patch_shape_`` ((h, w) of the training patches; None with precomputed features), ``mean_``, ``scale_``, ``pca_``, ``embedding_`` (what was clustered),
     ``selection_`` (the engine's ``NClustersSelection``), ``novelty_`` (a
     :class:`stemroi.detection.FeatureNovelty` on the embedding: the cluster
     map marks tiles unlike the training patches as ``unfamiliar``),
@@ -154,10 +154,16 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     _fitted_attribute = "labels_"
 
     # -- features
-    def _raw_features(self, X, extractor) -> np.ndarray:
+    def _raw_features(self, X, extractor, patch_shape=None) -> np.ndarray:
         if getattr(extractor, "precomputed", False):
             return check_array(extractor.transform(X), name="X (precomputed features)", ndim=2)
         X = check_array(X, name="patches", ndim=3, dtype=(np.float32, np.float64))
+        if patch_shape is not None and X.shape[1:] != tuple(patch_shape):
+            # the descriptors give the same length at any size but other values
+            raise ValueError(f"patches are {X.shape[1]}x{X.shape[2]}, this clusterer was fitted on "
+                             f"{patch_shape[0]}x{patch_shape[1]} patches: their features would not compare; cut "
+                             f"the new patches at {patch_shape[0]}x{patch_shape[1]} (cluster_map does by default) "
+                             "or refit")
         F = np.asarray(extractor.transform(X))
         if F.ndim != 2 or F.shape[0] != X.shape[0]:
             raise ValueError(f"features: the extractor returned shape {F.shape}, expected ({X.shape[0]}, d)")
@@ -237,8 +243,7 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         else:  # centres as the means of the chosen labelling
             self.cluster_centers_ = np.stack([Z[self.labels_ == c].mean(axis=0) for c in range(self.n_clusters_)])
         self.n_features_in_ = d
-        # the descriptors give the same length at any patch size but other values: patches of
-        # another size must not be clustered silently (transform and cluster_map check it)
+        # transform and cluster_map take patches of this size only
         self.patch_shape_ = None if getattr(extractor, "precomputed", False) else tuple(int(v) for v in np.shape(X)[1:3])
         self.pixel_size_ = pixel_size_
         # unfamiliar-input score on the clustered embedding: Mahalanobis distance,
@@ -254,14 +259,7 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """The embedding (standardised, PCA-reduced features) of new samples."""
         self._check_fitted()
-        shape = getattr(self, "patch_shape_", None)
-        if shape is not None:
-            X = check_array(X, name="patches", ndim=3, dtype=(np.float32, np.float64))
-            if X.shape[1:] != shape:
-                raise ValueError(f"patches are {X.shape[1]}x{X.shape[2]}, this clusterer was fitted on "
-                                 f"{shape[0]}x{shape[1]} patches: their features would not compare; cut the new "
-                                 f"patches at {shape[0]}x{shape[1]} (cluster_map does by default) or refit")
-        F = self._raw_features(X, self.extractor_).astype(np.float64)
+        F = self._raw_features(X, self.extractor_, getattr(self, "patch_shape_", None)).astype(np.float64)
         if F.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {F.shape[1]} features, the clusterer was fitted with {self.n_features_in_}")
         Z = self._scale(F)

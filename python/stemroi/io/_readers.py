@@ -236,16 +236,15 @@ def _read_image_full(path) -> Tuple[np.ndarray, Calibration, np.dtype]:
     raw = _read_raw(path)
     data = raw.data
     if raw.frame_ndim:
-        nframes = int(np.prod(raw.data.shape[: raw.frame_ndim]))
-        frame_shape = raw.data.shape[raw.frame_ndim:]
-        if nframes == 1:  # a stack of one frame (a (1, H, W) export) is that frame
-            data = raw.data.reshape(frame_shape)
-    if raw.frame_ndim and nframes != 1:
-        raise ValueError(
-            f"{path}: holds a stack of {nframes} frames of shape {tuple(frame_shape)}, not a single "
-            "2-D image; read it frame by frame with stemroi.io.iter_frames(path) or as a whole "
-            "with stemroi.io.read_stack(path)"
-        )
+        nframes = int(np.prod(data.shape[: raw.frame_ndim]))
+        frame_shape = data.shape[raw.frame_ndim:]
+        if nframes != 1:
+            raise ValueError(
+                f"{path}: holds a stack of {nframes} frames of shape {tuple(frame_shape)}, not a single "
+                "2-D image; read it frame by frame with stemroi.io.iter_frames(path) or as a whole "
+                "with stemroi.io.read_stack(path)"
+            )
+        data = data.reshape(frame_shape)  # a stack of one frame (a (1, H, W) export) is that frame
     return _finish(path, np.asarray(data), raw.channel_axis), raw.calibration, raw.data.dtype
 
 

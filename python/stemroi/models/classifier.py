@@ -426,9 +426,7 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     def _prepare_input(self, X) -> np.ndarray:
         if self._uses_extractor():
             return self._features(X)
-        X = _check_patches(X)
-        if X.shape[1:] != tuple(self.patch_shape_):
-            raise ValueError(f"X: patches must be {tuple(self.patch_shape_)} like the training patches, got {X.shape[1:]}")
+        X = _check_patches(X, self.patch_shape_)
         return X
 
     def _stages(self, pretrained: bool):
@@ -828,8 +826,9 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
             self.extractor_ = on_device(ext, getattr(self, "device", "cpu"), ext.model_.device)
 
 
-def _check_patches(X) -> np.ndarray:
-    """Patches (n, h, w) (or (n, 1, h, w)) float32 on [0, 1]."""
+def _check_patches(X, expected_shape=None) -> np.ndarray:
+    """Patches (n, h, w) (or (n, 1, h, w)) float32 on [0, 1]; of ``expected_shape`` (h, w) when given
+    (features of another size have the same length but other values, so they are refused)."""
     stored = getattr(X, "dtype", None)
     X = check_array(X, name="X", ndim=(3, 4), dtype=(np.float32,))
     if X.ndim == 4:
@@ -838,6 +837,8 @@ def _check_patches(X) -> np.ndarray:
         X = X[:, 0]
     if min(X.shape[1:]) < 16:
         raise ValueError(f"X: patches must be at least 16 x 16 pixels, got {X.shape[1:]}")
+    if expected_shape is not None and X.shape[1:] != tuple(expected_shape):
+        raise ValueError(f"X: patches must be {tuple(expected_shape)} like the training patches, got {X.shape[1:]}")
     lo, hi = float(X.min()), float(X.max())
     if lo < -1e-3 or hi > 1.0 + 1e-3:
         hint = ""

@@ -177,10 +177,7 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         from .classifier import _check_patches
 
-        X = _check_patches(X)
-        if X.shape[1:] != tuple(self.patch_shape_):
-            # the descriptor and the CNN features have the same length at any size, not the same values
-            raise ValueError(f"X: patches must be {tuple(self.patch_shape_)} like the training patches, got {X.shape[1:]}")
+        X = _check_patches(X, self.patch_shape_)
         batch_size = check_positive_int(batch_size, "batch_size")
         extractors = self._extractors(check_n_threads(self.n_threads))
         return X, batch_size, lambda part: self._standardise(self._raw_views(part, extractors)[0].mean(0))
