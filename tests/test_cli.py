@@ -405,6 +405,68 @@ def test_segment_with_saved_model(tmp_path, unet_run, frames):
     assert json.loads((out / "bulk_rois.json").read_text())["metadata"]["threshold"] == 0.3
 
 
+
+# --------------------------------------------------------------------------- batches with a bad image
+@pytest.mark.parametrize("command", ["detect", "anomaly", "segment"])
+def test_batch_goes_past_a_bad_image(command, tmp_path, frames, cvae_run, unet_run, capsys):
+    """A corrupt file or a stack in a batch is skipped with its error in summary.json; the
+    images after it are still mapped, and the run ends with status 1 (not 2, not 0)."""
+    model = {"anomaly": cvae_run[1], "segment": unet_run[1]}.get(command)
+    if command == "detect":
+        model = tmp_path / "m.stemroi"
+        assert main(["train", str(frames["patches"]), "--out", str(model), "--epochs", "1", "--quiet",
+                     "--threads", "1", "--no-overlap-groups"]) == 0
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for name in ("a_bulk.png", "d_square.png"):
+        (batch / name).write_bytes(frames["bulk" if "bulk" in name else "square"].read_bytes())
+    (batch / "b_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
+    np.save(batch / "c_stack.npy", np.ones((3, 160, 160), np.float32))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    rc = main([command, str(batch), "--model", str(model), "--out", str(out), "--threads", "1", "--quiet", "--no-plot"])
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"stemroi {command}: skipped {batch / 'b_corrupt.png'}: not a readable PNG image (corrupt or wrong format)"
+    assert err[1].startswith(f"stemroi {command}: skipped {batch / 'c_stack.npy'}: holds a stack of 3 frames")
+    assert err[2] == (f"stemroi {command}: 2 of 4 images failed and were skipped (b_corrupt.png, c_stack.npy); "
+                      "their errors are in summary.json")
+    s = json.loads((out / "summary.json").read_text())
+    records = s if command == "detect" else s["images"]
+    assert list(records) == [str(batch / n) for n in ("a_bulk.png", "b_corrupt.png", "c_stack.npy", "d_square.png")]
+    assert set(records[str(batch / "b_corrupt.png")]) == {"error"}
+    assert "stack of 3 frames" in records[str(batch / "c_stack.npy")]["error"]
+    for stem in ("a_bulk", "d_square"):
+        assert records[str(batch / f"{stem}.png")]["n_tiles"] > 0 and (out / f"{stem}_rois.csv").is_file()
+    assert not list(out.glob("b_corrupt*")) and not list(out.glob("c_stack*"))
+
+
+def test_interrupted_batch_keeps_the_summary_of_what_was_done(tmp_path, frames, cvae_run, monkeypatch, capsys):
+    """summary.json is rewritten after every image: Ctrl-C in the second image leaves the first recorded."""
+    import stemroi.detection as detection
+
+    real, calls = detection.anomaly_map, []
+
+    def interrupted_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(detection, "anomaly_map", interrupted_second)
+    out = tmp_path / "out"
+    rc = main(["anomaly", "--model", str(cvae_run[1]), str(frames["square"]), str(frames["bulk"]), "--out", str(out),
+               "--threads", "1", "--quiet", "--no-plot"])
+    assert rc == 130 and "stemroi anomaly: interrupted" in capsys.readouterr().err
+    assert list(json.loads((out / "summary.json").read_text())["images"]) == [str(frames["square"])]
+
+
+def test_one_bad_image_is_still_exit_2(tmp_path, cvae_run, capsys):
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
+    assert main(["anomaly", "--model", str(cvae_run[1]), str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert _error_line(capsys) == f"stemroi anomaly: error: {bad}: not a readable PNG image (corrupt or wrong format)"
+
 # --------------------------------------------------------------------------- errors and help
 @pytest.mark.parametrize("argv, needle", [
     (["cluster", "IMG", "--out", "OUT", "--patch", "0"], "--patch: must be an integer >= 8, got 0"),

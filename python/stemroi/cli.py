@@ -6,7 +6,10 @@ Every mapping command writes to an ``--out`` folder, per image ``<stem>_rois.png
 :class:`stemroi.ROIResult`), and a ``summary.json`` of the run; every file is
 written atomically. Models are stemroi's safe model files. Bad input (a missing
 file, an out-of-range option, a model of another kind) ends with exit status 2
-and one line on stderr naming the bad value, never a traceback.
+and one line on stderr naming the bad value, never a traceback. In a batch of
+images, one that cannot be read or mapped is skipped with its error recorded in
+``summary.json`` (rewritten after every image, so an interrupted run keeps what
+it did); the run ends with exit status 1 when any image failed.
 """
 from __future__ import annotations
 
@@ -416,6 +419,45 @@ def _write_result(result, out: Path, stem: str, source: str) -> List[str]:
     return [f"{stem}_rois.json", f"{stem}_rois.csv"]
 
 
+#: per-image errors a batch records and goes past (bad input); anything else stops the run
+_IMAGE_ERRORS = (UsageError, ValueError, TypeError, OSError)
+
+
+def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callable[[str, str], Dict[str, Any]],
+               write_summary: Callable[[Dict[str, Any]], None]) -> int:
+    """Run ``map_one(path, stem)`` over the images, recording each result (or error) by path.
+
+    One bad image in a batch (corrupt, a stack, too small) must not lose the images after
+    it: it is skipped with its error in the summary, which is rewritten after every image
+    so an interrupt or crash keeps what was done. Returns the exit status: 0, or 1 when any
+    image failed. A single image that fails raises, as any other bad input (status 2).
+    """
+    from tqdm import tqdm
+
+    records: Dict[str, Any] = {}
+    failed: List[str] = []
+    bar = tqdm(paths, unit="image", desc="images", disable=args.quiet or len(paths) < 2)
+    for path, stem in zip(bar, stems):
+        try:
+            records[str(path)] = map_one(str(path), stem)
+        except _IMAGE_ERRORS as exc:
+            if len(paths) == 1:
+                raise
+            message = _one_line(exc)
+            records[str(path)] = {"error": message}
+            failed.append(str(path))
+            named = message if str(path) in message else f"{path}: {message}"
+            tqdm.write(f"stemroi {args.command}: skipped {named}", file=sys.stderr)
+        write_summary(records)
+    bar.close()
+    if failed:
+        print(f"stemroi {args.command}: {len(failed)} of {len(paths)} images failed and were skipped "
+              f"({', '.join(Path(p).name for p in failed[:5])}{', ...' if len(failed) > 5 else ''}); "
+              "their errors are in summary.json", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _model_record(path) -> Dict[str, str]:
     from .io.model_file import file_sha256
 
@@ -603,10 +645,9 @@ def cmd_detect(args) -> int:
     stride = args.stride or patch
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    files_bar = tqdm(args.images, unit="image", desc="images", disable=args.quiet or len(args.images) < 2)
     batch_bar, progress = _progress_bar(args.quiet, "tiles", "tile")
-    summaries = {}
-    for path, stem in zip(files_bar, _output_stems(args.images)):
+
+    def map_one(path: str, stem: str) -> Dict[str, Any]:
         image = read_image(path)
         batch_bar.reset(total=0)
         result = detect(image, model, patch=patch, stride=stride, unknown_below=args.unknown_below,
@@ -617,12 +658,15 @@ def cmd_detect(args) -> int:
 
             ax = plot_rois(image, result, title=f"{Path(path).name}: {int(result.is_roi.sum())} of {len(result)} tiles")
             _save_plot(ax.figure, out / f"{stem}_rois.png")
-        summaries[str(path)] = result.summary()
         if not args.quiet:
             tqdm.write(f"{path}: {result.counts()}")
-    batch_bar.close()
-    _write_json(out / "summary.json", summaries)
-    return 0
+        return result.summary()
+
+    try:
+        return _map_batch(args, args.images, _output_stems(args.images), map_one,
+                          lambda records: _write_json(out / "summary.json", records))
+    finally:
+        batch_bar.close()
 
 
 # --------------------------------------------------------------------------- cluster
@@ -815,9 +859,8 @@ def cmd_anomaly(args) -> int:
     doc["model"] = _model_record(model_path)
     doc["detector"] = {"kind": model.detector_, "energy_window": int(model.energy_window),
                        "energy_quantile": float(model.recipe_params()["energy_quantile"]), "threshold": float(model.energy_threshold_)}
-    images: Dict[str, Any] = {}
-    files_bar = tqdm(args.images, unit="image", desc="images", disable=args.quiet or len(args.images) < 2)
-    for path, stem in zip(files_bar, stems):
+
+    def map_one(path: str, stem: str) -> Dict[str, Any]:
         image = read_image(path)
         if min(image.shape[:2]) < model.crop_size:
             raise UsageError(f"image {path} ({image.shape[0]}x{image.shape[1]}) is smaller than the model's "
@@ -831,15 +874,12 @@ def cmd_anomaly(args) -> int:
             _save_plot(plot_anomaly_map(image, result, title=Path(path).name), out / f"{stem}_rois.png", dpi=110)
             files.append(f"{stem}_rois.png")
         amap, level = result.maps["anomaly"], float(result.metadata["map_threshold"])
-        images[str(path)] = dict(result.summary(), n_flagged=int(result.is_roi.sum()), map_threshold=level,
-                                 map_max=float(amap.max()), map_fraction_above=float((amap > level).mean()),
-                                 files=files)
         if not args.quiet:
             tqdm.write(f"{path}: {int(result.is_roi.sum())} of {len(result)} crops flagged")
-    doc["images"] = images
-    if out is not None:
-        _write_json(out / "summary.json", doc)
-    return 0
+        return dict(result.summary(), n_flagged=int(result.is_roi.sum()), map_threshold=level,
+                    map_max=float(amap.max()), map_fraction_above=float((amap > level).mean()), files=files)
+
+    return _map_summary(args, doc, stems, map_one, out)
 
 
 # --------------------------------------------------------------------------- segment
@@ -893,10 +933,9 @@ def cmd_segment(args) -> int:
         model = DefectSegmenter.load(model_path, n_threads=args.threads)
     doc["model"] = _model_record(model_path)
     doc["channels"] = list(model.channel_names_)
-    images: Dict[str, Any] = {}
-    files_bar = tqdm(args.images, unit="image", desc="images", disable=args.quiet or len(args.images) < 2)
     tile_bar, progress = _progress_bar(args.quiet, "tiles", "tile")
-    for path, stem in zip(files_bar, stems):
+
+    def map_one(path: str, stem: str) -> Dict[str, Any]:
         image = to_unit_range(read_image(path))
         tile_bar.reset(total=0)
         result = segmentation_map(image, model, patch=args.patch, stride=args.stride, threshold=args.threshold,
@@ -909,15 +948,30 @@ def cmd_segment(args) -> int:
             fig = plot_class_heatmaps(image, result, model.channel_names_, title=Path(path).name)
             _save_plot(fig, out / f"{stem}_rois.png", dpi=110)
             files.append(f"{stem}_rois.png")
-        images[str(path)] = dict(result.summary(), channel_max={c: float(m.max()) for c, m in result.maps.items()},
-                                 files=files)
         if not args.quiet:
             tqdm.write(f"{path}: {result.counts()}")
-    tile_bar.close()
-    doc["images"] = images
-    if out is not None:
-        _write_json(out / "summary.json", doc)
-    return 0
+        return dict(result.summary(), channel_max={c: float(m.max()) for c, m in result.maps.items()}, files=files)
+
+    try:
+        return _map_summary(args, doc, stems, map_one, out)
+    finally:
+        tile_bar.close()
+
+
+def _map_summary(args, doc: Dict[str, Any], stems: Sequence[str], map_one, out: Optional[Path]) -> int:
+    """Map ``args.images`` into ``doc["images"]``; ``summary.json`` is written when there is an --out."""
+    doc["images"] = {}
+
+    def write_summary(records: Dict[str, Any]) -> None:
+        doc["images"] = records
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_json(out / "summary.json", doc)
+
+    if not args.images:  # anomaly / segment --train without images to map: the training record alone
+        write_summary({})
+        return 0
+    return _map_batch(args, args.images, stems, map_one, write_summary)
 
 
 # --------------------------------------------------------------------------- info
@@ -1022,7 +1076,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 1 some images of a batch failed,
+    2 bad input, 130 interrupted)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad option (already reported)
