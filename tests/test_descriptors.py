@@ -37,6 +37,25 @@ def test_lattice_fit_residual_removes_lattice_and_keeps_defect():
     assert far.max() < 0.25 * res[0][20, 30]
 
 
+
+def test_lattice_fit_residual_on_tiles_larger_than_128():
+    """Tiles above 128 px (a 4k frame at a fine pixel size) were refused by the default pad of 128;
+    the default now grows to the next power of two, and the chunked solve is per patch."""
+    size = 160
+    yy, xx = np.mgrid[0:size, 0:size]
+    clean = _lattice(size, freqs=((20.0, 8.0), (-8.0, 20.0)))
+    stack = np.stack([clean + 2.0 * np.exp(-((yy - 40 - 5 * i) ** 2 + (xx - 100) ** 2) / 2.0) for i in range(12)])
+    res, _ = D.lattice_fit_residual(stack)  # 12 patches of 160 px: two chunks of the solve
+    ref, _ = D.lattice_fit_residual(stack, pad=256)
+    np.testing.assert_array_equal(res, ref)
+    one, _ = D.lattice_fit_residual(stack[7:8])
+    np.testing.assert_allclose(res[7], one[0], rtol=0, atol=1e-12)
+    assert np.unravel_index(np.argmax(res[7]), res[7].shape) == (75, 100)
+    # <= 128 px keeps the pad of 128 every measured figure used
+    small = stack[:3, :64, :64]
+    np.testing.assert_array_equal(D.lattice_fit_residual(small)[0], D.lattice_fit_residual(small, pad=128)[0])
+    assert D.LatticeResidual().fit_transform(stack).shape[0] == 12
+
 def test_descriptors_are_scale_and_offset_invariant():
     P, _ = lattice_patches(n_per_class=3, size=32, seed=5)
     for desc in (D.FFTMagnitude(), D.PolarPowerSpectrum(), D.LatticeResidual()):

@@ -19,7 +19,7 @@ for stacking faults and twins - and shift-invariant statistics of it
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def _hann2d(h: int, w: int) -> np.ndarray:
     return np.outer(np.hanning(h), np.hanning(w))
 
 
-def lattice_fit_residual(patches, *, n_peaks: int = 8, pad: int = 128, min_radius: float = 2.5
+def lattice_fit_residual(patches, *, n_peaks: int = 8, pad: Optional[int] = None, min_radius: float = 2.5
                          ) -> Tuple[np.ndarray, np.ndarray]:
     """Split each patch into its periodic lattice and the residual.
 
@@ -79,12 +79,19 @@ def lattice_fit_residual(patches, *, n_peaks: int = 8, pad: int = 128, min_radiu
     (instead of masking the FFT) leaves no ringing at the patch borders, which
     are not periodic.
 
+    ``pad`` is the side of the zero-padded spectrum; None means 128, or the
+    next power of two at or above the patch side for patches larger than 128.
+
     Returns ``(residual, lattice)``, both ``(n, h, w)`` float64, of the
     standardised patches (see :func:`zscore_patches`).
     """
     X = zscore_patches(patches)
     n_peaks = check_positive_int(n_peaks, "n_peaks")
     n, h, w = X.shape
+    if pad is None:
+        # 128 keeps every figure measured on <= 128 px patches; larger tiles (large frames at
+        # fine pixel sizes) get the smallest power of two that holds them
+        pad = max(128, 1 << (max(h, w) - 1).bit_length())
     pad = check_positive_int(pad, "pad")
     if pad < max(h, w):
         raise ValueError(f"pad must be >= the patch size {max(h, w)}, got {pad}")
@@ -113,7 +120,9 @@ def lattice_fit_residual(patches, *, n_peaks: int = 8, pad: int = 128, min_radiu
         n_used[i] = len(py)
     lattice = np.empty_like(X)
     flat = X.reshape(n, -1)
-    chunk = 64
+    # the design is (chunk, h*w, 1 + 2 n_peaks) float64: about 70 MB at 64 patches of 64 px,
+    # so fewer patches per chunk for larger ones (each patch is solved alone: same result)
+    chunk = max(1, min(64, (64 * 64 * 64) // (h * w)))
     for s0 in range(0, n, chunk):
         sl = slice(s0, min(n, s0 + chunk))
         # design (m, h*w, 1 + 2 n_peaks): constant, cosines, sines; unused peaks (tiny patches) are
