@@ -246,6 +246,40 @@ def test_cluster_image(tmp_path, frames):
         assert (out / f).stat().st_size > 1000
 
 
+
+def test_cluster_several_images_pools_their_tiles(tmp_path, frames, capsys):
+    """Several images: one clustering of all their tiles (the same k and silhouettes as PatchClusterer on the
+    pooled tiles), a map per image with the same cluster numbers; a folder among them is refused."""
+    from stemroi.cluster import PatchClusterer
+    from stemroi.detection import to_unit_range
+    from stemroi.io import read_image
+    from stemroi.preprocessing import PatchGrid
+
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    copy = twin / "square.png"  # the same frame under the same stem: outputs square_1 / square_2
+    copy.write_bytes(frames["square"].read_bytes())
+    out = tmp_path / "cl"
+    rc = main(["cluster", str(frames["square"]), str(frames["bulk"]), str(copy), "--out", str(out), "--patch", "32",
+               "--k-max", "5", "--threads", "1", "--no-plot"])
+    assert rc == 0
+    assert "75 tiles of 3 images, clustered together" in capsys.readouterr().err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["input_kind"] == "images" and s["n_tiles"] == 75
+    assert list(s["images"]) == [str(frames["square"]), str(frames["bulk"]), str(copy)]
+    assert all(r["n_tiles"] == 25 for r in s["images"].values())
+    grid = PatchGrid(patch_size=32, stride=32, edge="drop")
+    tiles = np.concatenate([grid.extract(to_unit_range(read_image(p))) for p in (frames["square"], frames["bulk"], copy)])
+    ref = PatchClusterer(k_range=range(2, 6), random_state=0, n_threads=1).fit(tiles)
+    assert s["chosen_k"] == ref.n_clusters_
+    assert {int(k): v for k, v in s["silhouette"].items()} == pytest.approx(ref.silhouette_scores_, abs=1e-12)
+    first, second = (json.loads((out / f"square_{i}_rois.json").read_text())["tiles"] for i in (1, 2))
+    assert [t["label"] for t in first] == [t["label"] for t in second]  # one clustering: same tiles, same cluster
+    assert [t["label"] for t in first] == [f"cluster {c}" for c in ref.predict(tiles[:25])]
+    assert (out / "bulk_rois.csv").is_file()
+    assert main(["cluster", str(frames["square"]), str(twin), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "a patch folder is clustered on its own" in _error_line(capsys)
+
 def test_cluster_image_roi_rules(tmp_path, frames):
     """--roi and --roi-threshold reach cluster_map (recorded in the ROIs' metadata); bad values are refused."""
     docs = {}

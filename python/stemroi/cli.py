@@ -158,15 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--quiet", action="store_true", help="no progress bars or per-image lines")
 
     cl = _add_parser(
-        sub, "cluster", "label-free ROI discovery: cluster the tiles of an image or a folder of patches",
+        sub, "cluster", "label-free ROI discovery: cluster the tiles of images or a folder of patches",
         "stemroi cluster frame.tif --out clusters/ --features lattice_residual --k-min 2 --k-max 10\n"
+        "stemroi cluster series/*.tif --out series_clusters/   # the tiles of all frames, one clustering\n"
         "stemroi cluster data/STO --out sto_clusters/ --features fft --k-max 6   # a labelled folder: cluster accuracy",
         "for an image: <stem>_rois.png (cluster map), <stem>_rois.json/.csv (one row per tile);\n"
         "for both: silhouette.png (silhouette vs k), montage.png (examples per cluster), summary.json (chosen k,\n"
         "silhouettes); for a patch folder: clusters.csv (file, class, cluster) and, in summary.json, the cluster\n"
         "accuracy against the class names of the files.")
-    cl.add_argument("input", metavar="IMAGE_OR_PATCH_FOLDER",
-                    help="an image file, or a folder of patches (<class>_<n>.tif, or <class>/<file>.tif)")
+    cl.add_argument("input", metavar="IMAGE_OR_PATCH_FOLDER", nargs="+",
+                    help="image files (their tiles pooled into one clustering, a map per image), or one folder "
+                         "of patches (<class>_<n>.tif, or <class>/<file>.tif)")
     cl.add_argument("--out", required=True, help="output folder")
     cl.add_argument("--features", default="lattice_residual", choices=list(CLUSTER_FEATURES),
                     help="patch descriptor (default lattice_residual; lattice_residual_invariant = the same, "
@@ -683,17 +685,24 @@ def _cluster_features(args):
 def cmd_cluster(args) -> int:
     from .cluster import PatchClusterer
 
-    src = Path(args.input)
-    if not src.exists():
-        raise UsageError(f"IMAGE_OR_PATCH_FOLDER {src}: not found")
+    sources = [Path(p) for p in args.input]
+    for src in sources:
+        if not src.exists():
+            raise UsageError(f"IMAGE_OR_PATCH_FOLDER {src}: not found")
+    folders = [src for src in sources if src.is_dir()]
+    if folders and len(sources) > 1:
+        raise UsageError(f"{folders[0]} is a folder: a patch folder is clustered on its own; to cluster the tiles "
+                         f"of the frames in a folder, give its files (stemroi cluster {folders[0]}/*.tif)")
     if args.k_max is not None and args.k_max < args.k_min:
         raise UsageError(f"--k-max must be >= --k-min ({args.k_min}), got {args.k_max}")
     _check_out_dir(args.out)
     out = Path(args.out)
     say = _say(args)
-    data = _read_folder(args, src, say) if src.is_dir() else _read_tiles(args, src, say)
-    doc: Dict[str, Any] = {"command": "cluster", "input": str(src), "features": args.features,
-                           "algorithm": args.algorithm, "k_range": [args.k_min, args.k_max], "seed": args.seed}
+    src = sources[0]
+    data = _read_folder(args, src, say) if folders else _read_tiles(args, sources, say)
+    doc: Dict[str, Any] = {"command": "cluster", "input": str(src) if len(sources) == 1 else [str(p) for p in sources],
+                           "features": args.features, "algorithm": args.algorithm,
+                           "k_range": [args.k_min, args.k_max], "seed": args.seed}
     clusterer = PatchClusterer(_cluster_features(args), k_range=range(args.k_min, args.k_max + 1),
                                random_state=args.seed, n_threads=args.threads, algorithm=args.algorithm)
     bar, step = _progress_bar(args.quiet, "cluster", "step")
@@ -702,8 +711,8 @@ def cmd_cluster(args) -> int:
         clusterer.fit(data["samples"])
         step(1, 3)
         out.mkdir(parents=True, exist_ok=True)
-        doc.update(_cluster_folder(args, data, clusterer, out) if src.is_dir()
-                   else _cluster_image(args, src, data, clusterer, out))
+        doc.update(_cluster_folder(args, data, clusterer, out) if folders
+                   else _cluster_images(args, data, clusterer, out))
         step(2, 3)
         if not args.no_plot:
             from .plotting import plot_cluster_montage, plot_silhouette_curve
@@ -743,20 +752,29 @@ def _check_k_max(args, n: int, what: str, say) -> None:
         raise UsageError(f"--k-max {args.k_max} needs at least {args.k_max + 1} samples; {what} has {n}")
 
 
-def _read_tiles(args, src: Path, say) -> Dict[str, Any]:
+def _read_tiles(args, sources: Sequence[Path], say) -> Dict[str, Any]:
+    """The tiles of every image, pooled (all read and checked before any clustering)."""
     from .detection import to_unit_range
     from .preprocessing import PatchGrid
 
-    raw, pixel = _read_calibrated(src)
-    image = to_unit_range(raw)
     patch = args.patch
     stride = args.stride or patch
-    if patch > min(image.shape):
-        raise UsageError(f"--patch {patch} is larger than the image {src.name} ({image.shape[0]}x{image.shape[1]})")
-    tiles = PatchGrid(patch_size=patch, stride=stride, edge="drop").extract(image)
-    _check_k_max(args, len(tiles), f"{src.name} cut into {patch} px tiles at stride {stride} "
-                 "(lower --k-min / --k-max, or get more tiles with a smaller --patch or --stride)", say)
-    return {"samples": tiles, "image": image, "calibration": pixel, "patch": patch, "stride": stride}
+    images = []
+    for src in sources:
+        raw, pixel = _read_calibrated(src)
+        image = to_unit_range(raw)
+        if patch > min(image.shape):
+            raise UsageError(f"--patch {patch} is larger than the image {src.name} ({image.shape[0]}x{image.shape[1]})")
+        tiles = PatchGrid(patch_size=patch, stride=stride, edge="drop").extract(image)
+        images.append({"path": src, "image": image, "calibration": pixel, "n_tiles": len(tiles), "tiles": tiles})
+    samples = images[0].pop("tiles") if len(images) == 1 else np.concatenate([im.pop("tiles") for im in images])
+    what = (sources[0].name if len(sources) == 1 else f"the {len(sources)} images") + \
+        f" cut into {patch} px tiles at stride {stride}"
+    _check_k_max(args, len(samples), f"{what} (lower --k-min / --k-max, or get more tiles with a smaller --patch or "
+                 "--stride)", say)
+    if len(sources) > 1:
+        say(f"stemroi cluster: {len(samples)} tiles of {len(sources)} images, clustered together")
+    return {"samples": samples, "images": images, "patch": patch, "stride": stride}
 
 
 def _read_folder(args, src: Path, say) -> Dict[str, Any]:
@@ -766,24 +784,38 @@ def _read_folder(args, src: Path, say) -> Dict[str, Any]:
     _check_k_max(args, len(ds), f"{src} ({args.pattern})", say)
     say(f"stemroi cluster: {len(ds)} patches of {ds.patches.shape[1]}x{ds.patches.shape[2]}, "
         f"{len(ds.class_names)} classes ({', '.join(ds.class_names)}); the labels only score the clusters")
+    if len(ds.class_names) == 1 and min(ds.patches.shape[1:]) >= 4 * args.patch:
+        # a folder of frames read as patches: each whole frame would be one sample
+        say(f"stemroi cluster: note: a folder is read as patches, and these are {ds.patches.shape[1]} px frames "
+            f"of one name; to cluster their {args.patch} px tiles, give the files: stemroi cluster {src}/{args.pattern}")
     return {"samples": ds.patches, "dataset": ds}
 
 
-def _cluster_image(args, src: Path, data: Dict[str, Any], clusterer, out: Path) -> Dict[str, Any]:
-    image, patch, stride = data["image"], data["patch"], data["stride"]
-    result = clusterer.cluster_map(image, patch, stride, roi=args.roi, roi_threshold=args.roi_threshold)
-    stem = _output_stems([str(src)])[0]
-    files = _write_result(result, out, stem, str(src))
-    if not args.no_plot:
-        from .plotting import plot_cluster_map
+def _cluster_images(args, data: Dict[str, Any], clusterer, out: Path) -> Dict[str, Any]:
+    """A cluster map per image, from the one clustering of all their tiles."""
+    from .plotting import plot_cluster_map
 
-        title = (f"{src.name}: k = {clusterer.n_clusters_} clusters ({args.features}), "
-                 f"{int(result.is_roi.sum())} of {len(result)} tiles "
-                 + ("flagged by score" if args.roi == "score" else "off the bulk cluster"))
-        _save_plot(plot_cluster_map(image, result, title=title), out / f"{stem}_rois.png")
-        files.append(f"{stem}_rois.png")
-    return {"input_kind": "image", "image_shape": list(image.shape), "calibration": data["calibration"],
-            "patch": patch, "stride": stride, "n_tiles": len(result), "result": result.summary(), "files": files}
+    patch, stride = data["patch"], data["stride"]
+    stems = _output_stems([str(im["path"]) for im in data["images"]])
+    records, all_files = {}, []
+    for im, stem in zip(data["images"], stems):
+        src, image = im["path"], im["image"]
+        result = clusterer.cluster_map(image, patch, stride, roi=args.roi, roi_threshold=args.roi_threshold)
+        files = _write_result(result, out, stem, str(src))
+        if not args.no_plot:
+            title = (f"{src.name}: k = {clusterer.n_clusters_} clusters ({args.features}), "
+                     f"{int(result.is_roi.sum())} of {len(result)} tiles "
+                     + ("flagged by score" if args.roi == "score" else "off the bulk cluster"))
+            _save_plot(plot_cluster_map(image, result, title=title), out / f"{stem}_rois.png")
+            files.append(f"{stem}_rois.png")
+        records[str(src)] = {"image_shape": list(image.shape), "calibration": im["calibration"],
+                             "n_tiles": len(result), "result": result.summary(), "files": files}
+        all_files += files
+    if len(records) == 1:  # one image: its record at the top level, as before
+        (record,) = records.values()
+        return dict(record, input_kind="image", patch=patch, stride=stride)
+    return {"input_kind": "images", "patch": patch, "stride": stride, "n_tiles": len(data["samples"]),
+            "images": records, "files": all_files}
 
 
 def _cluster_folder(args, data: Dict[str, Any], clusterer, out: Path) -> Dict[str, Any]:
