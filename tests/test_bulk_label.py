@@ -48,3 +48,15 @@ def test_a_class_named_bulk_is_found_case_insensitively(data):
     assert res.bulk_label == "bulk" and res.metadata["bulk_label"] == "bulk"
     with pytest.warns(UserWarning, match=r"classes \['Vacancy', 'vacancy'\]"):
         _classifier().fit(X, np.where(y == 0, "Vacancy", "vacancy"))
+
+
+def test_a_class_with_few_patches_warns_and_names_it(data):
+    X, y, names, _ = data
+    keep = np.r_[np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:3]]  # Bulk 12, vacancy 3
+    with pytest.warns(UserWarning, match=r"few patches in class 'vacancy' \(3\); with fewer than 5 a class is "
+                                         r"barely learnt"):
+        _classifier().fit(X[keep], y[keep], class_names=names)
+    with warnings.catch_warnings():  # 5 per class: no warning
+        warnings.simplefilter("error")
+        keep5 = np.r_[np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:5]]
+        _classifier().fit(X[keep5], y[keep5], class_names=names)

@@ -584,6 +584,10 @@ def _train_few_label(args, patches, labels, class_names, say) -> int:
     return 0
 
 
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
 def cmd_train(args) -> int:
     from .models.classifier import PatchClassifier
 
@@ -619,7 +623,7 @@ def cmd_train(args) -> int:
     model.save(args.out)
     va = model.validation_accuracy_
     say(f"  {model.backbone_description_}; validation accuracy (held-out groups) "
-        f"{'n/a' if va is None else f'{va:.4f}'}; ECE {model.ece_before_} -> {model.ece_after_}; "
+        f"{'n/a' if va is None else f'{va:.4f}'}; ECE {_fmt(model.ece_before_)} -> {_fmt(model.ece_after_)}; "
         f"{model.fit_time_:.1f} s")
     say(f"  wrote {args.out}")
     return 0

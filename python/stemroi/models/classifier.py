@@ -77,6 +77,10 @@ def grouped_validation_split(y, groups, fraction: float, seed: int):
     return grouped_train_test_split(np.asarray(y), np.asarray(groups), test_size=fraction, random_state=seed)
 
 
+#: below this many patches a class gets a warning in fit
+MIN_PATCHES_PER_CLASS = 5
+
+
 def _validation_split(y_idx, groups, Xin, fraction: float, seed: int):
     """(train, val, description) for early stopping and calibration.
 
@@ -481,7 +485,8 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
         :class:`stemroi.io.Calibration`; recorded as ``pixel_size_`` and in the
         model card, so that :func:`stemroi.detect` can resample images of
         another pixel size. A UserWarning when no class is named "Bulk"
-        (case-insensitive): ``detect`` then needs ``bulk_label=``.
+        (case-insensitive): ``detect`` then needs ``bulk_label=``; another when a
+        class has fewer than 5 patches.
         """
         self._check_params()
         seed = check_random_state_seed(self.random_state)
@@ -492,6 +497,14 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
             warnings.warn(f"PatchClassifier.fit: no class is named 'Bulk' (classes {self.class_names_}); "
                           "detect() will need bulk_label=<the class that is not of interest>, or it flags "
                           "every tile as a region of interest", UserWarning, stacklevel=2)
+        counts = np.bincount(y_idx, minlength=len(self.class_names_))
+        few = [f"{name!r} ({int(n)})" for name, n in zip(self.class_names_, counts) if n < MIN_PATCHES_PER_CLASS]
+        if few:
+            # not refused (a rare defect may have few examples), but the figures of such a class mean little
+            warnings.warn(f"PatchClassifier.fit: few patches in class{'es' if len(few) > 1 else ''} {', '.join(few)}; "
+                          f"with fewer than {MIN_PATCHES_PER_CLASS} a class is barely learnt and the validation "
+                          "split may hold none of it (FewLabelClassifier is built for about 10 per class)",
+                          UserWarning, stacklevel=2)
         self.pixel_size_ = pixel_size_
         t0 = time.perf_counter()
         Xin, backbone_state, preprocessing, weights_description = self._fit_inputs(X, seed, n_threads)
