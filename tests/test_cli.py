@@ -500,6 +500,13 @@ def test_one_bad_image_is_still_exit_2(tmp_path, cvae_run, capsys):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
     assert main(["anomaly", "--model", str(cvae_run[1]), str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert _error_line(capsys) == f"stemroi anomaly: error: {bad}: not a readable PNG image (corrupt or wrong format)"
+    # a batch in which every image fails: status 2 too, with the errors recorded
+    also = tmp_path / "empty.npy"
+    np.save(also, np.zeros((0, 0), np.float32))
+    assert main(["anomaly", "--model", str(cvae_run[1]), str(bad), str(also), "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 2
+    assert "2 of 2 images failed" in capsys.readouterr().err
+    assert set(json.loads((tmp_path / "o" / "summary.json").read_text())["images"]) == {str(bad), str(also)}
 
 # --------------------------------------------------------------------------- errors and help
 @pytest.mark.parametrize("argv, needle", [

@@ -9,7 +9,7 @@ file, an out-of-range option, a model of another kind) ends with exit status 2
 and one line on stderr naming the bad value, never a traceback. In a batch of
 images, one that cannot be read or mapped is skipped with its error recorded in
 ``summary.json`` (rewritten after every image, so an interrupted run keeps what
-it did); the run ends with exit status 1 when any image failed.
+it did); the run ends with exit status 1 when some images failed, 2 when all did.
 """
 from __future__ import annotations
 
@@ -431,8 +431,8 @@ def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callab
 
     One bad image in a batch (corrupt, a stack, too small) must not lose the images after
     it: it is skipped with its error in the summary, which is rewritten after every image
-    so an interrupt or crash keeps what was done. Returns the exit status: 0, or 1 when any
-    image failed. A single image that fails raises, as any other bad input (status 2).
+    so an interrupt or crash keeps what was done. Returns the exit status: 0, 1 when some
+    images failed, 2 when all did. A single image that fails raises, as any other bad input.
     """
     from tqdm import tqdm
 
@@ -456,7 +456,7 @@ def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callab
         print(f"stemroi {args.command}: {len(failed)} of {len(paths)} images failed and were skipped "
               f"({', '.join(Path(p).name for p in failed[:5])}{', ...' if len(failed) > 5 else ''}); "
               "their errors are in summary.json", file=sys.stderr)
-        return 1
+        return 2 if len(failed) == len(paths) else 1  # nothing mapped: as any bad input
     return 0
 
 
@@ -1113,7 +1113,7 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 some images of a batch failed,
-    2 bad input, 130 interrupted)."""
+    2 bad input or every image of a batch failed, 130 interrupted)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad option (already reported)
