@@ -539,3 +539,23 @@ def test_nastiest_inputs_in_a_fresh_process(fitted, corpus_dir, tmp_path, case):
     proc = subprocess.run([sys.executable, "-c", CHILD, what, str(path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     assert "clear error" in proc.stdout and path.name in proc.stdout
+
+
+def test_corrupt_tiff_logs_nothing_beside_the_error(tmp_path, caplog):
+    """tifffile logs a line before it raises on a corrupt file; read_image's error says it all, so the
+    command line keeps its one line on stderr. tifffile's records outside stemroi's reads still pass."""
+    import logging
+
+    import tifffile
+
+    bad = tmp_path / "Bulk_1.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(OSError, match="Bulk_1.tif: cannot read TIFF, the file is corrupt or truncated"):
+            read_image(bad)
+        assert not [r for r in caplog.records if r.name.startswith("tifffile")]
+        try:  # not through stemroi: tifffile's own log line is kept (it may return nothing or raise)
+            tifffile.imread(bad)
+        except Exception:
+            pass
+        assert [r for r in caplog.records if r.name.startswith("tifffile")]

@@ -15,8 +15,10 @@ Microscope formats (dm3, dm4, emd, mrc, ser, hspy) go through RosettaSciIO
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -388,7 +390,33 @@ def _check_tiff_ifds(path: Path) -> None:
             offset = struct.unpack(bo + next_fmt, raw)[0]
 
 
+class _QuietWhileReading(logging.Filter):
+    """Drops tifffile's log records in a thread that is inside :func:`_read_tiff`: on a corrupt
+    file tifffile logs a line before it raises, and the error stemroi raises already says it all
+    (the command line promises one line on stderr). Other threads' and callers' records pass."""
+
+    active = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.active, "on", False)
+
+
+_TIFF_LOG_FILTER = _QuietWhileReading()
+
+
 def _read_tiff(path: Path) -> _Raw:
+    for name in ("tifffile", "tifffile.tifffile"):  # the logger's name differs between tifffile releases
+        logger = logging.getLogger(name)
+        if _TIFF_LOG_FILTER not in logger.filters:
+            logger.addFilter(_TIFF_LOG_FILTER)
+    _TIFF_LOG_FILTER.active.on = True
+    try:
+        return _read_tiff_file(path)
+    finally:
+        _TIFF_LOG_FILTER.active.on = False
+
+
+def _read_tiff_file(path: Path) -> _Raw:
     import tifffile
 
     try:
