@@ -559,3 +559,15 @@ def test_corrupt_tiff_logs_nothing_beside_the_error(tmp_path, caplog):
         except Exception:
             pass
         assert [r for r in caplog.records if r.name.startswith("tifffile")]
+
+
+def test_npy_without_its_header_is_not_called_a_pickle(tmp_path):
+    """np.load takes any headerless file for a pickle; the message says it is not an NPY file."""
+    bad = tmp_path / "frame.npy"
+    bad.write_bytes(b"garbage-bytes-not-an-array")
+    with pytest.raises(OSError, match=r"frame.npy: not an NPY file \(it does not start with the NPY header\)"):
+        read_image(bad)
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(TypeError, match="objects.npy: NPY file holds Python objects"):
+        read_image(objects)

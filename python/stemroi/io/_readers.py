@@ -559,6 +559,11 @@ def _pil_to_array(im) -> np.ndarray:
 
 
 def _read_npy(path: Path) -> _Raw:
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        # np.load would take it for a pickle and blame allow_pickle: say what it is not
+        raise OSError(f"{path}: not an NPY file (it does not start with the NPY header), corrupt or of another format")
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
