@@ -39,7 +39,7 @@ def _check_error(exc_info, *needles: str, types=CLEAR_ERRORS) -> None:
 # ---- image files -------------------------------------------------------------------------------
 IMAGE_FORMATS = ["tif", "png", "jpg", "npy"] + (["dm3", "dm4", "emd"] if HAS_RSCIIO else [])
 COMMON_KINDS = ["empty", "random", "zeros", "magic_then_random", "magic_only", "text"]
-STRUCTURED_KINDS = ["truncated_half", "truncated_header", "bomb", "other_format"]
+STRUCTURED_KINDS = ["truncated_half", "truncated_header", "bomb"]  # "other_format" reads: see below
 NPY_KINDS = ["pickled_object", "bad_header", "1d", "complex", "strings", "nan", "tiny"]
 
 IMAGE_CASES = ([(f, k) for f in IMAGE_FORMATS for k in COMMON_KINDS]
@@ -571,3 +571,27 @@ def test_npy_without_its_header_is_not_called_a_pickle(tmp_path):
     np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(TypeError, match="objects.npy: NPY file holds Python objects"):
         read_image(objects)
+
+
+
+@pytest.mark.parametrize("fmt", ["tif", "png", "jpg", "npy"])
+def test_a_valid_file_under_another_suffix_reads_by_its_content(corpus_dir, fmt):
+    """A PNG saved as .tif, an NPY as .png: the leading bytes choose the reader, not the name
+    (the same pixels as the file under its right suffix); bytes of no known format still go to
+    the suffix's reader, which refuses them (the cases above)."""
+    path = _image_file(corpus_dir, fmt, "other_format")
+    right = corpus_dir / f"right_suffix_for_{fmt}.{'npy' if fmt != 'npy' else 'png'}"
+    right.write_bytes(path.read_bytes())
+    np.testing.assert_array_equal(read_image(path), read_image(right))
+
+
+def test_a_tiff_saved_as_png_keeps_its_calibration(tmp_path):
+    import tifffile
+
+    data = (np.arange(64 * 64) % 251).reshape(64, 64).astype(np.uint8)
+    path = tmp_path / "scan.png"
+    with open(path, "wb") as f:  # TIFF bytes under a .png name
+        tifffile.imwrite(f, data, resolution=(4e7, 4e7), resolutionunit="CENTIMETER")  # 0.25 nm
+    image, cal = read_image_with_calibration(path)
+    np.testing.assert_array_equal(image, data)
+    assert cal.unit == "cm" and cal.metres() == pytest.approx(0.25e-9)

@@ -268,14 +268,27 @@ def _check_path(path) -> Path:
     return p
 
 
+#: leading bytes of the formats read here without RosettaSciIO -> reader
+_MAGIC = ((b"II*\x00", "tiff"), (b"MM\x00*", "tiff"), (b"II+\x00", "tiff"), (b"MM\x00+", "tiff"),
+          (b"\x89PNG\r\n\x1a\n", "pil"), (b"\xff\xd8\xff", "pil"), (b"GIF87a", "pil"), (b"GIF89a", "pil"),
+          (b"BM", "pil"), (b"\x93NUMPY", "npy"))
+
+
+def _reader_by_content(path: Path) -> Optional[str]:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+
+
 def _read_raw(path: Path) -> _Raw:
     suffix = path.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        return _read_tiff(path)
-    if suffix in PIL_SUFFIXES:
-        return _read_pil(path)
-    if suffix in NPY_SUFFIXES:
-        return _read_npy(path)
+    if suffix in TIFF_SUFFIXES + PIL_SUFFIXES + NPY_SUFFIXES:
+        # the bytes decide, not the name: exports and renamed files often carry the wrong suffix
+        # (a PNG saved as .tif, a TIFF with its calibration saved as .png); unknown bytes go to the
+        # suffix's reader, which says what is wrong with them
+        named = "tiff" if suffix in TIFF_SUFFIXES else "pil" if suffix in PIL_SUFFIXES else "npy"
+        kind = _reader_by_content(path) or named
+        return {"tiff": _read_tiff, "pil": _read_pil, "npy": _read_npy}[kind](path)
     from ..adapters.rosettasciio import read_rsciio
 
     data, pixel_size, unit, frame_ndim = read_rsciio(path)
