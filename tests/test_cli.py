@@ -279,6 +279,16 @@ def test_cluster_several_images_pools_their_tiles(tmp_path, frames, capsys):
     assert (out / "bulk_rois.csv").is_file()
     assert main(["cluster", str(frames["square"]), str(twin), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "a patch folder is clustered on its own" in _error_line(capsys)
+    # the same three frames as one stack file: the same clustering, maps named by frame
+    series = tmp_path / "series.npy"
+    np.save(series, np.stack([read_image(p) for p in (frames["square"], frames["bulk"], copy)]))
+    rc = main(["cluster", str(series), "--out", str(tmp_path / "st"), "--patch", "32", "--k-max", "5",
+               "--threads", "1", "--no-plot", "--quiet"])
+    assert rc == 0
+    st = json.loads((tmp_path / "st" / "summary.json").read_text())
+    assert list(st["images"]) == [f"{series}[{i}]" for i in range(3)] and st["chosen_k"] == s["chosen_k"]
+    frame0 = json.loads((tmp_path / "st" / "series_frame0_rois.json").read_text())["tiles"]
+    assert [t["label"] for t in frame0] == [t["label"] for t in first]
 
 def test_cluster_image_roi_rules(tmp_path, frames):
     """--roi and --roi-threshold reach cluster_map (recorded in the ROIs' metadata); bad values are refused."""
@@ -442,9 +452,13 @@ def test_segment_with_saved_model(tmp_path, unet_run, frames):
 
 # --------------------------------------------------------------------------- batches with a bad image
 @pytest.mark.parametrize("command", ["detect", "anomaly", "segment"])
-def test_batch_goes_past_a_bad_image(command, tmp_path, frames, cvae_run, unet_run, capsys):
-    """A corrupt file or a stack in a batch is skipped with its error in summary.json; the
-    images after it are still mapped, and the run ends with status 1 (not 2, not 0)."""
+def test_batch_goes_past_a_bad_image_and_maps_each_frame_of_a_stack(command, tmp_path, frames, cvae_run, unet_run,
+                                                                      capsys):
+    """A corrupt file or complex pixels in a batch are skipped with its error in summary.json; the
+    images after it are still mapped, and the run ends with status 1 (not 2, not 0). A stack (a
+    series saved as one file) is mapped frame by frame: path[i] in the summary, <stem>_frame<i> files."""
+    from stemroi.io import read_image
+
     model = {"anomaly": cvae_run[1], "segment": unet_run[1]}.get(command)
     if command == "detect":
         model = tmp_path / "m.stemroi"
@@ -452,27 +466,36 @@ def test_batch_goes_past_a_bad_image(command, tmp_path, frames, cvae_run, unet_r
                      "--threads", "1", "--no-overlap-groups"]) == 0
     batch = tmp_path / "batch"
     batch.mkdir()
-    for name in ("a_bulk.png", "d_square.png"):
-        (batch / name).write_bytes(frames["bulk" if "bulk" in name else "square"].read_bytes())
+    (batch / "a_bulk.png").write_bytes(frames["bulk"].read_bytes())
     (batch / "b_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
-    np.save(batch / "c_stack.npy", np.ones((3, 160, 160), np.float32))
+    np.save(batch / "c_complex.npy", np.ones((160, 160), np.complex64))
+    series = np.stack([read_image(frames["square"]), read_image(frames["bulk"])])
+    np.save(batch / "d_series.npy", series)
     out = tmp_path / "out"
     capsys.readouterr()
     rc = main([command, str(batch), "--model", str(model), "--out", str(out), "--threads", "1", "--quiet", "--no-plot"])
     assert rc == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == f"stemroi {command}: skipped {batch / 'b_corrupt.png'}: not a readable PNG image (corrupt or wrong format)"
-    assert err[1].startswith(f"stemroi {command}: skipped {batch / 'c_stack.npy'}: holds a stack of 3 frames")
-    assert err[2] == (f"stemroi {command}: 2 of 4 images failed and were skipped (b_corrupt.png, c_stack.npy); "
+    assert err[1] == (f"stemroi {command}: skipped {batch / 'c_complex.npy'}: unsupported pixel dtype complex64 "
+                      "(expected integer, bool or real float pixels)")
+    assert err[2] == (f"stemroi {command}: 2 of 5 images failed and were skipped (b_corrupt.png, c_complex.npy); "
                       "their errors are in summary.json")
     s = json.loads((out / "summary.json").read_text())
     records = s if command == "detect" else s["images"]
-    assert list(records) == [str(batch / n) for n in ("a_bulk.png", "b_corrupt.png", "c_stack.npy", "d_square.png")]
-    assert set(records[str(batch / "b_corrupt.png")]) == {"error"}
-    assert "stack of 3 frames" in records[str(batch / "c_stack.npy")]["error"]
-    for stem in ("a_bulk", "d_square"):
-        assert records[str(batch / f"{stem}.png")]["n_tiles"] > 0 and (out / f"{stem}_rois.csv").is_file()
-    assert not list(out.glob("b_corrupt*")) and not list(out.glob("c_stack*"))
+    frame_keys = [f"{batch / 'd_series.npy'}[{i}]" for i in (0, 1)]
+    assert list(records) == [str(batch / n) for n in ("a_bulk.png", "b_corrupt.png", "c_complex.npy")] + frame_keys
+    assert set(records[str(batch / "b_corrupt.png")]) == {"error"} and set(records[str(batch / "c_complex.npy")]) == {"error"}
+    for key in [str(batch / "a_bulk.png")] + frame_keys:
+        assert records[key]["n_tiles"] > 0
+    for stem in ("a_bulk", "d_series_frame0", "d_series_frame1"):
+        assert (out / f"{stem}_rois.csv").is_file()
+    assert not list(out.glob("b_corrupt*")) and not list(out.glob("c_complex*"))
+    # frame 1 of the series is the bulk frame: the same map as the bulk file
+    bulk_doc = json.loads((out / "a_bulk_rois.json").read_text())
+    frame_doc = json.loads((out / "d_series_frame1_rois.json").read_text())
+    assert frame_doc["metadata"]["source"] == frame_keys[1]
+    assert [t["label"] for t in frame_doc["tiles"]] == [t["label"] for t in bulk_doc["tiles"]]
 
 
 def test_interrupted_batch_keeps_the_summary_of_what_was_done(tmp_path, frames, cvae_run, monkeypatch, capsys):
@@ -530,11 +553,12 @@ def test_one_bad_image_is_still_exit_2(tmp_path, cvae_run, capsys):
     (["train", "PATCHES", "--few-label", "--mode", "head", "--out", "OUT"], "--mode does not apply with --few-label"),
     (["train", "PATCHES", "--few-label", "--unlabelled", "MISSING", "--out", "OUT"], "missing.png: not found"),
     # the images to map are read before training: these would otherwise fail minutes later
-    (["anomaly", "--train", "IMG", "STACK", "--out", "OUT"], "stack.npy: holds a stack of 3 frames of shape (40, 40)"),
+    (["anomaly", "--train", "IMG", "STACK", "--out", "OUT"],
+     "stack.npy (40x40) is smaller than the 64-pixel crops (--crop 64)"),  # a stack's frames are mapped, if large enough
     (["anomaly", "--train", "IMG", "CORRUPT", "--out", "OUT"], "corrupt.png: not a readable PNG image"),
     (["anomaly", "--train", "IMG", "SMALL", "--out", "OUT", "--crop", "48"],
      "small.npy (40x40) is smaller than the 48-pixel crops (--crop 48)"),
-    (["segment", "--train", "PATCHES", "STACK", "--out", "OUT"], "stack.npy: holds a stack of 3 frames"),
+    (["segment", "--train", "PATCHES", "CORRUPT", "--out", "OUT"], "corrupt.png: not a readable PNG image"),
     # output paths that cannot be written are refused before any training
     (["train", "PATCHES", "--out", "DIR"], "dir: is a folder; give a file name, such as"),
     (["train", "PATCHES", "--out", "AFILE/m.stemroi"], "afile is a file, not a folder"),

@@ -358,3 +358,21 @@ def test_mrc_through_rosettasciio(tmp_path, rng):
     (tmp_path / "bad.mrc").write_bytes(b"\x00" * 100)
     with pytest.raises(OSError, match=r"bad\.mrc: cannot read \.mrc file"):
         read_image(tmp_path / "bad.mrc")
+
+
+def test_a_stack_given_to_read_image_raises_a_stack_error_with_its_shape(tmp_path):
+    """StackOfFramesError is a ValueError (as before) that carries the frame count and shape, so the
+    command line maps the frames one by one; it pickles (dask workers send errors back)."""
+    import pickle
+
+    from stemroi.io import StackOfFramesError, iter_frames
+
+    p = tmp_path / "series.npy"
+    np.save(p, np.arange(3 * 20 * 24, dtype=np.float32).reshape(3, 20, 24))
+    with pytest.raises(StackOfFramesError, match=r"series.npy: holds a stack of 3 frames of shape \(20, 24\)") as info:
+        read_image(p)
+    assert isinstance(info.value, ValueError)
+    assert (info.value.n_frames, info.value.frame_shape, info.value.path) == (3, (20, 24), p)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and again.n_frames == 3
+    assert len(list(iter_frames(p))) == 3

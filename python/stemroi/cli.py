@@ -7,7 +7,8 @@ Every mapping command writes to an ``--out`` folder, per image ``<stem>_rois.png
 written atomically. Models are stemroi's safe model files. Bad input (a missing
 file, an out-of-range option, a model of another kind) ends with exit status 2
 and one line on stderr naming the bad value, never a traceback. In a batch of
-images, one that cannot be read or mapped is skipped with its error recorded in
+images (a folder stands for its image files, a stack for its frames), one that
+cannot be read or mapped is skipped with its error recorded in
 ``summary.json`` (rewritten after every image, so an interrupted run keeps what
 it did); the run ends with exit status 1 when some images failed, 2 when all did.
 """
@@ -425,40 +426,77 @@ def _write_result(result, out: Path, stem: str, source: str) -> List[str]:
 _IMAGE_ERRORS = (UsageError, ValueError, TypeError, OSError)
 
 
-def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callable[[str, str], Dict[str, Any]],
-               write_summary: Callable[[Dict[str, Any]], None]) -> int:
-    """Run ``map_one(path, stem)`` over the images, recording each result (or error) by path.
+def _frames_of(path: str, stem: str):
+    """``(key, stem, image)`` of each frame in ``path``: the image itself, or, for a stack (a
+    series saved as one TIFF / NPY / microscope file), each frame as ``path[i]`` / ``stem_frame<i>``."""
+    from .io import StackOfFramesError, iter_frames, read_image
 
-    One bad image in a batch (corrupt, a stack, too small) must not lose the images after
-    it: it is skipped with its error in the summary, which is rewritten after every image
-    so an interrupt or crash keeps what was done. Returns the exit status: 0, 1 when some
-    images failed, 2 when all did. A single image that fails raises, as any other bad input.
+    try:
+        image = read_image(path)
+    except StackOfFramesError as exc:
+        width = len(str(exc.n_frames - 1))
+        return ((f"{path}[{i}]", f"{stem}_frame{i:0{width}d}", frame) for i, frame in enumerate(iter_frames(path)))
+    return iter([(str(path), stem, image)])
+
+
+def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callable[..., Dict[str, Any]],
+               write_summary: Callable[[Dict[str, Any]], None]) -> int:
+    """Run ``map_one(image, key, stem)`` over every frame of the images, recording each result (or
+    error) by ``key`` (the path, or ``path[i]`` for frame i of a stack).
+
+    One bad image in a batch (corrupt, too small) must not lose the images after it: it is
+    skipped with its error in the summary, which is rewritten after every frame so an interrupt
+    or crash keeps what was done. Returns the exit status: 0, 1 when some failed, 2 when all did.
+    A single 2-D image that fails raises, as any other bad input.
     """
     from tqdm import tqdm
 
     records: Dict[str, Any] = {}
     failed: List[str] = []
+
+    def record_error(key: str, exc: BaseException) -> None:
+        message = _one_line(exc)
+        records[key] = {"error": message}
+        failed.append(key)
+        named = message if key in message else f"{key}: {message}"
+        tqdm.write(f"stemroi {args.command}: skipped {named}", file=sys.stderr)
+
     bar = tqdm(paths, unit="image", desc="images", disable=args.quiet or len(paths) < 2)
     for path, stem in zip(bar, stems):
+        single = len(paths) == 1
         try:
-            records[str(path)] = map_one(str(path), stem)
-        except _IMAGE_ERRORS as exc:
-            if len(paths) == 1:
+            frames = _frames_of(str(path), stem)
+        except _IMAGE_ERRORS as exc:  # the file cannot be read
+            if single:
                 raise
-            message = _one_line(exc)
-            records[str(path)] = {"error": message}
-            failed.append(str(path))
-            named = message if str(path) in message else f"{path}: {message}"
-            tqdm.write(f"stemroi {args.command}: skipped {named}", file=sys.stderr)
-        write_summary(records)
+            record_error(str(path), exc)
+            write_summary(records)
+            continue
+        n_done = 0
+        while True:
+            try:
+                key, frame_stem, image = next(frames)
+            except StopIteration:
+                break
+            except _IMAGE_ERRORS as exc:  # a frame of a stack cannot be read: the rest of the file neither
+                record_error(f"{path}[{n_done}]", exc)
+                write_summary(records)
+                break
+            n_done += 1
+            try:
+                records[key] = map_one(image, key, frame_stem)
+            except _IMAGE_ERRORS as exc:
+                if single and key == str(path):  # one 2-D image: bad input, status 2
+                    raise
+                record_error(key, exc)
+            write_summary(records)
     bar.close()
     if failed:
-        print(f"stemroi {args.command}: {len(failed)} of {len(paths)} images failed and were skipped "
+        print(f"stemroi {args.command}: {len(failed)} of {len(records)} images failed and were skipped "
               f"({', '.join(Path(p).name for p in failed[:5])}{', ...' if len(failed) > 5 else ''}); "
               "their errors are in summary.json", file=sys.stderr)
-        return 2 if len(failed) == len(paths) else 1  # nothing mapped: as any bad input
+        return 2 if len(failed) == len(records) else 1  # nothing mapped: as any bad input
     return 0
-
 
 def _model_record(path) -> Dict[str, str]:
     from .io.model_file import file_sha256
@@ -521,10 +559,13 @@ def _check_map_args(args, command: str) -> List[str]:
 
 
 def _check_images_to_map(paths: Sequence[str], crop: Optional[int]) -> None:
-    from .io import read_image
+    from .io import StackOfFramesError, read_image
 
     for path in paths:
-        shape = read_image(path).shape  # raises with the file name and what it holds
+        try:
+            shape = read_image(path).shape  # raises with the file name and what it holds
+        except StackOfFramesError as exc:  # each frame is mapped
+            shape = exc.frame_shape
         if crop is not None and min(shape[:2]) < crop:
             raise UsageError(f"image {path} ({shape[0]}x{shape[1]}) is smaller than the "
                              f"{crop}-pixel crops (--crop {crop}) the model would be trained on")
@@ -633,7 +674,6 @@ def cmd_detect(args) -> int:
     from tqdm import tqdm
 
     from .detection import detect
-    from .io import read_image
     from .models.classifier import PatchClassifier
 
     _check_out_dir(args.out)
@@ -653,8 +693,7 @@ def cmd_detect(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     batch_bar, progress = _progress_bar(args.quiet, "tiles", "tile")
 
-    def map_one(path: str, stem: str) -> Dict[str, Any]:
-        image = read_image(path)
+    def map_one(image, path: str, stem: str) -> Dict[str, Any]:
         batch_bar.reset(total=0)
         result = detect(image, model, patch=patch, stride=stride, unknown_below=args.unknown_below,
                         batch_size=args.batch_size, progress=progress)
@@ -759,25 +798,35 @@ def _check_k_max(args, n: int, what: str, say) -> None:
 def _read_tiles(args, sources: Sequence[Path], say) -> Dict[str, Any]:
     """The tiles of every image, pooled (all read and checked before any clustering)."""
     from .detection import to_unit_range
+    from .io import StackOfFramesError, iter_frames
     from .preprocessing import PatchGrid
 
     patch = args.patch
     stride = args.stride or patch
     images = []
-    for src in sources:
-        raw, pixel = _read_calibrated(src)
-        image = to_unit_range(raw)
-        if patch > min(image.shape):
-            raise UsageError(f"--patch {patch} is larger than the image {src.name} ({image.shape[0]}x{image.shape[1]})")
-        tiles = PatchGrid(patch_size=patch, stride=stride, edge="drop").extract(image)
-        images.append({"path": src, "image": image, "calibration": pixel, "n_tiles": len(tiles), "tiles": tiles})
+    for src, stem in zip(sources, _output_stems([str(p) for p in sources])):
+        try:
+            raw, pixel = _read_calibrated(src)
+            frames = [(str(src), stem, raw)]
+        except StackOfFramesError as exc:  # a series in one file: each frame's tiles join the pool
+            pixel = None  # iter_frames gives the pixels only
+            width = len(str(exc.n_frames - 1))
+            frames = [(f"{src}[{i}]", f"{stem}_frame{i:0{width}d}", f) for i, f in enumerate(iter_frames(src))]
+        for key, frame_stem, raw in frames:
+            image = to_unit_range(raw)
+            if patch > min(image.shape):
+                raise UsageError(f"--patch {patch} is larger than the image {Path(key).name} "
+                                 f"({image.shape[0]}x{image.shape[1]})")
+            tiles = PatchGrid(patch_size=patch, stride=stride, edge="drop").extract(image)
+            images.append({"path": key, "stem": frame_stem, "image": image, "calibration": pixel,
+                           "n_tiles": len(tiles), "tiles": tiles})
     samples = images[0].pop("tiles") if len(images) == 1 else np.concatenate([im.pop("tiles") for im in images])
-    what = (sources[0].name if len(sources) == 1 else f"the {len(sources)} images") + \
+    what = (sources[0].name if len(images) == 1 else f"the {len(images)} images") + \
         f" cut into {patch} px tiles at stride {stride}"
     _check_k_max(args, len(samples), f"{what} (lower --k-min / --k-max, or get more tiles with a smaller --patch or "
                  "--stride)", say)
-    if len(sources) > 1:
-        say(f"stemroi cluster: {len(samples)} tiles of {len(sources)} images, clustered together")
+    if len(images) > 1:
+        say(f"stemroi cluster: {len(samples)} tiles of {len(images)} images, clustered together")
     return {"samples": samples, "images": images, "patch": patch, "stride": stride}
 
 
@@ -800,10 +849,9 @@ def _cluster_images(args, data: Dict[str, Any], clusterer, out: Path) -> Dict[st
     from .plotting import plot_cluster_map
 
     patch, stride = data["patch"], data["stride"]
-    stems = _output_stems([str(im["path"]) for im in data["images"]])
     records, all_files = {}, []
-    for im, stem in zip(data["images"], stems):
-        src, image = im["path"], im["image"]
+    for im in data["images"]:
+        src, stem, image = Path(im["path"]), im["stem"], im["image"]
         result = clusterer.cluster_map(image, patch, stride, roi=args.roi, roi_threshold=args.roi_threshold)
         files = _write_result(result, out, stem, str(src))
         if not args.no_plot:
@@ -812,8 +860,8 @@ def _cluster_images(args, data: Dict[str, Any], clusterer, out: Path) -> Dict[st
                      + ("flagged by score" if args.roi == "score" else "off the bulk cluster"))
             _save_plot(plot_cluster_map(image, result, title=title), out / f"{stem}_rois.png")
             files.append(f"{stem}_rois.png")
-        records[str(src)] = {"image_shape": list(image.shape), "calibration": im["calibration"],
-                             "n_tiles": len(result), "result": result.summary(), "files": files}
+        records[im["path"]] = {"image_shape": list(image.shape), "calibration": im["calibration"],
+                               "n_tiles": len(result), "result": result.summary(), "files": files}
         all_files += files
     if len(records) == 1:  # one image: its record at the top level, as before
         (record,) = records.values()
@@ -853,7 +901,6 @@ def cmd_anomaly(args) -> int:
     from tqdm import tqdm
 
     from .detection import anomaly_map
-    from .io import read_image
     from .models.cvae import BulkCVAE
 
     if args.crop % 8:
@@ -896,10 +943,9 @@ def cmd_anomaly(args) -> int:
     doc["detector"] = {"kind": model.detector_, "energy_window": int(model.energy_window),
                        "energy_quantile": float(model.recipe_params()["energy_quantile"]), "threshold": float(model.energy_threshold_)}
 
-    def map_one(path: str, stem: str) -> Dict[str, Any]:
-        image = read_image(path)
+    def map_one(image, path: str, stem: str) -> Dict[str, Any]:
         if min(image.shape[:2]) < model.crop_size:
-            raise UsageError(f"image {path} ({image.shape[0]}x{image.shape[1]}) is smaller than the model's "
+            raise UsageError(f"{path} ({image.shape[0]}x{image.shape[1]}) is smaller than the model's "
                              f"{model.crop_size}-pixel crops")
         result = anomaly_map(image, model, stride=args.stride)
         out.mkdir(parents=True, exist_ok=True)
@@ -923,7 +969,7 @@ def cmd_segment(args) -> int:
     from tqdm import tqdm
 
     from .detection import segmentation_map, to_unit_range
-    from .io import load_patch_folder, read_image
+    from .io import load_patch_folder
     from .models.unet import DefectSegmenter
 
     stems = _check_map_args(args, "segment")
@@ -971,8 +1017,8 @@ def cmd_segment(args) -> int:
     doc["channels"] = list(model.channel_names_)
     tile_bar, progress = _progress_bar(args.quiet, "tiles", "tile")
 
-    def map_one(path: str, stem: str) -> Dict[str, Any]:
-        image = to_unit_range(read_image(path))
+    def map_one(image, path: str, stem: str) -> Dict[str, Any]:
+        image = to_unit_range(image)
         tile_bar.reset(total=0)
         result = segmentation_map(image, model, patch=args.patch, stride=args.stride, threshold=args.threshold,
                                   progress=progress)

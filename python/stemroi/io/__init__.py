@@ -8,6 +8,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "read_image": "._readers",
     "read_image_with_calibration": "._readers",
     "read_stack": "._readers",
+    "StackOfFramesError": "._readers",
     "iter_frames": "._readers",
     "scale_to_unit": "._readers",
     "to_grey": "._readers",

@@ -35,6 +35,7 @@ __all__ = [
     "scale_to_unit",
     "to_grey",
     "SUPPORTED_SUFFIXES",
+    "StackOfFramesError",
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -135,6 +136,21 @@ class _Raw:
 
 # --------------------------------------------------------------------------
 # public API
+
+
+class StackOfFramesError(ValueError):
+    """:func:`read_image` was given a file of several frames (a ValueError, with the
+    frame count and shape as attributes, so a caller can go on with :func:`iter_frames`)."""
+
+    def __init__(self, path, n_frames: int, frame_shape: Tuple[int, ...]):
+        self.path, self.n_frames, self.frame_shape = Path(path), int(n_frames), tuple(frame_shape)
+        super().__init__(
+            f"{path}: holds a stack of {n_frames} frames of shape {self.frame_shape}, not a single "
+            "2-D image; read it frame by frame with stemroi.io.iter_frames(path) or as a whole "
+            "with stemroi.io.read_stack(path)")
+
+    def __reduce__(self):  # picklable (dask workers send errors back)
+        return type(self), (self.path, self.n_frames, self.frame_shape)
 
 
 def read_image(path) -> np.ndarray:
@@ -241,11 +257,7 @@ def _read_image_full(path) -> Tuple[np.ndarray, Calibration, np.dtype]:
         nframes = int(np.prod(data.shape[: raw.frame_ndim]))
         frame_shape = data.shape[raw.frame_ndim:]
         if nframes != 1:
-            raise ValueError(
-                f"{path}: holds a stack of {nframes} frames of shape {tuple(frame_shape)}, not a single "
-                "2-D image; read it frame by frame with stemroi.io.iter_frames(path) or as a whole "
-                "with stemroi.io.read_stack(path)"
-            )
+            raise StackOfFramesError(path, nframes, tuple(frame_shape))
         data = data.reshape(frame_shape)  # a stack of one frame (a (1, H, W) export) is that frame
     return _finish(path, np.asarray(data), raw.channel_axis), raw.calibration, raw.data.dtype
 
