@@ -541,7 +541,7 @@ def test_nastiest_inputs_in_a_fresh_process(fitted, corpus_dir, tmp_path, case):
     assert "clear error" in proc.stdout and path.name in proc.stdout
 
 
-def test_corrupt_tiff_logs_nothing_beside_the_error(tmp_path, caplog):
+def test_corrupt_tiff_logs_nothing_beside_the_error(tmp_path, caplog, monkeypatch):
     """tifffile logs a line before it raises on a corrupt file; read_image's error says it all, so the
     command line keeps its one line on stderr. tifffile's records outside stemroi's reads still pass."""
     import logging
@@ -550,6 +550,11 @@ def test_corrupt_tiff_logs_nothing_beside_the_error(tmp_path, caplog):
 
     bad = tmp_path / "Bulk_1.tif"
     bad.write_bytes(b"II*\x00garbage")
+    for name in ("tifffile", "tifffile.tifffile"):
+        # a package imported earlier in the run may have disabled them (logging.config with
+        # disable_existing_loggers) or raised their level: the check below needs them live
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+        caplog.set_level(logging.DEBUG, logger=name)
     with caplog.at_level(logging.DEBUG):
         with pytest.raises(OSError, match="Bulk_1.tif: cannot read TIFF, the file is corrupt or truncated"):
             read_image(bad)
