@@ -426,17 +426,19 @@ def _write_result(result, out: Path, stem: str, source: str) -> List[str]:
 _IMAGE_ERRORS = (UsageError, ValueError, TypeError, OSError)
 
 
-def _frames_of(path: str, stem: str):
-    """``(key, stem, image)`` of each frame in ``path``: the image itself, or, for a stack (a
-    series saved as one TIFF / NPY / microscope file), each frame as ``path[i]`` / ``stem_frame<i>``."""
-    from .io import StackOfFramesError, iter_frames, read_image
+def _frames_of(path, stem: str):
+    """``(key, stem, image, calibration)`` of each frame in ``path``: the image itself, or, for a stack
+    (a series saved as one TIFF / NPY / microscope file), each frame as ``path[i]`` / ``stem_frame<i>``
+    (``calibration``: the ``_read_calibrated`` record, None for the frames of a stack)."""
+    from .io import StackOfFramesError, iter_frames
 
     try:
-        image = read_image(path)
+        image, pixel = _read_calibrated(path)
     except StackOfFramesError as exc:
         width = len(str(exc.n_frames - 1))
-        return ((f"{path}[{i}]", f"{stem}_frame{i:0{width}d}", frame) for i, frame in enumerate(iter_frames(path)))
-    return iter([(str(path), stem, image)])
+        return ((f"{path}[{i}]", f"{stem}_frame{i:0{width}d}", frame, None)
+                for i, frame in enumerate(iter_frames(path)))
+    return iter([(str(path), stem, image, pixel)])
 
 
 def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callable[..., Dict[str, Any]],
@@ -475,7 +477,7 @@ def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callab
         n_done = 0
         while True:
             try:
-                key, frame_stem, image = next(frames)
+                key, frame_stem, image, _ = next(frames)
             except StopIteration:
                 break
             except _IMAGE_ERRORS as exc:  # a frame of a stack cannot be read: the rest of the file neither
@@ -497,6 +499,7 @@ def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callab
               "their errors are in summary.json", file=sys.stderr)
         return 2 if len(failed) == len(records) else 1  # nothing mapped: as any bad input
     return 0
+
 
 def _model_record(path) -> Dict[str, str]:
     from .io.model_file import file_sha256
@@ -798,21 +801,13 @@ def _check_k_max(args, n: int, what: str, say) -> None:
 def _read_tiles(args, sources: Sequence[Path], say) -> Dict[str, Any]:
     """The tiles of every image, pooled (all read and checked before any clustering)."""
     from .detection import to_unit_range
-    from .io import StackOfFramesError, iter_frames
     from .preprocessing import PatchGrid
 
     patch = args.patch
     stride = args.stride or patch
     images = []
     for src, stem in zip(sources, _output_stems([str(p) for p in sources])):
-        try:
-            raw, pixel = _read_calibrated(src)
-            frames = [(str(src), stem, raw)]
-        except StackOfFramesError as exc:  # a series in one file: each frame's tiles join the pool
-            pixel = None  # iter_frames gives the pixels only
-            width = len(str(exc.n_frames - 1))
-            frames = [(f"{src}[{i}]", f"{stem}_frame{i:0{width}d}", f) for i, f in enumerate(iter_frames(src))]
-        for key, frame_stem, raw in frames:
+        for key, frame_stem, raw, pixel in _frames_of(src, stem):  # a stack's frames all join the pool
             image = to_unit_range(raw)
             if patch > min(image.shape):
                 raise UsageError(f"--patch {patch} is larger than the image {Path(key).name} "

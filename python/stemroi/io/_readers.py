@@ -299,7 +299,12 @@ def _read_raw(path: Path) -> _Raw:
         # (a PNG saved as .tif, a TIFF with its calibration saved as .png); unknown bytes go to the
         # suffix's reader, which says what is wrong with them
         named = "tiff" if suffix in TIFF_SUFFIXES else "pil" if suffix in PIL_SUFFIXES else "npy"
-        kind = _reader_by_content(path) or named
+        kind = _reader_by_content(path)
+        if kind is None and named == "npy":
+            # np.load would take it for a pickle and blame allow_pickle: say what it is not
+            raise OSError(f"{path}: not an NPY file (it does not start with the NPY header), corrupt or of "
+                          "another format")
+        kind = kind or named
         return {"tiff": _read_tiff, "pil": _read_pil, "npy": _read_npy}[kind](path)
     from ..adapters.rosettasciio import read_rsciio
 
@@ -584,11 +589,6 @@ def _pil_to_array(im) -> np.ndarray:
 
 
 def _read_npy(path: Path) -> _Raw:
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    if magic != b"\x93NUMPY":
-        # np.load would take it for a pickle and blame allow_pickle: say what it is not
-        raise OSError(f"{path}: not an NPY file (it does not start with the NPY header), corrupt or of another format")
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
