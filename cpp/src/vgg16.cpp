@@ -242,6 +242,19 @@ std::vector<std::pair<const void*, uint32_t>> VGG16Impl::weight_signature() cons
   return s;
 }
 
+namespace {
+// oneDNN has bf16 convolutions only on CPUs with AVX512 BW/VL/DQ: say so,
+// instead of passing on LibTorch's message about a weight reorder or oneDNN's
+// "could not create a primitive descriptor iterator" (the latter also when
+// DNNL_MAX_CPU_ISA caps oneDNN below what the CPU has).
+std::runtime_error no_bf16_convolutions(const std::string& said) {
+  return std::runtime_error(concat(
+      "dtype='bfloat16' needs oneDNN's bf16 convolutions, which this CPU lacks (they need AVX512 BW, VL and "
+      "DQ); use dtype='float32', which is also the faster one on such CPUs. The library said: ",
+      said));
+}
+}  // namespace
+
 std::shared_ptr<const VGG16Impl::Packed> VGG16Impl::packed(c10::ScalarType dtype) {
   // Reordering costs ~60 MB of copies: done once per dtype and redone only
   // when the weights changed (load, optimiser step: version counters move).
@@ -262,12 +275,10 @@ std::shared_ptr<const VGG16Impl::Packed> VGG16Impl::packed(c10::ScalarType dtype
       p->weight.push_back(at::mkldnn_reorder_conv2d_weight(w.to_mkldnn(dtype), {1, 1}, {1, 1}, {1, 1}, 1));
     } catch (const c10::Error& e) {
       if (dtype != torch::kBFloat16) throw;
-      // oneDNN has bf16 convolutions only on CPUs with AVX512 BW/VL/DQ: say
-      // so, instead of passing on LibTorch's message about a weight reorder.
-      throw std::runtime_error(concat(
-          "dtype='bfloat16' needs oneDNN's bf16 convolutions, which this CPU lacks (they need AVX512 BW, VL and "
-          "DQ); use dtype='float32', which is also the faster one on such CPUs. LibTorch said: ",
-          e.what_without_backtrace()));
+      throw no_bf16_convolutions(e.what_without_backtrace());
+    } catch (const std::exception& e) {  // oneDNN's own dnnl::error
+      if (dtype != torch::kBFloat16) throw;
+      throw no_bf16_convolutions(e.what());
     }
     // oneDNN adds a float32 bias also for bf16 convolutions (as torch.utils.mkldnn does).
     p->bias.push_back(c->bias.detach().to(torch::kCPU, torch::kFloat32).contiguous().to_mkldnn());
