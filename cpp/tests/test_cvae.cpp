@@ -86,7 +86,10 @@ TEST(CVAE, RejectsBadConfigAndInput) {
 }
 
 TEST(CVAE, SeededInitAndTrainingAreReproducibleAndLossFalls) {
-  auto data = torch::rand({32, 16, 16}) * 0.2 + 0.4;
+  // Dark patches (0.05-0.15): an untrained decoder's 0.5 is far from them, so
+  // learning shows (loss ~173 -> ~98). Patches around 0.5 started at the
+  // floor, where the loss moved by 0.05 per epoch, up or down.
+  auto data = torch::rand({32, 16, 16}) * 0.1 + 0.05;
   CVAETrainOptions o;
   o.epochs = 6;
   o.batch_size = 8;
@@ -98,7 +101,7 @@ TEST(CVAE, SeededInitAndTrainingAreReproducibleAndLossFalls) {
   auto hb = train_cvae(b, data, o);
   ASSERT_EQ(ha.size(), 6u);
   EXPECT_EQ(ha, hb);
-  EXPECT_LT(ha.back(), ha.front());
+  EXPECT_LT(ha.back(), 0.7 * ha.front());
   auto ra = cvae_reconstruct(a, data), rb = cvae_reconstruct(a, data);
   EXPECT_TRUE(torch::equal(ra, rb));  // decodes the mean: no sampling
 }
