@@ -194,14 +194,17 @@ def tiny_task(n=24, seed=0):
 def test_fine_tuning_learns_a_simple_task():
     X, y = tiny_task()
     # from scratch (all stages, BatchNorm in training mode, statistics recomputed on
-    # the training set); brightness task, so no per-patch standardisation
-    kw = dict(weights=None, input_size=32, max_epochs=8, batch_size=8, learning_rate=3e-3, dropout=0.0, patience=8,
-              patch_contrast="none", validation_fraction=0.0, augment=False, random_state=0, n_threads=1)
+    # the training set); brightness task, so no per-patch standardisation. One full
+    # batch of 24 at 1e-3: the loss falls steadily on any CPU kernel path (0.70 -> ~0.15,
+    # the label-smoothing floor; score 1.0 over seeds 0-5). Batches of 8 at 3e-3 jumped
+    # (0.24 -> 0.55 -> 0.24) and one CPU's trajectory is not another's.
+    kw = dict(weights=None, input_size=32, max_epochs=8, batch_size=24, learning_rate=1e-3, dropout=0.0, patience=8,
+              patch_contrast="none", validation_fraction=0.0, augment=False, views=1, random_state=0, n_threads=1)
     clf = MobileNetV2Classifier(**kw).fit(X, y)
     losses = [e["train_loss"] for e in clf.history_["epochs"]]
     assert len(losses) >= 2 and losses[-1] < 0.5 * losses[0], losses
     assert clf.net_.architecture == "mobilenet_v2" and clf.net_.preprocessing == "tf"
-    assert clf.score(X, y) >= 0.75  # eval mode
+    assert clf.score(X, y) >= 0.9  # eval mode
     assert set(clf.predict(X[:3])) <= {"dark", "bright"}
     clf2 = MobileNetV2Classifier(**kw).fit(X, y)
     assert [e["train_loss"] for e in clf2.history_["epochs"]] == losses
