@@ -164,6 +164,21 @@ def test_train_few_label_with_unlabelled_frame_then_detect_and_info(tmp_path, fr
     assert "unlabelled tiles of" in text and "lattice_residual (" in text
 
 
+def test_few_label_unlabelled_stack_is_its_frames(tmp_path, frames, capsys):
+    # the two frames saved as one stack give the tiles (and the self-training) of the two files
+    from stemroi import FewLabelClassifier
+    from stemroi.io import read_image
+
+    stack = tmp_path / "series.npy"
+    np.save(stack, np.stack([read_image(frames["vacancy"]), read_image(frames["bulk"])]))
+    model = tmp_path / "few.stemroi"
+    rc = main(["train", str(frames["patches"]), "--few-label", "--unlabelled", str(stack), "--out", str(model),
+               "--threads", "1"])
+    assert rc == 0
+    assert "24 labelled patches, 50 unlabelled for self-training" in capsys.readouterr().out
+    assert FewLabelClassifier.load(model).n_pseudo_labelled_ == [25, 32, 40, 45, 47]
+
+
 def test_cli_errors(tmp_path, patch_folder, capsys):
     rc = main(["detect", str(tmp_path / "nope.png"), "--model", str(tmp_path / "nope.stemroi"), "--out", str(tmp_path)])
     assert rc == 2

@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "STEM features, dihedral views, a linear head (--backbone, --mode, --weights, --input-size "
                          "and the validation split do not apply)")
     tr.add_argument("--unlabelled", nargs="+", default=None, metavar="PATH",
-                    help="with --few-label: unlabelled data for self-training, image files or folders of them; "
-                         "each image is tiled at the labelled patch size (a patch-sized file is one patch). "
+                    help="with --few-label: unlabelled data for self-training, image files (of a stack, every "
+                         "frame) or folders of them; each image is tiled at the labelled patch size (a patch-sized file is one patch). "
                          "Never the patches you will measure accuracy on")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
@@ -579,7 +579,7 @@ def _unlabelled_patches(paths: Sequence[str], patch_shape) -> np.ndarray:
     """Patches of ``patch_shape`` from image files or folders of them: a file of that shape is one
     patch, a larger one is tiled (stride = the patch size), each scaled to [0, 1] as detect does."""
     from .detection import to_unit_range
-    from .io import read_image
+    from .io import StackOfFramesError, iter_frames, read_image
     from .preprocessing import extract_patches
 
     files = []
@@ -597,16 +597,20 @@ def _unlabelled_patches(paths: Sequence[str], patch_shape) -> np.ndarray:
     parts = []
     for f in files:
         try:
-            image = to_unit_range(read_image(f))
+            try:
+                images = [to_unit_range(read_image(f))]
+            except StackOfFramesError:  # a series in one file: every frame, each scaled as detect does
+                images = [to_unit_range(frame) for frame in iter_frames(f)]
         except (OSError, ValueError, TypeError) as e:
             raise UsageError(f"--unlabelled {f}: cannot be read as an image ({e})") from None
-        if image.shape == (h, w):
-            parts.append(image[None])
-        elif h != w or min(image.shape) < h:
-            raise UsageError(f"--unlabelled {f}: image of {image.shape[0]} x {image.shape[1]} px, smaller than "
-                             f"(or not tileable into) the labelled patches of {h} x {w} px")
-        else:
-            parts.append(extract_patches(image, h)[0])
+        for image in images:
+            if image.shape == (h, w):
+                parts.append(image[None])
+            elif h != w or min(image.shape) < h:
+                raise UsageError(f"--unlabelled {f}: image of {image.shape[0]} x {image.shape[1]} px, smaller "
+                                 f"than (or not tileable into) the labelled patches of {h} x {w} px")
+            else:
+                parts.append(extract_patches(image, h)[0])
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
