@@ -304,6 +304,16 @@ def test_cluster_several_images_pools_their_tiles(tmp_path, frames, capsys):
     assert list(st["images"]) == [f"{series}[{i}]" for i in range(3)] and st["chosen_k"] == s["chosen_k"]
     frame0 = json.loads((tmp_path / "st" / "series_frame0_rois.json").read_text())["tiles"]
     assert [t["label"] for t in frame0] == [t["label"] for t in first]
+    # a calibrated TIFF series: every frame keeps the file's pixel size in the summary
+    import tifffile
+
+    tseries = tmp_path / "series.tif"
+    tifffile.imwrite(tseries, np.stack([read_image(p) for p in (frames["square"], frames["bulk"])]), imagej=True,
+                     resolution=(1 / 0.05, 1 / 0.05), metadata={"unit": "nm", "axes": "TYX"})
+    assert main(["cluster", str(tseries), "--out", str(tmp_path / "tt"), "--patch", "32", "--k-max", "5",
+                 "--threads", "1", "--no-plot", "--quiet"]) == 0
+    tt = json.loads((tmp_path / "tt" / "summary.json").read_text())
+    assert [r["calibration"] for r in tt["images"].values()] == [{"pixel_size": 0.05, "unit": "nm"}] * 2
 
 def test_cluster_image_roi_rules(tmp_path, frames):
     """--roi and --roi-threshold reach cluster_map (recorded in the ROIs' metadata); bad values are refused."""

@@ -376,3 +376,12 @@ def test_a_stack_given_to_read_image_raises_a_stack_error_with_its_shape(tmp_pat
     again = pickle.loads(pickle.dumps(info.value))
     assert str(again) == str(info.value) and again.n_frames == 3
     assert len(list(iter_frames(p))) == 3
+    assert info.value.calibration.pixel_size is None  # an NPY file says nothing of its pixel
+    # an ImageJ TIFF series: the error carries the pixel size every frame shares
+    t = tmp_path / "series.tif"
+    tifffile.imwrite(t, np.zeros((3, 20, 24), np.uint16), imagej=True, resolution=(1 / 0.025, 1 / 0.025),
+                     metadata={"unit": "nm", "axes": "TYX"})
+    with pytest.raises(StackOfFramesError) as info:
+        read_image(t)
+    assert (info.value.n_frames, info.value.calibration.pixel_size, info.value.calibration.unit) == (3, 0.025, "nm")
+    assert pickle.loads(pickle.dumps(info.value)).calibration.pixel_size == 0.025

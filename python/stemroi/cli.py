@@ -429,14 +429,14 @@ _IMAGE_ERRORS = (UsageError, ValueError, TypeError, OSError)
 def _frames_of(path, stem: str):
     """``(key, stem, image, calibration)`` of each frame in ``path``: the image itself, or, for a stack
     (a series saved as one TIFF / NPY / microscope file), each frame as ``path[i]`` / ``stem_frame<i>``
-    (``calibration``: the ``_read_calibrated`` record, None for the frames of a stack)."""
+    (``calibration``: the ``_pixel_record`` of the file, which a stack's frames share)."""
     from .io import StackOfFramesError, iter_frames
 
     try:
         image, pixel = _read_calibrated(path)
     except StackOfFramesError as exc:
-        width = len(str(exc.n_frames - 1))
-        return ((f"{path}[{i}]", f"{stem}_frame{i:0{width}d}", frame, None)
+        width, pixel = len(str(exc.n_frames - 1)), _pixel_record(exc.calibration)
+        return ((f"{path}[{i}]", f"{stem}_frame{i:0{width}d}", frame, pixel)
                 for i, frame in enumerate(iter_frames(path)))
     return iter([(str(path), stem, image, pixel)])
 
@@ -511,8 +511,12 @@ def _read_calibrated(path):
     from .io import read_image_with_calibration
 
     image, cal = read_image_with_calibration(path)
-    pixel = None if cal.pixel_size is None else {"pixel_size": float(cal.pixel_size), "unit": cal.unit}
-    return image, pixel
+    return image, _pixel_record(cal)
+
+
+def _pixel_record(cal):
+    """The pixel size as recorded in summaries: ``{"pixel_size", "unit"}``, None when unknown."""
+    return None if cal.pixel_size is None else {"pixel_size": float(cal.pixel_size), "unit": cal.unit}
 
 
 def _expand_images(paths: Sequence[str]) -> List[str]:

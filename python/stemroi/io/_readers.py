@@ -140,17 +140,20 @@ class _Raw:
 
 class StackOfFramesError(ValueError):
     """:func:`read_image` was given a file of several frames (a ValueError, with the
-    frame count and shape as attributes, so a caller can go on with :func:`iter_frames`)."""
+    frame count and shape as attributes, so a caller can go on with :func:`iter_frames`;
+    ``calibration`` is the file's :class:`Calibration`, which every frame shares)."""
 
-    def __init__(self, path, n_frames: int, frame_shape: Tuple[int, ...]):
+    def __init__(self, path, n_frames: int, frame_shape: Tuple[int, ...],
+                 calibration: Optional[Calibration] = None):
         self.path, self.n_frames, self.frame_shape = Path(path), int(n_frames), tuple(frame_shape)
+        self.calibration = calibration if calibration is not None else Calibration()
         super().__init__(
             f"{path}: holds a stack of {n_frames} frames of shape {self.frame_shape}, not a single "
             "2-D image; read it frame by frame with stemroi.io.iter_frames(path) or as a whole "
             "with stemroi.io.read_stack(path)")
 
     def __reduce__(self):  # picklable (dask workers send errors back)
-        return type(self), (self.path, self.n_frames, self.frame_shape)
+        return type(self), (self.path, self.n_frames, self.frame_shape, self.calibration)
 
 
 def read_image(path) -> np.ndarray:
@@ -257,7 +260,7 @@ def _read_image_full(path) -> Tuple[np.ndarray, Calibration, np.dtype]:
         nframes = int(np.prod(data.shape[: raw.frame_ndim]))
         frame_shape = data.shape[raw.frame_ndim:]
         if nframes != 1:
-            raise StackOfFramesError(path, nframes, tuple(frame_shape))
+            raise StackOfFramesError(path, nframes, tuple(frame_shape), raw.calibration)
         data = data.reshape(frame_shape)  # a stack of one frame (a (1, H, W) export) is that frame
     return _finish(path, np.asarray(data), raw.channel_axis), raw.calibration, raw.data.dtype
 
