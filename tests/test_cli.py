@@ -431,6 +431,83 @@ def test_anomaly_with_saved_model(tmp_path, cvae_run, frames, capsys):
     assert meta["architecture"] == "cvae" and meta["estimator"]["detector"] == "energy"
 
 
+def test_anomaly_resamples_an_image_at_another_pixel_size(tmp_path, frames):
+    """Trained on a calibrated bulk frame, the CVAE records its pixel size; a frame taken at twice the
+    magnification (half the pixel size, 2x the pixels) is resampled to it and flagged at the square, on
+    its own pixel grid; a frame without a calibration is used as it is, with a warning."""
+    import tifffile
+
+    from stemroi.io import read_image
+
+    def save_tif(path, image, pixel_nm):
+        tifffile.imwrite(path, image, imagej=True, resolution=(1 / pixel_nm, 1 / pixel_nm), metadata={"unit": "nm"})
+        return path
+
+    bulk = save_tif(tmp_path / "bulk.tif", read_image(frames["bulk"]), 0.05)
+    square = read_image(frames["square"])
+    zoomed = save_tif(tmp_path / "zoomed.tif", np.kron(square, np.ones((2, 2), np.float32)), 0.025)
+    same = save_tif(tmp_path / "same.tif", square, 0.05)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="pixel size is unknown"):  # square.png says nothing of its pixel
+        rc = main(["anomaly", "--train", str(bulk), str(same), str(zoomed), str(frames["square"]), "--out",
+                   str(out), "--epochs", "2", "--crops", "200", "--crop", "32", "--stride", "16", "--threads", "1",
+                   "--quiet", "--no-plot"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    same_rec, zoomed_rec, png_rec = (s["images"][str(p)] for p in (same, zoomed, frames["square"]))
+    assert same_rec["resampling"] == {"resampled": False, "scale": 1.0,
+                                      "model_pixel_size": {"pixel_size": 0.05, "unit": "nm"},
+                                      "image_pixel_size": {"pixel_size": 0.05, "unit": "nm"}}
+    assert zoomed_rec["resampling"]["resampled"] and zoomed_rec["resampling"]["scale"] == pytest.approx(0.5)
+    assert png_rec["resampling"]["image_pixel_size"] is None and not png_rec["resampling"]["resampled"]
+    assert zoomed_rec["image_shape"] == [320, 320]  # reported on the zoomed frame's own grid
+    tiles = json.loads((out / "zoomed_rois.json").read_text())["tiles"]
+    top = max(tiles, key=lambda t: t["score"])
+    mid = sum(SQUARE)  # the square's centre on the 2x grid
+    assert top["row"] <= mid < top["row"] + top["height"] and top["col"] <= mid < top["col"] + top["width"]
+    assert {(t["height"], t["width"]) for t in tiles} == {(64, 64)}  # the 32 px crops, mapped back
+    from stemroi import BulkCVAE
+
+    assert BulkCVAE.load(out / "model.stemroi").pixel_size_.pixel_size == 0.05
+
+
+def test_pixel_size_option_is_recorded_and_resamples(tmp_path, frames, capsys):
+    """--pixel-size: recorded by `train`, used by `detect` for a file without a calibration (a PNG at 2x the
+    magnification is resampled to the model's pixel size, its tiles reported on its own grid); bad values
+    are refused with the value named, before any work."""
+    from stemroi import PatchClassifier
+    from stemroi.io import read_image
+
+    model = tmp_path / "m.stemroi"
+    assert main(["train", str(frames["patches"]), "--out", str(model), "--epochs", "2", "--threads", "1", "--quiet",
+                 "--pixel-size", "0.5", "A"]) == 0
+    assert PatchClassifier.load(model).pixel_size_.to_dict() == {"pixel_size": 0.5, "unit": "A"}
+    zoomed = _save_png(tmp_path / "zoomed.png", np.kron(read_image(frames["vacancy"]) / 255.0, np.ones((2, 2))))
+    out = tmp_path / "det"
+    assert main(["detect", str(zoomed), "--model", str(model), "--out", str(out), "--quiet", "--no-plot",
+                 "--pixel-size", "0.025", "nm"]) == 0
+    rec = json.loads((out / "summary.json").read_text())[str(zoomed)]
+    assert rec["resampling"]["resampled"] and rec["resampling"]["scale"] == pytest.approx(0.5)
+    assert rec["resampling"]["image_pixel_size"] == {"pixel_size": 0.025, "unit": "nm"}
+    tiles = json.loads((out / "zoomed_rois.json").read_text())["tiles"]
+    assert len(tiles) == 25 and {(t["height"], t["width"]) for t in tiles} == {(64, 64)}
+    # the same PNG without --pixel-size: used as it is (the library warns that its pixel size is unknown)
+    with pytest.warns(UserWarning, match="pixel size is unknown"):
+        assert main(["detect", str(zoomed), "--model", str(model), "--out", str(tmp_path / "d2"), "--quiet",
+                     "--no-plot"]) == 0
+    assert not json.loads((tmp_path / "d2" / "summary.json").read_text())[str(zoomed)]["resampling"]["resampled"]
+    capsys.readouterr()
+    for bad, says in ((["-1", "nm"], "--pixel-size -1 nm: the value must be a finite number > 0"),
+                      (["0.02", "furlong"], "unknown unit 'furlong'; expected nm, A, pm or um")):
+        assert main(["detect", str(zoomed), "--model", str(model), "--out", str(tmp_path / "d3"),
+                     "--pixel-size", *bad]) == 2
+        assert says in _error_line(capsys)
+    assert not (tmp_path / "d3").exists()
+    assert main(["train", str(frames["patches"]), "--few-label", "--pixel-size", "0.05", "nm",
+                 "--out", str(tmp_path / "f.stemroi")]) == 2
+    assert "--pixel-size does not apply with --few-label" in _error_line(capsys)
+
+
 # --------------------------------------------------------------------------- segment
 def test_segment_train_and_map(unet_run, frames, capsys):
     """The U-Net's vacancy channel peaks at the planted vacancy (within 4 px)."""

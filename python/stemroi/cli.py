@@ -89,6 +89,33 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_pixel_size(parser, training: bool) -> None:
+    what = ("of the training data (recorded in the model) and of every image to map that records none"
+            if training else "of every image whose file records none")
+    parser.add_argument("--pixel-size", nargs=2, metavar=("VALUE", "UNIT"), default=None,
+                        help=f"pixel size {what}, e.g. 0.02 nm (units: nm, A, pm, um). A file's own calibration "
+                             "wins. When the model and an image both have one and they differ by more than 1 %%, "
+                             "the image is resampled to the model's pixel size and the results are reported on "
+                             "its own pixel grid")
+
+
+def _pixel_size_option(args):
+    """``--pixel-size VALUE UNIT`` as a ``_pixel_record``; None when not given."""
+    given = getattr(args, "pixel_size", None)
+    if given is None:
+        return None
+    from .io._readers import _UNIT_METRES
+
+    text, unit = given
+    try:
+        value = _positive_float(text)
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"--pixel-size {text} {unit}: the value {e}") from None
+    if unit.strip().lower() not in _UNIT_METRES or unit.strip().lower() in ("inch", "cm", "mm", "m"):
+        raise UsageError(f"--pixel-size {text} {unit}: unknown unit {unit!r}; expected nm, A, pm or um")
+    return {"pixel_size": value, "unit": unit.strip()}
+
+
 def _add_parser(sub, name: str, help: str, example: str, writes: str = "") -> argparse.ArgumentParser:
     """A subcommand whose --help ends with example invocations (and what it writes)."""
 
@@ -139,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --few-label: unlabelled data for self-training, image files (of a stack, every "
                          "frame) or folders of them; each image is tiled at the labelled patch size (a patch-sized file is one patch). "
                          "Never the patches you will measure accuracy on")
+    tr.add_argument("--pixel-size", nargs=2, metavar=("VALUE", "UNIT"), default=None,
+                    help="pixel size of the patches, e.g. 0.02 nm (units: nm, A, pm, um), recorded in the model: "
+                         "`stemroi detect` then resamples a calibrated image at another pixel size to it")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     tr.add_argument("--quiet", action="store_true")
@@ -154,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--unknown-below", type=_fraction(False, False), default=0.4,
                     help="a tile whose top class probability is below this is called 'unknown' (default 0.4)")
     de.add_argument("--batch-size", type=_int_at_least(1), default=256, help="tiles per forward pass (default 256)")
+    _add_pixel_size(de, training=False)
     de.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     de.add_argument("--no-plot", action="store_true", help="write no overlay PNG")
     de.add_argument("--quiet", action="store_true", help="no progress bars or per-image lines")
@@ -222,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--energy-quantile", type=_fraction(), default=0.95,
                     help="bulk quantile of the anomaly threshold (default 0.95)")
     an.add_argument("--stride", type=_int_at_least(1), default=32, help="crop stride of the map (default 32)")
+    _add_pixel_size(an, training=True)
     an.add_argument("--seed", type=int, default=0)
     an.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     an.add_argument("--no-plot", action="store_true")
@@ -260,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--stride", type=_int_at_least(1), default=None, help="tile stride of the rows (default: --patch)")
     se.add_argument("--threshold", type=_fraction(False, False), default=0.5,
                     help="probability that makes a tile a defect of a class (default 0.5)")
+    _add_pixel_size(se, training=True)
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     se.add_argument("--no-plot", action="store_true")
@@ -426,25 +459,27 @@ def _write_result(result, out: Path, stem: str, source: str) -> List[str]:
 _IMAGE_ERRORS = (UsageError, ValueError, TypeError, OSError)
 
 
-def _frames_of(path, stem: str):
+def _frames_of(path, stem: str, fallback=None):
     """``(key, stem, image, calibration)`` of each frame in ``path``: the image itself, or, for a stack
     (a series saved as one TIFF / NPY / microscope file), each frame as ``path[i]`` / ``stem_frame<i>``
-    (``calibration``: the ``_pixel_record`` of the file, which a stack's frames share)."""
+    (``calibration``: the ``_pixel_record`` of the file, which a stack's frames share, else ``fallback``:
+    the ``--pixel-size`` given)."""
     from .io import StackOfFramesError, iter_frames
 
     try:
         image, pixel = _read_calibrated(path)
     except StackOfFramesError as exc:
-        width, pixel = len(str(exc.n_frames - 1)), _pixel_record(exc.calibration)
+        width, pixel = len(str(exc.n_frames - 1)), _pixel_record(exc.calibration) or fallback
         return ((f"{path}[{i}]", f"{stem}_frame{i:0{width}d}", frame, pixel)
                 for i, frame in enumerate(iter_frames(path)))
-    return iter([(str(path), stem, image, pixel)])
+    return iter([(str(path), stem, image, pixel or fallback)])
 
 
 def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callable[..., Dict[str, Any]],
                write_summary: Callable[[Dict[str, Any]], None]) -> int:
-    """Run ``map_one(image, key, stem)`` over every frame of the images, recording each result (or
-    error) by ``key`` (the path, or ``path[i]`` for frame i of a stack).
+    """Run ``map_one(image, key, stem, pixel)`` over every frame of the images, recording each result
+    (or error) by ``key`` (the path, or ``path[i]`` for frame i of a stack); ``pixel`` is the file's
+    ``_pixel_record`` (None when it records no pixel size).
 
     One bad image in a batch (corrupt, too small) must not lose the images after it: it is
     skipped with its error in the summary, which is rewritten after every frame so an interrupt
@@ -463,11 +498,12 @@ def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callab
         named = message if key in message else f"{key}: {message}"
         tqdm.write(f"stemroi {args.command}: skipped {named}", file=sys.stderr)
 
+    fallback = _pixel_size_option(args)  # a bad --pixel-size is the command's error, not an image's
     bar = tqdm(paths, unit="image", desc="images", disable=args.quiet or len(paths) < 2)
     for path, stem in zip(bar, stems):
         single = len(paths) == 1
         try:
-            frames = _frames_of(str(path), stem)
+            frames = _frames_of(str(path), stem, fallback)
         except _IMAGE_ERRORS as exc:  # the file cannot be read
             if single:
                 raise
@@ -477,7 +513,7 @@ def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callab
         n_done = 0
         while True:
             try:
-                key, frame_stem, image, _ = next(frames)
+                key, frame_stem, image, pixel = next(frames)
             except StopIteration:
                 break
             except _IMAGE_ERRORS as exc:  # a frame of a stack cannot be read: the rest of the file neither
@@ -486,7 +522,7 @@ def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callab
                 break
             n_done += 1
             try:
-                records[key] = map_one(image, key, frame_stem)
+                records[key] = map_one(image, key, frame_stem, pixel)
             except _IMAGE_ERRORS as exc:
                 if single and key == str(path):  # one 2-D image: bad input, status 2
                     raise
@@ -517,6 +553,25 @@ def _read_calibrated(path):
 def _pixel_record(cal):
     """The pixel size as recorded in summaries: ``{"pixel_size", "unit"}``, None when unknown."""
     return None if cal.pixel_size is None else {"pixel_size": float(cal.pixel_size), "unit": cal.unit}
+
+
+def _image_pixel_size(model, pixel):
+    """The ``pixel_size=`` to map an image with: its file's pixel size when the model records one
+    (the detectors then resample the image to the model's pixel size when the two differ by more
+    than 1 %), else None. A model without one (trained on a patch folder, or on an uncalibrated
+    frame) uses every image as it is, without a warning per image."""
+    from .preprocessing._resample import model_pixel_size
+
+    return pixel if model_pixel_size(model).known else None
+
+
+def _with_resampling(record: Dict[str, Any], result) -> Dict[str, Any]:
+    """``record`` plus, when the detector compared pixel sizes, what it decided."""
+    meta = result.metadata
+    if "resampled" in meta:
+        record["resampling"] = {k: meta.get(k) for k in ("resampled", "scale", "model_pixel_size",
+                                                         "image_pixel_size")}
+    return record
 
 
 def _expand_images(paths: Sequence[str]) -> List[str]:
@@ -650,11 +705,13 @@ def cmd_train(args) -> int:
     if args.few_label:
         given = [opt for opt, value, default in (("--backbone", args.backbone, "small_cnn"),
                                                  ("--mode", args.mode, "finetune"), ("--weights", args.weights, "auto"),
-                                                 ("--input-size", args.input_size, None))
+                                                 ("--input-size", args.input_size, None),
+                                                 ("--pixel-size", args.pixel_size, None))
                  if value != default]
         if given:
             raise UsageError(f"{', '.join(given)} do{'es' if len(given) == 1 else ''} not apply with --few-label "
                              "(its features and head are fixed)")
+    pixel = _pixel_size_option(args)
     patches, labels, class_names = _load_patch_folder(args.patch_folder)
     say = (lambda *a: None) if args.quiet else print
     if args.few_label:  # no validation split, so no overlap groups to compute
@@ -668,7 +725,7 @@ def cmd_train(args) -> int:
                             max_epochs=args.epochs, validation_fraction=args.validation_fraction,
                             random_state=args.seed, n_threads=args.threads, progress=progress)
     try:
-        model.fit(patches, labels, groups=groups, class_names=class_names,
+        model.fit(patches, labels, groups=groups, class_names=class_names, pixel_size=pixel,
                   data_description=f"{args.patch_folder}: {len(patches)} patches, {gdesc} for validation")
     finally:
         bar.close()
@@ -688,6 +745,7 @@ def cmd_detect(args) -> int:
     from .models.classifier import PatchClassifier
 
     _check_out_dir(args.out)
+    _pixel_size_option(args)  # checked before the model loads
     arch = _require_model(args.model, (CLASSIFIER, FEW_LABEL), "detect")
     args.images = _expand_images(args.images)
     _check_files(args.images)
@@ -704,10 +762,10 @@ def cmd_detect(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     batch_bar, progress = _progress_bar(args.quiet, "tiles", "tile")
 
-    def map_one(image, path: str, stem: str) -> Dict[str, Any]:
+    def map_one(image, path: str, stem: str, pixel) -> Dict[str, Any]:
         batch_bar.reset(total=0)
         result = detect(image, model, patch=patch, stride=stride, unknown_below=args.unknown_below,
-                        batch_size=args.batch_size, progress=progress)
+                        batch_size=args.batch_size, progress=progress, pixel_size=_image_pixel_size(model, pixel))
         _write_result(result, out, stem, path)
         if not args.no_plot:
             from .plotting import plot_rois
@@ -716,7 +774,7 @@ def cmd_detect(args) -> int:
             _save_plot(ax.figure, out / f"{stem}_rois.png")
         if not args.quiet:
             tqdm.write(f"{path}: {result.counts()}")
-        return result.summary()
+        return _with_resampling(result.summary(), result)
 
     try:
         return _map_batch(args, args.images, _output_stems(args.images), map_one,
@@ -909,11 +967,13 @@ def cmd_anomaly(args) -> int:
     if args.crop % 8:
         raise UsageError(f"--crop must be a multiple of 8, got {args.crop}")
     stems = _check_map_args(args, "anomaly")
+    given_pixel = _pixel_size_option(args)
     say = _say(args)
     out = Path(args.out) if args.out else None
     doc: Dict[str, Any] = {"command": "anomaly"}
     if args.train is not None:
         bulk, pixel = _read_calibrated(args.train)
+        pixel = pixel or given_pixel
         if args.crop > min(bulk.shape[:2]):
             raise UsageError(f"--crop {args.crop} is larger than the bulk image {args.train} "
                              f"({bulk.shape[0]}x{bulk.shape[1]})")
@@ -925,7 +985,7 @@ def cmd_anomaly(args) -> int:
             f"({args.epochs} epochs)")
         bar, progress = _progress_bar(args.quiet, "training", "epoch", leave=True)
         try:
-            model.fit(bulk, progress=progress)
+            model.fit(bulk, progress=progress, pixel_size=pixel)  # recorded: images at other pixel sizes are resampled
         finally:
             bar.close()
         model.training_data_ = dict(model.training_data_, source=str(args.train), **(pixel or {}))
@@ -946,11 +1006,11 @@ def cmd_anomaly(args) -> int:
     doc["detector"] = {"kind": model.detector_, "energy_window": int(model.energy_window),
                        "energy_quantile": float(model.recipe_params()["energy_quantile"]), "threshold": float(model.energy_threshold_)}
 
-    def map_one(image, path: str, stem: str) -> Dict[str, Any]:
+    def map_one(image, path: str, stem: str, pixel) -> Dict[str, Any]:
         if min(image.shape[:2]) < model.crop_size:
             raise UsageError(f"{path} ({image.shape[0]}x{image.shape[1]}) is smaller than the model's "
                              f"{model.crop_size}-pixel crops")
-        result = anomaly_map(image, model, stride=args.stride)
+        result = anomaly_map(image, model, stride=args.stride, pixel_size=_image_pixel_size(model, pixel))
         out.mkdir(parents=True, exist_ok=True)
         files = _write_result(result, out, stem, path)
         if not args.no_plot:
@@ -961,8 +1021,9 @@ def cmd_anomaly(args) -> int:
         amap, level = result.maps["anomaly"], float(result.metadata["map_threshold"])
         if not args.quiet:
             tqdm.write(f"{path}: {int(result.is_roi.sum())} of {len(result)} crops flagged")
-        return dict(result.summary(), n_flagged=int(result.is_roi.sum()), map_threshold=level,
-                    map_max=float(amap.max()), map_fraction_above=float((amap > level).mean()), files=files)
+        return _with_resampling(dict(result.summary(), n_flagged=int(result.is_roi.sum()), map_threshold=level,
+                                     map_max=float(amap.max()), map_fraction_above=float((amap > level).mean()),
+                                     files=files), result)
 
     return _map_summary(args, doc, stems, map_one, out)
 
@@ -976,6 +1037,7 @@ def cmd_segment(args) -> int:
     from .models.unet import DefectSegmenter
 
     stems = _check_map_args(args, "segment")
+    given_pixel = _pixel_size_option(args)
     say = _say(args)
     out = Path(args.out) if args.out else None
     doc: Dict[str, Any] = {"command": "segment"}
@@ -1000,7 +1062,7 @@ def cmd_segment(args) -> int:
             f"{'' if args.pseudo_label is None else f', {args.pseudo_label} pseudo-labels'})")
         bar, progress = _progress_bar(args.quiet, "training", "epoch", leave=True)
         try:
-            model.fit(ds.patches, ds.labels, progress=progress)
+            model.fit(ds.patches, ds.labels, progress=progress, pixel_size=given_pixel)
         finally:
             bar.close()
         model.training_data_ = dict(getattr(model, "training_data_", None) or {}, source=str(args.train))
@@ -1020,11 +1082,11 @@ def cmd_segment(args) -> int:
     doc["channels"] = list(model.channel_names_)
     tile_bar, progress = _progress_bar(args.quiet, "tiles", "tile")
 
-    def map_one(image, path: str, stem: str) -> Dict[str, Any]:
+    def map_one(image, path: str, stem: str, pixel) -> Dict[str, Any]:
         image = to_unit_range(image)
         tile_bar.reset(total=0)
         result = segmentation_map(image, model, patch=args.patch, stride=args.stride, threshold=args.threshold,
-                                  progress=progress)
+                                  progress=progress, pixel_size=_image_pixel_size(model, pixel))
         out.mkdir(parents=True, exist_ok=True)
         files = _write_result(result, out, stem, path)
         if not args.no_plot:
@@ -1035,7 +1097,8 @@ def cmd_segment(args) -> int:
             files.append(f"{stem}_rois.png")
         if not args.quiet:
             tqdm.write(f"{path}: {result.counts()}")
-        return dict(result.summary(), channel_max={c: float(m.max()) for c, m in result.maps.items()}, files=files)
+        return _with_resampling(dict(result.summary(), channel_max={c: float(m.max()) for c, m in result.maps.items()},
+                                     files=files), result)
 
     try:
         return _map_summary(args, doc, stems, map_one, out)
