@@ -495,8 +495,20 @@ def test_pixel_size_option_is_recorded_and_resamples(tmp_path, frames, capsys):
     with pytest.warns(UserWarning, match="pixel size is unknown"):
         assert main(["detect", str(zoomed), "--model", str(model), "--out", str(tmp_path / "d2"), "--quiet",
                      "--no-plot"]) == 0
-    assert not json.loads((tmp_path / "d2" / "summary.json").read_text())[str(zoomed)]["resampling"]["resampled"]
+    plain = json.loads((tmp_path / "d2" / "summary.json").read_text())[str(zoomed)]
+    assert not plain["resampling"]["resampled"] and plain["calibration"] is None
+    assert rec["calibration"] == {"pixel_size": 0.025, "unit": "nm"}
+    # a model without a pixel size: --pixel-size is recorded but changes nothing, and the run says so
+    bare = tmp_path / "bare.stemroi"
+    assert main(["train", str(frames["patches"]), "--out", str(bare), "--epochs", "1", "--threads", "1",
+                 "--quiet"]) == 0
     capsys.readouterr()
+    assert main(["detect", str(zoomed), "--model", str(bare), "--out", str(tmp_path / "d4"), "--quiet", "--no-plot",
+                 "--pixel-size", "0.025", "nm"]) == 0
+    assert "the model records no pixel size, so --pixel-size 0.025 nm changes nothing" in _error_line(capsys)
+    rec4 = json.loads((tmp_path / "d4" / "summary.json").read_text())[str(zoomed)]
+    assert "resampling" not in rec4 and rec4["calibration"] == {"pixel_size": 0.025, "unit": "nm"}
+    assert rec4["n_tiles"] == 100  # 32 px tiles of the 320 px frame, as it is
     for bad, says in ((["-1", "nm"], "--pixel-size -1 nm: the value must be a finite number > 0"),
                       (["0.02", "furlong"], "unknown unit 'furlong'; expected nm, A, pm or um")):
         assert main(["detect", str(zoomed), "--model", str(model), "--out", str(tmp_path / "d3"),

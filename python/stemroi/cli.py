@@ -565,13 +565,27 @@ def _image_pixel_size(model, pixel):
     return pixel if model_pixel_size(model).known else None
 
 
-def _with_resampling(record: Dict[str, Any], result) -> Dict[str, Any]:
-    """``record`` plus, when the detector compared pixel sizes, what it decided."""
+def _with_resampling(record: Dict[str, Any], result, pixel, model) -> Dict[str, Any]:
+    """``record`` plus the image's pixel size (``calibration``: its file's, or ``--pixel-size``) and,
+    when the model records one, what the detector decided (``resampling``)."""
+    from .preprocessing._resample import model_pixel_size
+
+    record["calibration"] = pixel
     meta = result.metadata
-    if "resampled" in meta:
+    if "resampled" in meta and model_pixel_size(model).known:
         record["resampling"] = {k: meta.get(k) for k in ("resampled", "scale", "model_pixel_size",
                                                          "image_pixel_size")}
     return record
+
+
+def _note_pixel_size_unused(args, model) -> None:
+    """--pixel-size with a model that records none changes nothing: say so rather than ignore it."""
+    from .preprocessing._resample import model_pixel_size
+
+    if getattr(args, "pixel_size", None) is not None and not model_pixel_size(model).known:
+        print(f"stemroi {args.command}: note: the model records no pixel size, so --pixel-size "
+              f"{' '.join(args.pixel_size)} changes nothing (images are used as they are); a model trained "
+              "with --pixel-size or on a calibrated frame resamples images to its own", file=sys.stderr)
 
 
 def _expand_images(paths: Sequence[str]) -> List[str]:
@@ -756,6 +770,7 @@ def cmd_detect(args) -> int:
     else:
         model = PatchClassifier.load(args.model)
     model.set_params(n_threads=args.threads)  # a model file does not carry the thread count of its maker
+    _note_pixel_size_unused(args, model)
     patch = args.patch or int(model.patch_shape_[0])
     stride = args.stride or patch
     out = Path(args.out)
@@ -774,7 +789,7 @@ def cmd_detect(args) -> int:
             _save_plot(ax.figure, out / f"{stem}_rois.png")
         if not args.quiet:
             tqdm.write(f"{path}: {result.counts()}")
-        return _with_resampling(result.summary(), result)
+        return _with_resampling(result.summary(), result, pixel, model)
 
     try:
         return _map_batch(args, args.images, _output_stems(args.images), map_one,
@@ -1003,6 +1018,7 @@ def cmd_anomaly(args) -> int:
         if args.threads is not None:
             model.n_threads = args.threads
     doc["model"] = _model_record(model_path)
+    _note_pixel_size_unused(args, model)
     doc["detector"] = {"kind": model.detector_, "energy_window": int(model.energy_window),
                        "energy_quantile": float(model.recipe_params()["energy_quantile"]), "threshold": float(model.energy_threshold_)}
 
@@ -1023,7 +1039,7 @@ def cmd_anomaly(args) -> int:
             tqdm.write(f"{path}: {int(result.is_roi.sum())} of {len(result)} crops flagged")
         return _with_resampling(dict(result.summary(), n_flagged=int(result.is_roi.sum()), map_threshold=level,
                                      map_max=float(amap.max()), map_fraction_above=float((amap > level).mean()),
-                                     files=files), result)
+                                     files=files), result, pixel, model)
 
     return _map_summary(args, doc, stems, map_one, out)
 
@@ -1080,6 +1096,7 @@ def cmd_segment(args) -> int:
         model = DefectSegmenter.load(model_path, n_threads=args.threads)
     doc["model"] = _model_record(model_path)
     doc["channels"] = list(model.channel_names_)
+    _note_pixel_size_unused(args, model)
     tile_bar, progress = _progress_bar(args.quiet, "tiles", "tile")
 
     def map_one(image, path: str, stem: str, pixel) -> Dict[str, Any]:
@@ -1098,7 +1115,7 @@ def cmd_segment(args) -> int:
         if not args.quiet:
             tqdm.write(f"{path}: {result.counts()}")
         return _with_resampling(dict(result.summary(), channel_max={c: float(m.max()) for c, m in result.maps.items()},
-                                     files=files), result)
+                                     files=files), result, pixel, model)
 
     try:
         return _map_summary(args, doc, stems, map_one, out)
