@@ -518,6 +518,14 @@ def test_pixel_size_option_is_recorded_and_resamples(tmp_path, frames, capsys):
     assert main(["train", str(frames["patches"]), "--few-label", "--pixel-size", "0.05", "nm",
                  "--out", str(tmp_path / "f.stemroi")]) == 2
     assert "--pixel-size does not apply with --few-label" in _error_line(capsys)
+    # segment --train records it too
+    from stemroi import DefectSegmenter
+
+    seg = tmp_path / "seg.stemroi"
+    assert main(["segment", "--train", str(frames["patches"]), "--model-out", str(seg), "--epochs", "1",
+                 "--samples-per-epoch", "8", "--pseudo-label", "lattice", "--threads", "1", "--quiet",
+                 "--pixel-size", "50", "pm"]) == 0
+    assert DefectSegmenter.load(seg).pixel_size_.to_dict() == {"pixel_size": 50.0, "unit": "pm"}
 
 
 # --------------------------------------------------------------------------- segment
