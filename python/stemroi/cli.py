@@ -164,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "and the validation split do not apply)")
     tr.add_argument("--unlabelled", nargs="+", default=None, metavar="PATH",
                     help="with --few-label: unlabelled data for self-training, image files (of a stack, every "
-                         "frame) or folders of them; each image is tiled at the labelled patch size (a patch-sized file is one patch). "
-                         "Never the patches you will measure accuracy on")
+                         "frame) or folders of them; each image is tiled at the labelled patch size (a "
+                         "patch-sized file is one patch). Never the patches you will measure accuracy on")
     tr.add_argument("--pixel-size", nargs=2, metavar=("VALUE", "UNIT"), default=None,
                     help="pixel size of the patches, e.g. 0.02 nm (units: nm, A, pm, um), recorded in the model: "
                          "`stemroi detect` then resamples a calibrated image at another pixel size to it")
