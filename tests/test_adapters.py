@@ -29,6 +29,10 @@ def test_signal_to_image_keeps_values_and_calibration(hs, rng):
     assert image.dtype == np.float32 and image.shape == (16, 24)
     np.testing.assert_array_equal(image, data.astype(np.float32))
     assert cal.pixel_size == pytest.approx(0.05) and cal.unit == "nm"
+    # "px": not calibrated (a model's pixel size cannot be compared with it, so it must not count as one)
+    for ax in s.axes_manager.signal_axes:
+        ax.scale, ax.units = 1.0, "px"
+    assert hsa.signal_to_image(s)[1].pixel_size is None
 
 
 def test_stack_is_refused_and_iterated(hs, rng):
@@ -102,6 +106,10 @@ def test_py4dstem_virtual_image(rng):
     assert image.shape == (6, 7) and image.dtype == np.float32
     np.testing.assert_allclose(image, np.asarray(vi.data), rtol=1e-6)
     assert (cal.pixel_size, cal.unit) == (0.25, "A")
+    dc.calibration.set_R_pixel_size(2)
+    dc.calibration.set_R_pixel_units("pixels")  # binned, not calibrated
+    assert p4a.to_image(dc.get_virtual_image(mode="annulus", geometry=((8, 8), (3, 7)), name="adf2",
+                                             returncalc=True))[1].pixel_size is None
     with pytest.raises(TypeError, match=r"4-D DataCube of shape \(6, 7, 16, 16\).*get_virtual_image"):
         p4a.to_image(dc)
     with pytest.raises(TypeError, match="expected a py4DSTEM RealSlice"):

@@ -196,6 +196,10 @@ def test_tiff_calibration_from_imagej_metadata(tmp_path):
     assert cal.unit == "nm" and cal.pixel_size == pytest.approx(0.025, rel=1e-6)
     tifffile.imwrite(tmp_path / "plain.tif", data)
     assert read_image_with_calibration(tmp_path / "plain.tif")[1] == Calibration(None, None)
+    # unit "pixel" (size 1): the file says it is not calibrated, not that its pixel is 1 "pixel" long
+    for unit in ("pixel", "px", "Pixels"):
+        tifffile.imwrite(tmp_path / "px.tif", data, imagej=True, resolution=(1, 1), metadata={"unit": unit})
+        assert read_image_with_calibration(tmp_path / "px.tif")[1] == Calibration(None, None), unit
 
 
 @pytest.mark.parametrize("resolution, unit, expected", [
@@ -358,6 +362,16 @@ def test_mrc_through_rosettasciio(tmp_path, rng):
     (tmp_path / "bad.mrc").write_bytes(b"\x00" * 100)
     with pytest.raises(OSError, match=r"bad\.mrc: cannot read \.mrc file"):
         read_image(tmp_path / "bad.mrc")
+
+
+def test_hspy_in_pixel_units_is_not_calibrated(tmp_path, rng):
+    hs = pytest.importorskip("hyperspy.api", reason="HyperSpy not installed (pip install stemroi[hyperspy])")
+    for units, expected in (("nm", Calibration(pytest.approx(0.02), "nm")), ("px", Calibration(None, None))):
+        s = hs.signals.Signal2D(rng.random((12, 16)).astype(np.float32))
+        for ax in s.axes_manager.signal_axes:
+            ax.scale, ax.units = (0.02 if units == "nm" else 1.0), units
+        s.save(tmp_path / f"{units}.hspy", overwrite=True)
+        assert read_image_with_calibration(tmp_path / f"{units}.hspy")[1] == expected, units
 
 
 def test_a_stack_given_to_read_image_raises_a_stack_error_with_its_shape(tmp_path):

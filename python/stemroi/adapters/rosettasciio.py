@@ -34,7 +34,9 @@ def _import_plugin(path: Path):
 
 
 def _unit(value) -> Optional[str]:
-    if isinstance(value, str) and value and value not in ("<undefined>", "Undefined"):
+    from ..io._readers import is_pixel_unit
+
+    if isinstance(value, str) and value and value not in ("<undefined>", "Undefined") and not is_pixel_unit(value):
         return {"µm": "um", "\u00b5m": "um"}.get(value, value)
     return None
 

@@ -66,6 +66,14 @@ def _check_pixel_budget(path: Path, shape) -> None:
 _UNIT_METRES = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "μm": 1e-6, "micron": 1e-6,
                 "nm": 1e-9, "a": 1e-10, "å": 1e-10, "angstrom": 1e-10, "pm": 1e-12, "inch": 0.0254}
 
+#: units that say a file is not calibrated (ImageJ and others write "pixel" with a size of 1)
+PIXEL_UNITS = ("pixel", "pixels", "px", "pix")
+
+
+def is_pixel_unit(unit) -> bool:
+    """``unit`` names the pixel itself: the file records no physical pixel size."""
+    return isinstance(unit, str) and unit.strip().lower() in PIXEL_UNITS
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -504,6 +512,8 @@ def _tiff_calibration(tif) -> Calibration:
             return Calibration()
         size = den / num
         unit = ij.get("unit")
+        if is_pixel_unit(unit):
+            return Calibration()
         if unit:
             unit = {"micron": "um", "\\u00B5m": "um", "µm": "um"}.get(unit, unit)
             return Calibration(float(size), str(unit))
