@@ -431,7 +431,7 @@ def test_anomaly_with_saved_model(tmp_path, cvae_run, frames, capsys):
     assert meta["architecture"] == "cvae" and meta["estimator"]["detector"] == "energy"
 
 
-def test_anomaly_resamples_an_image_at_another_pixel_size(tmp_path, frames):
+def test_anomaly_resamples_an_image_at_another_pixel_size(tmp_path, frames, capsys):
     """Trained on a calibrated bulk frame, the CVAE records its pixel size; a frame taken at twice the
     magnification (half the pixel size, 2x the pixels) is resampled to it and flagged at the square, on
     its own pixel grid; a frame without a calibration is used as it is, with a warning."""
@@ -469,6 +469,9 @@ def test_anomaly_resamples_an_image_at_another_pixel_size(tmp_path, frames):
     from stemroi import BulkCVAE
 
     assert BulkCVAE.load(out / "model.stemroi").pixel_size_.pixel_size == 0.05
+    capsys.readouterr()
+    assert main(["info", str(out / "model.stemroi")]) == 0
+    assert "  pixel size:    0.05 nm\n" in capsys.readouterr().out
 
 
 def test_pixel_size_option_is_recorded_and_resamples(tmp_path, frames, capsys):
@@ -482,6 +485,9 @@ def test_pixel_size_option_is_recorded_and_resamples(tmp_path, frames, capsys):
     assert main(["train", str(frames["patches"]), "--out", str(model), "--epochs", "2", "--threads", "1", "--quiet",
                  "--pixel-size", "0.5", "A"]) == 0
     assert PatchClassifier.load(model).pixel_size_.to_dict() == {"pixel_size": 0.5, "unit": "A"}
+    capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    assert "  pixel size:    0.5 A\n" in capsys.readouterr().out
     zoomed = _save_png(tmp_path / "zoomed.png", np.kron(read_image(frames["vacancy"]) / 255.0, np.ones((2, 2))))
     out = tmp_path / "det"
     assert main(["detect", str(zoomed), "--model", str(model), "--out", str(out), "--quiet", "--no-plot",
@@ -509,6 +515,8 @@ def test_pixel_size_option_is_recorded_and_resamples(tmp_path, frames, capsys):
     rec4 = json.loads((tmp_path / "d4" / "summary.json").read_text())[str(zoomed)]
     assert "resampling" not in rec4 and rec4["calibration"] == {"pixel_size": 0.025, "unit": "nm"}
     assert rec4["n_tiles"] == 100  # 32 px tiles of the 320 px frame, as it is
+    assert main(["info", str(bare)]) == 0
+    assert "  pixel size:    not recorded\n" in capsys.readouterr().out
     for bad, says in ((["-1", "nm"], "--pixel-size -1 nm: the value must be a finite number > 0"),
                       (["0.02", "furlong"], "unknown unit 'furlong'; expected nm, A, pm or um")):
         assert main(["detect", str(zoomed), "--model", str(model), "--out", str(tmp_path / "d3"),

@@ -1206,8 +1206,11 @@ def cmd_info(args) -> int:
              f"  SHA-256:       {file_sha256(args.model)}",
              f"  class names:   {', '.join(map(str, class_names)) if class_names else '-'}"]
     pix = _find_key(meta, "pixel_size")
-    lines.append(f"  pixel size:    {pix['pixel_size']} {pix.get('unit') or ''}".rstrip() if pix and pix["pixel_size"]
-                 is not None else "  pixel size:    not recorded")
+    value = pix.get("pixel_size") if pix else None
+    while isinstance(value, dict):  # a model card's {"pixel_size": {"pixel_size": 0.05, "unit": "nm"}}
+        pix, value = value, value.get("pixel_size")
+    lines.append(f"  pixel size:    {value} {pix.get('unit') or ''}".rstrip() if value is not None
+                 else "  pixel size:    not recorded")
     _section(lines, "config", config)
     _section(lines, "estimator parameters", meta.get("estimator"))
     training = card.pop("training_data", None) or card.pop("data", None)
