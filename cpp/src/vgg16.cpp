@@ -273,12 +273,10 @@ std::shared_ptr<const VGG16Impl::Packed> VGG16Impl::packed(c10::ScalarType dtype
     auto w = c->weight.detach().to(torch::kCPU, torch::kFloat32).contiguous();
     try {
       p->weight.push_back(at::mkldnn_reorder_conv2d_weight(w.to_mkldnn(dtype), {1, 1}, {1, 1}, {1, 1}, 1));
-    } catch (const c10::Error& e) {
+    } catch (const std::exception& e) {  // a c10::Error, or oneDNN's own dnnl::error
       if (dtype != torch::kBFloat16) throw;
-      throw no_bf16_convolutions(e.what_without_backtrace());
-    } catch (const std::exception& e) {  // oneDNN's own dnnl::error
-      if (dtype != torch::kBFloat16) throw;
-      throw no_bf16_convolutions(e.what());
+      const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+      throw no_bf16_convolutions(c10_error ? c10_error->what_without_backtrace() : e.what());
     }
     // oneDNN adds a float32 bias also for bf16 convolutions (as torch.utils.mkldnn does).
     p->bias.push_back(c->bias.detach().to(torch::kCPU, torch::kFloat32).contiguous().to_mkldnn());
