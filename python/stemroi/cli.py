@@ -89,31 +89,29 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_pixel_size(parser, training: bool) -> None:
-    what = ("of the training data (recorded in the model) and of every image to map that records none"
-            if training else "of every image whose file records none")
-    parser.add_argument("--pixel-size", nargs=2, metavar=("VALUE", "UNIT"), default=None,
-                        help=f"pixel size {what}, e.g. 0.02 nm (units: nm, A, pm, um). A file's own calibration "
-                             "wins. When the model and an image both have one and they differ by more than 1 %%, "
-                             "the image is resampled to the model's pixel size and the results are reported on "
-                             "its own pixel grid")
+class _PixelSizeAction(argparse.Action):
+    """``--pixel-size VALUE UNIT``, checked once as it is parsed: ``args.pixel_size`` is the
+    ``_pixel_record`` ``{"pixel_size", "unit"}`` (None when not given)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .io._readers import _UNIT_METRES
+
+        text, unit = values
+        try:
+            value = _positive_float(text)
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"--pixel-size {text} {unit}: the value {e}")
+        if unit.strip().lower() not in _UNIT_METRES or unit.strip().lower() in ("inch", "cm", "mm", "m"):
+            parser.error(f"--pixel-size {text} {unit}: unknown unit {unit!r}; expected nm, A, pm or um")
+        setattr(namespace, self.dest, {"pixel_size": value, "unit": unit.strip()})
 
 
-def _pixel_size_option(args):
-    """``--pixel-size VALUE UNIT`` as a ``_pixel_record``; None when not given."""
-    given = getattr(args, "pixel_size", None)
-    if given is None:
-        return None
-    from .io._readers import _UNIT_METRES
-
-    text, unit = given
-    try:
-        value = _positive_float(text)
-    except argparse.ArgumentTypeError as e:
-        raise UsageError(f"--pixel-size {text} {unit}: the value {e}") from None
-    if unit.strip().lower() not in _UNIT_METRES or unit.strip().lower() in ("inch", "cm", "mm", "m"):
-        raise UsageError(f"--pixel-size {text} {unit}: unknown unit {unit!r}; expected nm, A, pm or um")
-    return {"pixel_size": value, "unit": unit.strip()}
+def _add_pixel_size(parser, what: str, mapped: bool = True) -> None:
+    more = (" A file's own calibration wins. When the model and an image both have one and they differ by more "
+            "than 1 %%, the image is resampled to the model's pixel size and the results are reported on its own "
+            "pixel grid") if mapped else ""
+    parser.add_argument("--pixel-size", nargs=2, metavar=("VALUE", "UNIT"), default=None, action=_PixelSizeAction,
+                        help=f"pixel size {what}, e.g. 0.02 nm (units: nm, A, pm, um).{more}")
 
 
 def _add_parser(sub, name: str, help: str, example: str, writes: str = "") -> argparse.ArgumentParser:
@@ -166,9 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --few-label: unlabelled data for self-training, image files (of a stack, every "
                          "frame) or folders of them; each image is tiled at the labelled patch size (a "
                          "patch-sized file is one patch). Never the patches you will measure accuracy on")
-    tr.add_argument("--pixel-size", nargs=2, metavar=("VALUE", "UNIT"), default=None,
-                    help="pixel size of the patches, e.g. 0.02 nm (units: nm, A, pm, um), recorded in the model: "
-                         "`stemroi detect` then resamples a calibrated image at another pixel size to it")
+    _add_pixel_size(tr, "of the patches, recorded in the model (`stemroi detect` then resamples a calibrated "
+                        "image at another pixel size to it)", mapped=False)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     tr.add_argument("--quiet", action="store_true")
@@ -184,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--unknown-below", type=_fraction(False, False), default=0.4,
                     help="a tile whose top class probability is below this is called 'unknown' (default 0.4)")
     de.add_argument("--batch-size", type=_int_at_least(1), default=256, help="tiles per forward pass (default 256)")
-    _add_pixel_size(de, training=False)
+    _add_pixel_size(de, "of every image whose file records none")
     de.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     de.add_argument("--no-plot", action="store_true", help="write no overlay PNG")
     de.add_argument("--quiet", action="store_true", help="no progress bars or per-image lines")
@@ -253,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--energy-quantile", type=_fraction(), default=0.95,
                     help="bulk quantile of the anomaly threshold (default 0.95)")
     an.add_argument("--stride", type=_int_at_least(1), default=32, help="crop stride of the map (default 32)")
-    _add_pixel_size(an, training=True)
+    _add_pixel_size(an, "of the training frame (recorded in the model) and of every image to map, where the file "
+                        "records none")
     an.add_argument("--seed", type=int, default=0)
     an.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     an.add_argument("--no-plot", action="store_true")
@@ -292,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--stride", type=_int_at_least(1), default=None, help="tile stride of the rows (default: --patch)")
     se.add_argument("--threshold", type=_fraction(False, False), default=0.5,
                     help="probability that makes a tile a defect of a class (default 0.5)")
-    _add_pixel_size(se, training=True)
+    _add_pixel_size(se, "of the training patches (recorded in the model) and of every image to map, where the "
+                        "file records none")
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--threads", type=_int_at_least(1), default=None, help="threads (default: all cores)")
     se.add_argument("--no-plot", action="store_true")
@@ -498,12 +497,11 @@ def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callab
         named = message if key in message else f"{key}: {message}"
         tqdm.write(f"stemroi {args.command}: skipped {named}", file=sys.stderr)
 
-    fallback = _pixel_size_option(args)  # a bad --pixel-size is the command's error, not an image's
     bar = tqdm(paths, unit="image", desc="images", disable=args.quiet or len(paths) < 2)
     for path, stem in zip(bar, stems):
         single = len(paths) == 1
         try:
-            frames = _frames_of(str(path), stem, fallback)
+            frames = _frames_of(str(path), stem, args.pixel_size)
         except _IMAGE_ERRORS as exc:  # the file cannot be read
             if single:
                 raise
@@ -565,14 +563,12 @@ def _image_pixel_size(model, pixel):
     return pixel if model_pixel_size(model).known else None
 
 
-def _with_resampling(record: Dict[str, Any], result, pixel, model) -> Dict[str, Any]:
+def _with_resampling(record: Dict[str, Any], result, pixel) -> Dict[str, Any]:
     """``record`` plus the image's pixel size (``calibration``: its file's, or ``--pixel-size``) and,
     when the model records one, what the detector decided (``resampling``)."""
-    from .preprocessing._resample import model_pixel_size
-
     record["calibration"] = pixel
     meta = result.metadata
-    if "resampled" in meta and model_pixel_size(model).known:
+    if meta.get("model_pixel_size") is not None:
         record["resampling"] = {k: meta.get(k) for k in ("resampled", "scale", "model_pixel_size",
                                                          "image_pixel_size")}
     return record
@@ -582,9 +578,9 @@ def _note_pixel_size_unused(args, model) -> None:
     """--pixel-size with a model that records none changes nothing: say so rather than ignore it."""
     from .preprocessing._resample import model_pixel_size
 
-    if getattr(args, "pixel_size", None) is not None and not model_pixel_size(model).known:
+    if args.pixel_size is not None and not model_pixel_size(model).known:
         print(f"stemroi {args.command}: note: the model records no pixel size, so --pixel-size "
-              f"{' '.join(args.pixel_size)} changes nothing (images are used as they are); a model trained "
+              f"{args.pixel_size['pixel_size']:g} {args.pixel_size['unit']} changes nothing (images are used as they are); a model trained "
               "with --pixel-size or on a calibrated frame resamples images to its own", file=sys.stderr)
 
 
@@ -652,7 +648,6 @@ def _unlabelled_patches(paths: Sequence[str], patch_shape) -> np.ndarray:
     """Patches of ``patch_shape`` from image files or folders of them: a file of that shape is one
     patch, a larger one is tiled (stride = the patch size), each scaled to [0, 1] as detect does."""
     from .detection import to_unit_range
-    from .io import StackOfFramesError, iter_frames, read_image
     from .preprocessing import extract_patches
 
     files = []
@@ -669,11 +664,8 @@ def _unlabelled_patches(paths: Sequence[str], patch_shape) -> np.ndarray:
     h, w = (int(s) for s in patch_shape)
     parts = []
     for f in files:
-        try:
-            try:
-                images = [to_unit_range(read_image(f))]
-            except StackOfFramesError:  # a series in one file: every frame, each scaled as detect does
-                images = [to_unit_range(frame) for frame in iter_frames(f)]
+        try:  # a stack (a series in one file): every frame, each scaled as detect does
+            images = [to_unit_range(frame) for _, _, frame, _ in _frames_of(f, f.stem)]
         except (OSError, ValueError, TypeError) as e:
             raise UsageError(f"--unlabelled {f}: cannot be read as an image ({e})") from None
         for image in images:
@@ -725,7 +717,6 @@ def cmd_train(args) -> int:
         if given:
             raise UsageError(f"{', '.join(given)} do{'es' if len(given) == 1 else ''} not apply with --few-label "
                              "(its features and head are fixed)")
-    pixel = _pixel_size_option(args)
     patches, labels, class_names = _load_patch_folder(args.patch_folder)
     say = (lambda *a: None) if args.quiet else print
     if args.few_label:  # no validation split, so no overlap groups to compute
@@ -739,7 +730,7 @@ def cmd_train(args) -> int:
                             max_epochs=args.epochs, validation_fraction=args.validation_fraction,
                             random_state=args.seed, n_threads=args.threads, progress=progress)
     try:
-        model.fit(patches, labels, groups=groups, class_names=class_names, pixel_size=pixel,
+        model.fit(patches, labels, groups=groups, class_names=class_names, pixel_size=args.pixel_size,
                   data_description=f"{args.patch_folder}: {len(patches)} patches, {gdesc} for validation")
     finally:
         bar.close()
@@ -759,7 +750,6 @@ def cmd_detect(args) -> int:
     from .models.classifier import PatchClassifier
 
     _check_out_dir(args.out)
-    _pixel_size_option(args)  # checked before the model loads
     arch = _require_model(args.model, (CLASSIFIER, FEW_LABEL), "detect")
     args.images = _expand_images(args.images)
     _check_files(args.images)
@@ -789,7 +779,7 @@ def cmd_detect(args) -> int:
             _save_plot(ax.figure, out / f"{stem}_rois.png")
         if not args.quiet:
             tqdm.write(f"{path}: {result.counts()}")
-        return _with_resampling(result.summary(), result, pixel, model)
+        return _with_resampling(result.summary(), result, pixel)
 
     try:
         return _map_batch(args, args.images, _output_stems(args.images), map_one,
@@ -982,13 +972,12 @@ def cmd_anomaly(args) -> int:
     if args.crop % 8:
         raise UsageError(f"--crop must be a multiple of 8, got {args.crop}")
     stems = _check_map_args(args, "anomaly")
-    given_pixel = _pixel_size_option(args)
     say = _say(args)
     out = Path(args.out) if args.out else None
     doc: Dict[str, Any] = {"command": "anomaly"}
     if args.train is not None:
         bulk, pixel = _read_calibrated(args.train)
-        pixel = pixel or given_pixel
+        pixel = pixel or args.pixel_size
         if args.crop > min(bulk.shape[:2]):
             raise UsageError(f"--crop {args.crop} is larger than the bulk image {args.train} "
                              f"({bulk.shape[0]}x{bulk.shape[1]})")
@@ -1039,7 +1028,7 @@ def cmd_anomaly(args) -> int:
             tqdm.write(f"{path}: {int(result.is_roi.sum())} of {len(result)} crops flagged")
         return _with_resampling(dict(result.summary(), n_flagged=int(result.is_roi.sum()), map_threshold=level,
                                      map_max=float(amap.max()), map_fraction_above=float((amap > level).mean()),
-                                     files=files), result, pixel, model)
+                                     files=files), result, pixel)
 
     return _map_summary(args, doc, stems, map_one, out)
 
@@ -1053,7 +1042,6 @@ def cmd_segment(args) -> int:
     from .models.unet import DefectSegmenter
 
     stems = _check_map_args(args, "segment")
-    given_pixel = _pixel_size_option(args)
     say = _say(args)
     out = Path(args.out) if args.out else None
     doc: Dict[str, Any] = {"command": "segment"}
@@ -1078,7 +1066,7 @@ def cmd_segment(args) -> int:
             f"{'' if args.pseudo_label is None else f', {args.pseudo_label} pseudo-labels'})")
         bar, progress = _progress_bar(args.quiet, "training", "epoch", leave=True)
         try:
-            model.fit(ds.patches, ds.labels, progress=progress, pixel_size=given_pixel)
+            model.fit(ds.patches, ds.labels, progress=progress, pixel_size=args.pixel_size)
         finally:
             bar.close()
         model.training_data_ = dict(getattr(model, "training_data_", None) or {}, source=str(args.train))
@@ -1115,7 +1103,7 @@ def cmd_segment(args) -> int:
         if not args.quiet:
             tqdm.write(f"{path}: {result.counts()}")
         return _with_resampling(dict(result.summary(), channel_max={c: float(m.max()) for c, m in result.maps.items()},
-                                     files=files), result, pixel, model)
+                                     files=files), result, pixel)
 
     try:
         return _map_summary(args, doc, stems, map_one, out)

@@ -16,9 +16,9 @@ def require(module: str, extra: str):
 
 
 def calibration(pixel_size, unit):
-    from ..io._readers import Calibration
+    from ..io._readers import file_calibration
 
-    return Calibration(pixel_size=pixel_size, unit=unit)
+    return file_calibration(pixel_size, unit)
 
 
 def as_detector(detector, **detector_kwargs):

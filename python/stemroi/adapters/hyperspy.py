@@ -48,10 +48,6 @@ def _check_signal2d(signal):
 
 def _signal_calibration(signal):
     ax_x, ax_y = signal.axes_manager.signal_axes
-    from ..io._readers import is_pixel_unit
-
-    if is_pixel_unit(ax_x.units):  # "px": not calibrated
-        return calibration(None, None)
     units = ax_x.units if isinstance(ax_x.units, str) and ax_x.units not in ("", "<undefined>") else None
     if not np.isclose(ax_x.scale, ax_y.scale, rtol=1e-6):
         raise ValueError(f"non-square pixels are not supported: x scale {ax_x.scale}, y scale {ax_y.scale}")

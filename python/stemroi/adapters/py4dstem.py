@@ -37,9 +37,7 @@ def _py4dstem_calibration(obj):
         unit = cal.get_R_pixel_units()
     except Exception:  # object not attached to a tree with a calibration
         return calibration(None, None)
-    from ..io._readers import is_pixel_unit
-
-    if is_pixel_unit(unit) or (unit is None and size in (None, 1)):  # "pixels": not calibrated
+    if unit in (None, "pixels") and size in (None, 1):
         return calibration(None, None)
     return calibration(float(size) if size is not None else None, unit)
 

@@ -34,9 +34,7 @@ def _import_plugin(path: Path):
 
 
 def _unit(value) -> Optional[str]:
-    from ..io._readers import is_pixel_unit
-
-    if isinstance(value, str) and value and value not in ("<undefined>", "Undefined") and not is_pixel_unit(value):
+    if isinstance(value, str) and value and value not in ("<undefined>", "Undefined"):
         return {"µm": "um", "\u00b5m": "um"}.get(value, value)
     return None
 

@@ -66,13 +66,8 @@ def _check_pixel_budget(path: Path, shape) -> None:
 _UNIT_METRES = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "μm": 1e-6, "micron": 1e-6,
                 "nm": 1e-9, "a": 1e-10, "å": 1e-10, "angstrom": 1e-10, "pm": 1e-12, "inch": 0.0254}
 
-#: units that say a file is not calibrated (ImageJ and others write "pixel" with a size of 1)
+#: units that say a file is not calibrated (ImageJ, HyperSpy, py4DSTEM write "pixel" with a size of 1)
 PIXEL_UNITS = ("pixel", "pixels", "px", "pix")
-
-
-def is_pixel_unit(unit) -> bool:
-    """``unit`` names the pixel itself: the file records no physical pixel size."""
-    return isinstance(unit, str) and unit.strip().lower() in PIXEL_UNITS
 
 
 @dataclass(frozen=True)
@@ -140,6 +135,15 @@ class _Raw:
     calibration: Calibration
     channel_axis: bool  # last axis holds colour samples
     frame_ndim: int  # number of leading stack axes
+
+
+def file_calibration(pixel_size, unit) -> "Calibration":
+    """The :class:`Calibration` of what a file or signal says: a unit that names the pixel itself
+    ("px") means it is not calibrated, not that its pixel is one "pixel" long (which no model's
+    nm could be compared with). Every reader and adapter builds its calibration here."""
+    if isinstance(unit, str) and unit.strip().lower() in PIXEL_UNITS:
+        return Calibration()
+    return Calibration(pixel_size, unit)
 
 
 # --------------------------------------------------------------------------
@@ -320,7 +324,7 @@ def _read_raw(path: Path) -> _Raw:
     from ..adapters.rosettasciio import read_rsciio
 
     data, pixel_size, unit, frame_ndim = read_rsciio(path)
-    return _Raw(data, Calibration(pixel_size, unit), False, frame_ndim)
+    return _Raw(data, file_calibration(pixel_size, unit), False, frame_ndim)
 
 
 def _check_dtype(path: Path, dtype: np.dtype) -> None:
@@ -512,11 +516,9 @@ def _tiff_calibration(tif) -> Calibration:
             return Calibration()
         size = den / num
         unit = ij.get("unit")
-        if is_pixel_unit(unit):
-            return Calibration()
         if unit:
             unit = {"micron": "um", "\\u00B5m": "um", "µm": "um"}.get(unit, unit)
-            return Calibration(float(size), str(unit))
+            return file_calibration(float(size), str(unit))
         res_unit = tags.get("ResolutionUnit")
         code = int(res_unit.value) if res_unit is not None else 2
         # Resolution tags in inch or cm are mostly a print or screen density (72, 96, 300 dpi, ...),
