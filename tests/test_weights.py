@@ -202,6 +202,25 @@ def test_keras_loader_reproduces_numpy_block1(tmp_path, keras_file, style, rng):
         assert np.abs(c2[k] - ref2).max() / np.abs(ref2).max() < 1e-5
 
 
+def test_keras_loader_reads_a_name_list_split_into_pieces(tmp_path, keras_file):
+    """Keras writes a name list over HDF5's 64 kB header limit as layer_names0, layer_names1, ..."""
+    path, layers = keras_file
+    split = tmp_path / "split.h5"
+    split.write_bytes(path.read_bytes())
+    with h5py.File(split, "a") as f:
+        names = f.attrs["layer_names"]
+        del f.attrs["layer_names"]
+        for k, piece in enumerate(np.array_split(names, 3)):
+            f.attrs[f"layer_names{k}"] = piece
+    state = weights.load_keras_h5(split)
+    assert len(state) == 26
+    np.testing.assert_array_equal(state["features.28.bias"], layers["block5_conv3"][1])
+    with h5py.File(split, "a") as f:
+        del f.attrs["layer_names1"]  # the pieces after a gap are not read: block3-5 are missing
+    with pytest.raises(weights.WeightsError, match=r"lack VGG16 layer\(s\) \['block3_conv1', 'block3_conv2'"):
+        weights.load_keras_h5(split)
+
+
 def test_keras_loader_errors(tmp_path, keras_file):
     path, layers = keras_file
     missing = tmp_path / "missing.h5"

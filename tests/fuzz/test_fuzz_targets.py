@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import struct
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,45 @@ def test_keras_h5_claiming_huge_kernel_is_refused_before_reading(tmp_path):
     assert p.stat().st_size < 100_000
     with pytest.raises(WeightsError, match=r"claims shape \(68719476739, 3, 3, 2\)"):
         load_keras_h5(p)
+
+
+@pytest.mark.parametrize("claim,match", [
+    # 4 kB files whose unwritten datasets h5py would fill with the fill value: each claims 300 MB or more
+    ({"dtype": "S100000", "shape": (3000,)}, r"has dtype \|S100000, expected numbers"),
+    ({"dtype": np.dtype(("f8", (1000,))), "shape": (400000,)}, r"has dtype \('<f8', \(1000,\)\), expected numbers"),
+    ({"dtype": "f8", "shape": (1 << 24,), "layers": 3}, r"its VGG16 layers claim more than 256 MiB of weights, "
+                                                         r"up to weight 'block1_conv2/kernel:0'"),
+    ({"dtype": "f4", "shape": (2,), "chunks": (1 << 27,)}, r"claims chunks of \(134217728,\) values, more than 256 MiB"),
+    ({"attr": 1 << 21}, r"attribute 'layer_names' of '/' claims 4194304 bytes \(shape \(2,\), dtype \|S2097152\)"),
+])
+def test_keras_h5_claiming_gigabytes_is_refused_before_reading(tmp_path, claim, match):
+    """The datasets' dtype, values, chunks and total bytes and the attributes' bytes are checked before
+    h5py allocates anything (a fuzzed file made the reader touch 4 GB: a string dtype passed the count)."""
+    import h5py
+
+    from stemroi.models.weights import WeightsError, load_keras_h5
+
+    p = tmp_path / "claim.h5"
+    layers = ["block1_conv1", "block1_conv2", "block2_conv1"][: claim.get("layers", 1)]
+    with h5py.File(p, "w", libver="latest") as f:  # latest: attributes over 64 kB in dense storage
+        names = [n.encode() for n in layers]
+        f.attrs["layer_names"] = np.array(names + [b"x" * claim["attr"]] if "attr" in claim else names)
+        for layer in layers:
+            g = f.create_group(layer)
+            names = [f"{layer}/kernel:0", f"{layer}/bias:0"]
+            g.attrs["weight_names"] = np.array([n.encode() for n in names])
+            g.create_dataset(names[0], shape=claim.get("shape", (3, 3, 3, 2)), dtype=claim.get("dtype", "f4"),
+                             chunks=claim.get("chunks"), maxshape=(None,) if "chunks" in claim else None)
+            g.create_dataset(names[1], data=np.zeros(2, np.float32))
+    assert p.stat().st_size < 100_000 or "attr" in claim
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc
+    try:
+        with pytest.raises(WeightsError, match=match):
+            load_keras_h5(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20, f"{peak >> 20} MiB allocated before the refusal"
 
 
 def test_keras_h5_with_corrupt_structure_is_a_weights_error(tmp_path):

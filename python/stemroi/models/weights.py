@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import urllib.error
@@ -172,9 +173,15 @@ REGISTRY: Dict[str, WeightsSpec] = {
 STEM_ALIAS = "stem"
 _STEM_KEYS = {"small_cnn": "small_cnn-stem", "mobilenet_v2": "mobilenet_v2-stem"}
 
-# The largest VGG16 conv kernel has 3*3*512*512 = 2.4M values; a dataset
-# claiming far more is corrupt and is refused before anything is allocated.
+# The largest VGG16 conv kernel has 3*3*512*512 = 2.4M values and the 13 conv
+# layers 14.7M (59 MB in float32, 118 MB in float64); a dataset claiming far
+# more, or a file whose datasets add up to more, is corrupt and is refused
+# before anything is allocated (HDF5 fills unwritten storage with the fill
+# value, so a 4 kB file can otherwise make a reader touch gigabytes).
 _MAX_H5_WEIGHT_VALUES = 1 << 24
+_MAX_H5_WEIGHT_BYTES = 1 << 28
+# Keras splits a string-list attribute into 64 kB pieces (HDF5's object header limit).
+_MAX_H5_ATTR_BYTES = 1 << 20
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -389,14 +396,25 @@ def load_torchvision_state(path: "os.PathLike[str] | str") -> Dict[str, np.ndarr
 
 
 def _h5_attr_list(group, name: str):
-    """Keras string-list attribute, also in its chunked form (name0, name1, ...)."""
+    """Keras string-list attribute, also in its chunked form (name0, name1, ...).
+
+    The pieces' claimed sizes are checked before h5py allocates them.
+    """
     if name in group.attrs:
-        values = list(group.attrs[name])
+        pieces = [name]
     else:
-        values, k = [], 0
-        while f"{name}{k}" in group.attrs:
-            values.extend(group.attrs[f"{name}{k}"])
-            k += 1
+        pieces = []
+        while f"{name}{len(pieces)}" in group.attrs:
+            pieces.append(f"{name}{len(pieces)}")
+    values, n_bytes = [], 0
+    for piece in pieces:
+        attr = group.attrs.get_id(piece)
+        n_bytes += math.prod(attr.shape or ()) * attr.dtype.itemsize
+        if n_bytes > _MAX_H5_ATTR_BYTES:
+            raise WeightsError(f"Keras weights file {group.file.filename}: attribute {piece!r} of {group.name!r} "
+                               f"claims {n_bytes} bytes (shape {attr.shape}, dtype {attr.dtype}), more than "
+                               f"{_MAX_H5_ATTR_BYTES} (corrupt file?)")
+        values.extend(np.atleast_1d(group.attrs[piece]))
     return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
 
 
@@ -447,7 +465,9 @@ def load_keras_h5(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
         names = _h5_attr_list(root, "layer_names")
         if not names:
             raise WeightsError(f"Keras weights file {path} has no 'layer_names' attribute (not a Keras weights file)")
-        layers = {}
+        # every claim is checked before any value is read: a corrupt header can claim terabytes
+        claimed = {}
+        n_bytes = 0
         for name in names:
             if not (name.startswith("block") and "_conv" in name):
                 continue
@@ -461,19 +481,35 @@ def load_keras_h5(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
                 )
             try:
                 datasets = [g[w] for w in wnames]
-                for w, ds in zip(wnames, datasets):
-                    # a corrupt header can claim terabytes: refuse before reading
-                    if getattr(ds, "size", 0) > _MAX_H5_WEIGHT_VALUES:
-                        raise WeightsError(f"Keras weights file {path}: weight {w!r} of layer {name!r} claims shape "
-                                           f"{ds.shape}, more than {_MAX_H5_WEIGHT_VALUES} values (corrupt file?)")
-                kernel, bias = (np.asarray(ds) for ds in datasets)
             except (KeyError, OSError) as exc:
                 raise WeightsError(f"Keras weights file {path}: cannot read layer {name!r}: {exc}") from None
-            for w, arr in zip(wnames, (kernel, bias)):
-                if arr.dtype.kind not in "fiu":
-                    raise WeightsError(f"Keras weights file {path}: weight {w!r} of layer {name!r} has dtype "
-                                       f"{arr.dtype}, expected numbers")
-            layers[name] = (kernel, bias)
+            for w, ds in zip(wnames, datasets):
+                where = f"weight {w!r} of layer {name!r}"
+                what = f"Keras weights file {path}: {where}"
+                if not isinstance(ds, h5py.Dataset):
+                    raise WeightsError(f"{what} is a {type(ds).__name__}, expected a dataset")
+                # the dtype before the size: a string or sub-array dtype multiplies the bytes per value
+                if ds.dtype.kind not in "fiu" or ds.dtype.shape != () or ds.dtype.itemsize > 8:
+                    raise WeightsError(f"{what} has dtype {ds.dtype}, expected numbers (float, int)")
+                if ds.size > _MAX_H5_WEIGHT_VALUES:
+                    raise WeightsError(f"{what} claims shape {ds.shape}, more than {_MAX_H5_WEIGHT_VALUES} "
+                                       "values (corrupt file?)")
+                # HDF5 inflates a whole compressed chunk to read any value of it
+                chunk = math.prod(ds.chunks or (0,)) * ds.dtype.itemsize
+                if chunk > _MAX_H5_WEIGHT_BYTES:
+                    raise WeightsError(f"{what} claims chunks of {ds.chunks} values, more than "
+                                       f"{_MAX_H5_WEIGHT_BYTES >> 20} MiB each (corrupt file?)")
+                n_bytes += ds.size * ds.dtype.itemsize
+                if n_bytes > _MAX_H5_WEIGHT_BYTES:
+                    raise WeightsError(f"Keras weights file {path}: its VGG16 layers claim more than "
+                                       f"{_MAX_H5_WEIGHT_BYTES >> 20} MiB of weights, up to {where} (corrupt file?)")
+            claimed[name] = datasets
+        layers = {}
+        for name, datasets in claimed.items():
+            try:
+                layers[name] = tuple(np.asarray(ds) for ds in datasets)
+            except OSError as exc:
+                raise WeightsError(f"Keras weights file {path}: cannot read layer {name!r}: {exc}") from None
     except WeightsError:
         raise
     # RuntimeError: HDF5's own errors on corrupt structure (bad symbol table node, ...)
