@@ -101,15 +101,27 @@ def test_hdf5_file_on_which_libhdf5_loops_is_refused_in_bounded_time(monkeypatch
     attribute: the attribute probe runs in a child process, which is killed after the timeout."""
     import time
 
-    from stemroi.adapters import rosettasciio
+    from stemroi import _hdf5
 
-    monkeypatch.setattr(rosettasciio, "HDF5_PROBE_TIMEOUT", 3.0)
+    monkeypatch.setattr(_hdf5, "PROBE_TIMEOUT", 3.0)
     path = Path(__file__).parent / "fuzz" / "regressions" / "hdf5_attribute_loop.emd"
     t0 = time.perf_counter()
-    with pytest.raises(OSError, match=r"hdf5_attribute_loop.emd: reading the HDF5 attributes did not finish "
+    with pytest.raises(OSError, match=r"hdf5_attribute_loop.emd: the HDF5 library did not finish reading it "
                                       r"within 3 s; the file is corrupt"):
         read_image(path)
     assert time.perf_counter() - t0 < 20
+
+
+@pytest.mark.skipif(not HAS_RSCIIO, reason="RosettaSciIO (optional, stemroi[hyperspy]) is not installed")
+def test_hdf5_file_on_which_libhdf5_runs_out_of_memory_is_refused(tmp_path):
+    """The fuzzer's Keras file whose local heap free list loops (tests/fuzz/regressions), as a .hspy:
+    listing the root group makes libhdf5 allocate without end; the probe's child walks the file under a
+    1 GiB limit and the file is refused before this process opens it."""
+    path = tmp_path / "loop.hspy"
+    path.write_bytes((Path(__file__).parent / "fuzz" / "regressions" / "keras_heap_free_list_loop.h5").read_bytes())
+    with pytest.raises(OSError, match=r"loop\.hspy: the HDF5 library needs more than 1 GiB to read it "
+                                      r"\(.*memory allocation failed.*\); the file is corrupt"):
+        read_image(path)
 
 
 def test_hdf5_dataset_claiming_unwritten_chunks_is_refused(tmp_path):

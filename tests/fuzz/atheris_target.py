@@ -13,6 +13,16 @@ sys.path.insert(0, __import__("os").path.dirname(__file__))
 import fuzz_targets  # noqa: E402
 
 
+def _limit_address_space(extra: int) -> None:
+    """RLIMIT_AS at what the process maps now plus ``extra`` bytes, under libFuzzer's 4 GB of
+    resident memory (see fuzz_targets.keras_h5)."""
+    import resource
+
+    with open("/proc/self/status") as fh:
+        vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + extra, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in fuzz_targets.TARGETS:
         sys.exit(f"usage: {sys.argv[0]} TARGET [libFuzzer args]; TARGET one of {sorted(fuzz_targets.TARGETS)}")
@@ -28,6 +38,8 @@ def main() -> None:
             import h5py  # noqa: F401
         elif name == "torch_weights":
             import torch.serialization  # noqa: F401
+    if name == "keras_h5":
+        _limit_address_space(3 << 30)
     target = fuzz_targets.TARGETS[name]
     atheris.Setup(sys.argv, target)
     atheris.Fuzz()

@@ -151,6 +151,47 @@ def test_keras_h5_claiming_gigabytes_is_refused_before_reading(tmp_path, claim, 
     assert peak < 20 << 20, f"{peak >> 20} MiB allocated before the refusal"
 
 
+def test_keras_h5_on_which_libhdf5_runs_out_of_memory_is_refused():
+    """regressions/keras_heap_free_list_loop.h5 (the fuzzer's keras2.h5 seed with one byte changed: the
+    local heap's free list points at itself) made libhdf5 allocate 4.2 GB inside a link lookup, out of
+    reach of any check in the process. The probe's child reads it first under a 1 GiB limit."""
+    import time
+
+    from stemroi.models.weights import WeightsError, load_keras_h5
+
+    path = Path(__file__).parent / "regressions" / "keras_heap_free_list_loop.h5"
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsError, match=r"keras_heap_free_list_loop\.h5: the HDF5 library needs more than 1 GiB "
+                                           r"to read it \(.*memory allocation failed.*\); the file is corrupt"):
+        load_keras_h5(path)
+    assert time.perf_counter() - t0 < 30
+
+
+def test_hdf5_probe_refuses_a_child_that_hangs_hogs_or_dies_and_ignores_ordinary_errors(tmp_path, monkeypatch):
+    """stemroi._hdf5.probe with stand-in readers for libhdf5's failure modes (a module in tmp_path)."""
+    from stemroi import _hdf5
+
+    (tmp_path / "bad_readers.py").write_text(
+        "import os, time\n"
+        "def hang(path): time.sleep(60)\n"
+        "def hog(path): return bytearray(2 << 30)\n"
+        "def die(path): os.abort()\n"
+        "def refuse(path): raise ValueError('not a weights file')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    path = tmp_path / "any.h5"
+    path.write_bytes(b"not HDF5")
+    assert _hdf5.probe(path, timeout=2, reader="bad_readers:hang") == (
+        "the HDF5 library did not finish reading it within 2 s; the file is corrupt (it loops on it)")
+    assert _hdf5.probe(path, reader="bad_readers:hog") == (
+        "the HDF5 library needs more than 1 GiB to read it (MemoryError); the file is corrupt")
+    assert _hdf5.probe(path, reader="bad_readers:die") == (
+        "the HDF5 library crashed reading it (SIGABRT); the file is corrupt")
+    # ordinary errors: the in-process reader reports them in its own words
+    assert _hdf5.probe(path, reader="bad_readers:refuse") is None
+    assert _hdf5.probe(path) is None
+    assert _hdf5.probe(path, reader="stemroi.models.weights:_read_keras_layers") is None
+
+
 def test_keras_h5_with_corrupt_structure_is_a_weights_error(tmp_path):
     """HDF5's own RuntimeErrors (bad symbol table node, ...) become WeightsError:
     every single-byte inversion of a small file is read or refused cleanly."""

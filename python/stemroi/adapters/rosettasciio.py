@@ -12,6 +12,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .. import _hdf5
+
 PLUGINS = {
     ".dm3": "digitalmicrograph",
     ".dm4": "digitalmicrograph",
@@ -190,37 +192,6 @@ def _check_hdf5_sizes(path: Path) -> None:
         raise OSError(f"{path}: {problems[0]}: truncated or corrupt")
 
 
-#: seconds the HDF5 attribute probe may take before the file is declared corrupt
-HDF5_PROBE_TIMEOUT = 30.0
-
-_HDF5_PROBE = """
-import sys, h5py
-def read_attrs(obj):
-    for key in obj.attrs.keys():
-        obj.attrs.get(key)
-with h5py.File(sys.argv[1], "r") as fh:
-    read_attrs(fh)
-    fh.visititems(lambda name, obj: read_attrs(obj))
-"""
-
-
-def _probe_hdf5_attributes(path: Path, timeout: Optional[float] = None) -> None:
-    """Read every attribute of the file in a child process first: on some corrupt files libhdf5 loops
-    forever inside an attribute read (found by fuzzing), which no in-process check can interrupt. A
-    child that fails is ignored here (the in-process readers report that error); one that does not
-    finish is killed and the file refused."""
-    import subprocess
-    import sys
-
-    timeout = HDF5_PROBE_TIMEOUT if timeout is None else timeout
-    try:
-        subprocess.run([sys.executable, "-c", _HDF5_PROBE, str(path)], timeout=timeout, capture_output=True,
-                       check=False)
-    except subprocess.TimeoutExpired:
-        raise OSError(f"{path}: reading the HDF5 attributes did not finish within {timeout:g} s; the file is "
-                      "corrupt (the HDF5 library loops on it)") from None
-
-
 def read_rsciio(path: Path) -> Tuple[np.ndarray, Optional[float], Optional[str], int]:
     """(data, pixel_size, unit, number of leading frame axes) of the first image signal."""
     plugin = _import_plugin(path)
@@ -238,7 +209,10 @@ def read_rsciio(path: Path) -> Tuple[np.ndarray, Optional[float], Optional[str],
         with open(path, "rb") as fh:
             is_hdf5 = fh.read(8) == b"\x89HDF\r\n\x1a\n"
         if is_hdf5:  # .emd of Velox, Berkeley and NCEM; .hspy: HDF5 (anything else: the plugin refuses it)
-            _probe_hdf5_attributes(path)
+            # libhdf5 can loop or fill gigabytes on a corrupt file: read it in a child process first
+            problem = _hdf5.probe(path)
+            if problem:
+                raise OSError(f"{path}: {problem}")
             _check_hdf5_sizes(path)
     try:
         signals = plugin.file_reader(str(path))

@@ -450,12 +450,27 @@ def load_keras_h5(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
     (``block1_conv1/kernel:0``, ``block1_conv1_W_1:0``). A full-model file's
     ``model_weights`` group is read the same way. The classifier (fc) layers
     of an include_top file are ignored.
+
+    The file is first read in a child process under a timeout and a memory
+    limit (``stemroi._hdf5``): libhdf5 itself can loop or fill gigabytes on a
+    corrupt file, beyond any check made here.
     """
-    import h5py
+    from .. import _hdf5
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    problem = _hdf5.probe(path, reader=f"{__name__}:_read_keras_layers")
+    if problem:
+        raise WeightsError(f"cannot read Keras weights file {path}: {problem}")
+    return keras_to_torchvision(_read_keras_layers(path), origin=f"Keras weights file {path}")
+
+
+def _read_keras_layers(path: Path) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """{"block1_conv1": (kernel, bias), ...} as the file stores them (h5py and numpy only: the probe's
+    child process runs it too)."""
+    import h5py
+
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -517,7 +532,7 @@ def load_keras_h5(path: "os.PathLike[str] | str") -> Dict[str, np.ndarray]:
         raise WeightsError(f"cannot read Keras weights file {path}: {exc} (truncated or corrupt?)") from None
     finally:
         f.close()
-    return keras_to_torchvision(layers, origin=f"Keras weights file {path}")
+    return layers
 
 
 def _sniff(path: Path) -> str:
