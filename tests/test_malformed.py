@@ -553,6 +553,18 @@ def test_nastiest_inputs_in_a_fresh_process(fitted, corpus_dir, tmp_path, case):
     assert "clear error" in proc.stdout and path.name in proc.stdout
 
 
+def test_gif_frame_placed_off_the_canvas_is_refused_in_a_fresh_process():
+    """A fuzzer-found 1.6 kB GIF (tests/fuzz/regressions) whose third frame sits at x = 65535 of a
+    32 x 32 canvas: Pillow 9.4 (the Debian lane's) crashed the process decoding it; Pillow >= 10
+    raises on its first frame. Either way a clear error naming the file, in a child that exits."""
+    path = Path(__file__).parent / "fuzz" / "regressions" / "gif_frame_outside_canvas.gif"
+    proc = subprocess.run([sys.executable, "-c", CHILD, "image", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    assert "clear error: " in proc.stdout and "gif_frame_outside_canvas.gif: " in proc.stdout
+    assert ("frame 2 is placed at (65535, 255, 65794, 258), outside the 32 x 32 image" in proc.stdout
+            or "tile cannot extend outside image" in proc.stdout), proc.stdout
+
+
 def test_corrupt_tiff_logs_nothing_beside_the_error(tmp_path, caplog, monkeypatch):
     """tifffile logs a line before it raises on a corrupt file; read_image's error says it all, so the
     command line keeps its one line on stderr. tifffile's records outside stemroi's reads still pass."""

@@ -55,6 +55,10 @@ class _TooLargeError(ValueError):
     """A file whose header claims more pixels than :data:`MAX_IMAGE_PIXELS` (or PIL's limit)."""
 
 
+class _CorruptFileError(OSError):
+    """A refusal already worded for the user, passed through the readers' catch-alls."""
+
+
 def _check_pixel_budget(path: Path, shape) -> None:
     n = int(np.prod([int(d) for d in shape], dtype=object))
     if n > MAX_IMAGE_PIXELS:
@@ -556,6 +560,21 @@ def _check_pil_claimed_size(path: Path, im, n_frames: int) -> None:
                              f"most {size * ratio} bytes: corrupt, or a decompression bomb")
 
 
+def _check_pil_frame_on_canvas(path: Path, im, canvas: Tuple[int, int], index: int) -> None:
+    """Refuse a frame placed off the image before it is decoded: Pillow 9.4 (Debian 12's) grows the
+    image to a GIF frame past the canvas's edge and then crashes decoding it (a segmentation fault,
+    found by fuzzing); Pillow >= 10 raises."""
+    width, height = canvas
+    for tile in im.tile or ():
+        extents = tile[1]
+        if extents is None:
+            continue
+        x0, y0, x1, y1 = extents
+        if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
+            raise _CorruptFileError(f"{path}: frame {index} is placed at {tuple(extents)}, outside the {width} x {height} "
+                          "image: the file is corrupt")
+
+
 def _read_pil(path: Path) -> _Raw:
     from PIL import Image, UnidentifiedImageError
 
@@ -563,11 +582,13 @@ def _read_pil(path: Path) -> _Raw:
         with Image.open(path) as im:
             n_frames = getattr(im, "n_frames", 1)
             _check_pil_claimed_size(path, im, n_frames)
+            canvas = im.size
             frames = []
             for i in range(n_frames):
                 im.seek(i)
+                _check_pil_frame_on_canvas(path, im, canvas, i)
                 frames.append(_pil_to_array(im))
-    except _TooLargeError:
+    except (_TooLargeError, _CorruptFileError):
         raise
     except Image.DecompressionBombError as exc:
         raise _TooLargeError(f"{path}: image too large to read safely ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS "
