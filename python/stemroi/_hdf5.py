@@ -28,68 +28,82 @@ PROBE_MEMORY = 1 << 30
 
 _MEMORY_EXIT = 3
 
-_PROBE = r"""
-import sys
-import h5py
 
-def limit_memory(extra):
+def limit_address_space(extra: int) -> None:
+    """RLIMIT_AS at what this process maps now plus ``extra`` bytes (Linux; elsewhere nothing)."""
     try:
         import resource
+
         with open("/proc/self/status") as fh:
             vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
     except (ImportError, OSError, StopIteration, ValueError):
-        return  # not Linux: the timeout still holds
+        return  # not Linux: the probe's timeout still holds
     resource.setrlimit(resource.RLIMIT_AS, (vm + extra, resource.getrlimit(resource.RLIMIT_AS)[1]))
 
-def is_memory(exc):
+
+def _is_memory(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return isinstance(exc, MemoryError) or "memory allocation failed" in text or "out of memory" in text \
-        or "unable to allocate" in text or "can't allocate" in text
+    return isinstance(exc, MemoryError) or any(
+        s in text for s in ("memory allocation failed", "out of memory", "unable to allocate", "can't allocate"))
 
-failed = False
-def attempt(fn, *args):
-    global failed
-    try:
-        return fn(*args)
-    except Exception as exc:
-        if is_memory(exc):
-            print(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, file=sys.stderr)
-            sys.exit(MEMORY_EXIT)
-        failed = True
 
-def read_attrs(obj):
-    for key in attempt(lambda: list(obj.attrs.keys())) or ():
-        attempt(obj.attrs.get, key)
+class _Child:
+    """What the probe's child runs: every call through ``attempt``, which exits at once on a memory
+    failure and notes any other error."""
 
-def walk(group, seen, depth):
-    read_attrs(group)
-    for key in attempt(lambda: list(group.keys())) or ():
-        obj = attempt(group.get, key)
-        token = None if obj is None else attempt(hash, obj)  # the object's file and address
-        if token is None or token in seen or depth > 64 or len(seen) > 100000:
-            continue
-        seen.add(token)
-        if isinstance(obj, h5py.Group):
-            walk(obj, seen, depth + 1)
-        elif isinstance(obj, h5py.Dataset):
-            attempt(lambda: (obj.shape, obj.dtype, obj.chunks, obj.id.get_storage_size()))
-            read_attrs(obj)
+    def __init__(self) -> None:
+        self.failed = False
 
-path, MEMORY_EXIT, extra, reader = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-if reader:
+    def attempt(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if _is_memory(exc):
+                print(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, file=sys.stderr)
+                sys.exit(_MEMORY_EXIT)
+            self.failed = True
+            return None
+
+    def read_attrs(self, obj) -> None:
+        for key in self.attempt(lambda: list(obj.attrs.keys())) or ():
+            self.attempt(obj.attrs.get, key)
+
+    def walk(self, group, seen: set, depth: int) -> None:
+        import h5py
+
+        self.read_attrs(group)
+        for key in self.attempt(lambda: list(group.keys())) or ():
+            obj = self.attempt(group.get, key)
+            token = None if obj is None else self.attempt(hash, obj)  # the object's file and address
+            if token is None or token in seen or depth > 64 or len(seen) > 100000:
+                continue
+            seen.add(token)
+            if isinstance(obj, h5py.Group):
+                self.walk(obj, seen, depth + 1)
+            elif isinstance(obj, h5py.Dataset):
+                self.attempt(lambda: (obj.shape, obj.dtype, obj.chunks, obj.id.get_storage_size()))
+                self.read_attrs(obj)
+
+
+def _child_main(path: str, extra: int, reader: str) -> int:
     import importlib
-    module, _, function = reader.partition(":")
-    read = getattr(importlib.import_module(module), function)
-limit_memory(extra)
-if reader:
-    attempt(read, path)
-else:
-    fh = attempt(h5py.File, path, "r")
-    if fh is not None:
-        walk(fh, set(), 0)
-        attempt(fh.close)
-sys.exit(1 if failed else 0)
-"""
+
+    import h5py
+
+    read = None
+    if reader:
+        module, _, function = reader.partition(":")
+        read = getattr(importlib.import_module(module), function)
+    limit_address_space(extra)  # after the imports: only the reading counts
+    child = _Child()
+    if read is not None:
+        child.attempt(read, path)
+    else:
+        fh = child.attempt(h5py.File, path, "r")
+        if fh is not None:
+            child.walk(fh, set(), 0)
+            child.attempt(fh.close)
+    return 1 if child.failed else 0
 
 
 def probe(path: "os.PathLike[str] | str", timeout: Optional[float] = None,
@@ -101,8 +115,7 @@ def probe(path: "os.PathLike[str] | str", timeout: Optional[float] = None,
     # one BLAS thread: OpenBLAS reserves address space per thread when numpy loads
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
-        child = subprocess.run([sys.executable, "-c", _PROBE, os.fspath(Path(path)), str(_MEMORY_EXIT),
-                                str(PROBE_MEMORY), reader or ""],
+        child = subprocess.run([sys.executable, "-m", __name__, os.fspath(Path(path)), str(PROBE_MEMORY), reader or ""],
                                timeout=timeout, capture_output=True, check=False, env=env)
     except subprocess.TimeoutExpired:
         return f"the HDF5 library did not finish reading it within {timeout:g} s; the file is corrupt (it loops on it)"
@@ -119,3 +132,7 @@ def probe(path: "os.PathLike[str] | str", timeout: Optional[float] = None,
             name = str(-child.returncode)
         return f"the HDF5 library crashed reading it ({name}); the file is corrupt"
     return None
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))

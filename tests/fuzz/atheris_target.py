@@ -13,16 +13,6 @@ sys.path.insert(0, __import__("os").path.dirname(__file__))
 import fuzz_targets  # noqa: E402
 
 
-def _limit_address_space(extra: int) -> None:
-    """RLIMIT_AS at what the process maps now plus ``extra`` bytes, under libFuzzer's 4 GB of
-    resident memory (see fuzz_targets.keras_h5)."""
-    import resource
-
-    with open("/proc/self/status") as fh:
-        vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
-    resource.setrlimit(resource.RLIMIT_AS, (vm + extra, resource.getrlimit(resource.RLIMIT_AS)[1]))
-
-
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in fuzz_targets.TARGETS:
         sys.exit(f"usage: {sys.argv[0]} TARGET [libFuzzer args]; TARGET one of {sorted(fuzz_targets.TARGETS)}")
@@ -39,10 +29,12 @@ def main() -> None:
         elif name == "torch_weights":
             import torch.serialization  # noqa: F401
     if name == "keras_h5":
+        from stemroi._hdf5 import limit_address_space
         from stemroi._lib import _core  # noqa: F401  (LibTorch's mappings before the limit, not under it)
 
         # 2 GiB beyond what is mapped now: resident memory stays well under libFuzzer's 4 GB
-        _limit_address_space(2 << 30)
+        # (see fuzz_targets.keras_h5)
+        limit_address_space(2 << 30)
     target = fuzz_targets.TARGETS[name]
     atheris.Setup(sys.argv, target)
     atheris.Fuzz()

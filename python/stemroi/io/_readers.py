@@ -571,8 +571,8 @@ def _check_pil_frame_on_canvas(path: Path, im, canvas: Tuple[int, int], index: i
             continue
         x0, y0, x1, y1 = extents
         if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
-            raise _CorruptFileError(f"{path}: frame {index} is placed at {tuple(extents)}, outside the {width} x {height} "
-                          "image: the file is corrupt")
+            raise _CorruptFileError(f"{path}: frame {index} is placed at {tuple(extents)}, outside the "
+                                    f"{width} x {height} image: the file is corrupt")
 
 
 def _read_pil(path: Path) -> _Raw:
