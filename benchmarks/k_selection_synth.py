@@ -13,8 +13,10 @@ orientation, dose and noise drawn per set.
 
 For each set and each route (PatchClusterer defaults with K-means and the
 four rules, and average linkage with the silhouette) it records the chosen k,
-whether it is within 1 of the class count, and the Hungarian cluster
-accuracy at the chosen k and at the true k. Labels are used to score only.
+whether it is within 1 of the class count, the Hungarian cluster accuracy
+at the chosen k and at the true k, and the purity at the chosen k (each
+cluster to its majority class: near 1 when extra clusters only split
+classes). Labels are used to score only.
 """
 from __future__ import annotations
 
@@ -101,17 +103,10 @@ def run_set(seed: int, n_threads=None):
             "within_1": abs(k - n_true) <= 1,
             "exact": k == n_true,
             "acc": float(stemroi.cluster_accuracy(y, labels_k)),
-            "purity": purity(y, labels_k),
+            "purity": float(stemroi.metrics.cluster_purity(y, labels_k)),
             "acc_true_k": float(stemroi.cluster_accuracy(y, labels_true)) if labels_true is not None else None,
         }
     return out
-
-
-def purity(y, labels) -> float:
-    """Share of patches in their cluster's majority class: 1.0 when the extra clusters
-    only split classes (regions of one class apart), lower when classes are merged."""
-    y, labels = np.asarray(y), np.asarray(labels)
-    return float(sum(np.bincount(y[labels == c]).max() for c in np.unique(labels)) / len(y))
 
 
 def summarise(results):

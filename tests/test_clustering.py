@@ -79,6 +79,35 @@ def test_cluster_accuracy_matches_brute_force(seed):
     assert res["confusion"].sum() == n
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_cluster_purity_matches_scikit_learns_contingency_table(seed):
+    from sklearn.metrics.cluster import contingency_matrix
+
+    r = np.random.default_rng(seed)
+    n = int(r.integers(5, 200))
+    y = r.integers(0, int(r.integers(1, 6)), n)
+    lab = r.integers(0, int(r.integers(1, 9)), n) * 3 - 4  # arbitrary cluster ids
+    expected = contingency_matrix(y, lab).max(axis=0).sum() / n
+    assert stemroi.metrics.cluster_purity(y, lab) == pytest.approx(expected, abs=1e-15)
+    assert evaluate_clustering(y, lab)["purity"] == pytest.approx(expected, abs=1e-15)
+
+
+def test_cluster_purity_tells_a_split_from_a_merge():
+    y = np.repeat([0, 1, 2], 10)
+    split = np.repeat([0, 1, 2, 3], [5, 5, 10, 10])  # class 0 split in two clusters
+    merged = np.repeat([0, 1], [20, 10])  # classes 0 and 1 in one cluster
+    assert stemroi.metrics.cluster_purity(y, split) == 1.0
+    assert stemroi.metrics.cluster_accuracy(y, split) == pytest.approx(25 / 30)
+    assert stemroi.metrics.cluster_purity(y, merged) == pytest.approx(20 / 30)
+    assert stemroi.metrics.cluster_accuracy(y, merged) == pytest.approx(20 / 30)
+    with pytest.raises(ValueError, match="length 29 does not match the 30 samples"):
+        stemroi.metrics.cluster_purity(y, split[:29])
+    with pytest.raises(ValueError, match="empty"):
+        stemroi.metrics.cluster_purity([], [])
+    with pytest.raises(ValueError, match="NaN"):
+        stemroi.metrics.cluster_purity(y, np.where(split == 0, np.nan, split))
+
+
 def test_per_class_accuracy_and_names():
     y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     lab = np.array([5, 5, 6, 6, 6, 7, 7, 5])

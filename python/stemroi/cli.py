@@ -848,7 +848,8 @@ def cmd_cluster(args) -> int:
     doc["files"].append("summary.json")
     _write_json(out / "summary.json", doc)
     say(f"stemroi cluster: k = {doc['chosen_k']} (silhouette {doc['silhouette'][str(doc['chosen_k'])]:.3f})"
-        + (f", cluster accuracy {doc['cluster_accuracy']:.3f}" if "cluster_accuracy" in doc else "")
+        + (f", cluster accuracy {doc['cluster_accuracy']:.3f} (purity {doc['evaluation']['purity']:.3f})"
+           if "cluster_accuracy" in doc else "")
         + f"; wrote {out}")
     return 0
 
@@ -944,7 +945,7 @@ def _cluster_folder(args, data: Dict[str, Any], clusterer, out: Path) -> Dict[st
 
     def scored(labels) -> Dict[str, Any]:
         ev = evaluate_clustering(ds.labels, labels, ds.class_names)
-        return {"accuracy": ev["accuracy"], "balanced_accuracy": ev["weighted_accuracy"],
+        return {"accuracy": ev["accuracy"], "balanced_accuracy": ev["weighted_accuracy"], "purity": ev["purity"],
                 "per_class": {str(k): float(v) for k, v in ev["per_class"].items()},
                 "confusion": np.asarray(ev["confusion"]).tolist(), "n_clusters": ev["n_clusters"]}
 

@@ -342,7 +342,8 @@ def per_class_accuracy(y_true, labels) -> Dict[Any, float]:
 
 
 def evaluate_clustering(y_true, labels, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Cluster accuracy (Hungarian), its class-balanced variant, per-class accuracy and the confusion table."""
+    """Cluster accuracy (Hungarian), its class-balanced variant, purity (each cluster to its
+    majority class), per-class accuracy and the confusion table."""
     from ..metrics import _cluster as eng
 
     y = np.asarray(y_true)
@@ -357,6 +358,7 @@ def evaluate_clustering(y_true, labels, class_names: Optional[Sequence[str]] = N
     return {
         "accuracy": float(eng.cluster_accuracy(y, lab)),
         "weighted_accuracy": float(eng.cluster_accuracy(y, lab, sample_weighted=True)),
+        "purity": float(eng.cluster_purity(y, lab)),
         "per_class": per,
         "confusion": np.asarray(conf.matrix),
         "n_clusters": int(len(np.unique(lab))),

@@ -6,6 +6,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "silhouette_samples": "._cluster",
     "silhouette_score": "._cluster",
     "cluster_accuracy": "._cluster",
+    "cluster_purity": "._cluster",
     "cluster_confusion_matrix": "._cluster",
     "ClusterConfusion": "._cluster",
     "adjusted_rand_score": "._cluster",

@@ -14,6 +14,12 @@ clusters or classes stay unmatched and count as errors):
 * ``sample_weighted=True``: the mean over classes of the fraction of each
   class that falls in its matched cluster (balanced accuracy under the same
   matching), so that small classes weigh as much as large ones.
+
+``cluster_purity`` matches many-to-one instead: each cluster to its majority
+class. It is 1.0 when every cluster holds one class, however many clusters a
+class is split into, and drops only when classes share a cluster; read with
+``cluster_accuracy``, it tells an over-split clustering (accuracy down, purity
+near 1) from a merged one (both down).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ __all__ = [
     "silhouette_samples",
     "silhouette_score",
     "cluster_accuracy",
+    "cluster_purity",
     "cluster_confusion_matrix",
     "ClusterConfusion",
     "adjusted_rand_score",
@@ -136,6 +143,14 @@ def cluster_accuracy(y_true, labels, *, sample_weighted: bool = False) -> float:
     if sample_weighted:
         return float(np.mean(matched / m.sum(axis=1)))
     return float(matched.sum() / m.sum())
+
+
+def cluster_purity(y_true, labels) -> float:
+    """Share of the samples that belong to their cluster's majority class
+    (each cluster matched to its most frequent class; several clusters may
+    match one class). See the module docstring."""
+    m = cluster_confusion_matrix(y_true, labels).matrix
+    return float(m.max(axis=0).sum() / m.sum())
 
 
 def adjusted_rand_score(labels_a, labels_b) -> float:
