@@ -9,14 +9,17 @@ classes, built like the real ones (a few regions per class, each cut into
 many shifted crops, classes of unequal size), with lattice, cell size,
 orientation, dose and noise drawn per set.
 
-    .venv/bin/python benchmarks/k_selection_synth.py [--sets 40] [--seed 0] [--json out.json]
+    .venv/bin/python benchmarks/k_selection_synth.py [--sets 40] [--seed 0] [--json out.json] [--real]
 
 For each set and each route (PatchClusterer defaults with K-means and the
-four rules, and average linkage with the silhouette) it records the chosen k,
+four rules, average linkage with the silhouette, and two benchmark-only
+variants of the resampled rules whose subsamples draw whole overlap groups
+instead of patches, groups from ``stemroi.overlap_groups``) it records the chosen k,
 whether it is within 1 of the class count, the Hungarian cluster accuracy
 at the chosen k and at the true k, and the purity at the chosen k (each
 cluster to its majority class: near 1 when extra clusters only split
-classes). Labels are used to score only.
+classes). Labels are used to score only. ``--real`` runs the same routes on
+the labelled CdTe and SrTiO3 patch sets afterwards (when the data is there).
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ import time
 import numpy as np
 
 import stemroi
+from stemroi._lib import _core
+from stemroi._validation import check_n_threads
+from stemroi.cluster import _kmeans
 from stemroi.io import synth
 
 ROUTES = (
@@ -35,6 +41,8 @@ ROUTES = (
     ("kmeans", "stability"),
     ("kmeans", "gap"),
     ("average_linkage", "silhouette"),
+    ("kmeans", "stability_grouped"),
+    ("kmeans", "silhouette_1se_grouped"),
 )
 PATCH = 64
 SHIFT = 8  # crops of one region are shifted by up to this many pixels, as in the real sets
@@ -75,22 +83,119 @@ def make_region_crop_set(seed: int):
                 labels.append(label)
                 groups.append(group)
             group += 1
-    desc = {"seed": seed, "classes": classes, "lattice": lattice, "cell_px": round(cell_px, 2),
+    desc = {"seed": seed, "layout": "regions", "classes": classes, "lattice": lattice, "cell_px": round(cell_px, 2),
             "orientation_deg": round(orientation, 1), "dose": dose, "noise": round(noise, 4),
             "n_patches": len(patches), "n_regions": group}
     return (np.stack(patches).astype(np.float32), np.asarray(labels), np.asarray(groups), desc)
 
 
-def run_set(seed: int, n_threads=None):
-    X, y, groups, desc = make_region_crop_set(seed)
-    n_true = len(desc["classes"])
+def make_strip_crop_set(seed: int):
+    """(patches, labels, groups, description) of one synthetic set laid out as the real sets are.
+
+    Each class is cut from 1-2 long rendered strips, (PATCH + 2 SHIFT) x (PATCH + 2 SHIFT + L)
+    pixels with L = 128-320: a strip holds several defects of its class (a planar fault runs
+    across it) and each crop is centred on one of them within SHIFT pixels, so the crops of a
+    class chain into one or two overlap groups, as most classes of the real CdTe and SrTiO3
+    sets do (docs/clustering.md). 60-200 crops per class.
+    """
+    rng = np.random.default_rng([seed, 0x5791])
+    n_classes = int(rng.integers(3, len(synth.CLASS_NAMES) + 1))
+    kinds = list(rng.choice(synth.DEFECT_KINDS, size=n_classes - 1, replace=False))
+    classes = ["Bulk"] + sorted(kinds)
+    lattice = str(rng.choice(sorted(synth.LATTICES)))
+    cell_px = float(rng.uniform(9.0, 16.0))
+    orientation = float(rng.uniform(0.0, 90.0))
+    dose = [None, 200.0, 500.0, 2000.0][int(rng.integers(4))]
+    noise = float(rng.uniform(0.005, 0.04))
+    h = PATCH + 2 * SHIFT
+    patches, labels, groups = [], [], []
+    strip_id = 0
+    for label, name in enumerate(classes):
+        n_strips = int(rng.integers(1, 3))
+        n_crops = int(rng.integers(60, 201))
+        for st in range(n_strips):
+            w = h + int(rng.integers(128, 321))
+            if name == "Bulk":
+                defects = None
+            elif name == "stacking_fault":
+                defects = [{"kind": name, "row": (h - 1) / 2.0, "col": (w - 1) / 2.0}]
+            else:
+                defects = {name: max(2, (w - h) // 40)}
+            s = synth.make_image((h, w), lattice=lattice, cell_px=cell_px, orientation_deg=orientation,
+                                 defects=defects, dose=dose, noise=noise, random_state=int(rng.integers(2**31)))
+            centres = [(d["row"], d["col"]) for d in s.defects if name not in ("Bulk", "stacking_fault")]
+            for _ in range(n_crops // n_strips):
+                if centres:  # centred on one of the strip's defects, within SHIFT pixels
+                    r, c = centres[int(rng.integers(len(centres)))]
+                    top = int(round(r - PATCH / 2 + rng.uniform(-SHIFT, SHIFT)))
+                    left = int(round(c - PATCH / 2 + rng.uniform(-SHIFT, SHIFT)))
+                else:  # bulk, or along the fault: anywhere on the strip
+                    top, left = int(rng.integers(0, h - PATCH + 1)), int(rng.integers(0, w - PATCH + 1))
+                top, left = min(max(top, 0), h - PATCH), min(max(left, 0), w - PATCH)
+                patches.append(s.image[top:top + PATCH, left:left + PATCH])
+                labels.append(label)
+                groups.append(strip_id)
+            strip_id += 1
+    desc = {"seed": seed, "layout": "strips", "classes": classes, "lattice": lattice, "cell_px": round(cell_px, 2),
+            "orientation_deg": round(orientation, 1), "dose": dose, "noise": round(noise, 4),
+            "n_patches": len(patches), "n_regions": strip_id}
+    return (np.stack(patches).astype(np.float32), np.asarray(labels), np.asarray(groups), desc)
+
+
+def grouped_resampling_choices(embedding, selection, groups, n_resamples=10, fraction=0.8, n_init=10, seed=0,
+                               n_threads=None):
+    """The stability and silhouette 1-SE choices of ``select_n_clusters`` with one change: each
+    subsample keeps ``fraction`` of the overlap GROUPS (all their patches) instead of that
+    fraction of the patches, so shifted crops of one region are never split between kept and
+    dropped. Benchmark-only: not in the library (see docs/clustering.md for why)."""
+    from stemroi.metrics._cluster import adjusted_rand_score
+
+    X = np.ascontiguousarray(embedding)
+    nt = check_n_threads(n_threads)
+    ks = selection.k_values
+    rng = np.random.default_rng([seed, 0x57AB])
+    names = np.unique(groups)
+    ari = np.full((n_resamples, len(ks)), np.nan)
+    sil = np.full((n_resamples, len(ks)), np.nan)
+    for r in range(n_resamples):
+        keep = rng.choice(names, size=max(1, int(round(fraction * len(names)))), replace=False)
+        Xr = np.ascontiguousarray(X[np.isin(groups, keep)])
+        codes, counts = {}, {}
+        for j, k in enumerate(ks):
+            if k >= len(Xr):
+                continue
+            centers, lab_r, _ = _kmeans._kmeans_core(Xr, k, n_init, 300, 1e-4, seed, nt, "cpu")
+            pred, _ = _core.kmeans_predict(X, np.ascontiguousarray(centers, dtype=X.dtype), nt, device="cpu")
+            ari[r, j] = adjusted_rand_score(selection.labels[k], pred)
+            _, c = np.unique(lab_r, return_inverse=True)
+            if 2 <= c.max() + 1 <= len(Xr) - 1:
+                codes[j], counts[j] = np.ascontiguousarray(c, dtype=np.int32), int(c.max()) + 1
+        js = sorted(codes)
+        out = _core.silhouette_samples_multi(Xr, [codes[j] for j in js], [counts[j] for j in js], nt, device="cpu")
+        for j, (_, score) in zip(js, out):
+            sil[r, j] = float(score)
+    return {"stability_grouped": _kmeans._stability_choice(ks, np.nanmean(ari, 0), 0.9),
+            "silhouette_1se_grouped": _kmeans._silhouette_1se_choice(ks, np.nanmean(sil, 0), np.nanstd(sil, 0))}
+
+
+def run_set(seed: int, n_threads=None, layout: str = "regions"):
+    make = make_region_crop_set if layout == "regions" else make_strip_crop_set
+    X, y, groups, desc = make(seed)
+    return run_routes(X, y, len(desc["classes"]), desc, n_threads)
+
+
+def run_routes(X, y, n_true, desc, n_threads=None):
     out = {"set": desc, "routes": {}}
     # one K-means fit computes every criterion; each rule is read from the same selection
     km = stemroi.PatchClusterer(k_criteria="all", random_state=0, n_threads=n_threads).fit(X)
     sel = km.selection_
+    # label-free groups, as a user would have them (on these sets they equal the regions exactly)
+    groups = stemroi.overlap_groups(X, n_threads=n_threads)
+    desc["n_overlap_groups"] = int(len(np.unique(groups)))
+    choices = dict(sel.choices, **grouped_resampling_choices(km.embedding_, sel, groups, n_threads=n_threads))
     for algorithm, rule in ROUTES:
         if algorithm == "kmeans":
-            k = int(sel.choices[rule])
+            k = int(choices[rule])
             labels_k = km.labels_for(k)
             labels_true = km.labels_for(n_true) if n_true in sel.k_values else None
         else:
@@ -127,33 +232,73 @@ def summarise(results):
     return rows
 
 
+def _short(route: str) -> str:
+    algorithm, rule = route.split("/")
+    if algorithm != "kmeans":
+        return "avglnk"
+    return {"silhouette": "sil", "silhouette_1se": "1se", "stability": "stab", "gap": "gap",
+            "stability_grouped": "gstab", "silhouette_1se_grouped": "g1se"}[rule]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", type=int, default=40, help="number of synthetic sets (seeds seed .. seed+sets-1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="write every per-set result here")
+    ap.add_argument("--layout", choices=("regions", "strips"), default="regions",
+                    help="regions: 3-10 small regions per class (default); strips: 1-2 long strips per class, "
+                         "crops chained into one or two overlap groups, as in the real sets")
+    ap.add_argument("--real", action="store_true", help="also run the routes on the labelled real patch sets")
     args = ap.parse_args(argv)
     results = []
     t0 = time.perf_counter()
     for s in range(args.seed, args.seed + args.sets):
         t = time.perf_counter()
-        res = run_set(s, args.threads)
+        res = run_set(s, args.threads, args.layout)
         results.append(res)
         d = res["set"]
-        ks = " ".join(f"{n.split('/')[1][:6] if n.startswith('kmeans') else 'avglnk'}={r['k']}({r['acc']:.2f})"
-                      for n, r in res["routes"].items())
+        ks = " ".join(f"{_short(n)}={r['k']}({r['acc']:.2f})" for n, r in res["routes"].items())
         print(f"set {s:3d} {d['lattice']:10s} K={len(d['classes'])} n={d['n_patches']:4d} "
               f"regions={d['n_regions']:2d}: {ks}  [{time.perf_counter() - t:.1f} s]", flush=True)
     print(f"\n{len(results)} sets, {time.perf_counter() - t0:.0f} s")
+    print_summary(results)
+    real = real_sets(args.threads) if args.real else []
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "summary": summarise(results), "real": real}, f, indent=1)
+
+
+def real_sets(n_threads):
+    """The same routes on the labelled real patch sets (skipped with a note when absent)."""
+    import os
+    from pathlib import Path
+
+    from _common import ROOT
+
+    base = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data")) / "ayyubi-stem-defects"
+    if not base.is_dir():
+        print(f"--real: reference data not found at {base}; skipped")
+        return []
+    out = []
+    for name in ("CdTe", "STO"):
+        ds = stemroi.load_patch_folder(base / name)
+        X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
+        res = run_routes(X, y, len(ds.class_names), {"name": name, "n_patches": len(X)}, n_threads)
+        out.append(res)
+        print(f"\n{name}: {len(X)} patches, {len(ds.class_names)} classes, "
+              f"{res['set']['n_overlap_groups']} overlap groups")
+        for route, r in res["routes"].items():
+            print(f"  {route:34s} k = {r['k']:2d}  acc@k {r['acc']:.3f}  purity {r['purity']:.3f}")
+    return out
+
+
+def print_summary(results):
     print(f"{'route':34s} {'k within 1':>10s} {'k exact':>8s} {'acc@k mean':>10s} {'median':>7s} "
           f"{'purity':>6s} {'acc@K':>6s} {'k - K':>6s}")
     for row in summarise(results):
         print(f"{row['route']:34s} {row['within_1']:10.3f} {row['exact']:8.3f} {row['acc_mean']:10.3f} "
               f"{row['acc_median']:7.3f} {row['purity_mean']:6.3f} {row['acc_true_k_mean']:6.3f} {row['k_minus_true_mean']:+6.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "summary": summarise(results)}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import stemroi
 from stemroi.cli import main
 from test_detect import synth_module  # noqa: F401  (fixture: stemroi.io.synth or a stand-in)
 
@@ -332,6 +333,29 @@ def test_cluster_image_roi_rules(tmp_path, frames):
     assert [t["roi"] for t in docs["score"]["tiles"]] == [t["score"] > cut for t in docs["score"]["tiles"]]
     for bad in (["--roi", "outlier"], ["--roi-threshold", "0"], ["--roi-threshold", "nan"]):
         assert main(["cluster", str(frames["square"]), "--out", str(tmp_path / "bad"), "--quiet", *bad]) == 2
+
+
+def test_cluster_k_rule_silhouette_1se_is_the_estimators_choice(tmp_path, frames, capsys):
+    """--k-rule silhouette_1se: the k that PatchClusterer's 1-SE rule picks on the same patches,
+    recorded in summary.json; a small image's default k range shrinks to what 80 % subsamples allow."""
+    out = tmp_path / "c1se"
+    rc = main(["cluster", str(frames["patches"]), "--out", str(out), "--features", "fft", "--k-rule",
+               "silhouette_1se", "--threads", "1", "--quiet", "--no-plot"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    ds = stemroi.load_patch_folder(frames["patches"])
+    ref = stemroi.PatchClusterer("fft", k_range=range(2, 11), random_state=0, n_threads=1, k_criteria="stability",
+                                 k_rule="silhouette_1se").fit(np.asarray(ds.patches, np.float32))
+    assert s["k_rule"] == "silhouette_1se" and s["k_range"] == [2, 10]
+    assert s["chosen_k"] == ref.n_clusters_ == ref.selection_.choices["silhouette_1se"]
+    rows = (out / "clusters.csv").read_text().splitlines()[1:]
+    np.testing.assert_array_equal([int(r.split(",")[2]) for r in rows], ref.labels_)
+    # 9 tiles: the silhouette allows k up to 8, the 1-SE rule's subsamples of 7 up to 6
+    rc = main(["cluster", str(frames["square"]), "--out", str(tmp_path / "small"), "--patch", "48", "--k-rule",
+               "silhouette_1se", "--threads", "1", "--no-plot"])
+    assert rc == 0
+    assert "9 samples, so k = 2..6 (the 1-SE rule's 80 % subsamples need k < 0.8 n)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "small" / "summary.json").read_text())["k_range"] == [2, 6]
 
 
 def test_cluster_patch_folder(tmp_path, frames):
@@ -670,6 +694,11 @@ def test_one_bad_image_is_still_exit_2(tmp_path, cvae_run, capsys):
      "--k-max 30 needs at least 31 samples; square.png cut into 64 px tiles at stride 64"),
     (["cluster", "IMG", "--out", "OUT", "--patch", "64", "--k-min", "4"],
      "--k-min 4 needs at least 5 samples; square.png cut into 64 px tiles at stride 64"),
+    (["cluster", "IMG", "--out", "OUT", "--patch", "64", "--k-rule", "silhouette_1se", "--k-max", "8"],
+     "--k-max 8 needs at least 11 samples for --k-rule silhouette_1se (its 80 % subsamples hold k + 1); "
+     "square.png cut into 64 px tiles at stride 64"),
+    (["cluster", "IMG", "--out", "OUT", "--k-rule", "silhouette_1se", "--algorithm", "average_linkage"],
+     "--k-rule silhouette_1se resamples K-means; with --algorithm average_linkage only --k-rule silhouette"),
     (["cluster", "MISSING", "--out", "OUT"], "missing.png: not found"),
     (["anomaly", "--train", "MISSING", "IMG", "--out", "OUT"], "missing.png"),
     (["anomaly", "--train", "IMG", "--out", "OUT", "--crop", "36"], "--crop must be a multiple of 8, got 36"),

@@ -209,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="side the patches are resized to for --features vgg16 (default 224)")
     cl.add_argument("--algorithm", default="kmeans", choices=["kmeans", "average_linkage"],
                     help="kmeans (default) or average_linkage (one tree cut at every k; at most 16384 tiles)")
+    cl.add_argument("--k-rule", default="silhouette", choices=["silhouette", "silhouette_1se"],
+                    help="how k is chosen: silhouette (default: the best mean silhouette; more clusters, each "
+                         "rarely mixing defect types) or silhouette_1se (the fewest clusters within one standard "
+                         "deviation of the best silhouette over 80 %% subsamples: the closer estimate of the "
+                         "number of defect types, docs/clustering.md; --algorithm kmeans only)")
     cl.add_argument("--roi", default="score", choices=["score", "cluster"],
                     help="which tiles of an image are flagged: score (default: distance to the image's median tile "
                          "embedding above median + --roi-threshold robust SDs) or cluster (not the bulk cluster)")
@@ -812,6 +817,9 @@ def cmd_cluster(args) -> int:
                          f"of the frames in a folder, give its files (stemroi cluster {folders[0]}/*.tif)")
     if args.k_max is not None and args.k_max < args.k_min:
         raise UsageError(f"--k-max must be >= --k-min ({args.k_min}), got {args.k_max}")
+    if args.k_rule != "silhouette" and args.algorithm != "kmeans":
+        raise UsageError(f"--k-rule {args.k_rule} resamples K-means; with --algorithm {args.algorithm} only "
+                         "--k-rule silhouette is offered")
     _check_out_dir(args.out)
     out = Path(args.out)
     say = _say(args)
@@ -819,9 +827,11 @@ def cmd_cluster(args) -> int:
     data = _read_folder(args, src, say) if folders else _read_tiles(args, sources, say)
     doc: Dict[str, Any] = {"command": "cluster", "input": str(src) if len(sources) == 1 else [str(p) for p in sources],
                            "features": args.features, "algorithm": args.algorithm,
-                           "k_range": [args.k_min, args.k_max], "seed": args.seed}
+                           "k_range": [args.k_min, args.k_max], "k_rule": args.k_rule, "seed": args.seed}
+    resampled = args.k_rule != "silhouette"
     clusterer = PatchClusterer(_cluster_features(args), k_range=range(args.k_min, args.k_max + 1),
-                               random_state=args.seed, n_threads=args.threads, algorithm=args.algorithm)
+                               random_state=args.seed, n_threads=args.threads, algorithm=args.algorithm,
+                               k_criteria="stability" if resampled else "silhouette", k_rule=args.k_rule)
     bar, step = _progress_bar(args.quiet, "cluster", "step")
     try:
         step(0, 3)
@@ -859,15 +869,28 @@ DEFAULT_K_MAX = 10
 
 def _check_k_max(args, n: int, what: str, say) -> None:
     """Resolve ``args.k_max``: a given value must fit ``n`` samples (the silhouette needs
-    k <= n - 1); the default is 10, or n - 1 for a small image or folder."""
+    k <= n - 1; the 1-SE rule's 80 % subsamples need k < round(0.8 n)); the default is 10,
+    or the largest k that fits for a small image or folder."""
+    def fits(k: int, m: int) -> bool:
+        return k <= m - 1 if args.k_rule == "silhouette" else k <= int(round(0.8 * m)) - 1
+
+    def needs(k: int) -> str:
+        m = k + 1
+        while not fits(k, m):
+            m += 1
+        rule = "" if args.k_rule == "silhouette" else f" for --k-rule {args.k_rule} (its 80 % subsamples hold k + 1)"
+        return f"needs at least {m} samples{rule}; {what} has {n}"
+
     if args.k_max is None:
-        args.k_max = min(DEFAULT_K_MAX, n - 1)
+        args.k_max = min(DEFAULT_K_MAX, max(k for k in range(1, n + 1) if fits(k, n) or k == 1))
         if args.k_max < args.k_min:
-            raise UsageError(f"--k-min {args.k_min} needs at least {args.k_min + 1} samples; {what} has {n}")
+            raise UsageError(f"--k-min {args.k_min} {needs(args.k_min)}")
         if args.k_max < DEFAULT_K_MAX:
-            say(f"stemroi cluster: {n} samples, so k = {args.k_min}..{args.k_max} (the silhouette needs k <= n - 1)")
-    elif args.k_max > n - 1:
-        raise UsageError(f"--k-max {args.k_max} needs at least {args.k_max + 1} samples; {what} has {n}")
+            why = "the silhouette needs k <= n - 1" if args.k_rule == "silhouette" else \
+                "the 1-SE rule's 80 % subsamples need k < 0.8 n"
+            say(f"stemroi cluster: {n} samples, so k = {args.k_min}..{args.k_max} ({why})")
+    elif not fits(args.k_max, n):
+        raise UsageError(f"--k-max {args.k_max} {needs(args.k_max)}")
 
 
 def _read_tiles(args, sources: Sequence[Path], say) -> Dict[str, Any]:
