@@ -354,7 +354,9 @@ def test_cluster_k_rule_silhouette_1se_is_the_estimators_choice(tmp_path, frames
     rc = main(["cluster", str(frames["square"]), "--out", str(tmp_path / "small"), "--patch", "48", "--k-rule",
                "silhouette_1se", "--threads", "1", "--no-plot"])
     assert rc == 0
-    assert "9 samples, so k = 2..6 (the 1-SE rule's 80 % subsamples need k < 0.8 n)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "9 samples, so k = 2..6 (the 1-SE rule's 80 % subsamples need k < 0.8 n)" in err
+    assert "chosen by the silhouette_1se rule" in err
     assert json.loads((tmp_path / "small" / "summary.json").read_text())["k_range"] == [2, 6]
 
 

@@ -857,7 +857,8 @@ def cmd_cluster(args) -> int:
     doc["chosen_k"] = clusterer.n_clusters_
     doc["files"].append("summary.json")
     _write_json(out / "summary.json", doc)
-    say(f"stemroi cluster: k = {doc['chosen_k']} (silhouette {doc['silhouette'][str(doc['chosen_k'])]:.3f})"
+    by = "" if args.k_rule == "silhouette" else f", chosen by the {args.k_rule} rule"
+    say(f"stemroi cluster: k = {doc['chosen_k']} (silhouette {doc['silhouette'][str(doc['chosen_k'])]:.3f}{by})"
         + (f", cluster accuracy {doc['cluster_accuracy']:.3f} (purity {doc['evaluation']['purity']:.3f})"
            if "cluster_accuracy" in doc else "")
         + f"; wrote {out}")
