@@ -178,28 +178,33 @@ def grouped_resampling_choices(embedding, selection, groups, n_resamples=10, fra
             "silhouette_1se_grouped": _kmeans._silhouette_1se_choice(ks, np.nanmean(sil, 0), np.nanstd(sil, 0))}
 
 
-def run_set(seed: int, n_threads=None, layout: str = "regions"):
+def run_set(seed: int, n_threads=None, layout: str = "regions", n_components=0.95, routes=ROUTES):
     make = make_region_crop_set if layout == "regions" else make_strip_crop_set
     X, y, groups, desc = make(seed)
-    return run_routes(X, y, len(desc["classes"]), desc, n_threads)
+    return run_routes(X, y, len(desc["classes"]), desc, n_threads, n_components, routes)
 
 
-def run_routes(X, y, n_true, desc, n_threads=None):
+def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROUTES):
     out = {"set": desc, "routes": {}}
     # one K-means fit computes every criterion; each rule is read from the same selection
-    km = stemroi.PatchClusterer(k_criteria="all", random_state=0, n_threads=n_threads).fit(X)
+    criteria = "all" if any(r in ("gap",) for _, r in routes) else "stability"
+    km = stemroi.PatchClusterer(k_criteria=criteria, random_state=0, n_threads=n_threads,
+                                n_components=n_components).fit(X)
     sel = km.selection_
     # label-free groups, as a user would have them (on these sets they equal the regions exactly)
-    groups = stemroi.overlap_groups(X, n_threads=n_threads)
-    desc["n_overlap_groups"] = int(len(np.unique(groups)))
-    choices = dict(sel.choices, **grouped_resampling_choices(km.embedding_, sel, groups, n_threads=n_threads))
-    for algorithm, rule in ROUTES:
+    choices = dict(sel.choices)
+    if any(r.endswith("_grouped") for _, r in routes):
+        groups = stemroi.overlap_groups(X, n_threads=n_threads)
+        desc["n_overlap_groups"] = int(len(np.unique(groups)))
+        choices.update(grouped_resampling_choices(km.embedding_, sel, groups, n_threads=n_threads))
+    for algorithm, rule in routes:
         if algorithm == "kmeans":
             k = int(choices[rule])
             labels_k = km.labels_for(k)
             labels_true = km.labels_for(n_true) if n_true in sel.k_values else None
         else:
-            al = stemroi.PatchClusterer(algorithm="average_linkage", random_state=0, n_threads=n_threads).fit(X)
+            al = stemroi.PatchClusterer(algorithm="average_linkage", random_state=0, n_threads=n_threads,
+                                        n_components=n_components).fit(X)
             k = int(al.n_clusters_)
             labels_k = al.labels_
             labels_true = al.labels_for(n_true)
@@ -216,7 +221,7 @@ def run_routes(X, y, n_true, desc, n_threads=None):
 
 def summarise(results):
     rows = []
-    for name in [f"{a}/{r}" for a, r in ROUTES]:
+    for name in results[0]["routes"]:
         rs = [r["routes"][name] for r in results]
         rows.append({
             "route": name,
@@ -249,13 +254,21 @@ def main(argv=None):
     ap.add_argument("--layout", choices=("regions", "strips"), default="regions",
                     help="regions: 3-10 small regions per class (default); strips: 1-2 long strips per class, "
                          "crops chained into one or two overlap groups, as in the real sets")
+    ap.add_argument("--n-components", default="0.95",
+                    help="PatchClusterer's n_components: a variance fraction in (0, 1) or a number of components "
+                         "(default 0.95, the estimator's default)")
+    ap.add_argument("--rules-only", action="store_true",
+                    help="only the K-means silhouette and silhouette 1-SE rules (faster: no gap, average linkage "
+                         "or group resampling)")
     ap.add_argument("--real", action="store_true", help="also run the routes on the labelled real patch sets")
     args = ap.parse_args(argv)
+    n_components = float(args.n_components) if "." in args.n_components else int(args.n_components)
+    routes = ROUTES[:2] if args.rules_only else ROUTES
     results = []
     t0 = time.perf_counter()
     for s in range(args.seed, args.seed + args.sets):
         t = time.perf_counter()
-        res = run_set(s, args.threads, args.layout)
+        res = run_set(s, args.threads, args.layout, n_components, routes)
         results.append(res)
         d = res["set"]
         ks = " ".join(f"{_short(n)}={r['k']}({r['acc']:.2f})" for n, r in res["routes"].items())
@@ -263,13 +276,13 @@ def main(argv=None):
               f"regions={d['n_regions']:2d}: {ks}  [{time.perf_counter() - t:.1f} s]", flush=True)
     print(f"\n{len(results)} sets, {time.perf_counter() - t0:.0f} s")
     print_summary(results)
-    real = real_sets(args.threads) if args.real else []
+    real = real_sets(args.threads, n_components, routes) if args.real else []
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": results, "summary": summarise(results), "real": real}, f, indent=1)
 
 
-def real_sets(n_threads):
+def real_sets(n_threads, n_components=0.95, routes=ROUTES):
     """The same routes on the labelled real patch sets (skipped with a note when absent)."""
     import os
     from pathlib import Path
@@ -284,10 +297,12 @@ def real_sets(n_threads):
     for name in ("CdTe", "STO"):
         ds = stemroi.load_patch_folder(base / name)
         X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
-        res = run_routes(X, y, len(ds.class_names), {"name": name, "n_patches": len(X)}, n_threads)
+        res = run_routes(X, y, len(ds.class_names), {"name": name, "n_patches": len(X)}, n_threads, n_components,
+                         routes)
         out.append(res)
-        print(f"\n{name}: {len(X)} patches, {len(ds.class_names)} classes, "
-              f"{res['set']['n_overlap_groups']} overlap groups")
+        groups = res["set"].get("n_overlap_groups")
+        print(f"\n{name}: {len(X)} patches, {len(ds.class_names)} classes"
+              + (f", {groups} overlap groups" if groups is not None else ""))
         for route, r in res["routes"].items():
             print(f"  {route:34s} k = {r['k']:2d}  acc@k {r['acc']:.3f}  purity {r['purity']:.3f}")
     return out

@@ -872,8 +872,11 @@ def _check_k_max(args, n: int, what: str, say) -> None:
     """Resolve ``args.k_max``: a given value must fit ``n`` samples (the silhouette needs
     k <= n - 1; the 1-SE rule's 80 % subsamples need k < round(0.8 n)); the default is 10,
     or the largest k that fits for a small image or folder."""
+    def largest_k(m: int) -> int:  # of m samples
+        return m - 1 if args.k_rule == "silhouette" else int(round(0.8 * m)) - 1
+
     def fits(k: int, m: int) -> bool:
-        return k <= m - 1 if args.k_rule == "silhouette" else k <= int(round(0.8 * m)) - 1
+        return k <= largest_k(m)
 
     def needs(k: int) -> str:
         m = k + 1
@@ -883,7 +886,7 @@ def _check_k_max(args, n: int, what: str, say) -> None:
         return f"needs at least {m} samples{rule}; {what} has {n}"
 
     if args.k_max is None:
-        args.k_max = min(DEFAULT_K_MAX, max(k for k in range(1, n + 1) if fits(k, n) or k == 1))
+        args.k_max = min(DEFAULT_K_MAX, largest_k(n))
         if args.k_max < args.k_min:
             raise UsageError(f"--k-min {args.k_min} {needs(args.k_min)}")
         if args.k_max < DEFAULT_K_MAX:
