@@ -221,7 +221,7 @@ def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROU
 
 def summarise(results):
     rows = []
-    for name in results[0]["routes"]:
+    for name in (results[0]["routes"] if results else ()):
         rs = [r["routes"][name] for r in results]
         rows.append({
             "route": name,
