@@ -5,11 +5,17 @@ k") were compared on the two labelled real sets, which are also where the
 label-free figures are reported: a rule picked there is picked on the test
 data. This benchmark judges them on data that never touches the real sets:
 synthetic patch sets from ``stemroi.io.synth`` with a known number of
-classes, built like the real ones (a few regions per class, each cut into
-many shifted crops, classes of unequal size), with lattice, cell size,
+classes, built like the real ones (classes of unequal size, each cut into
+many shifted crops of a few regions: ``--layout regions``, small regions,
+or ``--layout strips``, long strips whose crops chain into one or two
+overlap groups a class, as in the real sets), with lattice, cell size,
 orientation, dose and noise drawn per set.
 
-    .venv/bin/python benchmarks/k_selection_synth.py [--sets 40] [--seed 0] [--json out.json] [--real]
+    .venv/bin/python benchmarks/k_selection_synth.py [--sets 40] [--seed 0] [--layout regions|strips]
+        [--n-components 0.95] [--rules-only] [--json out.json] [--real]
+
+The figures of docs/clustering.md: ``--sets 80`` with each layout; the PCA
+table with ``--rules-only --n-components N``.
 
 For each set and each route (PatchClusterer defaults with K-means and the
 four rules, average linkage with the silhouette, and two benchmark-only
@@ -180,14 +186,14 @@ def grouped_resampling_choices(embedding, selection, groups, n_resamples=10, fra
 
 def run_set(seed: int, n_threads=None, layout: str = "regions", n_components=0.95, routes=ROUTES):
     make = make_region_crop_set if layout == "regions" else make_strip_crop_set
-    X, y, groups, desc = make(seed)
+    X, y, _, desc = make(seed)
     return run_routes(X, y, len(desc["classes"]), desc, n_threads, n_components, routes)
 
 
 def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROUTES):
     out = {"set": desc, "routes": {}}
     # one K-means fit computes every criterion; each rule is read from the same selection
-    criteria = "all" if any(r in ("gap",) for _, r in routes) else "stability"
+    criteria = "all" if any(rule == "gap" for _, rule in routes) else "stability"
     km = stemroi.PatchClusterer(k_criteria=criteria, random_state=0, n_threads=n_threads,
                                 n_components=n_components).fit(X)
     sel = km.selection_
