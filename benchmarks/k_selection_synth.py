@@ -54,6 +54,22 @@ PATCH = 64
 SHIFT = 8  # crops of one region are shifted by up to this many pixels, as in the real sets
 
 
+def _draw_set(rng):
+    """The classes (Bulk and 2-5 defect kinds) and the rendering of one set: lattice, cell,
+    orientation, dose and noise, as ``synth.make_image`` keywords."""
+    n_classes = int(rng.integers(3, len(synth.CLASS_NAMES) + 1))
+    kinds = list(rng.choice(synth.DEFECT_KINDS, size=n_classes - 1, replace=False))
+    render = {"lattice": str(rng.choice(sorted(synth.LATTICES))), "cell_px": float(rng.uniform(9.0, 16.0)),
+              "orientation_deg": float(rng.uniform(0.0, 90.0)),
+              "dose": [None, 200.0, 500.0, 2000.0][int(rng.integers(4))], "noise": float(rng.uniform(0.005, 0.04))}
+    return ["Bulk"] + sorted(kinds), render
+
+
+def _set(patches, labels, groups, desc):
+    desc.update(n_patches=len(patches), n_regions=int(len(set(groups))))
+    return np.stack(patches).astype(np.float32), np.asarray(labels), np.asarray(groups), desc
+
+
 def make_region_crop_set(seed: int):
     """(patches, labels, groups, description) of one synthetic set.
 
@@ -63,14 +79,7 @@ def make_region_crop_set(seed: int):
     crops of the real CdTe and SrTiO3 sets.
     """
     rng = np.random.default_rng(seed)
-    n_classes = int(rng.integers(3, len(synth.CLASS_NAMES) + 1))
-    kinds = list(rng.choice(synth.DEFECT_KINDS, size=n_classes - 1, replace=False))
-    classes = ["Bulk"] + sorted(kinds)
-    lattice = str(rng.choice(sorted(synth.LATTICES)))
-    cell_px = float(rng.uniform(9.0, 16.0))
-    orientation = float(rng.uniform(0.0, 90.0))
-    dose = [None, 200.0, 500.0, 2000.0][int(rng.integers(4))]
-    noise = float(rng.uniform(0.005, 0.04))
+    classes, render = _draw_set(rng)
     side = PATCH + 2 * SHIFT
     patches, labels, groups = [], [], []
     group = 0
@@ -80,19 +89,15 @@ def make_region_crop_set(seed: int):
             if name != "Bulk":
                 r, c = (side - 1) / 2.0 + rng.uniform(-4, 4, size=2)
                 defects = [{"kind": name, "row": r, "col": c}]
-            img = synth.make_image((side, side), lattice=lattice, cell_px=cell_px, orientation_deg=orientation,
-                                   defects=defects, dose=dose, noise=noise,
-                                   random_state=int(rng.integers(2**31))).image
+            img = synth.make_image((side, side), defects=defects, random_state=int(rng.integers(2**31)),
+                                   **render).image
             for _ in range(int(rng.integers(4, 31))):
                 dy, dx = rng.integers(0, 2 * SHIFT + 1, size=2)
                 patches.append(img[dy:dy + PATCH, dx:dx + PATCH])
                 labels.append(label)
                 groups.append(group)
             group += 1
-    desc = {"seed": seed, "layout": "regions", "classes": classes, "lattice": lattice, "cell_px": round(cell_px, 2),
-            "orientation_deg": round(orientation, 1), "dose": dose, "noise": round(noise, 4),
-            "n_patches": len(patches), "n_regions": group}
-    return (np.stack(patches).astype(np.float32), np.asarray(labels), np.asarray(groups), desc)
+    return _set(patches, labels, groups, dict(seed=seed, layout="regions", classes=classes, **render))
 
 
 def make_strip_crop_set(seed: int):
@@ -105,14 +110,7 @@ def make_strip_crop_set(seed: int):
     sets do (docs/clustering.md). 60-200 crops per class.
     """
     rng = np.random.default_rng([seed, 0x5791])
-    n_classes = int(rng.integers(3, len(synth.CLASS_NAMES) + 1))
-    kinds = list(rng.choice(synth.DEFECT_KINDS, size=n_classes - 1, replace=False))
-    classes = ["Bulk"] + sorted(kinds)
-    lattice = str(rng.choice(sorted(synth.LATTICES)))
-    cell_px = float(rng.uniform(9.0, 16.0))
-    orientation = float(rng.uniform(0.0, 90.0))
-    dose = [None, 200.0, 500.0, 2000.0][int(rng.integers(4))]
-    noise = float(rng.uniform(0.005, 0.04))
+    classes, render = _draw_set(rng)
     h = PATCH + 2 * SHIFT
     patches, labels, groups = [], [], []
     strip_id = 0
@@ -127,8 +125,7 @@ def make_strip_crop_set(seed: int):
                 defects = [{"kind": name, "row": (h - 1) / 2.0, "col": (w - 1) / 2.0}]
             else:
                 defects = {name: max(2, (w - h) // 40)}
-            s = synth.make_image((h, w), lattice=lattice, cell_px=cell_px, orientation_deg=orientation,
-                                 defects=defects, dose=dose, noise=noise, random_state=int(rng.integers(2**31)))
+            s = synth.make_image((h, w), defects=defects, random_state=int(rng.integers(2**31)), **render)
             centres = [(d["row"], d["col"]) for d in s.defects if name not in ("Bulk", "stacking_fault")]
             for _ in range(n_crops // n_strips):
                 if centres:  # centred on one of the strip's defects, within SHIFT pixels
@@ -142,10 +139,7 @@ def make_strip_crop_set(seed: int):
                 labels.append(label)
                 groups.append(strip_id)
             strip_id += 1
-    desc = {"seed": seed, "layout": "strips", "classes": classes, "lattice": lattice, "cell_px": round(cell_px, 2),
-            "orientation_deg": round(orientation, 1), "dose": dose, "noise": round(noise, 4),
-            "n_patches": len(patches), "n_regions": strip_id}
-    return (np.stack(patches).astype(np.float32), np.asarray(labels), np.asarray(groups), desc)
+    return _set(patches, labels, groups, dict(seed=seed, layout="strips", classes=classes, **render))
 
 
 def grouped_resampling_choices(embedding, selection, groups, n_resamples=10, fraction=0.8, n_init=10, seed=0,
