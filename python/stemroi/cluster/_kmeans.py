@@ -415,7 +415,9 @@ def select_n_clusters(X, k_range=range(2, 11), *, n_init=10, max_iter=300, tol=1
     best k) of the best. It prefers fewer clusters when more do not score
     reliably better; measured on the CdTe and SrTiO3 patch sets in
     docs/clustering.md, where it is the only rule that lands within 1 of the
-    class count on both.
+    class count on both, and on 160 synthetic patch sets, where it lands
+    within 1 more often than the plain silhouette (0.54-0.63 against
+    0.43-0.53 of the sets) with clusters slightly less pure.
     All K-means runs go through the core with seeds derived from
     ``random_state``: the same random_state gives the same result.
     """
