@@ -36,7 +36,6 @@ import time
 import numpy as np
 
 import stemroi
-from stemroi._lib import _core
 from stemroi._validation import check_n_threads
 from stemroi.cluster import _kmeans
 from stemroi.io import synth
@@ -142,40 +141,17 @@ def make_strip_crop_set(seed: int):
     return _set(patches, labels, groups, dict(seed=seed, layout="strips", classes=classes, **render))
 
 
-def grouped_resampling_choices(embedding, selection, groups, n_resamples=10, fraction=0.8, n_init=10, seed=0,
-                               n_threads=None):
-    """The stability and silhouette 1-SE choices of ``select_n_clusters`` with one change: each
-    subsample keeps ``fraction`` of the overlap GROUPS (all their patches) instead of that
-    fraction of the patches, so shifted crops of one region are never split between kept and
-    dropped. Benchmark-only: not in the library (see docs/clustering.md for why)."""
-    from stemroi.metrics._cluster import adjusted_rand_score
-
-    X = np.ascontiguousarray(embedding)
-    nt = check_n_threads(n_threads)
+def grouped_resampling_choices(embedding, selection, groups, n_init=10, seed=0, n_threads=None):
+    """The stability and silhouette 1-SE choices of ``select_n_clusters`` (its default 10
+    subsamples of 80 %) with one change: each subsample keeps 80 % of the overlap GROUPS, whole,
+    instead of 80 % of the patches, so shifted crops of one region are never split between kept
+    and dropped. Benchmark-only: no estimator offers it (see docs/clustering.md for why)."""
     ks = selection.k_values
-    rng = np.random.default_rng([seed, 0x57AB])
-    names = np.unique(groups)
-    ari = np.full((n_resamples, len(ks)), np.nan)
-    sil = np.full((n_resamples, len(ks)), np.nan)
-    for r in range(n_resamples):
-        keep = rng.choice(names, size=max(1, int(round(fraction * len(names)))), replace=False)
-        Xr = np.ascontiguousarray(X[np.isin(groups, keep)])
-        codes, counts = {}, {}
-        for j, k in enumerate(ks):
-            if k >= len(Xr):
-                continue
-            centers, lab_r, _ = _kmeans._kmeans_core(Xr, k, n_init, 300, 1e-4, seed, nt, "cpu")
-            pred, _ = _core.kmeans_predict(X, np.ascontiguousarray(centers, dtype=X.dtype), nt, device="cpu")
-            ari[r, j] = adjusted_rand_score(selection.labels[k], pred)
-            _, c = np.unique(lab_r, return_inverse=True)
-            if 2 <= c.max() + 1 <= len(Xr) - 1:
-                codes[j], counts[j] = np.ascontiguousarray(c, dtype=np.int32), int(c.max()) + 1
-        js = sorted(codes)
-        out = _core.silhouette_samples_multi(Xr, [codes[j] for j in js], [counts[j] for j in js], nt, device="cpu")
-        for j, (_, score) in zip(js, out):
-            sil[r, j] = float(score)
-    return {"stability_grouped": _kmeans._stability_choice(ks, np.nanmean(ari, 0), 0.9),
-            "silhouette_1se_grouped": _kmeans._silhouette_1se_choice(ks, np.nanmean(sil, 0), np.nanstd(sil, 0))}
+    ari, _, sil, sil_sd = _kmeans._stability(np.ascontiguousarray(embedding), ks, selection.labels, 10,
+                                             _kmeans.RESAMPLE_FRACTION, n_init, 300, 1e-4, seed,
+                                             check_n_threads(n_threads), "cpu", groups=groups)
+    return {"stability_grouped": _kmeans._stability_choice(ks, ari, 0.9),
+            "silhouette_1se_grouped": _kmeans._silhouette_1se_choice(ks, sil, sil_sd)}
 
 
 def run_set(seed: int, n_threads=None, layout: str = "regions", n_components=0.95, routes=ROUTES):

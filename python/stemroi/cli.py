@@ -872,8 +872,10 @@ def _check_k_max(args, n: int, what: str, say) -> None:
     """Resolve ``args.k_max``: a given value must fit ``n`` samples (the silhouette needs
     k <= n - 1; the 1-SE rule's 80 % subsamples need k < round(0.8 n)); the default is 10,
     or the largest k that fits for a small image or folder."""
+    from .cluster._kmeans import resample_size
+
     def largest_k(m: int) -> int:  # of m samples
-        return m - 1 if args.k_rule == "silhouette" else int(round(0.8 * m)) - 1
+        return m - 1 if args.k_rule == "silhouette" else resample_size(m) - 1
 
     def fits(k: int, m: int) -> bool:
         return k <= largest_k(m)

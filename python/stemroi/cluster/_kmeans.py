@@ -279,38 +279,56 @@ def _kmeans_core(X, k, n_init, max_iter, tol, seed, nt, device):
     return centers, labels, float(inertia)
 
 
-def _stability(X, ks, full_labels, n_resamples, fraction, n_init, max_iter, tol, seed, nt, device):
+#: share of the samples in each subsample of the stability criterion (``resample_fraction``)
+RESAMPLE_FRACTION = 0.8
+
+
+def resample_size(n: int, fraction: float = RESAMPLE_FRACTION) -> int:
+    """Samples in each stability subsample of ``n``: K-means there needs k < this."""
+    return int(round(fraction * n))
+
+
+def _stability(X, ks, full_labels, n_resamples, fraction, n_init, max_iter, tol, seed, nt, device, groups=None):
     """Over ``n_resamples`` subsamples: the ARI between the full-data labels and
     the labels that K-means fitted on the subsample gives every sample, and the
     subsample clustering's own mean silhouette. Returns (ari mean, ari std,
-    silhouette mean, silhouette std) per k."""
+    silhouette mean, silhouette std) per k.
+
+    ``groups`` (private, used by benchmarks/k_selection_synth.py): each subsample
+    keeps ``fraction`` of the groups, whole, instead of that fraction of the
+    samples; a k that does not fit a subsample is left out of its averages."""
     from ..metrics._cluster import adjusted_rand_score
 
     n = X.shape[0]
-    m = int(round(fraction * n))
-    if not max(ks) < m <= n:
+    m = resample_size(n, fraction)
+    if groups is None and not max(ks) < m <= n:
         raise ValueError(f"resample_fraction={fraction} leaves {m} samples, need more than max(k)={max(ks)}")
+    names = None if groups is None else np.unique(groups)
     rng = np.random.default_rng([seed, 0x57AB])
-    ari = np.empty((n_resamples, len(ks)))
-    sil = np.empty((n_resamples, len(ks)))
+    ari = np.full((n_resamples, len(ks)), np.nan)
+    sil = np.full((n_resamples, len(ks)), np.nan)
     for r in range(n_resamples):
-        idx = np.sort(rng.choice(n, size=m, replace=False))
+        if names is None:
+            idx = np.sort(rng.choice(n, size=m, replace=False))
+        else:
+            keep = rng.choice(names, size=max(1, resample_size(len(names), fraction)), replace=False)
+            idx = np.flatnonzero(np.isin(groups, keep))
         Xr = np.ascontiguousarray(X[idx])
-        codes, counts = [], []
+        codes, counts = {}, {}
         for j, k in enumerate(ks):
+            if k >= len(idx):
+                continue
             centers, lab_r, _ = _kmeans_core(Xr, k, n_init, max_iter, tol, seed, nt, device)
             pred, _ = _core.kmeans_predict(X, np.ascontiguousarray(centers, dtype=X.dtype), nt, device=device)
             ari[r, j] = adjusted_rand_score(full_labels[k], pred)
             _, c = np.unique(lab_r, return_inverse=True)
-            codes.append(np.ascontiguousarray(c, dtype=np.int32))
-            counts.append(int(c.max()) + 1)
-        ok = [j for j, c in enumerate(counts) if 2 <= c <= m - 1]
-        sil[r] = np.nan
+            codes[j], counts[j] = np.ascontiguousarray(c, dtype=np.int32), int(c.max()) + 1
+        ok = [j for j in codes if 2 <= counts[j] <= len(idx) - 1]
         if ok:
             out = _core.silhouette_samples_multi(Xr, [codes[j] for j in ok], [counts[j] for j in ok], nt, device=device)
             for j, (_, score) in zip(ok, out):
                 sil[r, j] = float(score)
-    return ari.mean(axis=0), ari.std(axis=0), np.nanmean(sil, axis=0), np.nanstd(sil, axis=0)
+    return np.nanmean(ari, axis=0), np.nanstd(ari, axis=0), np.nanmean(sil, axis=0), np.nanstd(sil, axis=0)
 
 
 def _silhouette_1se_choice(ks, sil_mean, sil_sd) -> int:
@@ -377,7 +395,7 @@ def k_values(k_range) -> List[int]:
 
 def select_n_clusters(X, k_range=range(2, 11), *, n_init=10, max_iter=300, tol=1e-4, random_state=None,
                       n_threads=None, sample_size=None, device=None, criteria="silhouette", rule=None,
-                      n_resamples=10, resample_fraction=0.8, stability_threshold=0.9,
+                      n_resamples=10, resample_fraction=RESAMPLE_FRACTION, stability_threshold=0.9,
                       n_references=10) -> NClustersSelection:
     """K-means for every k in ``k_range``, scored by up to three criteria.
 
