@@ -361,9 +361,9 @@ def evaluate_clustering(y_true, labels, class_names: Optional[Sequence[str]] = N
         per = {class_names[int(k)] if isinstance(k, (int, np.integer)) and 0 <= int(k) < len(class_names) else k: v
                for k, v in per.items()}
     return {
-        "accuracy": float(eng.cluster_accuracy(y, lab)),
-        "weighted_accuracy": float(eng.cluster_accuracy(y, lab, sample_weighted=True)),
-        "purity": float(eng.cluster_purity(y, lab)),
+        "accuracy": eng._accuracy_of(conf),
+        "weighted_accuracy": eng._accuracy_of(conf, sample_weighted=True),
+        "purity": eng._purity_of(conf),
         "per_class": per,
         "confusion": np.asarray(conf.matrix),
         "n_clusters": int(len(np.unique(lab))),

@@ -133,7 +133,10 @@ def cluster_accuracy(y_true, labels, *, sample_weighted: bool = False) -> float:
     ``sample_weighted=True`` returns the mean of the per-class accuracies under
     that matching (balanced accuracy); see the module docstring.
     """
-    conf = cluster_confusion_matrix(y_true, labels)
+    return _accuracy_of(cluster_confusion_matrix(y_true, labels), sample_weighted)
+
+
+def _accuracy_of(conf: ClusterConfusion, sample_weighted: bool = False) -> float:
     m = conf.matrix
     col = {c: j for j, c in enumerate(conf.clusters.tolist())}
     row = {c: i for i, c in enumerate(conf.classes.tolist())}
@@ -149,7 +152,11 @@ def cluster_purity(y_true, labels) -> float:
     """Share of the samples that belong to their cluster's majority class
     (each cluster matched to its most frequent class; several clusters may
     match one class). See the module docstring."""
-    m = cluster_confusion_matrix(y_true, labels).matrix
+    return _purity_of(cluster_confusion_matrix(y_true, labels))
+
+
+def _purity_of(conf: ClusterConfusion) -> float:
+    m = conf.matrix
     return float(m.max(axis=0).sum() / m.sum())
 
 
