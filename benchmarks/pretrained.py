@@ -29,6 +29,8 @@ SrTiO3 (4 classes) patches, which the pretraining never saw.
     patches under acquisition shifts, and the 768 x 768 frame and its shifted copies (tile AUROC).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pretrained.py [--parts abc] [--out DIR]
+    .venv/bin/python benchmarks/pretrained.py --parts b --only self-training --n-labelled 40   # how many labels
+    .venv/bin/python benchmarks/pretrained.py --datasets STO-planted --parts b --only FewLabel  # a third set
     .venv/bin/python benchmarks/pretrained.py --weights candidate.stemroi --pretrained-only   # a new pretraining run
 """
 from __future__ import annotations
@@ -41,16 +43,20 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import data_dir
+from _common import data_dir, planted_point_defect_set
 
 import stemroi
 from stemroi.cluster._patch_clusterer import evaluate_clustering
 
 DATASETS = {"CdTe": "ayyubi-stem-defects/CdTe", "SrTiO3": "ayyubi-stem-defects/STO"}
+# a third labelled set no choice was made on (_common.planted_point_defect_set); not in the default run
+EXTRA_DATASETS = {"STO-planted": "prifti-sto-cvae"}
 RULES = ("silhouette", "silhouette_1se", "stability", "gap")
 
 
 def load(name):
+    if name in EXTRA_DATASETS:
+        return planted_point_defect_set(data_dir(EXTRA_DATASETS[name]))
     ds = stemroi.load_patch_folder(data_dir(DATASETS[name]))
     return np.asarray(ds.patches, np.float32), np.asarray(ds.labels), list(ds.class_names)
 
@@ -172,8 +178,7 @@ def few_labels(name, X, y, names, tr, te, args, rows):
         DS8 = [(np.asarray(desc.transform(v), np.float64), np.asarray(stem.transform(v), np.float64)) for v in views]
     for s in range(args.seeds):
         rng = np.random.default_rng(s)
-        sub = np.concatenate([rng.choice(tr[y[tr] == c], size=min(10, int((y[tr] == c).sum())), replace=False)
-                              for c in np.unique(y[tr])])
+        sub = _draw_labelled(rng, tr, y, args.n_labelled)
         for route, make in routes.items():
             t0 = time.perf_counter()
             with warnings.catch_warnings():
@@ -201,9 +206,15 @@ def few_labels(name, X, y, names, tr, te, args, rows):
             print(f"  {name} few labels seed {s} {route:40s} acc={acc:.3f} ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
     for route, accs in results.items():
-        rows.append(dict(dataset=name, part="b", route=route, setting=f"10/class, {len(accs)} draws",
+        rows.append(dict(dataset=name, part="b", route=route, setting=f"{args.n_labelled}/class, {len(accs)} draws",
                          value=f"acc {np.mean(accs):.3f} (min {np.min(accs):.3f})", accuracy=float(np.mean(accs)),
                          per_seed=accs))
+
+
+def _draw_labelled(rng, tr, y, n):
+    """n labelled patches per class from the train side (all of a class that has fewer)."""
+    return np.concatenate([rng.choice(tr[y[tr] == c], size=min(n, int((y[tr] == c).sum())), replace=False)
+                           for c in np.unique(y[tr])])
 
 
 def few_labels_cross_image(name, X, y, names, tr, te, args, rows):
@@ -249,8 +260,7 @@ def few_labels_cross_image(name, X, y, names, tr, te, args, rows):
         per = []
         for s in range(args.seeds):
             rng = np.random.default_rng(s)
-            sub = np.concatenate([rng.choice(tr[y[tr] == c], size=min(10, int((y[tr] == c).sum())), replace=False)
-                                  for c in np.unique(y[tr])])
+            sub = _draw_labelled(rng, tr, y, args.n_labelled)
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -265,7 +275,7 @@ def few_labels_cross_image(name, X, y, names, tr, te, args, rows):
                   f"{per[-1][2]:.3f} (min {per[-1][3]:.3f}) AUROC {per[-1][4]:.3f} | frame {c['frame']:.3f}, shifted "
                   f"{per[-1][6]:.3f} (min {per[-1][7]:.3f}) ({time.perf_counter() - t0:.0f} s)", flush=True)
         mean = np.mean(per, 0)
-        rows.append(dict(dataset=name, part="d", route=route, setting=f"10/class, {len(per)} draws",
+        rows.append(dict(dataset=name, part="d", route=route, setting=f"{args.n_labelled}/class, {len(per)} draws",
                          value=(f"held-out acc {mean[0]:.3f} AUROC {mean[1]:.3f}; shifted patches acc {mean[2]:.3f} "
                                 f"(worst {min(p[3] for p in per):.3f}) AUROC {mean[4]:.3f}; frame tile AUROC "
                                 f"{mean[5]:.3f}; shifted frame {mean[6]:.3f} (worst {min(p[7] for p in per):.3f})"),
@@ -295,9 +305,13 @@ def finetune(name, X, y, names, tr, te, args, rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS) + list(EXTRA_DATASETS),
+                    help="STO-planted: 150 Prifti SrTiO3 crops per class, bulk and 6 planted point defects")
     ap.add_argument("--parts", default="abc")
-    ap.add_argument("--seeds", type=int, default=3, help="draws of the 10 labelled patches per class")
+    ap.add_argument("--seeds", type=int, default=3, help="(b), (d): draws of the labelled patches")
+    ap.add_argument("--n-labelled", type=int, default=10,
+                    help="(b), (d): labelled patches per class (10: every recorded figure; a class with fewer "
+                         "train-side patches gives them all)")
     ap.add_argument("--epochs", type=int, default=20, help="(c): from scratch; the STEM route gets half per stage")
     ap.add_argument("--ft-seeds", type=int, nargs="+", default=[0, 1, 2], help="(c): training seeds")
     ap.add_argument("--split-seed", type=int, default=0,
@@ -309,6 +323,8 @@ def main(argv=None):
                     help="only the routes that use --weights (to compare candidate weights against recorded baselines)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.n_labelled < 1:
+        ap.error(f"--n-labelled must be >= 1, got {args.n_labelled}")
     rows = []
     for name in args.datasets:
         X, y, names = load(name)
