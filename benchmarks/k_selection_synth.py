@@ -25,7 +25,11 @@ whether it is within 1 of the class count, the Hungarian cluster accuracy
 at the chosen k and at the true k, and the purity at the chosen k (each
 cluster to its majority class: near 1 when extra clusters only split
 classes). Labels are used to score only. ``--real`` runs the same routes on
-the labelled CdTe and SrTiO3 patch sets afterwards (when the data is there).
+the labelled CdTe and SrTiO3 patch sets afterwards, and on a third labelled set
+no choice was made on: 150 crops per class of the Prifti SrTiO3 sets (bulk, and
+bulk with one planted point defect of 6 kinds), when the data is there; on
+the real sets it also scores defect against bulk (the share of defect patches
+outside the cluster that holds most Bulk patches, and of Bulk patches inside it).
 """
 from __future__ import annotations
 
@@ -160,7 +164,9 @@ def run_set(seed: int, n_threads=None, layout: str = "regions", n_components=0.9
     return run_routes(X, y, len(desc["classes"]), desc, n_threads, n_components, routes)
 
 
-def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROUTES):
+def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROUTES, bulk=None):
+    """Every route on one labelled set. ``bulk``: the label of the set's Bulk class, to also score
+    defect against bulk (the cluster holding most Bulk patches is the bulk cluster)."""
     out = {"set": desc, "routes": {}}
     # one K-means fit computes every criterion; each rule is read from the same selection
     criteria = "all" if any(rule == "gap" for _, rule in routes) else "stability"
@@ -192,6 +198,10 @@ def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROU
             "purity": float(stemroi.metrics.cluster_purity(y, labels_k)),
             "acc_true_k": float(stemroi.cluster_accuracy(y, labels_true)) if labels_true is not None else None,
         }
+        if bulk is not None:
+            in_bulk = labels_k == np.bincount(labels_k[y == bulk]).argmax()
+            out["routes"][f"{algorithm}/{rule}"].update(
+                bulk_kept=float(in_bulk[y == bulk].mean()), defect_recall=float((~in_bulk[y != bulk]).mean()))
     return out
 
 
@@ -265,22 +275,33 @@ def real_sets(n_threads, n_components=0.95, routes=ROUTES):
 
     from _common import ROOT
 
-    base = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data")) / "ayyubi-stem-defects"
-    if not base.is_dir():
+    data = Path(os.environ.get("STEMROI_DATA_DIR", ROOT.parent / "shared" / "data"))
+    sets = []
+    base = data / "ayyubi-stem-defects"
+    if base.is_dir():
+        for name in ("CdTe", "STO"):
+            ds = stemroi.load_patch_folder(base / name)
+            sets.append((name, np.asarray(ds.patches, np.float32), np.asarray(ds.labels), list(ds.class_names)))
+    else:
         print(f"--real: reference data not found at {base}; skipped")
-        return []
+    if (data / "prifti-sto-cvae").is_dir():
+        from _common import planted_point_defect_set
+
+        sets.append(("STO-planted",) + planted_point_defect_set(data / "prifti-sto-cvae"))
+    else:
+        print(f"--real: reference data not found at {data / 'prifti-sto-cvae'}; skipped")
     out = []
-    for name in ("CdTe", "STO"):
-        ds = stemroi.load_patch_folder(base / name)
-        X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
-        res = run_routes(X, y, len(ds.class_names), {"name": name, "n_patches": len(X)}, n_threads, n_components,
-                         routes)
+    for name, X, y, class_names in sets:
+        res = run_routes(X, y, len(class_names), {"name": name, "n_patches": len(X)}, n_threads, n_components,
+                         routes, bulk=class_names.index("Bulk") if "Bulk" in class_names else None)
         out.append(res)
         groups = res["set"].get("n_overlap_groups")
-        print(f"\n{name}: {len(X)} patches, {len(ds.class_names)} classes"
+        print(f"\n{name}: {len(X)} patches, {len(class_names)} classes"
               + (f", {groups} overlap groups" if groups is not None else ""))
         for route, r in res["routes"].items():
-            print(f"  {route:34s} k = {r['k']:2d}  acc@k {r['acc']:.3f}  purity {r['purity']:.3f}")
+            print(f"  {route:34s} k = {r['k']:2d}  acc@k {r['acc']:.3f}  purity {r['purity']:.3f}"
+                  + (f"  defect recall {r['defect_recall']:.3f}  bulk kept {r['bulk_kept']:.3f}"
+                     if "bulk_kept" in r else ""))
     return out
 
 

@@ -47,6 +47,18 @@ def crossimage():
     return module
 
 
+@pytest.fixture(scope="session")
+def planted_point_defects(prifti_dir):
+    """150 Prifti SrTiO3 crops per class: bulk, and bulk with one planted point defect of 6 kinds, in
+    [0, 1], with labels and class names (benchmarks/_common.py builds the same set for the benchmarks)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_common", ROOT / "benchmarks" / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.planted_point_defect_set(prifti_dir)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
