@@ -24,7 +24,8 @@ out. The backbone part of the trained network is saved with
 
 Default size (about 20 min on one thread of the 2-core development machine):
 600 patches per class (10,800), at most 14 epochs. ``--quick`` is a smoke test.
-``--labels kind`` (6 classes) and ``--augment`` (e.g. "dihedral+acquisition") are
+``--labels kind`` (6 classes), ``--faults all`` (the partial and twin faults of ``synth.FAULT_TYPES``
+as classes of their own: 22 classes) and ``--augment`` (e.g. "dihedral+acquisition") are
 variants; the shipped file was made with the defaults.
 After a run, put the printed SHA-256 and size into ``REGISTRY["small_cnn-stem"]``
 (python/stemroi/models/weights.py).
@@ -115,27 +116,46 @@ def _draw_acquisition(rng: np.random.Generator, lattice: str) -> dict:
     return kw
 
 
-def make_dataset(n_per_class: int, seed: int, labels: str = "kind_lattice"):
-    """(patches (n, 64, 64) float32, labels (n,), class names, n chunks redrawn).
-
-    The patches do not depend on ``labels``: "kind_lattice" (18 classes) or "kind" (6:
-    the lattices of one defect kind share a class)."""
+def class_pairs(faults: str = "slide"):
+    """(defect class, lattice) pairs in drawing order. ``faults`` "slide" is the shipped recipe
+    (Bulk and every ``synth.DEFECT_KINDS`` x every lattice, 18 classes); "all" appends the other planar
+    fault types of ``synth.FAULT_TYPES`` as classes of their own ("stacking_fault:partial" on every
+    lattice, "stacking_fault:twin" on the dumbbell lattice only: square lattices have no twin), so
+    the first 18 classes draw the same patches as the shipped recipe."""
     from stemroi.io import synth
 
-    kinds = ["Bulk", *synth.DEFECT_KINDS]
     lattices = sorted(synth.LATTICES)
-    names = [f"{k}/{lat}" for k in kinds for lat in lattices]
+    pairs = [(k, lat) for k in ["Bulk", *synth.DEFECT_KINDS] for lat in lattices]
+    if faults == "all":
+        for fault in synth.FAULT_TYPES[1:]:
+            pairs += [(f"stacking_fault:{fault}", lat) for lat in lattices
+                      if fault != "twin" or synth.LATTICES[lat]["aspect"] != 1.0]
+    return pairs
+
+
+def make_dataset(n_per_class: int, seed: int, labels: str = "kind_lattice", faults: str = "slide"):
+    """(patches (n, 64, 64) float32, labels (n,), class names, n chunks redrawn).
+
+    The patches do not depend on ``labels``: "kind_lattice" (one class per :func:`class_pairs` entry) or
+    "kind" (the lattices of one defect class share a class)."""
+    from stemroi.io import synth
+
+    pairs = class_pairs(faults)
+    names = [f"{k}/{lat}" for k, lat in pairs]
     rng = np.random.default_rng(seed)
     X, y = [], []
     redrawn = 0
     chunk = RECIPE["chunk"]
-    for ci, (k, lat) in enumerate((k, lat) for k in kinds for lat in lattices):
+    for ci, (k, lat) in enumerate(pairs):
+        kind, _, fault = k.partition(":")
         done = 0
         while done < n_per_class:
             m = min(chunk, n_per_class - done)
             kw = _draw_acquisition(rng, lat)
+            if fault:
+                kw["fault"] = fault
             try:
-                P, _, _ = synth.make_patch_dataset(m, PATCH, classes=[k], random_state=int(rng.integers(2**31)), **kw)
+                P, _, _ = synth.make_patch_dataset(m, PATCH, classes=[kind], random_state=int(rng.integers(2**31)), **kw)
             except ValueError:  # no room for the defect at this cell size / drift: draw again
                 redrawn += 1
                 continue
@@ -146,7 +166,9 @@ def make_dataset(n_per_class: int, seed: int, labels: str = "kind_lattice"):
             done += m
     y = np.asarray(y, np.int64)
     if labels == "kind":
-        y, names = y // len(lattices), kinds
+        kinds = list(dict.fromkeys(k for k, _ in pairs))
+        y = np.asarray([kinds.index(pairs[i][0]) for i in y], np.int64)
+        names = kinds
     return np.concatenate(X).astype(np.float32), y, names, redrawn
 
 
@@ -157,6 +179,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--labels", choices=("kind_lattice", "kind"), default="kind_lattice")
+    ap.add_argument("--faults", choices=("slide", "all"), default="slide",
+                    help="planar faults: 'slide' (the shipped recipe) or 'all' (also the Shockley-partial and "
+                         "twin faults of synth.FAULT_TYPES, each its own class)")
     ap.add_argument("--augment", default="dihedral", help="PatchClassifier augment= during pretraining")
     ap.add_argument("--backbone", choices=("small_cnn", "mobilenet_v2"), default="small_cnn")
     ap.add_argument("--input-size", type=int, default=None,
@@ -184,7 +209,7 @@ def main(argv=None) -> int:
     from stemroi.models.weights import save_backbone, sha256_file
 
     t0 = time.perf_counter()
-    X, y, names, redrawn = make_dataset(args.n_per_class, args.seed, args.labels)
+    X, y, names, redrawn = make_dataset(args.n_per_class, args.seed, args.labels, args.faults)
     gen_s = time.perf_counter() - t0
     print(f"data: {len(X)} patches, {len(names)} classes, {redrawn} chunks redrawn, {gen_s:.0f} s", flush=True)
 
@@ -261,7 +286,7 @@ def main(argv=None) -> int:
         "data_recipe": RECIPE,
         "chunks_redrawn": redrawn,
         "training": {"backbone": args.backbone, "input_size": args.input_size, "mode": "finetune (from scratch)",
-                     "patch_contrast": "standardize", "augment": args.augment, "labels": args.labels,
+                     "patch_contrast": "standardize", "augment": args.augment, "labels": args.labels, "faults": args.faults,
                      "contrastive_weight": args.contrastive,
                      "pooling": "avgmax" if small else "avg",
                      "optimizer": f"Adam 1e-3, halved on a plateau of {2 if small else 3}",

@@ -84,6 +84,76 @@ def test_patch_dataset():
             assert abs(r - 31.5) <= 8 + 16 and abs(c - 31.5) <= 8 + 16  # jitter + nearest site
     sub = synth.make_patch_dataset(n_per_class=2, classes=["Bulk", "vacancy"], random_state=0)
     assert sub[2] == ["Bulk", "vacancy"] and sub[0].shape == (4, 64, 64)
+    _, _, _, planted = synth.make_patch_dataset(n_per_class=3, classes=["stacking_fault"], lattice="dumbbell",
+                                                fault="twin", random_state=0, return_defects=True)
+    assert [d[0]["fault"] for d in planted] == ["twin"] * 3
+    assert sub[2] == ["Bulk", "vacancy"] and sub[0].shape == (4, 64, 64)
+
+
+def _fault_image(fault, **kw):
+    """A noise-free dumbbell (zinc blende [110]) image with one planar fault through the centre."""
+    clean = dict(lattice="dumbbell", cell_px=12.0, orientation_deg=20.0, dose=None, noise=0.0, phase=(2.0, 3.0),
+                 random_state=5)
+    clean.update(kw)
+    bulk = synth.make_image((128, 128), **clean)
+    s = synth.make_image((128, 128), defects=[{"kind": "stacking_fault", "row": 64, "col": 64}], fault=fault, **clean)
+    return bulk, s
+
+
+def _beyond(s, cols):
+    d = s.defects[0]
+    t = np.radians(d["angle_deg"])
+    normal = np.array([-np.cos(t), np.sin(t)])  # (row, col) of the unit normal the planter used
+    return (cols[:, :2] - np.array([d["row"], d["col"]])) @ normal > 1e-6, normal, np.array([np.sin(t), np.cos(t)])
+
+
+def _nearest(a, b):
+    """Distance from each point of ``a`` to its nearest point of ``b``."""
+    return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).min(axis=1)
+
+
+@pytest.mark.parametrize("fault", synth.FAULT_TYPES)
+def test_every_fault_type_has_consistent_ground_truth(fault):
+    lattices = ["dumbbell"] if fault == "twin" else sorted(synth.LATTICES)
+    for lattice in lattices:
+        s = synth.make_image((160, 192), lattice=lattice, defects={"stacking_fault": 1, "vacancy": 1}, fault=fault,
+                             drift=2.0, random_state=3)
+        (f,) = [d for d in s.defects if d["kind"] == "stacking_fault"]
+        assert f["fault"] == fault
+        assert s.defect_mask[int(round(f["row"])), int(round(f["col"]))] == synth.CLASS_NAMES.index("stacking_fault")
+        assert 0.02 < (s.defect_mask == synth.CLASS_NAMES.index("stacking_fault")).mean() < 0.5
+
+
+def test_partial_fault_shifts_the_far_half_by_a_sixth_of_the_diagonal():
+    bulk, s = _fault_image("partial")
+    cols, ref = s.columns[:, :2], bulk.columns[:, :2]
+    beyond, _, direction = _beyond(s, s.columns)
+    inner = (cols[:, 0] > 10) & (cols[:, 0] < 118) & (cols[:, 1] > 10) & (cols[:, 1] < 118)
+    np.testing.assert_allclose(_nearest(cols[inner & ~beyond], ref), 0.0, atol=1e-9)
+    # projected Shockley partial: |a1 + a2| / 6 = 12 * sqrt(3) / 6 px along the fault line
+    shift = 12.0 * np.sqrt(3.0) / 6.0 * direction
+    np.testing.assert_allclose(_nearest(cols[inner & beyond] - shift, ref), 0.0, atol=1e-9)
+    assert _nearest(cols[inner & beyond], ref).min() > 1.0  # not the bulk lattice
+    # the line lies in the widest gap between rows of columns: no column within 0.3 px of it
+    d = s.defects[0]
+    _, normal, _ = _beyond(s, s.columns)
+    assert np.abs((cols - [d["row"], d["col"]]) @ normal).min() > 0.3
+
+
+def test_twin_mirrors_the_far_half_across_a_row_of_columns():
+    bulk, s = _fault_image("twin")
+    cols, ref = s.columns[:, :2], bulk.columns[:, :2]
+    beyond, normal, _ = _beyond(s, s.columns)
+    p = np.array([s.defects[0]["row"], s.defects[0]["col"]])
+    inner = (cols[:, 0] > 10) & (cols[:, 0] < 118) & (cols[:, 1] > 10) & (cols[:, 1] < 118)
+    np.testing.assert_allclose(_nearest(cols[inner & ~beyond], ref), 0.0, atol=1e-9)
+    q = cols[inner & beyond]
+    mirrored = q - 2.0 * ((q - p) @ normal)[:, None] * normal[None, :]
+    np.testing.assert_allclose(_nearest(mirrored, ref), 0.0, atol=1e-9)  # the mirror image of bulk ...
+    assert np.median(_nearest(q, ref)) > 1.0  # ... which is not bulk itself
+    assert np.abs((cols - p) @ normal).min() < 1e-9  # the mirror is a plane of columns
+    assert q.shape[0] > 0.3 * inner.sum()  # the far half is filled with columns, not left empty
+    assert np.abs(s.image - bulk.image)[s.defect_mask == 0].max() > 0.3  # and the image shows it, beyond the band
 
 
 def test_bad_input():
@@ -99,6 +169,12 @@ def test_bad_input():
         synth.make_image((64, 64), cell_px=-2)
     with pytest.raises(ValueError, match="cannot place 50 defects"):
         synth.make_image((64, 64), defects={"vacancy": 50}, random_state=0)
+    with pytest.raises(ValueError, match=r"fault must be one of \['slide', 'partial', 'twin'\], got 'wedge'"):
+        synth.make_image((64, 64), fault="wedge")
+    with pytest.raises(ValueError, match="a twin across the diagonal of a square lattice"):
+        synth.make_image((64, 64), lattice="cubic", defects={"stacking_fault": 1}, fault="twin", random_state=0)
+    with pytest.raises(ValueError, match=r"a stacking_fault's 'fault' must be one of .*got 'x'"):
+        synth.make_image((64, 64), defects=[{"kind": "stacking_fault", "row": 32, "col": 32, "fault": "x"}])
     with pytest.raises(ValueError, match="classes must be distinct names"):
         synth.make_patch_dataset(2, classes=["Bulk", "grain"])
     with pytest.raises(ValueError, match=r"patch_size \(20\) must be at least two cells"):

@@ -24,10 +24,21 @@ import numpy as np
 
 from .._validation import check_random_state_seed
 
-__all__ = ["SyntheticImage", "make_image", "make_patch_dataset", "CLASS_NAMES", "LATTICES", "DEFECT_KINDS"]
+__all__ = ["SyntheticImage", "make_image", "make_patch_dataset", "CLASS_NAMES", "LATTICES", "DEFECT_KINDS",
+           "FAULT_TYPES"]
 
 DEFECT_KINDS = ("vacancy", "interstitial", "antisite", "column_shift", "stacking_fault")
 CLASS_NAMES = ("Bulk",) + DEFECT_KINDS
+# What a "stacking_fault" does to the half-lattice beyond its line (all share the mask class):
+# "slide": slides by half a cell along a lattice axis (the original, default);
+# "partial": slides by (a1 +- a2) / 6 along a lattice diagonal, the line in the widest gap between
+#   column rows; in the dumbbell lattice (zinc blende [110]) the diagonals are the {111} traces and the
+#   shift is the projected Shockley partial (1/3 of the column spacing along the trace): an
+#   intrinsic stacking fault;
+# "twin": the half-lattice is the mirror image of the other across a diagonal row of columns: in
+#   the dumbbell lattice a {111} twin boundary (dumbbells turn by 70.5 degrees across it); square
+#   lattices are their own mirror image across a diagonal, so they have no twin here.
+FAULT_TYPES = ("slide", "partial", "twin")
 
 # Basis per lattice: (fractional coordinate along a1, along a2, species, default intensity).
 # Cells: a1 = (cell_px, 0) along x, a2 = (0, cell_px * aspect) along y before rotation.
@@ -171,6 +182,7 @@ def make_image(
     drift: float = 0.0,
     phase: Optional[Tuple[float, float]] = None,
     mask_radius: Optional[float] = None,
+    fault: str = "slide",
     random_state=None,
 ) -> SyntheticImage:
     """Render a lattice of Gaussian columns with planted defects.
@@ -186,7 +198,9 @@ def make_image(
     none). noise: Gaussian noise std (peak = 1). drift: amplitude in pixels of the
     slow horizontal scan drift. phase: lattice origin in pixels (random when None).
     mask_radius: radius of the mask disc around point defects and half-width of
-    fault bands (default 0.5 * cell_px).
+    fault bands (default 0.5 * cell_px). fault: what a "stacking_fault" does, one
+    of ``FAULT_TYPES`` ("slide", "partial", "twin"; a request's own "fault" key
+    wins); its record carries the type under "fault".
 
     Steps (the random stream is consumed in this order): lattice phase,
     :func:`_lattice_columns`, :class:`_DefectPlanter` (planar faults, then point
@@ -207,6 +221,8 @@ def make_image(
         raise ValueError(f"noise must be >= 0, got {noise!r}")
     if not isinstance(drift, numbers.Real):
         raise TypeError(f"drift must be a number of pixels, got {type(drift).__name__}")
+    if fault not in FAULT_TYPES:
+        raise ValueError(f"fault must be one of {list(FAULT_TYPES)}, got {fault!r}")
     rng = np.random.default_rng(check_random_state_seed(random_state))
     spec = LATTICES[lattice]
     intensities = dict(column_intensities or {})
@@ -219,7 +235,15 @@ def make_image(
 
     pos, species, amp, a1, a2 = _lattice_columns((h, w), spec, cell_px, orientation_deg, intensities, phase)
     margin = max(cell_px, radius + 1) + 1.3 * abs(float(drift))  # drift moves columns sideways
-    planter = _DefectPlanter((h, w), spec, cell_px, pos, species, amp, a1, a2, margin, rng)
+    def lattice_in(lo, hi):
+        """The same lattice's columns over the box [lo, hi) (a twin needs columns beyond the image)."""
+        lo = np.floor(np.asarray(lo, float))
+        size = np.maximum(np.ceil(np.asarray(hi, float)) - lo, 8).astype(int)
+        p, sp, a, _, _ = _lattice_columns(tuple(size), spec, cell_px, orientation_deg, intensities, phase - lo)
+        return p + lo, sp, a
+
+    planter = _DefectPlanter((h, w), spec, cell_px, pos, species, amp, a1, a2, margin, rng,
+                             default_fault=fault, lattice_in=lattice_in, origin=phase)
     pos, amp, records, faults = planter.plant(_normalise_defects(defects))
 
     dx = _drift_fn((h, w), float(drift), rng)
@@ -240,7 +264,10 @@ class _DefectPlanter:
     defects then sit in. Random sites are at least two cells apart.
     """
 
-    def __init__(self, shape, spec, cell_px, pos, species, amp, a1, a2, margin, rng):
+    def __init__(self, shape, spec, cell_px, pos, species, amp, a1, a2, margin, rng, default_fault="slide",
+                 lattice_in=None, origin=(0.0, 0.0)):
+        self.default_fault, self.lattice_in = default_fault, lattice_in
+        self.origin = np.asarray(origin, float)  # where the lattice point (0, 0) of the first basis column sits
         self.h, self.w = shape
         self.spec, self.cell_px, self.margin, self.rng = spec, cell_px, margin, rng
         self.pos, self.species, self.amp, self.a1, self.a2 = pos, species, amp, a1, a2
@@ -299,6 +326,12 @@ class _DefectPlanter:
 
     def _add_fault(self, req) -> None:
         rng, a1, a2, m = self.rng, self.a1, self.a2, self.margin
+        fault = req.get("fault", self.default_fault)
+        if fault not in FAULT_TYPES:
+            raise ValueError(f"a stacking_fault's 'fault' must be one of {list(FAULT_TYPES)}, got {fault!r}")
+        if fault == "twin" and self.spec["aspect"] == 1.0:
+            raise ValueError("a twin across the diagonal of a square lattice is the lattice itself (nothing to "
+                             "see); use fault='twin' with lattice='dumbbell', or fault='partial'")
         if "row" in req:
             p = np.array([float(req["row"]), float(req["col"])])
         else:
@@ -307,16 +340,68 @@ class _DefectPlanter:
                 if self._far_enough(p):
                     break
         angle = req.get("angle_deg")
-        direction = a1 / np.linalg.norm(a1) if angle is None else np.array([math.sin(math.radians(angle)), math.cos(math.radians(angle))])
-        if angle is None and rng.random() < 0.5:
-            direction = a2 / np.linalg.norm(a2)
-        normal = np.array([-direction[1], direction[0]])
-        side = (self.pos - p) @ normal > 0
-        # the half-lattice beyond the fault slides by half a cell along the fault line
-        step = a1 if abs(direction @ a1) >= abs(direction @ a2) else a2
-        self.pos[side] += 0.5 * step
+        if fault == "slide":
+            direction = a1 / np.linalg.norm(a1) if angle is None else np.array([math.sin(math.radians(angle)), math.cos(math.radians(angle))])
+            if angle is None and rng.random() < 0.5:
+                direction = a2 / np.linalg.norm(a2)
+            normal = np.array([-direction[1], direction[0]])
+            side = (self.pos - p) @ normal > 0
+            # the half-lattice beyond the fault slides by half a cell along the fault line
+            step = a1 if abs(direction @ a1) >= abs(direction @ a2) else a2
+            self.pos[side] += 0.5 * step
+        else:
+            diagonal = a1 + a2 if rng.random() < 0.5 else a1 - a2
+            if angle is None:
+                direction = diagonal / np.linalg.norm(diagonal)
+                normal = np.array([-direction[1], direction[0]])
+                p = self._snap_to_row(p, normal, fault)
+            else:
+                direction = np.array([math.sin(math.radians(angle)), math.cos(math.radians(angle))])
+                normal = np.array([-direction[1], direction[0]])
+            if fault == "partial":
+                side = (self.pos - p) @ normal > 0
+                self.pos[side] += (np.linalg.norm(diagonal) / 6.0) * direction
+            else:
+                self._mirror_beyond(p, normal)
         self.faults.append((p, direction, normal))
-        self._record("stacking_fault", p, angle_deg=float(math.degrees(math.atan2(direction[0], direction[1]))))
+        self._record("stacking_fault", p, fault=fault,
+                     angle_deg=float(math.degrees(math.atan2(direction[0], direction[1]))))
+
+    def _snap_to_row(self, p, normal, fault):
+        """Moves ``p`` along ``normal`` onto the nearest diagonal row of columns (twin: the mirror is an
+        atomic plane) or into the middle of the widest gap between rows (partial: slip between planes)."""
+        step = float(self.a1 @ normal)  # normal distance between neighbouring rows of lattice points
+        offsets = []
+        for fu, fv, _, _ in self.spec["basis"]:
+            offsets.append(float((fu * self.a1 + fv * self.a2) @ normal) % abs(step))
+        offsets = np.sort(np.asarray(offsets))
+        if fault == "twin":
+            target = 0.0
+        else:
+            gaps = np.diff(np.concatenate([offsets, offsets[:1] + abs(step)]))
+            i = int(np.argmax(gaps))
+            target = offsets[i] + 0.5 * gaps[i]
+        d = (float(self.origin @ normal) + target - float(p @ normal)) % abs(step)
+        if d > 0.5 * abs(step):  # the nearest such row, on either side
+            d -= abs(step)
+        return p + d * normal
+
+    def _mirror_beyond(self, p, normal) -> None:
+        """Replaces every column beyond the line through ``p`` by the mirror image of the lattice before it."""
+        eps = 1e-6 * self.cell_px
+        keep = (self.pos - p) @ normal <= eps
+        h, w, m = self.h, self.w, 3 * self.cell_px
+        corners = np.array([[-m, -m], [-m, w + m], [h + m, -m], [h + m, w + m]], float)
+        mirrored = corners - 2.0 * ((corners - p) @ normal)[:, None] * normal[None, :]
+        src_pos, src_species, src_amp = self.lattice_in(mirrored.min(axis=0), mirrored.max(axis=0))
+        before = (src_pos - p) @ normal < -eps  # columns on the line are kept once, from the lattice itself
+        q = src_pos[before]
+        q = q - 2.0 * ((q - p) @ normal)[:, None] * normal[None, :]
+        inside = (q[:, 0] > -m) & (q[:, 0] < h + m) & (q[:, 1] > -m) & (q[:, 1] < w + m)
+        self.pos = np.concatenate([self.pos[keep], q[inside]])
+        self.species = np.concatenate([self.species[keep], src_species[before][inside]])
+        self.amp = np.concatenate([self.amp[keep], src_amp[before][inside]])
+        self.heavy = self.amp >= 0.3 * self.peak
 
     def _add_interstitial(self, req, inside) -> np.ndarray:
         fu, fv = self.spec["interstitial"]
