@@ -46,6 +46,39 @@ def test_shipped_file_matches_registry():
     assert W.stem_key("small_cnn") == KEY
 
 
+def _pretrain_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_stem.py"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (an installed package without the repository)")
+    spec = importlib.util.spec_from_file_location("_pretrain_stem", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretraining_recipe_matches_the_shipped_record_and_fault_classes_extend_it():
+    ps = _pretrain_script()
+    log = json.loads(W.weights_path(KEY).with_suffix(".json").read_text())
+    shipped = [f"{k}/{lat}" for k, lat in ps.class_pairs("slide")]
+    assert shipped == log["classes"]  # the script still draws the classes the shipped file was trained on
+    extended = [f"{k}/{lat}" for k, lat in ps.class_pairs("all")]
+    assert extended[:len(shipped)] == shipped
+    assert extended[len(shipped):] == ["stacking_fault:partial/cubic", "stacking_fault:partial/dumbbell",
+                                       "stacking_fault:partial/perovskite", "stacking_fault:twin/dumbbell"]
+    # the extra classes are appended: the shipped classes draw the same patches either way
+    X1, y1, _, _ = ps.make_dataset(4, 0, faults="slide")
+    X2, y2, names, _ = ps.make_dataset(4, 0, faults="all")
+    np.testing.assert_array_equal(X2[:len(X1)], X1)
+    np.testing.assert_array_equal(y2[:len(y1)], y1)
+    assert np.bincount(y2).tolist() == [4] * len(extended) and names == extended
+    _, yk, kinds, _ = ps.make_dataset(4, 0, labels="kind", faults="all")
+    assert kinds[-2:] == ["stacking_fault:partial", "stacking_fault:twin"]
+    assert np.bincount(yk).tolist() == [12] * 7 + [4]  # twin: dumbbell only
+
+
 def test_loaded_state_fits_the_core_backbone():
     state, preprocessing, source = W.resolve_weights("stem", download=False, architecture="small_cnn")
     assert preprocessing == "unit" and KEY in source
