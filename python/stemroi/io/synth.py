@@ -387,7 +387,10 @@ class _DefectPlanter:
         return p + d * normal
 
     def _mirror_beyond(self, p, normal) -> None:
-        """Replaces every column beyond the line through ``p`` by the mirror image of the lattice before it."""
+        """Replaces every column beyond the line through ``p`` by the mirror image of the lattice before it.
+
+        The mirror image is of the unfaulted lattice: a fault planted earlier on the near side is not
+        mirrored (one twin per region is what the patch sets need)."""
         eps = 1e-6 * self.cell_px
         keep = (self.pos - p) @ normal <= eps
         h, w, m = self.h, self.w, 3 * self.cell_px
