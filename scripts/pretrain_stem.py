@@ -128,8 +128,7 @@ def class_pairs(faults: str = "slide"):
     pairs = [(k, lat) for k in ["Bulk", *synth.DEFECT_KINDS] for lat in lattices]
     if faults == "all":
         for fault in synth.FAULT_TYPES[1:]:
-            pairs += [(f"stacking_fault:{fault}", lat) for lat in lattices
-                      if fault != "twin" or synth.LATTICES[lat]["aspect"] != 1.0]
+            pairs += [(f"stacking_fault:{fault}", lat) for lat in lattices if fault in synth.fault_types(lat)]
     return pairs
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from .._validation import check_random_state_seed
 
 __all__ = ["SyntheticImage", "make_image", "make_patch_dataset", "CLASS_NAMES", "LATTICES", "DEFECT_KINDS",
-           "FAULT_TYPES"]
+           "FAULT_TYPES", "fault_types"]
 
 DEFECT_KINDS = ("vacancy", "interstitial", "antisite", "column_shift", "stacking_fault")
 CLASS_NAMES = ("Bulk",) + DEFECT_KINDS
@@ -257,6 +257,17 @@ def make_image(
 _LABEL_OF = {k: i for i, k in enumerate(CLASS_NAMES)}
 
 
+def fault_types(lattice) -> Tuple[str, ...]:
+    """The ``FAULT_TYPES`` a lattice (a name of ``LATTICES`` or its spec) can show: all but "twin" on
+    a square lattice, which is its own mirror image across a diagonal."""
+    spec = LATTICES[lattice] if isinstance(lattice, str) else lattice
+    return FAULT_TYPES if spec["aspect"] != 1.0 else tuple(f for f in FAULT_TYPES if f != "twin")
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
 class _DefectPlanter:
     """Places the requested defects on the lattice columns (edits positions and intensities).
 
@@ -329,7 +340,7 @@ class _DefectPlanter:
         fault = req.get("fault", self.default_fault)
         if fault not in FAULT_TYPES:
             raise ValueError(f"a stacking_fault's 'fault' must be one of {list(FAULT_TYPES)}, got {fault!r}")
-        if fault == "twin" and self.spec["aspect"] == 1.0:
+        if fault not in fault_types(self.spec):
             raise ValueError("a twin across the diagonal of a square lattice is the lattice itself (nothing to "
                              "see); use fault='twin' with lattice='dumbbell', or fault='partial'")
         if "row" in req:
@@ -340,24 +351,23 @@ class _DefectPlanter:
                 if self._far_enough(p):
                     break
         angle = req.get("angle_deg")
+        given = None if angle is None else np.array([math.sin(math.radians(angle)), math.cos(math.radians(angle))])
         if fault == "slide":
-            direction = a1 / np.linalg.norm(a1) if angle is None else np.array([math.sin(math.radians(angle)), math.cos(math.radians(angle))])
-            if angle is None and rng.random() < 0.5:
-                direction = a2 / np.linalg.norm(a2)
-            normal = np.array([-direction[1], direction[0]])
+            direction = _unit(a1) if given is None else given
+            if given is None and rng.random() < 0.5:
+                direction = _unit(a2)
+        else:
+            diagonal = a1 + a2 if rng.random() < 0.5 else a1 - a2
+            direction = _unit(diagonal) if given is None else given
+        normal = np.array([-direction[1], direction[0]])
+        if fault == "slide":
             side = (self.pos - p) @ normal > 0
             # the half-lattice beyond the fault slides by half a cell along the fault line
             step = a1 if abs(direction @ a1) >= abs(direction @ a2) else a2
             self.pos[side] += 0.5 * step
         else:
-            diagonal = a1 + a2 if rng.random() < 0.5 else a1 - a2
-            if angle is None:
-                direction = diagonal / np.linalg.norm(diagonal)
-                normal = np.array([-direction[1], direction[0]])
+            if given is None:
                 p = self._snap_to_row(p, normal, fault)
-            else:
-                direction = np.array([math.sin(math.radians(angle)), math.cos(math.radians(angle))])
-                normal = np.array([-direction[1], direction[0]])
             if fault == "partial":
                 side = (self.pos - p) @ normal > 0
                 self.pos[side] += (np.linalg.norm(diagonal) / 6.0) * direction
@@ -394,12 +404,13 @@ class _DefectPlanter:
         eps = 1e-6 * self.cell_px
         keep = (self.pos - p) @ normal <= eps
         h, w, m = self.h, self.w, 3 * self.cell_px
-        corners = np.array([[-m, -m], [-m, w + m], [h + m, -m], [h + m, w + m]], float)
-        mirrored = corners - 2.0 * ((corners - p) @ normal)[:, None] * normal[None, :]
-        src_pos, src_species, src_amp = self.lattice_in(mirrored.min(axis=0), mirrored.max(axis=0))
+        def mirror(x):
+            return x - 2.0 * ((x - p) @ normal)[:, None] * normal[None, :]
+
+        corners = mirror(np.array([[-m, -m], [-m, w + m], [h + m, -m], [h + m, w + m]], float))
+        src_pos, src_species, src_amp = self.lattice_in(corners.min(axis=0), corners.max(axis=0))
         before = (src_pos - p) @ normal < -eps  # columns on the line are kept once, from the lattice itself
-        q = src_pos[before]
-        q = q - 2.0 * ((q - p) @ normal)[:, None] * normal[None, :]
+        q = mirror(src_pos[before])
         inside = (q[:, 0] > -m) & (q[:, 0] < h + m) & (q[:, 1] > -m) & (q[:, 1] < w + m)
         self.pos = np.concatenate([self.pos[keep], q[inside]])
         self.species = np.concatenate([self.species[keep], src_species[before][inside]])
