@@ -34,29 +34,38 @@ def prifti_dir() -> Path:
     return _require(PRIFTI)
 
 
-@pytest.fixture(scope="session")
-def crossimage():
-    """benchmarks/_crossimage.py (the CdTe frame, its reference regions and the acquisition shifts of the
-    cross-image protocol); skipped when the CdTe patches are absent."""
+def _repo_module(relpath: str, name: str):
+    """A script of the repository (benchmarks/, scripts/) imported by path; skipped where it is absent."""
     import importlib.util
 
-    _require(AYYUBI / "CdTe")
-    spec = importlib.util.spec_from_file_location("_crossimage", ROOT / "benchmarks" / "_crossimage.py")
+    path = ROOT / relpath
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (tests run outside the repository)")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 @pytest.fixture(scope="session")
+def crossimage():
+    """benchmarks/_crossimage.py (the CdTe frame, its reference regions and the acquisition shifts of the
+    cross-image protocol); skipped when the CdTe patches are absent."""
+    _require(AYYUBI / "CdTe")
+    return _repo_module("benchmarks/_crossimage.py", "_crossimage")
+
+
+@pytest.fixture(scope="session")
+def pretrain_script():
+    """scripts/pretrain_stem.py, the recipe of the shipped STEM weights."""
+    return _repo_module("scripts/pretrain_stem.py", "_pretrain_stem")
+
+
+@pytest.fixture(scope="session")
 def planted_point_defects(prifti_dir):
     """150 Prifti SrTiO3 crops per class: bulk, and bulk with one planted point defect of 6 kinds, in
     [0, 1], with labels and class names (benchmarks/_common.py builds the same set for the benchmarks)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_bench_common", ROOT / "benchmarks" / "_common.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.planted_point_defect_set(prifti_dir)
+    return _repo_module("benchmarks/_common.py", "_bench_common").planted_point_defect_set(prifti_dir)
 
 
 @pytest.fixture

@@ -46,21 +46,8 @@ def test_shipped_file_matches_registry():
     assert W.stem_key("small_cnn") == KEY
 
 
-def _pretrain_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_stem.py"
-    if not path.is_file():
-        pytest.skip(f"{path} is not here (an installed package without the repository)")
-    spec = importlib.util.spec_from_file_location("_pretrain_stem", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_pretraining_recipe_matches_the_shipped_record_and_fault_classes_extend_it():
-    ps = _pretrain_script()
+def test_pretraining_recipe_matches_the_shipped_record_and_fault_classes_extend_it(pretrain_script):
+    ps = pretrain_script
     log = json.loads(W.weights_path(KEY).with_suffix(".json").read_text())
     shipped = [f"{k}/{lat}" for k, lat in ps.class_pairs("slide")]
     assert shipped == log["classes"]  # the script still draws the classes the shipped file was trained on
