@@ -18,15 +18,17 @@ SrTiO3 (4 classes) patches, which the pretraining never saw.
     labelled patch (tested on view-averaged features), the latter with stemroi's linear
     head (PatchClassifier(backbone="precomputed", hidden_units=0)), the estimator that does all of
     this itself (stemroi.FewLabelClassifier()), also given the rest of the train side as
-    unlabelled patches for self-training, and small_cnn trained from scratch on the 10 per class
-    (the default recipe).
+    unlabelled patches for self-training, and then with a student network trained on its
+    pseudo-labels (FewLabelClassifier(student="small_cnn")), and small_cnn trained from scratch
+    on the 10 per class (the default recipe).
 (c) fine-tuning on the whole train side: PatchClassifier(backbone="small_cnn",
     weights="stem") (head stage, then all blocks at 0.3 x the rate) vs from scratch.
 (d) few labels across images (CdTe only; the cross-image protocol of benchmarks/classify.py):
     FewLabelClassifier() on 10 labelled patches per class of the train side (without and with the
-    rest of the train side as unlabelled patches) and small_cnn from scratch on the same patches,
-    measured on the held-out patches (accuracy; AUROC of 1 - P(Bulk), defect vs bulk), the held-out
-    patches under acquisition shifts, and the 768 x 768 frame and its shifted copies (tile AUROC).
+    rest of the train side as unlabelled patches, and with the student) and small_cnn from
+    scratch on the same patches, measured on the held-out patches (accuracy; AUROC of
+    1 - P(Bulk), defect vs bulk), the held-out patches under acquisition shifts, and the
+    768 x 768 frame and its shifted copies (tile AUROC).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pretrained.py [--parts abc] [--out DIR]
     .venv/bin/python benchmarks/pretrained.py --parts b --only self-training --n-labelled 40   # how many labels
@@ -52,6 +54,7 @@ DATASETS = {"CdTe": "ayyubi-stem-defects/CdTe", "SrTiO3": "ayyubi-stem-defects/S
 # a third labelled set no choice was made on (_common.planted_point_defect_set); not in the default run
 EXTRA_DATASETS = {"STO-planted": "prifti-sto-cvae"}
 RULES = ("silhouette", "silhouette_1se", "stability", "gap")
+STUDENT = "the student small_cnn"
 
 
 def load(name):
@@ -157,6 +160,7 @@ def few_labels(name, X, y, names, tr, te, args, rows):
         "descriptor + STEM features, PatchClassifier linear head, 8 dihedral views": None,
         "FewLabelClassifier() (descriptor + STEM features, 8 views, linear head), labelled patches only": None,
         "FewLabelClassifier(), self-training on the rest of the train side (unlabelled)": None,
+        f"FewLabelClassifier(student='small_cnn'), self-training on the rest of the train side, then {STUDENT}": None,
         "small_cnn from scratch (default recipe)": lambda s: stemroi.PatchClassifier(
             backbone="small_cnn", mode="finetune", weights=None, validation_fraction=0, random_state=s,
             n_threads=args.threads),
@@ -186,6 +190,7 @@ def few_labels(name, X, y, names, tr, te, args, rows):
                 if route.startswith("FewLabelClassifier"):
                     unl = np.setdiff1d(tr, sub) if "self-training" in route else None
                     m = stemroi.FewLabelClassifier(("lattice_residual", stem), random_state=s,
+                                                   student="small_cnn" if STUDENT in route else None,
                                                    n_threads=args.threads).fit(
                         X[sub], y[sub], unlabelled=None if unl is None else X[unl])
                     acc = _accuracy(m, X[te], y[te])
@@ -249,7 +254,11 @@ def few_labels_cross_image(name, X, y, names, tr, te, args, rows):
         "FewLabelClassifier(), labelled patches only": lambda s, sub: stemroi.FewLabelClassifier(
             ("lattice_residual", stem), random_state=s, n_threads=args.threads).fit(X[sub], yn[sub]),
         "FewLabelClassifier(), self-training on the rest of the train side": lambda s, sub: stemroi.FewLabelClassifier(
-            ("lattice_residual", stem), random_state=s, n_threads=args.threads).fit(
+            ("lattice_residual", stem), student=None, random_state=s, n_threads=args.threads).fit(
+                X[sub], yn[sub], unlabelled=X[np.setdiff1d(tr, sub)]),
+        f"FewLabelClassifier(student='small_cnn'), self-training on the rest of the train side, then {STUDENT}":
+            lambda s, sub: stemroi.FewLabelClassifier(("lattice_residual", stem), student="small_cnn", random_state=s,
+                                                      n_threads=args.threads).fit(
                 X[sub], yn[sub], unlabelled=X[np.setdiff1d(tr, sub)]),
         "small_cnn from scratch (default recipe)": lambda s, sub: stemroi.PatchClassifier(
             validation_fraction=0, random_state=s, n_threads=args.threads).fit(X[sub], yn[sub]),

@@ -145,14 +145,17 @@ def test_train_few_label_with_unlabelled_frame_then_detect_and_info(tmp_path, fr
     # 12 labelled 32 px patches per class, the vacancy frame as unlabelled tiles for self-training
     model = tmp_path / "few.stemroi"
     rc = main(["train", str(frames["patches"]), "--few-label", "--unlabelled", str(frames["vacancy"]),
-               str(frames["bulk"]), "--out", str(model), "--threads", "1"])
+               str(frames["bulk"]), "--student", "small_cnn", "--out", str(model), "--threads", "1"])
     assert rc == 0 and model.is_file()
     text = capsys.readouterr().out
     assert "24 labelled patches, 50 unlabelled for self-training" in text  # 2 frames of 5 x 5 tiles
+    # the student: the 24 labelled and the last round's 47 pseudo-labelled tiles
+    assert "predicts: a small_cnn student fine-tuned from the STEM weights on the labelled and 47 pseudo" in text
     from stemroi import FewLabelClassifier
 
     loaded = FewLabelClassifier.load(model)
     assert loaded.n_pseudo_labelled_ == [25, 32, 40, 45, 47] and loaded.class_names_ == ["Bulk", "vacancy"]
+    assert loaded.student_ is not None and loaded.student_.class_names_ == ["Bulk", "vacancy"]
     out = tmp_path / "det"
     rc = main(["detect", str(frames["vacancy"]), "--model", str(model), "--out", str(out), "--quiet", "--no-plot"])
     assert rc == 0
@@ -173,11 +176,15 @@ def test_few_label_unlabelled_stack_is_its_frames(tmp_path, frames, capsys):
     stack = tmp_path / "series.npy"
     np.save(stack, np.stack([read_image(frames["vacancy"]), read_image(frames["bulk"])]))
     model = tmp_path / "few.stemroi"
-    rc = main(["train", str(frames["patches"]), "--few-label", "--unlabelled", str(stack), "--out", str(model),
-               "--threads", "1"])
+    rc = main(["train", str(frames["patches"]), "--few-label", "--unlabelled", str(stack), "--student", "none",
+               "--out", str(model), "--threads", "1"])
     assert rc == 0
-    assert "24 labelled patches, 50 unlabelled for self-training" in capsys.readouterr().out
-    assert FewLabelClassifier.load(model).n_pseudo_labelled_ == [25, 32, 40, 45, 47]
+    text = capsys.readouterr().out
+    assert "24 labelled patches, 50 unlabelled for self-training" in text and "predicts: the head" in text
+    loaded = FewLabelClassifier.load(model)
+    assert loaded.n_pseudo_labelled_ == [25, 32, 40, 45, 47] and loaded.student_ is None
+    rc = main(["train", str(frames["patches"]), "--student", "small_cnn", "--out", str(tmp_path / "x.stemroi")])
+    assert rc == 2 and "--student goes with --few-label" in _error_line(capsys)
 
 
 def test_cli_errors(tmp_path, patch_folder, capsys):

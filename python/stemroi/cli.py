@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --few-label: unlabelled data for self-training, image files (of a stack, every "
                          "frame) or folders of them; each image is tiled at the labelled patch size (a "
                          "patch-sized file is one patch). Never the patches you will measure accuracy on")
+    tr.add_argument("--student", choices=["small_cnn", "none"], default=None,
+                    help="with --few-label and --unlabelled: after self-training, a small_cnn fine-tuned from the "
+                         "STEM weights on the labelled and pseudo-labelled patches predicts (none: the linear "
+                         "head predicts; default: FewLabelClassifier's)")
     _add_pixel_size(tr, "of the patches, recorded in the model (`stemroi detect` then resamples a calibrated "
                         "image at another pixel size to it)", mapped=False)
     tr.add_argument("--seed", type=int, default=0)
@@ -691,13 +695,16 @@ def _train_few_label(args, patches, labels, class_names, say) -> int:
     say(f"  FewLabelClassifier: {len(patches)} labelled patches"
         + (f", {len(unlabelled)} unlabelled for self-training" if unlabelled is not None else ""))
     model = FewLabelClassifier(max_epochs=args.epochs, random_state=args.seed, n_threads=args.threads)
+    if args.student is not None:
+        model.set_params(student=None if args.student == "none" else args.student)
     model.fit(patches, labels, unlabelled=unlabelled, class_names=class_names,
               data_description=f"{args.patch_folder}: {len(patches)} labelled patches"
                                + (f", {len(unlabelled)} unlabelled tiles of {', '.join(args.unlabelled)}"
                                   if unlabelled is not None else ""))
     model.save(args.out)
     say(f"  features {', '.join(n for n, _ in model.feature_blocks_)}, {model.views} views, linear head; "
-        f"pseudo-labelled per round {model.n_pseudo_labelled_ or '-'}; {model.fit_time_:.1f} s")
+        f"pseudo-labelled per round {model.n_pseudo_labelled_ or '-'}; predicts: {model.model_card_['predicts']}; "
+        f"{model.fit_time_:.1f} s")
     say(f"  wrote {args.out}")
     return 0
 
@@ -713,6 +720,8 @@ def cmd_train(args) -> int:
     _check_out_file(args.out, "--out")
     if args.unlabelled and not args.few_label:
         raise UsageError("--unlabelled goes with --few-label (self-training of a FewLabelClassifier)")
+    if args.student is not None and not args.few_label:
+        raise UsageError("--student goes with --few-label (a FewLabelClassifier's student network)")
     if args.few_label:
         given = [opt for opt, value, default in (("--backbone", args.backbone, "small_cnn"),
                                                  ("--mode", args.mode, "finetune"), ("--weights", args.weights, "auto"),

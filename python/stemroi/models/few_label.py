@@ -42,6 +42,7 @@ MODEL_ARCHITECTURE = "stemroi.FewLabelClassifier"
 # share of the unlabelled patches (the most confident) pseudo-labelled in self-training round r
 _SELF_TRAINING_SHARES = (0.5, 0.65, 0.8, 0.9, 0.95)
 _VIEWS = (1, 4, 8)
+_STUDENTS = ("small_cnn",)
 
 
 def _feature_block(spec, n_threads):
@@ -82,6 +83,12 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         Rounds of self-training on the ``unlabelled`` patches given to ``fit`` (0: none; ignored when
         none are given). Round r adds the most confident 50 %, 65 %, 80 %, 90 %, 95 % of them with their
         predicted labels.
+    student : {None, "small_cnn"}
+        After self-training, train this network (fine-tuned from the shipped STEM weights, the
+        :class:`PatchClassifier` default recipe) on the labelled patches and the pseudo-labelled
+        share of the last round, and predict with it: the pseudo-labels give it hundreds of
+        examples where the head had ten. Needs ``unlabelled`` patches and ``self_training`` > 0;
+        without them the head predicts (``student_`` is None). None: the head always predicts.
     hidden_units, dropout, l2, label_smoothing, class_weight, max_epochs, learning_rate
         The head's, as in :class:`PatchClassifier` (``hidden_units=0``: linear head).
     random_state : int, optional
@@ -102,6 +109,8 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         Name and width of every feature set.
     n_pseudo_labelled_ : list of int
         Pseudo-labelled patches per self-training round.
+    student_ : PatchClassifier or None
+        The network that predicts, when ``student`` is set and self-training ran.
     patch_shape_ : tuple
         (h, w) of the training patches.
     n_labelled_ : int
@@ -115,13 +124,14 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
     _fitted_attribute = "head_"
 
     def __init__(self, features: Sequence = ("lattice_residual", "stem_cnn"), *, views: int = 8,
-                 self_training: int = 5, hidden_units: int = 0, dropout: float = 0.4, l2: float = 1e-4,
+                 self_training: int = 5, student: Optional[str] = None, hidden_units: int = 0, dropout: float = 0.4, l2: float = 1e-4,
                  label_smoothing: Optional[float] = None, class_weight: Optional[str] = "balanced",
                  max_epochs: Optional[int] = None, learning_rate: Optional[float] = None,
                  random_state=None, n_threads: Optional[int] = None):
         self.features = features
         self.views = views
         self.self_training = self_training
+        self.student = student
         self.hidden_units = hidden_units
         self.dropout = dropout
         self.l2 = l2
@@ -144,6 +154,8 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"self_training must be at most {len(_SELF_TRAINING_SHARES)} rounds, "
                              f"got {self.self_training}")
         check_positive_int(self.hidden_units, "hidden_units", minimum=0)
+        if self.student is not None and not (isinstance(self.student, str) and self.student in _STUDENTS):
+            raise ValueError(f"student must be None or one of {_STUDENTS}, got {self.student!r}")
 
     # ---------------------------------------------------------------- features
     def _extractors(self, n_threads):
@@ -206,6 +218,15 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
             return self._head(seed).fit(Z.reshape(-1, Z.shape[-1]), np.tile(y, Z.shape[0]),
                                         class_names=class_names)
 
+    def _fit_student(self, X, y, class_names, seed, description):
+        from .classifier import PatchClassifier
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PatchClassifier.fit: no class is named 'Bulk'")
+            return PatchClassifier(backbone=self.student, mode="finetune", weights="stem", random_state=seed,
+                                   n_threads=self.n_threads).fit(X, y, class_names=class_names,
+                                                                 data_description=description)
+
     def fit(self, X, y, *, unlabelled=None, class_names: Optional[Sequence[str]] = None,
             data_description: Optional[str] = None):
         """Train on labelled patches (n, h, w) in [0, 1] with labels ``y``.
@@ -263,6 +284,16 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
                 head = self._fit_head(np.concatenate([ZX, ZU[:, keep]], 1), np.concatenate([y_arr, pseudo]),
                                       class_names, seed)
                 self.n_pseudo_labelled_.append(int(keep.sum()))
+        self.student_ = None
+        if self.student is not None and self.n_pseudo_labelled_:
+            # the final head's labels for the share of the last round (its most confident ones)
+            P = head.predict_proba(ZU_mean)
+            conf = P.max(1)
+            keep = conf >= np.quantile(conf, 1.0 - _SELF_TRAINING_SHARES[len(self.n_pseudo_labelled_) - 1])
+            self.student_ = self._fit_student(np.concatenate([X, U[keep]]),
+                                              np.concatenate([y_arr, head.classes_[P.argmax(1)][keep]]),
+                                              class_names, seed, f"{len(X)} labelled and {int(keep.sum())} "
+                                              "pseudo-labelled patches (FewLabelClassifier self-training)")
         self.head_ = head
         self.classes_ = head.classes_
         self.class_names_ = list(head.class_names_)
@@ -277,6 +308,9 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
             "views": int(self.views),
             "head": "linear" if self.hidden_units == 0 else f"MLP, {self.hidden_units} hidden units",
             "self_training": {"rounds": len(self.n_pseudo_labelled_), "pseudo_labelled": self.n_pseudo_labelled_},
+            "predicts": ("the head" if self.student_ is None else
+                         f"a {self.student} student fine-tuned from the STEM weights on the labelled and "
+                         f"{self.n_pseudo_labelled_[-1]} pseudo-labelled patches"),
             "metrics": {"fit_time_s": round(self.fit_time_, 2)},
         }
         if not any(c.lower() == "bulk" for c in self.class_names_):
@@ -287,7 +321,15 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
 
     # ----------------------------------------------------------------- predict
     def predict_proba(self, X, batch_size: int = 256, progress=None) -> np.ndarray:
-        """Class probabilities (n, n_classes) of the view-averaged features, columns in ``classes_`` order."""
+        """Class probabilities (n, n_classes), columns in ``classes_`` order: the student's when there is
+        one, else the head's on the view-averaged features."""
+        if getattr(self, "student_", None) is not None:  # models pickled before the option have none
+            from .classifier import _check_patches
+
+            self._check_fitted()
+            X = _check_patches(X, self.patch_shape_)
+            return self.student_.predict_proba(X, batch_size=check_positive_int(batch_size, "batch_size"),
+                                               progress=progress)
         X, batch_size, features = self._batches(X, batch_size)
         out = []
         for i in range(0, len(X), batch_size):
@@ -312,6 +354,8 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"only named feature sets can be saved (strings such as 'stem_cnn'), got "
                              f"{', '.join(type(f).__name__ for f in unnamed)} objects")
         head_tensors, head_config = self.head_._saved_state()
+        student_tensors, student_config = ({}, None) if getattr(self, "student_", None) is None else \
+            self.student_._saved_state()
         params = self.get_params(deep=False)
         params["features"] = list(params["features"])
         if not isinstance(params.get("random_state"), (int, type(None))):
@@ -326,8 +370,10 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
             "n_labelled": self.n_labelled_,
             "n_pseudo_labelled": self.n_pseudo_labelled_,
             "head": head_config,
+            "student": student_config,
         }
         tensors = {**{f"head.{k}": v for k, v in head_tensors.items()},
+                   **{f"student.{k}": v for k, v in student_tensors.items()},
                    "feature_mean": np.asarray(self.feature_mean_, np.float64),
                    "feature_scale": np.asarray(self.feature_scale_, np.float64)}
         _save_model(path, tensors, architecture=MODEL_ARCHITECTURE, config=config, class_names=self.class_names_,
@@ -356,6 +402,10 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
                                  f"{saved}, this stemroi ships {now}; train it again with this version")
         head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
         self.head_ = PatchClassifier._from_saved(cfg["head"], head, {}, origin)
+        self.student_ = None  # files written before the option have no "student" entry
+        if cfg.get("student") is not None:
+            student = {k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")}
+            self.student_ = PatchClassifier._from_saved(cfg["student"], student, {}, origin)
         self.classes_ = self.head_.classes_
         self.class_names_ = list(cfg["class_names"])
         self.patch_shape_ = tuple(int(s) for s in cfg["patch_shape"])
