@@ -214,15 +214,22 @@ def test_bad_input_is_refused_clearly(synth):
             method(X[:, :32, :32])
 
 
-@pytest.mark.data
-def test_real_srtio3_ten_labels_per_class(ayyubi_dir):
-    """10 labelled SrTiO3 patches per class from the train side of the overlap-aware split, measured
-    on its test side (docs/weights.md: 0.93 mean over 3 draws with self-training, 0.91 without)."""
-    ds = stemroi.load_patch_folder(ayyubi_dir / "STO")
+def _ten_labels_per_class(folder):
+    """A real patch set, its overlap-aware split (split 0) and 10 labelled train-side patches per class
+    (draw 0, as benchmarks/pretrained.py draws them)."""
+    ds = stemroi.load_patch_folder(folder)
     X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
     tr, te = (np.asarray(v) for v in stemroi.spatial_train_test_split(X, y, test_size=0.2, random_state=0))
     rng = np.random.default_rng(0)
     sub = np.concatenate([rng.choice(tr[y[tr] == c], size=10, replace=False) for c in np.unique(y[tr])])
+    return X, y, tr, te, sub
+
+
+@pytest.mark.data
+def test_real_srtio3_ten_labels_per_class(ayyubi_dir):
+    """10 labelled SrTiO3 patches per class from the train side of the overlap-aware split, measured
+    on its test side (docs/weights.md: 0.93 mean over 3 draws with self-training, 0.91 without)."""
+    X, y, tr, te, sub = _ten_labels_per_class(ayyubi_dir / "STO")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         clf = FewLabelClassifier(self_training=0, random_state=0).fit(X[sub], y[sub])
@@ -235,11 +242,7 @@ def test_real_cdte_student_tells_the_planar_faults_apart(ayyubi_dir):
     """10 labelled CdTe patches per class, the rest of the train side unlabelled: the linear head
     calls the six SF2 test patches Twin_Bound (0.937); the student trained on its pseudo-labels
     does not (docs/weights.md: 0.992 on this split and draw)."""
-    ds = stemroi.load_patch_folder(ayyubi_dir / "CdTe")
-    X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
-    tr, te = (np.asarray(v) for v in stemroi.spatial_train_test_split(X, y, test_size=0.2, random_state=0))
-    rng = np.random.default_rng(0)
-    sub = np.concatenate([rng.choice(tr[y[tr] == c], size=10, replace=False) for c in np.unique(y[tr])])
+    X, y, tr, te, sub = _ten_labels_per_class(ayyubi_dir / "CdTe")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         clf = FewLabelClassifier(student="small_cnn", random_state=0).fit(X[sub], y[sub],
