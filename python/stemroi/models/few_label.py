@@ -127,7 +127,8 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
     _fitted_attribute = "head_"
 
     def __init__(self, features: Sequence = ("lattice_residual", "stem_cnn"), *, views: int = 8,
-                 self_training: int = 5, student: Optional[str] = None, hidden_units: int = 0, dropout: float = 0.4, l2: float = 1e-4,
+                 self_training: int = 5, student: Optional[str] = None, hidden_units: int = 0,
+                 dropout: float = 0.4, l2: float = 1e-4,
                  label_smoothing: Optional[float] = None, class_weight: Optional[str] = "balanced",
                  max_epochs: Optional[int] = None, learning_rate: Optional[float] = None,
                  random_state=None, n_threads: Optional[int] = None):
