@@ -19,7 +19,8 @@ SrTiO3 (4 classes) patches, which the pretraining never saw.
     head (PatchClassifier(backbone="precomputed", hidden_units=0)), the estimator that does all of
     this itself (stemroi.FewLabelClassifier()), also given the rest of the train side as
     unlabelled patches for self-training, and then with a student network trained on its
-    pseudo-labels (FewLabelClassifier(student="small_cnn")), and small_cnn trained from scratch
+    pseudo-labels (FewLabelClassifier(student="small_cnn"): the mean of its and the head's
+    probabilities; student_weight=1: the student alone), and small_cnn trained from scratch
     on the 10 per class (the default recipe).
 (c) fine-tuning on the whole train side: PatchClassifier(backbone="small_cnn",
     weights="stem") (head stage, then all blocks at 0.3 x the rate) vs from scratch.
@@ -55,6 +56,14 @@ DATASETS = {"CdTe": "ayyubi-stem-defects/CdTe", "SrTiO3": "ayyubi-stem-defects/S
 EXTRA_DATASETS = {"STO-planted": "prifti-sto-cvae"}
 RULES = ("silhouette", "silhouette_1se", "stability", "gap")
 STUDENT = "the student small_cnn"
+STUDENT_ALONE = "student_weight=1 (the student alone)"
+
+
+def _student(route):
+    """FewLabelClassifier's student keywords for a route name."""
+    if STUDENT not in route:
+        return {"student": None}
+    return {"student": "small_cnn", "student_weight": 1.0 if STUDENT_ALONE in route else 0.5}
 
 
 def load(name):
@@ -160,7 +169,10 @@ def few_labels(name, X, y, names, tr, te, args, rows):
         "descriptor + STEM features, PatchClassifier linear head, 8 dihedral views": None,
         "FewLabelClassifier() (descriptor + STEM features, 8 views, linear head), labelled patches only": None,
         "FewLabelClassifier(), self-training on the rest of the train side (unlabelled)": None,
-        f"FewLabelClassifier(student='small_cnn'), self-training on the rest of the train side, then {STUDENT}": None,
+        f"FewLabelClassifier(student='small_cnn'), self-training on the rest of the train side, then {STUDENT}, "
+        "mean with the head": None,
+        f"FewLabelClassifier(student='small_cnn', {STUDENT_ALONE}), self-training on the rest of the train side, "
+        f"then {STUDENT}": None,
         "small_cnn from scratch (default recipe)": lambda s: stemroi.PatchClassifier(
             backbone="small_cnn", mode="finetune", weights=None, validation_fraction=0, random_state=s,
             n_threads=args.threads),
@@ -189,8 +201,7 @@ def few_labels(name, X, y, names, tr, te, args, rows):
                 warnings.simplefilter("ignore", UserWarning)
                 if route.startswith("FewLabelClassifier"):
                     unl = np.setdiff1d(tr, sub) if "self-training" in route else None
-                    m = stemroi.FewLabelClassifier(("lattice_residual", stem), random_state=s,
-                                                   student="small_cnn" if STUDENT in route else None,
+                    m = stemroi.FewLabelClassifier(("lattice_residual", stem), random_state=s, **_student(route),
                                                    n_threads=args.threads).fit(
                         X[sub], y[sub], unlabelled=None if unl is None else X[unl])
                     acc = _accuracy(m, X[te], y[te])
@@ -256,10 +267,13 @@ def few_labels_cross_image(name, X, y, names, tr, te, args, rows):
         "FewLabelClassifier(), self-training on the rest of the train side": lambda s, sub: stemroi.FewLabelClassifier(
             ("lattice_residual", stem), student=None, random_state=s, n_threads=args.threads).fit(
                 X[sub], yn[sub], unlabelled=X[np.setdiff1d(tr, sub)]),
-        f"FewLabelClassifier(student='small_cnn'), self-training on the rest of the train side, then {STUDENT}":
-            lambda s, sub: stemroi.FewLabelClassifier(("lattice_residual", stem), student="small_cnn", random_state=s,
-                                                      n_threads=args.threads).fit(
-                X[sub], yn[sub], unlabelled=X[np.setdiff1d(tr, sub)]),
+        **{route: lambda s, sub, route=route: stemroi.FewLabelClassifier(
+            ("lattice_residual", stem), random_state=s, n_threads=args.threads, **_student(route)).fit(
+                X[sub], yn[sub], unlabelled=X[np.setdiff1d(tr, sub)])
+           for route in (f"FewLabelClassifier(student='small_cnn'), self-training on the rest of the train side, "
+                         f"then {STUDENT}, mean with the head",
+                         f"FewLabelClassifier(student='small_cnn', {STUDENT_ALONE}), self-training on the rest of "
+                         f"the train side, then {STUDENT}")},
         "small_cnn from scratch (default recipe)": lambda s, sub: stemroi.PatchClassifier(
             validation_fraction=0, random_state=s, n_threads=args.threads).fit(X[sub], yn[sub]),
     }

@@ -136,7 +136,8 @@ def test_without_unlabelled_patches_no_self_training(synth):
 
 def test_student_learns_from_the_pseudo_labels_and_predicts(synth, tmp_path):
     """student="small_cnn": a network fine-tuned from the STEM weights on the labelled patches and the
-    last round's pseudo-labelled ones predicts; it round-trips through save/load bit for bit."""
+    last round's pseudo-labelled ones predicts with the head (the mean of their probabilities by
+    default, the student alone with student_weight=1); it round-trips through save/load bit for bit."""
     X, y, U, Xt, yt = synth
     clf = FewLabelClassifier(student="small_cnn", self_training=2, random_state=0, n_threads=1).fit(X, y, unlabelled=U)
     st = clf.student_
@@ -145,8 +146,12 @@ def test_student_learns_from_the_pseudo_labels_and_predicts(synth, tmp_path):
     assert clf.n_pseudo_labelled_ == [30, 39]
     assert st.model_card_["data"].startswith("30 labelled and 39 pseudo-labelled patches")
     assert st.classes_.tolist() == clf.classes_.tolist() == ["Bulk", "interstitial", "vacancy"]
-    np.testing.assert_array_equal(clf.predict_proba(Xt), st.predict_proba(Xt))
-    assert "small_cnn student" in clf.model_card_["predicts"]
+    head = clf.head_.predict_proba(clf.transform(Xt))
+    np.testing.assert_allclose(clf.predict_proba(Xt), 0.5 * (st.predict_proba(Xt) + head), rtol=0, atol=1e-6)
+    assert clf.model_card_["predicts"].startswith("0.5 x a small_cnn student fine-tuned")
+    assert clf.model_card_["predicts"].endswith("plus 0.5 x the head (probabilities)")
+    np.testing.assert_array_equal(clf.set_params(student_weight=1.0).predict_proba(Xt), st.predict_proba(Xt))
+    clf.set_params(student_weight=0.5)
     acc = float(np.mean(clf.predict(Xt) == yt))
     assert acc >= 0.85, acc  # measured 1.00 (the head alone: 1.00; real CdTe: docs/weights.md)
     path = tmp_path / "student.stemroi"
@@ -156,6 +161,19 @@ def test_student_learns_from_the_pseudo_labels_and_predicts(synth, tmp_path):
     assert loaded.student_ is not None and loaded.model_card_["predicts"] == clf.model_card_["predicts"]
     back = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(back.predict_proba(Xt), clf.predict_proba(Xt))
+    # models saved or pickled before student_weight existed predicted with the student alone, and still do
+    del back.student_weight
+    np.testing.assert_array_equal(back.predict_proba(Xt), st.predict_proba(Xt))
+    params = FewLabelClassifier.get_params
+    try:
+        FewLabelClassifier.get_params = lambda self, deep=True: {
+            k: v for k, v in params(self, deep).items() if k != "student_weight"}
+        clf.save(tmp_path / "before.stemroi")
+    finally:
+        FewLabelClassifier.get_params = params
+    old = FewLabelClassifier.load(tmp_path / "before.stemroi")
+    assert old.student_weight == 1.0
+    np.testing.assert_array_equal(old.predict_proba(Xt), st.predict_proba(Xt))
     # without unlabelled patches there is nothing to pseudo-label: the head predicts
     head_only = FewLabelClassifier(student="small_cnn", features=("lattice_residual",), views=1, random_state=0,
                                    n_threads=1).fit(X, y)
@@ -163,6 +181,11 @@ def test_student_learns_from_the_pseudo_labels_and_predicts(synth, tmp_path):
     np.testing.assert_array_equal(head_only.predict_proba(Xt), head_only.head_.predict_proba(head_only.transform(Xt)))
     with pytest.raises(ValueError, match=r"student must be None or one of \('small_cnn',\), got 'vgg16'"):
         FewLabelClassifier(student="vgg16").fit(X, y)
+    for bad in (0, 1.5, "half", True, float("nan")):
+        with pytest.raises(ValueError, match=r"student_weight must be a number in \(0, 1\], got "):
+            FewLabelClassifier(student="small_cnn", student_weight=bad).fit(X, y)
+    with pytest.raises(ValueError, match=r"student_weight must be a number in \(0, 1\], got 2"):
+        clf.set_params(student_weight=2).predict(Xt)
 
 
 def test_maps_a_frame_with_detect(synth):

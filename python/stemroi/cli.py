@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "patch-sized file is one patch). Never the patches you will measure accuracy on")
     tr.add_argument("--student", choices=["small_cnn", "none"], default=None,
                     help="with --few-label and --unlabelled: after self-training, a small_cnn fine-tuned from the "
-                         "STEM weights on the labelled and pseudo-labelled patches predicts (none: the linear "
-                         "head predicts; default: FewLabelClassifier's)")
+                         "STEM weights on the labelled and pseudo-labelled patches predicts with the linear head, "
+                         "the mean of their probabilities (none: the head alone; default: FewLabelClassifier's)")
     _add_pixel_size(tr, "of the patches, recorded in the model (`stemroi detect` then resamples a calibrated "
                         "image at another pixel size to it)", mapped=False)
     tr.add_argument("--seed", type=int, default=0)

@@ -17,12 +17,13 @@ What works better, measured on the same split:
   many more patches than labels): the most confident share of pseudo-labels joins the training
   rows, a larger share each round;
 * then a student network (``student="small_cnn"``) fine-tuned from the STEM weights on the labelled
-  and pseudo-labelled patches, which predicts: with hundreds of examples per class it learns what
-  the frozen features miss (CdTe's two planar faults).
+  and pseudo-labelled patches, which predicts with the head (the mean of their probabilities): with
+  hundreds of examples per class it learns what the frozen features miss (CdTe's two planar
+  faults), and the head keeps the ranking of defect tiles in a new frame.
 
 Measured (docs/weights.md, ``benchmarks/pretrained.py --parts b``; 10 labelled patches per class, 3
 draws, 3 overlap-aware splits): CdTe 0.926, SrTiO3 0.912 from the labelled patches alone; 0.940 and
-0.950 with the rest of the train side as unlabelled patches; 0.992 and 0.962 with the student.
+0.950 with the rest of the train side as unlabelled patches; 0.993 and 0.961 with the student.
 
 Nothing here re-implements the core: the features, the views and the head are the core's.
 """
@@ -89,9 +90,15 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
     student : {None, "small_cnn"}
         After self-training, train this network (fine-tuned from the shipped STEM weights, the
         :class:`PatchClassifier` default recipe) on the labelled patches and the pseudo-labelled
-        share of the last round, and predict with it: the pseudo-labels give it hundreds of
-        examples where the head had ten. Needs ``unlabelled`` patches and ``self_training`` > 0;
-        without them the head predicts (``student_`` is None). None: the head always predicts.
+        share of the last round, and predict with it and the head (``student_weight``): the
+        pseudo-labels give it hundreds of examples where the head had ten. Needs ``unlabelled``
+        patches and ``self_training`` > 0; without them the head predicts (``student_`` is None).
+        None: the head always predicts.
+    student_weight : float
+        With a student, the predicted probabilities are ``student_weight`` x the student's plus
+        (1 - ``student_weight``) x the head's. 0.5 (default): their mean, which keeps the student's
+        accuracy and most of the head's ranking of defect tiles in a new frame (docs/weights.md);
+        1: the student alone. In (0, 1].
     hidden_units, dropout, l2, label_smoothing, class_weight, max_epochs, learning_rate
         The head's, as in :class:`PatchClassifier` (``hidden_units=0``: linear head).
     random_state : int, optional
@@ -113,7 +120,8 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
     n_pseudo_labelled_ : list of int
         Pseudo-labelled patches per self-training round.
     student_ : PatchClassifier or None
-        The network that predicts, when ``student`` is set and self-training ran.
+        The network trained on the pseudo-labels, when ``student`` is set and self-training ran; it
+        predicts with the head (``student_weight``).
     patch_shape_ : tuple
         (h, w) of the training patches.
     n_labelled_ : int
@@ -127,7 +135,8 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
     _fitted_attribute = "head_"
 
     def __init__(self, features: Sequence = ("lattice_residual", "stem_cnn"), *, views: int = 8,
-                 self_training: int = 5, student: Optional[str] = None, hidden_units: int = 0,
+                 self_training: int = 5, student: Optional[str] = None, student_weight: float = 0.5,
+                 hidden_units: int = 0,
                  dropout: float = 0.4, l2: float = 1e-4,
                  label_smoothing: Optional[float] = None, class_weight: Optional[str] = "balanced",
                  max_epochs: Optional[int] = None, learning_rate: Optional[float] = None,
@@ -136,6 +145,7 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         self.views = views
         self.self_training = self_training
         self.student = student
+        self.student_weight = student_weight
         self.hidden_units = hidden_units
         self.dropout = dropout
         self.l2 = l2
@@ -160,6 +170,13 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         check_positive_int(self.hidden_units, "hidden_units", minimum=0)
         if self.student is not None and not (isinstance(self.student, str) and self.student in _STUDENTS):
             raise ValueError(f"student must be None or one of {_STUDENTS}, got {self.student!r}")
+        self._checked_student_weight()
+
+    def _checked_student_weight(self) -> float:
+        w = getattr(self, "student_weight", 1.0)  # models pickled before the option predicted with the student
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) or not 0.0 < w <= 1.0:
+            raise ValueError(f"student_weight must be a number in (0, 1], got {w!r}")
+        return float(w)
 
     # ---------------------------------------------------------------- features
     def _extractors(self, n_threads):
@@ -312,9 +329,7 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
             "views": int(self.views),
             "head": "linear" if self.hidden_units == 0 else f"MLP, {self.hidden_units} hidden units",
             "self_training": {"rounds": len(self.n_pseudo_labelled_), "pseudo_labelled": self.n_pseudo_labelled_},
-            "predicts": ("the head" if self.student_ is None else
-                         f"a {self.student} student fine-tuned from the STEM weights on the labelled and "
-                         f"{self.n_pseudo_labelled_[-1]} pseudo-labelled patches"),
+            "predicts": self._predicts(),
             "metrics": {"fit_time_s": round(self.fit_time_, 2)},
         }
         if not any(c.lower() == "bulk" for c in self.class_names_):
@@ -323,21 +338,34 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
                           stacklevel=2)
         return self
 
+    def _predicts(self) -> str:
+        if self.student_ is None:
+            return "the head"
+        student = (f"a {self.student} student fine-tuned from the STEM weights on the labelled and "
+                   f"{self.n_pseudo_labelled_[-1]} pseudo-labelled patches")
+        w = self._checked_student_weight()
+        return student if w == 1.0 else f"{w:g} x {student}, plus {1.0 - w:g} x the head (probabilities)"
+
     # ----------------------------------------------------------------- predict
     def predict_proba(self, X, batch_size: int = 256, progress=None) -> np.ndarray:
-        """Class probabilities (n, n_classes), columns in ``classes_`` order: the student's when there is
-        one, else the head's on the view-averaged features."""
-        if getattr(self, "student_", None) is not None:  # models pickled before the option have none
+        """Class probabilities (n, n_classes), columns in ``classes_`` order: the head's on the
+        view-averaged features, mixed with the student's (``student_weight``) when there is one."""
+        student = getattr(self, "student_", None)  # models pickled before the option have none
+        w = 0.0 if student is None else float(self._checked_student_weight())
+        if w == 1.0:
             from .classifier import _check_patches
 
             self._check_fitted()
             X = _check_patches(X, self.patch_shape_)
-            return self.student_.predict_proba(X, batch_size=check_positive_int(batch_size, "batch_size"),
-                                               progress=progress)
+            return student.predict_proba(X, batch_size=check_positive_int(batch_size, "batch_size"),
+                                         progress=progress)
         X, batch_size, features = self._batches(X, batch_size)
         out = []
         for i in range(0, len(X), batch_size):
-            out.append(self.head_.predict_proba(features(X[i:i + batch_size])))
+            P = self.head_.predict_proba(features(X[i:i + batch_size]))
+            if w > 0.0:
+                P = w * student.predict_proba(X[i:i + batch_size], batch_size=batch_size) + (1.0 - w) * P
+            out.append(P)
             if progress is not None:
                 progress(min(i + batch_size, len(X)), len(X))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), np.float64)
@@ -396,6 +424,8 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         cfg = meta["config"]
         params = dict(cfg["params"])
         params["features"] = tuple(params["features"])
+        # files written before student_weight existed predicted with the student alone
+        params.setdefault("student_weight", 1.0)
         if n_threads is not None:
             params["n_threads"] = n_threads
         self = cls(**params)
