@@ -18,15 +18,16 @@ SrTiO3 (4 classes) patches, which the pretraining never saw.
     labelled patch (tested on view-averaged features), the latter with stemroi's linear
     head (PatchClassifier(backbone="precomputed", hidden_units=0)), the estimator that does all of
     this itself (stemroi.FewLabelClassifier()), also given the rest of the train side as
-    unlabelled patches for self-training, and then with a student network trained on its
-    pseudo-labels (FewLabelClassifier(student="small_cnn"): the mean of its and the head's
-    probabilities; student_weight=1: the student alone), and small_cnn trained from scratch
+    unlabelled patches for self-training with the head alone (student=None), and then with a
+    student network trained on its pseudo-labels (the default, student="small_cnn": the mean of
+    its and the head's probabilities; student_weight=1: the student alone), and small_cnn trained from scratch
     on the 10 per class (the default recipe).
 (c) fine-tuning on the whole train side: PatchClassifier(backbone="small_cnn",
     weights="stem") (head stage, then all blocks at 0.3 x the rate) vs from scratch.
 (d) few labels across images (CdTe only; the cross-image protocol of benchmarks/classify.py):
     FewLabelClassifier() on 10 labelled patches per class of the train side (without and with the
-    rest of the train side as unlabelled patches, and with the student) and small_cnn from
+    rest of the train side as unlabelled patches, the latter with the head alone and with the
+    student) and small_cnn from
     scratch on the same patches, measured on the held-out patches (accuracy; AUROC of
     1 - P(Bulk), defect vs bulk), the held-out patches under acquisition shifts, and the
     768 x 768 frame and its shifted copies (tile AUROC).
@@ -168,8 +169,8 @@ def few_labels(name, X, y, names, tr, te, args, rows):
         "descriptor + STEM features, logistic regression, 8 dihedral views": None,
         "descriptor + STEM features, PatchClassifier linear head, 8 dihedral views": None,
         "FewLabelClassifier() (descriptor + STEM features, 8 views, linear head), labelled patches only": None,
-        "FewLabelClassifier(), self-training on the rest of the train side (unlabelled)": None,
-        f"FewLabelClassifier(student='small_cnn'), self-training on the rest of the train side, then {STUDENT}, "
+        "FewLabelClassifier(student=None), self-training on the rest of the train side (unlabelled)": None,
+        f"FewLabelClassifier() (student='small_cnn'), self-training on the rest of the train side, then {STUDENT}, "
         "mean with the head": None,
         f"FewLabelClassifier(student='small_cnn', {STUDENT_ALONE}), self-training on the rest of the train side, "
         f"then {STUDENT}": None,
@@ -264,13 +265,11 @@ def few_labels_cross_image(name, X, y, names, tr, te, args, rows):
     routes = {
         "FewLabelClassifier(), labelled patches only": lambda s, sub: stemroi.FewLabelClassifier(
             ("lattice_residual", stem), random_state=s, n_threads=args.threads).fit(X[sub], yn[sub]),
-        "FewLabelClassifier(), self-training on the rest of the train side": lambda s, sub: stemroi.FewLabelClassifier(
-            ("lattice_residual", stem), student=None, random_state=s, n_threads=args.threads).fit(
-                X[sub], yn[sub], unlabelled=X[np.setdiff1d(tr, sub)]),
         **{route: lambda s, sub, route=route: stemroi.FewLabelClassifier(
             ("lattice_residual", stem), random_state=s, n_threads=args.threads, **_student(route)).fit(
                 X[sub], yn[sub], unlabelled=X[np.setdiff1d(tr, sub)])
-           for route in (f"FewLabelClassifier(student='small_cnn'), self-training on the rest of the train side, "
+           for route in ("FewLabelClassifier(student=None), self-training on the rest of the train side",
+                         f"FewLabelClassifier() (student='small_cnn'), self-training on the rest of the train side, "
                          f"then {STUDENT}, mean with the head",
                          f"FewLabelClassifier(student='small_cnn', {STUDENT_ALONE}), self-training on the rest of "
                          f"the train side, then {STUDENT}")},

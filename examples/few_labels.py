@@ -2,7 +2,8 @@
 
 Shows stemroi.FewLabelClassifier (the lattice-residual descriptor and the STEM-pretrained
 features shipped with the package, 8 dihedral views, a linear head, self-training on the
-unlabelled patches) against stemroi.PatchClassifier trained from scratch on the same labels,
+unlabelled patches, then a small CNN trained on the pseudo-labels that predicts with the head)
+against stemroi.PatchClassifier trained from scratch on the same labels,
 scored on held-out synthetic patches, then stemroi.detect on a synthetic frame -> ROIResult,
 overlay PNG + JSON + CSV. Everything offline.
 

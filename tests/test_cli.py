@@ -145,12 +145,13 @@ def test_train_few_label_with_unlabelled_frame_then_detect_and_info(tmp_path, fr
     # 12 labelled 32 px patches per class, the vacancy frame as unlabelled tiles for self-training
     model = tmp_path / "few.stemroi"
     rc = main(["train", str(frames["patches"]), "--few-label", "--unlabelled", str(frames["vacancy"]),
-               str(frames["bulk"]), "--student", "small_cnn", "--out", str(model), "--threads", "1"])
+               str(frames["bulk"]), "--out", str(model), "--threads", "1"])
     assert rc == 0 and model.is_file()
     text = capsys.readouterr().out
     assert "24 labelled patches, 50 unlabelled for self-training" in text  # 2 frames of 5 x 5 tiles
-    # the student: the 24 labelled and the last round's 47 pseudo-labelled tiles
-    assert "predicts: a small_cnn student fine-tuned from the STEM weights on the labelled and 47 pseudo" in text
+    # the student (the default): the 24 labelled and the last round's 47 pseudo-labelled tiles, with the head
+    assert ("predicts: 0.5 x a small_cnn student fine-tuned from the STEM weights on the labelled and 47 pseudo-"
+            "labelled patches, plus 0.5 x the head (probabilities)") in text
     from stemroi import FewLabelClassifier
 
     loaded = FewLabelClassifier.load(model)

@@ -42,6 +42,8 @@ def test_learns_from_ten_labels_per_class(synth):
     assert clf.n_pseudo_labelled_ == [30, 39, 48, 54, 57]
     assert [w for _, w in clf.feature_blocks_] == [153, 256]
     assert clf.patch_shape_ == (64, 64) and clf.n_labelled_ == 30
+    # the default student, trained on the last round's share, predicts with the head
+    assert clf.student_ is not None and clf.student == "small_cnn" and clf.student_weight == 0.5
 
 
 def test_view_averaged_features_are_dihedral_invariant(synth):
