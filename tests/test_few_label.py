@@ -136,6 +136,18 @@ def test_without_unlabelled_patches_no_self_training(synth):
     assert np.mean(clf.predict(Xt) == yt) >= 0.8
 
 
+def _saved_without(clf, params, path):
+    """``clf`` saved as a stemroi that lacks the constructor ``params`` wrote it, then loaded."""
+    get_params = FewLabelClassifier.get_params
+    try:
+        FewLabelClassifier.get_params = lambda self, deep=True: {
+            k: v for k, v in get_params(self, deep).items() if k not in params}
+        clf.save(path)
+    finally:
+        FewLabelClassifier.get_params = get_params
+    return FewLabelClassifier.load(path)
+
+
 def test_student_learns_from_the_pseudo_labels_and_predicts(synth, tmp_path):
     """student="small_cnn": a network fine-tuned from the STEM weights on the labelled patches and the
     last round's pseudo-labelled ones predicts with the head (the mean of their probabilities by
@@ -166,21 +178,18 @@ def test_student_learns_from_the_pseudo_labels_and_predicts(synth, tmp_path):
     # models saved or pickled before student_weight existed predicted with the student alone, and still do
     del back.student_weight
     np.testing.assert_array_equal(back.predict_proba(Xt), st.predict_proba(Xt))
-    params = FewLabelClassifier.get_params
-    try:
-        FewLabelClassifier.get_params = lambda self, deep=True: {
-            k: v for k, v in params(self, deep).items() if k != "student_weight"}
-        clf.save(tmp_path / "before.stemroi")
-    finally:
-        FewLabelClassifier.get_params = params
-    old = FewLabelClassifier.load(tmp_path / "before.stemroi")
-    assert old.student_weight == 1.0
+    old = _saved_without(clf, ("student_weight",), tmp_path / "before.stemroi")
+    assert old.student == "small_cnn" and old.student_weight == 1.0
     np.testing.assert_array_equal(old.predict_proba(Xt), st.predict_proba(Xt))
     # without unlabelled patches there is nothing to pseudo-label: the head predicts
     head_only = FewLabelClassifier(student="small_cnn", features=("lattice_residual",), views=1, random_state=0,
                                    n_threads=1).fit(X, y)
     assert head_only.student_ is None and head_only.model_card_["predicts"] == "the head"
     np.testing.assert_array_equal(head_only.predict_proba(Xt), head_only.head_.predict_proba(head_only.transform(Xt)))
+    # a file written before the student existed loads as the head alone, and would refit as one
+    older = _saved_without(head_only, ("student", "student_weight"), tmp_path / "older.stemroi")
+    assert older.student is None and older.student_ is None
+    np.testing.assert_array_equal(older.predict_proba(Xt), head_only.predict_proba(Xt))
     with pytest.raises(ValueError, match=r"student must be None or one of \('small_cnn',\), got 'vgg16'"):
         FewLabelClassifier(student="vgg16").fit(X, y)
     for bad in (0, 1.5, "half", True, float("nan")):

@@ -426,7 +426,8 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         cfg = meta["config"]
         params = dict(cfg["params"])
         params["features"] = tuple(params["features"])
-        # files written before student_weight existed predicted with the student alone
+        # files written before these options: no student, or one that predicted alone
+        params.setdefault("student", None)
         params.setdefault("student_weight", 1.0)
         if n_threads is not None:
             params["n_threads"] = n_threads
