@@ -138,13 +138,11 @@ def test_without_unlabelled_patches_no_self_training(synth):
 
 def _saved_without(clf, params, path):
     """``clf`` saved as a stemroi that lacks the constructor ``params`` wrote it, then loaded."""
-    get_params = FewLabelClassifier.get_params
-    try:
-        FewLabelClassifier.get_params = lambda self, deep=True: {
-            k: v for k, v in get_params(self, deep).items() if k not in params}
+    all_params = clf.get_params
+    with pytest.MonkeyPatch.context() as mp:  # on the instance only: the class stays as it is
+        mp.setattr(clf, "get_params", lambda deep=True: {k: v for k, v in all_params(deep).items()
+                                                         if k not in params})
         clf.save(path)
-    finally:
-        FewLabelClassifier.get_params = get_params
     return FewLabelClassifier.load(path)
 
 

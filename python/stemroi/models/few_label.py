@@ -353,20 +353,17 @@ class FewLabelClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities (n, n_classes), columns in ``classes_`` order: the head's on the
         view-averaged features, mixed with the student's (``student_weight``) when there is one."""
         student = getattr(self, "student_", None)  # models pickled before the option have none
-        w = 0.0 if student is None else float(self._checked_student_weight())
-        if w == 1.0:
-            from .classifier import _check_patches
-
-            self._check_fitted()
-            X = _check_patches(X, self.patch_shape_)
-            return student.predict_proba(X, batch_size=check_positive_int(batch_size, "batch_size"),
-                                         progress=progress)
+        w = 0.0 if student is None else self._checked_student_weight()
         X, batch_size, features = self._batches(X, batch_size)
         out = []
         for i in range(0, len(X), batch_size):
-            P = self.head_.predict_proba(features(X[i:i + batch_size]))
-            if w > 0.0:
-                P = w * student.predict_proba(X[i:i + batch_size], batch_size=batch_size) + (1.0 - w) * P
+            part = X[i:i + batch_size]
+            if w == 1.0:  # the student alone: the head's features are not needed
+                P = student.predict_proba(part, batch_size=batch_size)
+            else:
+                P = self.head_.predict_proba(features(part))
+                if w > 0.0:
+                    P = w * student.predict_proba(part, batch_size=batch_size) + (1.0 - w) * P
             out.append(P)
             if progress is not None:
                 progress(min(i + batch_size, len(X)), len(X))
