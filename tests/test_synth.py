@@ -43,6 +43,33 @@ def test_point_defects_change_the_image_where_planted():
     assert inter.image[int(round(d["row"])), int(round(d["col"]))] > bulk.image[int(round(d["row"])), int(round(d["col"]))] + 0.2
 
 
+
+@pytest.mark.parametrize("lattice", ["perovskite", "cubic"])
+def test_records_tell_the_variants_of_a_kind_apart(lattice):
+    clean = dict(lattice=lattice, dose=None, noise=0.0, phase=(3.0, 5.0), random_state=0)
+    bulk = synth.make_image((128, 128), **clean)
+
+    def column(img, p):  # (row, col, intensity, sigma) of the rendered column nearest to p
+        return img.columns[np.argmin(np.hypot(*(img.columns[:, :2] - p).T))]
+
+    anti = synth.make_image((128, 128), defects=[{"kind": "antisite", "row": 64, "col": 64}], **clean)
+    d = anti.defects[0]
+    p = np.array([d["row"], d["col"]])
+    assert column(anti, p)[2] == pytest.approx(d["intensity_to"])
+    assert column(bulk, p)[2] == pytest.approx(d["intensity_from"])
+    assert d["intensity_to"] != pytest.approx(d["intensity_from"])
+
+    for seed in (0, 1, 2):
+        moved = synth.make_image((128, 128), defects=[{"kind": "column_shift", "row": 64, "col": 64}],
+                                 **{**clean, "random_state": seed})
+        d = moved.defects[0]
+        p = np.array([d["row"], d["col"]])
+        dr, dc = column(moved, p)[:2] - column(bulk, p)[:2]
+        assert np.hypot(dr, dc) > 1.0
+        assert -180.0 < d["shift_deg"] <= 180.0
+        assert np.degrees(np.arctan2(dr, dc)) == pytest.approx(d["shift_deg"], abs=1e-6)
+
+
 def test_deterministic_and_seed_dependent():
     a = synth.make_image((96, 96), defects={"vacancy": 1}, random_state=3)
     b = synth.make_image((96, 96), defects={"vacancy": 1}, random_state=3)

@@ -202,6 +202,12 @@ def make_image(
     of ``FAULT_TYPES`` ("slide", "partial", "twin"; a request's own "fault" key
     wins); its record carries the type under "fault".
 
+    ``defects`` of the result: one record per planted defect, {"kind", "label",
+    "row", "col"} plus what tells the variants of a kind apart: "angle_deg"
+    and "fault" for a stacking fault, "intensity_from" and "intensity_to" (the
+    column's peak before and after) for an anti-site, "shift_deg" (the
+    direction of the shift, measured as "angle_deg") for a column shift.
+
     Steps (the random stream is consumed in this order): lattice phase,
     :func:`_lattice_columns`, :class:`_DefectPlanter` (planar faults, then point
     defects), :func:`_drift_fn` / :func:`_apply_drift`, :func:`_render_normalised`,
@@ -428,18 +434,22 @@ class _DefectPlanter:
         """Vacancy, anti-site or column shift of one bright column."""
         kind, amp, heavy = req["kind"], self.amp, self.heavy
         k = self._pick_column(req, inside & heavy & (amp > 0))
+        extra = {}  # how this one looks, where a kind has variants (benchmarks count them)
         if kind == "vacancy":
             amp[k] = 0.0
         elif kind == "antisite":
             levels = np.unique(np.round(amp[heavy & (amp > 0)], 9))
             others = [float(a) for a in levels if not np.isclose(a, amp[k])]
+            before = float(amp[k])
             amp[k] = others[0] if others and amp[k] >= others[-1] else (others[-1] if others else 0.5 * amp[k])
+            extra = {"intensity_from": before, "intensity_to": float(amp[k])}
         elif kind == "column_shift":
             t = self.rng.uniform(0, 2 * math.pi)
             self.pos[k] = self.pos[k] + 0.18 * self.cell_px * np.array([math.sin(t), math.cos(t)])
+            extra = {"shift_deg": float(math.degrees(math.atan2(math.sin(t), math.cos(t))))}  # as angle_deg
         p = self.pos[k].copy()
         heavy[k] = False  # one defect per column
-        self._record(kind, p)
+        self._record(kind, p, **extra)
 
 
 def _apply_drift(pos: np.ndarray, records: List[dict], dx) -> np.ndarray:
