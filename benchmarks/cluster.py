@@ -5,6 +5,7 @@ and every label-free route, plus the cluster map of the 768x768 CdTe image.
     .venv/bin/python benchmarks/cluster.py [--quick] [--out DIR] [--datasets CdTe STO]
     .venv/bin/python benchmarks/cluster.py --k-selection     # every criterion for k; cross-image map
     .venv/bin/python benchmarks/cluster.py --orientation     # resolved vs invariant orientation bins
+    .venv/bin/python benchmarks/cluster.py --splits          # where a class split over clusters has its defect
 
 Protocol (a), label-informed (the study's): the embedding comes from a model
 trained on the evaluated labels. Two variants: "in-sample" (trained on every
@@ -356,6 +357,42 @@ def cluster_self_fit(seed):
     return rows
 
 
+def split_check(datasets, d, seed, n_init, rows):
+    """Where the default's extra clusters come from: PatchClusterer defaults (labels unused) and, for
+    every class whose patches fall in two or more clusters (each holding >= 10 % of the class), where
+    the defect sits in the patches of each cluster: the peak of the lattice-fit residual after Gaussian
+    smoothing (sigma 2 px), as its median row and column and its median distance from the patch
+    centre."""
+    from stemroi.features.descriptors import lattice_fit_residual, zscore_patches
+    from stemroi.preprocessing.filters import gaussian_filter
+
+    print("\n=== split classes: PatchClusterer defaults; the residual's peak in each part of a class "
+          "split over clusters")
+    for ds in datasets:
+        X, y, classes = load_patches(d / ds)
+        cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init).fit(X)
+        residual, _ = lattice_fit_residual(zscore_patches(X))
+        smooth = np.abs(gaussian_filter(np.ascontiguousarray(residual), 2.0))
+        h, w = smooth.shape[1:]
+        rr, cc = np.unravel_index(smooth.reshape(len(X), -1).argmax(axis=1), (h, w))
+        dist = np.hypot(rr - (h - 1) / 2, cc - (w - 1) / 2)
+        print(f"  {ds}: k = {cl.n_clusters_}")
+        for c, name in enumerate(classes):
+            counts = np.bincount(cl.labels_[y == c], minlength=cl.n_clusters_)
+            parts = np.flatnonzero(counts >= 0.1 * counts.sum())
+            if len(parts) < 2:
+                continue
+            for j in parts:
+                m = (y == c) & (cl.labels_ == j)
+                row = dict(dataset=ds, cls=name, cluster=int(j), n=int(m.sum()), others=int((cl.labels_[y != c] == j).sum()),
+                           peak_row=float(np.median(rr[m])), peak_col=float(np.median(cc[m])),
+                           peak_distance=float(np.median(dist[m])))
+                rows.append(row)
+                print(f"    {name:14s} cluster {j}: {row['n']:4d} patches (+{row['others']} of other classes); "
+                      f"residual peak at row {row['peak_row']:.0f}, col {row['peak_col']:.0f}, "
+                      f"{row['peak_distance']:.1f} px from the centre (medians)", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer K-means restarts, skip VGG16 routes")
@@ -369,6 +406,8 @@ def main(argv=None):
                     help="only the choice of k (every criterion) and the cross-image cluster map")
     ap.add_argument("--orientation", action="store_true",
                     help="only resolved vs invariant orientation bins, on the patches and on rotated copies")
+    ap.add_argument("--splits", action="store_true",
+                    help="only where the defect sits in each part of a class the default clustering splits")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -376,6 +415,14 @@ def main(argv=None):
     seed = args.seed
     d = data_dir("ayyubi-stem-defects")
     print("Machine note: timings on a shared, loaded 2-core machine; compare within one run only.")
+    if args.splits:
+        import json
+
+        rows = []
+        split_check(args.datasets, d, seed, n_init, rows)
+        with open(out / "splits.json", "w") as f:
+            json.dump(rows, f, indent=1)
+        return
     if args.orientation:
         import json
 

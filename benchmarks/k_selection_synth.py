@@ -12,7 +12,7 @@ overlap groups a class, as in the real sets), with lattice, cell size,
 orientation, dose and noise drawn per set.
 
     .venv/bin/python benchmarks/k_selection_synth.py [--sets 40] [--seed 0] [--layout regions|strips]
-        [--n-components 0.95] [--rules-only] [--json out.json] [--real]
+        [--n-components 0.95] [--features lattice_residual] [--rules-only] [--json out.json] [--real]
 
 The figures of docs/clustering.md: ``--sets 80`` with each layout; the PCA
 table with ``--rules-only --n-components N``.
@@ -30,6 +30,12 @@ no choice was made on: 150 crops per class of the Prifti SrTiO3 sets (bulk, and
 bulk with one planted point defect of 6 kinds), when the data is there; on
 the real sets it also scores defect against bulk (the share of defect patches
 outside the cluster that holds most Bulk patches, and of Bulk patches inside it).
+
+The generator draws more than one look for some kinds (a fault runs along a1
+or a2; an anti-site dims a bright column or brightens a dim one), and the
+chosen k is also compared with that number of looks ("k - V"). ``--features
+lattice_residual_invariant`` runs every route on the orientation-invariant
+descriptor instead of the default.
 """
 from __future__ import annotations
 
@@ -68,8 +74,20 @@ def _draw_set(rng):
     return ["Bulk"] + sorted(kinds), render
 
 
-def _set(patches, labels, groups, desc):
-    desc.update(n_patches=len(patches), n_regions=int(len(set(groups))))
+def _variant(record) -> str:
+    """Which look of its kind a planted defect has: the generator draws a fault's direction (along
+    a1 or a2), an anti-site's change (a brighter column dimmed, or a dimmer one brightened) and a
+    column shift's direction (any angle: one variant here, so the count is a lower bound)."""
+    kind = record["kind"]
+    if kind == "stacking_fault":
+        return f"{kind} {round(record['angle_deg']) % 180}"
+    if kind == "antisite":
+        return f"{kind} {'dimmed' if record['intensity_to'] < record['intensity_from'] else 'brightened'}"
+    return kind
+
+
+def _set(patches, labels, groups, desc, variants):
+    desc.update(n_patches=len(patches), n_regions=int(len(set(groups))), n_variants=len(set(variants)))
     return np.stack(patches).astype(np.float32), np.asarray(labels), np.asarray(groups), desc
 
 
@@ -84,7 +102,7 @@ def make_region_crop_set(seed: int):
     rng = np.random.default_rng(seed)
     classes, render = _draw_set(rng)
     side = PATCH + 2 * SHIFT
-    patches, labels, groups = [], [], []
+    patches, labels, groups, variants = [], [], [], []
     group = 0
     for label, name in enumerate(classes):
         for _ in range(int(rng.integers(3, 11))):
@@ -92,15 +110,16 @@ def make_region_crop_set(seed: int):
             if name != "Bulk":
                 r, c = (side - 1) / 2.0 + rng.uniform(-4, 4, size=2)
                 defects = [{"kind": name, "row": r, "col": c}]
-            img = synth.make_image((side, side), defects=defects, random_state=int(rng.integers(2**31)),
-                                   **render).image
+            s = synth.make_image((side, side), defects=defects, random_state=int(rng.integers(2**31)), **render)
+            img, variant = s.image, _variant(s.defects[0]) if s.defects else name
             for _ in range(int(rng.integers(4, 31))):
                 dy, dx = rng.integers(0, 2 * SHIFT + 1, size=2)
                 patches.append(img[dy:dy + PATCH, dx:dx + PATCH])
                 labels.append(label)
                 groups.append(group)
+                variants.append(variant)
             group += 1
-    return _set(patches, labels, groups, dict(seed=seed, layout="regions", classes=classes, **render))
+    return _set(patches, labels, groups, dict(seed=seed, layout="regions", classes=classes, **render), variants)
 
 
 def make_strip_crop_set(seed: int):
@@ -115,7 +134,7 @@ def make_strip_crop_set(seed: int):
     rng = np.random.default_rng([seed, 0x5791])
     classes, render = _draw_set(rng)
     h = PATCH + 2 * SHIFT
-    patches, labels, groups = [], [], []
+    patches, labels, groups, variants = [], [], [], []
     strip_id = 0
     for label, name in enumerate(classes):
         n_strips = int(rng.integers(1, 3))
@@ -129,10 +148,12 @@ def make_strip_crop_set(seed: int):
             else:
                 defects = {name: max(2, (w - h) // 40)}
             s = synth.make_image((h, w), defects=defects, random_state=int(rng.integers(2**31)), **render)
-            centres = [(d["row"], d["col"]) for d in s.defects if name not in ("Bulk", "stacking_fault")]
+            points = [d for d in s.defects if name not in ("Bulk", "stacking_fault")]
             for _ in range(n_crops // n_strips):
-                if centres:  # centred on one of the strip's defects, within SHIFT pixels
-                    r, c = centres[int(rng.integers(len(centres)))]
+                variant = _variant(s.defects[0]) if s.defects else name
+                if points:  # centred on one of the strip's defects, within SHIFT pixels
+                    d = points[int(rng.integers(len(points)))]
+                    r, c, variant = d["row"], d["col"], _variant(d)
                     top = int(round(r - PATCH / 2 + rng.uniform(-SHIFT, SHIFT)))
                     left = int(round(c - PATCH / 2 + rng.uniform(-SHIFT, SHIFT)))
                 else:  # bulk, or along the fault: anywhere on the strip
@@ -141,8 +162,9 @@ def make_strip_crop_set(seed: int):
                 patches.append(s.image[top:top + PATCH, left:left + PATCH])
                 labels.append(label)
                 groups.append(strip_id)
+                variants.append(variant)
             strip_id += 1
-    return _set(patches, labels, groups, dict(seed=seed, layout="strips", classes=classes, **render))
+    return _set(patches, labels, groups, dict(seed=seed, layout="strips", classes=classes, **render), variants)
 
 
 def grouped_resampling_choices(embedding, selection, groups, n_init=10, seed=0, n_threads=None):
@@ -158,19 +180,21 @@ def grouped_resampling_choices(embedding, selection, groups, n_init=10, seed=0, 
             "silhouette_1se_grouped": _kmeans._silhouette_1se_choice(ks, sil, sil_sd)}
 
 
-def run_set(seed: int, n_threads=None, layout: str = "regions", n_components=0.95, routes=ROUTES):
+def run_set(seed: int, n_threads=None, layout: str = "regions", n_components=0.95, routes=ROUTES,
+            features="lattice_residual"):
     make = make_region_crop_set if layout == "regions" else make_strip_crop_set
     X, y, _, desc = make(seed)
-    return run_routes(X, y, len(desc["classes"]), desc, n_threads, n_components, routes)
+    return run_routes(X, y, len(desc["classes"]), desc, n_threads, n_components, routes, features=features)
 
 
-def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROUTES, bulk=None):
+def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROUTES, bulk=None,
+               features="lattice_residual"):
     """Every route on one labelled set. ``bulk``: the label of the set's Bulk class, to also score
     defect against bulk (the cluster holding most Bulk patches is the bulk cluster)."""
     out = {"set": desc, "routes": {}}
     # one K-means fit computes every criterion; each rule is read from the same selection
     criteria = "all" if any(rule == "gap" for _, rule in routes) else "stability"
-    km = stemroi.PatchClusterer(k_criteria=criteria, random_state=0, n_threads=n_threads,
+    km = stemroi.PatchClusterer(features, k_criteria=criteria, random_state=0, n_threads=n_threads,
                                 n_components=n_components).fit(X)
     sel = km.selection_
     # label-free groups, as a user would have them (on these sets they equal the regions exactly)
@@ -185,7 +209,7 @@ def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROU
             labels_k = km.labels_for(k)
             labels_true = km.labels_for(n_true) if n_true in sel.k_values else None
         else:
-            al = stemroi.PatchClusterer(algorithm="average_linkage", random_state=0, n_threads=n_threads,
+            al = stemroi.PatchClusterer(features, algorithm="average_linkage", random_state=0, n_threads=n_threads,
                                         n_components=n_components).fit(X)
             k = int(al.n_clusters_)
             labels_k = al.labels_
@@ -219,6 +243,11 @@ def summarise(results):
             "acc_true_k_mean": float(np.mean([r["acc_true_k"] for r in rs])),
             "k_minus_true_mean": float(np.mean([r["k"] - len(res["set"]["classes"])
                                                 for r, res in zip(rs, results)])),
+            # the same against the number of looks the generator drew (see _variant)
+            "within_1_variants": float(np.mean([abs(r["k"] - res["set"]["n_variants"]) <= 1
+                                                for r, res in zip(rs, results)])),
+            "k_minus_variants_mean": float(np.mean([r["k"] - res["set"]["n_variants"]
+                                                    for r, res in zip(rs, results)])),
         })
     return rows
 
@@ -243,6 +272,9 @@ def main(argv=None):
     ap.add_argument("--n-components", default="0.95",
                     help="PatchClusterer's n_components: a variance fraction in (0, 1) or a number of components "
                          "(default 0.95, the estimator's default)")
+    ap.add_argument("--features", choices=("lattice_residual", "lattice_residual_invariant"),
+                    default="lattice_residual",
+                    help="the descriptor every route clusters (default lattice_residual, the estimator's default)")
     ap.add_argument("--rules-only", action="store_true",
                     help="only the K-means silhouette and silhouette 1-SE rules (faster: no gap, average linkage "
                          "or group resampling)")
@@ -254,7 +286,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     for s in range(args.seed, args.seed + args.sets):
         t = time.perf_counter()
-        res = run_set(s, args.threads, args.layout, n_components, routes)
+        res = run_set(s, args.threads, args.layout, n_components, routes, args.features)
         results.append(res)
         d = res["set"]
         ks = " ".join(f"{_short(n)}={r['k']}({r['acc']:.2f})" for n, r in res["routes"].items())
@@ -262,13 +294,13 @@ def main(argv=None):
               f"regions={d['n_regions']:2d}: {ks}  [{time.perf_counter() - t:.1f} s]", flush=True)
     print(f"\n{len(results)} sets, {time.perf_counter() - t0:.0f} s")
     print_summary(results)
-    real = real_sets(args.threads, n_components, routes) if args.real else []
+    real = real_sets(args.threads, n_components, routes, args.features) if args.real else []
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": results, "summary": summarise(results), "real": real}, f, indent=1)
 
 
-def real_sets(n_threads, n_components=0.95, routes=ROUTES):
+def real_sets(n_threads, n_components=0.95, routes=ROUTES, features="lattice_residual"):
     """The same routes on the labelled real patch sets (skipped with a note when absent)."""
     import os
     from pathlib import Path
@@ -293,7 +325,8 @@ def real_sets(n_threads, n_components=0.95, routes=ROUTES):
     out = []
     for name, X, y, class_names in sets:
         res = run_routes(X, y, len(class_names), {"name": name, "n_patches": len(X)}, n_threads, n_components,
-                         routes, bulk=class_names.index("Bulk") if "Bulk" in class_names else None)
+                         routes, bulk=class_names.index("Bulk") if "Bulk" in class_names else None,
+                         features=features)
         out.append(res)
         groups = res["set"].get("n_overlap_groups")
         print(f"\n{name}: {len(X)} patches, {len(class_names)} classes"
@@ -307,10 +340,15 @@ def real_sets(n_threads, n_components=0.95, routes=ROUTES):
 
 def print_summary(results):
     print(f"{'route':34s} {'k within 1':>10s} {'k exact':>8s} {'acc@k mean':>10s} {'median':>7s} "
-          f"{'purity':>6s} {'acc@K':>6s} {'k - K':>6s}")
+          f"{'purity':>6s} {'acc@K':>6s} {'k - K':>6s} {'k - V':>6s} {'V within 1':>10s}")
     for row in summarise(results):
         print(f"{row['route']:34s} {row['within_1']:10.3f} {row['exact']:8.3f} {row['acc_mean']:10.3f} "
-              f"{row['acc_median']:7.3f} {row['purity_mean']:6.3f} {row['acc_true_k_mean']:6.3f} {row['k_minus_true_mean']:+6.2f}")
+              f"{row['acc_median']:7.3f} {row['purity_mean']:6.3f} {row['acc_true_k_mean']:6.3f} "
+              f"{row['k_minus_true_mean']:+6.2f} {row['k_minus_variants_mean']:+6.2f} {row['within_1_variants']:10.3f}")
+    if results:
+        print(f"K: classes ({np.mean([len(r['set']['classes']) for r in results]):.2f} a set); V: the looks the "
+              f"generator drew for them ({np.mean([r['set']['n_variants'] for r in results]):.2f} a set: a fault's "
+              "direction, an anti-site's change), a lower bound")
 
 
 if __name__ == "__main__":
