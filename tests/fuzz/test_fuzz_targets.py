@@ -19,6 +19,15 @@ import fuzz_targets  # noqa: E402
 import make_seeds  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _probe_timeout_restored(monkeypatch):
+    """The targets lower stemroi._hdf5.PROBE_TIMEOUT for libFuzzer's process; here it is put back after
+    each test, or a later test that reads HDF5 runs with 5 s (and times out on a loaded machine)."""
+    from stemroi import _hdf5
+
+    monkeypatch.setattr(_hdf5, "PROBE_TIMEOUT", _hdf5.PROBE_TIMEOUT)
+
+
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory):
     out = tmp_path_factory.mktemp("seeds")
