@@ -415,22 +415,16 @@ def main(argv=None):
     seed = args.seed
     d = data_dir("ayyubi-stem-defects")
     print("Machine note: timings on a shared, loaded 2-core machine; compare within one run only.")
-    if args.splits:
-        import json
+    for wanted, check, name in ((args.splits, split_check, "splits.json"),
+                                (args.orientation, orientation_check, "orientation.json")):
+        if wanted:
+            import json
 
-        rows = []
-        split_check(args.datasets, d, seed, n_init, rows)
-        with open(out / "splits.json", "w") as f:
-            json.dump(rows, f, indent=1)
-        return
-    if args.orientation:
-        import json
-
-        rows = []
-        orientation_check(args.datasets, d, seed, n_init, rows)
-        with open(out / "orientation.json", "w") as f:
-            json.dump(rows, f, indent=1)
-        return
+            rows = []
+            check(args.datasets, d, seed, n_init, rows)
+            with open(out / name, "w") as f:
+                json.dump(rows, f, indent=1)
+            return
     if args.k_selection:
         import json
 
