@@ -149,8 +149,9 @@ def make_strip_crop_set(seed: int):
                 defects = {name: max(2, (w - h) // 40)}
             s = synth.make_image((h, w), defects=defects, random_state=int(rng.integers(2**31)), **render)
             points = [d for d in s.defects if name not in ("Bulk", "stacking_fault")]
+            strip_variant = _variant(s.defects[0]) if s.defects else name  # Bulk, or the strip's one fault
             for _ in range(n_crops // n_strips):
-                variant = _variant(s.defects[0]) if s.defects else name
+                variant = strip_variant
                 if points:  # centred on one of the strip's defects, within SHIFT pixels
                     d = points[int(rng.integers(len(points)))]
                     r, c, variant = d["row"], d["col"], _variant(d)

@@ -43,7 +43,6 @@ def test_point_defects_change_the_image_where_planted():
     assert inter.image[int(round(d["row"])), int(round(d["col"]))] > bulk.image[int(round(d["row"])), int(round(d["col"]))] + 0.2
 
 
-
 @pytest.mark.parametrize("lattice", ["perovskite", "cubic"])
 def test_records_tell_the_variants_of_a_kind_apart(lattice):
     clean = dict(lattice=lattice, dose=None, noise=0.0, phase=(3.0, 5.0), random_state=0)
