@@ -34,8 +34,9 @@ CLASSIFIER, FEW_LABEL, CVAE, UNET = "stemroi.PatchClassifier", "stemroi.FewLabel
 
 #: ``stemroi cluster --features`` names -> PatchClusterer descriptor names ("vgg16": stemroi.VGG16Features)
 CLUSTER_FEATURES = {"lattice_residual": "lattice_residual",
-                    "lattice_residual_invariant": "lattice_residual_invariant", "fft": "fft", "log_fft": "log_fft",
-                    "polar": "polar_fft", "polar_fft": "polar_fft", "vgg16": "vgg16"}
+                    "lattice_residual_invariant": "lattice_residual_invariant",
+                    "lattice_residual_invariant_local": "lattice_residual_invariant_local",
+                    "fft": "fft", "log_fft": "log_fft", "polar": "polar_fft", "polar_fft": "polar_fft", "vgg16": "vgg16"}
 
 
 class UsageError(Exception):
@@ -205,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--out", required=True, help="output folder")
     cl.add_argument("--features", default="lattice_residual", choices=list(CLUSTER_FEATURES),
                     help="patch descriptor (default lattice_residual; lattice_residual_invariant = the same, "
-                         "rotation-invariant, for lattices at several angles; vgg16 = VGG16 block5 average-pooled "
-                         "features)")
+                         "rotation-invariant, for lattices at several angles; lattice_residual_invariant_local = "
+                         "that, with the residual's spectrum windowed on the defect wherever it sits in the tile; "
+                         "vgg16 = VGG16 block5 average-pooled features)")
     cl.add_argument("--weights", default="imagenet-keras",
                     help="VGG16 weights for --features vgg16: imagenet-keras (default) | imagenet | random | PATH")
     cl.add_argument("--input-size", type=_int_at_least(32), default=224,

@@ -101,7 +101,9 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     Pipeline: ``features`` (a descriptor name from :mod:`stemroi.features`
     - ``"lattice_residual"`` (default), ``"lattice_residual_invariant"`` (the
     same with rotation-invariant orientation bins, for lattices seen at
-    several angles), ``"polar_fft"``, ``"fft"``,
+    several angles), ``"lattice_residual_invariant_local"`` (that, with the
+    residual's spectrum windowed on the defect rather than on the patch
+    centre, for defects anywhere in the patch), ``"polar_fft"``, ``"fft"``,
     ``"log_fft"`` -, ``"stem_cnn"``: frozen features (256) of the ``small_cnn``
     pretrained on synthetic STEM and shipped with the package
     (:class:`stemroi.models._pretrained.StemCNNFeatures`, weights ``"small_cnn-stem"``),

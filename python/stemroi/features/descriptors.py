@@ -180,6 +180,21 @@ def _polar_log_power(X: np.ndarray, n_angles: int, radii: Sequence[float], windo
     return np.log(out + 1e-6)
 
 
+def _defect_windows(residual: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """(n, h, w) Hann windows of the patch's size, each centred on the peak of its smoothed |residual|."""
+    from ..preprocessing.filters import gaussian_filter
+
+    n, h, w = residual.shape
+    smooth = np.abs(gaussian_filter(np.ascontiguousarray(residual), sigma)).reshape(n, -1)
+    rows, cols = np.unravel_index(smooth.argmax(axis=1), (h, w))
+
+    def hann(size, centre):  # (n, size): full length `size`, zero beyond half a length from the centre
+        x = (np.arange(size)[None, :] - centre[:, None]) / size
+        return np.where(np.abs(x) < 0.5, 0.5 * (1.0 + np.cos(2.0 * np.pi * x)), 0.0)
+
+    return hann(h, rows)[:, :, None] * hann(w, cols)[:, None, :]
+
+
 class _Descriptor(TransformerMixin, BaseEstimator):
     """Stateless patch transformer; subclasses give ``transform`` and ``feature_groups``
     (``[(name, size), ...]`` in column order)."""
@@ -286,11 +301,20 @@ class LatticeResidual(_Descriptor):
     when lattices of one material appear at several orientations (grains,
     another image of the same material rotated); it loses the angle between
     a fault and the lattice, which the resolved bins keep.
+
+    ``residual_window="centre"`` (default) takes the residual's spectrum
+    through a Hann window centred on the patch, so a defect near the border
+    weighs less than one at the centre. ``residual_window="defect"`` centres
+    the same window (the patch's size, cut off at the border) on the peak of
+    the residual's magnitude after Gaussian smoothing (sigma 2 px): the
+    residual block then describes the defect wherever it sits in the patch,
+    as in the tiles of an image. With ``orientation="invariant"`` this is the
+    ``"lattice_residual_invariant_local"`` descriptor.
     """
 
     def __init__(self, *, n_peaks: int = 8, sigmas: Sequence[float] = (1.0, 2.0, 4.0), border: int = 2,
                  n_angles: int = 12, radii: Sequence[float] = _DEFAULT_RADII, include_image: bool = True,
-                 orientation: str = "resolved"):
+                 orientation: str = "resolved", residual_window: str = "centre"):
         self.n_peaks = n_peaks
         self.sigmas = sigmas
         self.border = border
@@ -298,14 +322,20 @@ class LatticeResidual(_Descriptor):
         self.radii = radii
         self.include_image = include_image
         self.orientation = orientation
+        self.residual_window = residual_window
 
     def _check_orientation(self) -> bool:
         if self.orientation not in ("resolved", "invariant"):
             raise ValueError(f"orientation must be 'resolved' or 'invariant', got {self.orientation!r}")
         return self.orientation == "invariant"
 
-    def _polar(self, X: np.ndarray, radii: np.ndarray, invariant: bool) -> np.ndarray:
-        P = _polar_log_power(X, self.n_angles, radii, True).reshape(len(X), len(radii) - 1, self.n_angles)
+    def _check_residual_window(self) -> bool:
+        if self.residual_window not in ("centre", "defect"):
+            raise ValueError(f"residual_window must be 'centre' or 'defect', got {self.residual_window!r}")
+        return self.residual_window == "defect"
+
+    def _polar(self, X: np.ndarray, radii: np.ndarray, invariant: bool, window: bool = True) -> np.ndarray:
+        P = _polar_log_power(X, self.n_angles, radii, window).reshape(len(X), len(radii) - 1, self.n_angles)
         if invariant:
             # a circular shift of the orientation bins only changes the phases of this series; harmonic 0
             # (the band's total log power) is real and keeps its sign
@@ -335,9 +365,14 @@ class LatticeResidual(_Descriptor):
     def transform(self, patches) -> np.ndarray:
         radii = PolarPowerSpectrum(n_angles=self.n_angles, radii=self.radii)._check()
         invariant = self._check_orientation()
+        on_defect = self._check_residual_window()
         X = zscore_patches(patches)
         residual, _ = lattice_fit_residual(X, n_peaks=self.n_peaks)
-        blocks = [self._blob(residual), self._polar(residual, radii, invariant)]
+        if on_defect:
+            residual_polar = self._polar(residual * _defect_windows(residual), radii, invariant, window=False)
+        else:
+            residual_polar = self._polar(residual, radii, invariant)
+        blocks = [self._blob(residual), residual_polar]
         if self.include_image:
             blocks.append(self._polar(X, radii, invariant))
         return np.concatenate(blocks, axis=1)
@@ -375,6 +410,7 @@ DESCRIPTORS = {
     "polar_fft": lambda: PolarPowerSpectrum(),
     "lattice_residual": lambda: LatticeResidual(),
     "lattice_residual_invariant": lambda: LatticeResidual(orientation="invariant"),
+    "lattice_residual_invariant_local": lambda: LatticeResidual(orientation="invariant", residual_window="defect"),
 }
 
 
