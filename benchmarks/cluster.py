@@ -363,8 +363,7 @@ def split_check(datasets, d, seed, n_init, rows):
     the defect sits in the patches of each cluster: the peak of the lattice-fit residual after Gaussian
     smoothing (sigma 2 px), as its median row and column and its median distance from the patch
     centre."""
-    from stemroi.features.descriptors import lattice_fit_residual, zscore_patches
-    from stemroi.preprocessing.filters import gaussian_filter
+    from stemroi.features.descriptors import lattice_fit_residual, _residual_peaks, zscore_patches
 
     print("\n=== split classes: PatchClusterer defaults; the residual's peak in each part of a class "
           "split over clusters")
@@ -372,9 +371,8 @@ def split_check(datasets, d, seed, n_init, rows):
         X, y, classes = load_patches(d / ds)
         cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init).fit(X)
         residual, _ = lattice_fit_residual(zscore_patches(X))
-        smooth = np.abs(gaussian_filter(np.ascontiguousarray(residual), 2.0))
-        h, w = smooth.shape[1:]
-        rr, cc = np.unravel_index(smooth.reshape(len(X), -1).argmax(axis=1), (h, w))
+        h, w = residual.shape[1:]
+        rr, cc = _residual_peaks(residual, 2.0)
         dist = np.hypot(rr - (h - 1) / 2, cc - (w - 1) / 2)
         print(f"  {ds}: k = {cl.n_clusters_}")
         for c, name in enumerate(classes):

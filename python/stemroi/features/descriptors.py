@@ -180,13 +180,21 @@ def _polar_log_power(X: np.ndarray, n_angles: int, radii: Sequence[float], windo
     return np.log(out + 1e-6)
 
 
-def _defect_windows(residual: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """(n, h, w) Hann windows of the patch's size, each centred on the peak of its smoothed |residual|."""
+def _residual_peaks(residual: np.ndarray, sigma: float = 2.0) -> Tuple[np.ndarray, np.ndarray]:
+    """Row and column of each patch's defect: the peak of its |residual| after Gaussian smoothing
+    (``sigma`` px; a dark defect counts by its magnitude). ``residual``: (n, h, w), as from
+    :func:`lattice_fit_residual`."""
     from ..preprocessing.filters import gaussian_filter
 
     n, h, w = residual.shape
     smooth = np.abs(gaussian_filter(np.ascontiguousarray(residual), sigma)).reshape(n, -1)
-    rows, cols = np.unravel_index(smooth.argmax(axis=1), (h, w))
+    return np.unravel_index(smooth.argmax(axis=1), (h, w))
+
+
+def _defect_windows(residual: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """(n, h, w) Hann windows of the patch's size, each centred on its :func:`_residual_peaks`."""
+    n, h, w = residual.shape
+    rows, cols = _residual_peaks(residual, sigma)
 
     def hann(size, centre):  # (n, size): full length `size`, zero beyond half a length from the centre
         x = (np.arange(size)[None, :] - centre[:, None]) / size
