@@ -238,9 +238,10 @@ def test_cluster_blank_frame_says_why(tmp_path, capsys):
 
 
 def test_cluster_small_image_lowers_the_default_k_max(tmp_path, frames, capsys):
-    """9 tiles: the default k = 2..10 becomes 2..8 (the silhouette needs k <= n - 1), and says so."""
+    """9 tiles (160 px at 64 px: origins 0, 64 and 96, the last flush with the border): the default
+    k = 2..10 becomes 2..8 (the silhouette needs k <= n - 1), and says so."""
     out = tmp_path / "cl"
-    rc = main(["cluster", str(frames["square"]), "--out", str(out), "--patch", "48", "--threads", "1", "--no-plot"])
+    rc = main(["cluster", str(frames["square"]), "--out", str(out), "--patch", "64", "--threads", "1", "--no-plot"])
     assert rc == 0
     assert "9 samples, so k = 2..8" in capsys.readouterr().err
     s = json.loads((out / "summary.json").read_text())
@@ -359,7 +360,7 @@ def test_cluster_k_rule_silhouette_1se_is_the_estimators_choice(tmp_path, frames
     rows = (out / "clusters.csv").read_text().splitlines()[1:]
     np.testing.assert_array_equal([int(r.split(",")[2]) for r in rows], ref.labels_)
     # 9 tiles: the silhouette allows k up to 8, the 1-SE rule's subsamples of 7 up to 6
-    rc = main(["cluster", str(frames["square"]), "--out", str(tmp_path / "small"), "--patch", "48", "--k-rule",
+    rc = main(["cluster", str(frames["square"]), "--out", str(tmp_path / "small"), "--patch", "64", "--k-rule",
                "silhouette_1se", "--threads", "1", "--no-plot"])
     assert rc == 0
     err = capsys.readouterr().err
@@ -703,8 +704,8 @@ def test_one_bad_image_is_still_exit_2(tmp_path, cvae_run, capsys):
     (["cluster", "IMG", "--out", "OUT", "--k-min", "5", "--k-max", "3"], "--k-max must be >= --k-min (5), got 3"),
     (["cluster", "IMG", "--out", "OUT", "--k-max", "30", "--patch", "64"],
      "--k-max 30 needs at least 31 samples; square.png cut into 64 px tiles at stride 64"),
-    (["cluster", "IMG", "--out", "OUT", "--patch", "64", "--k-min", "4"],
-     "--k-min 4 needs at least 5 samples; square.png cut into 64 px tiles at stride 64"),
+    (["cluster", "IMG", "--out", "OUT", "--patch", "80", "--k-min", "4"],
+     "--k-min 4 needs at least 5 samples; square.png cut into 80 px tiles at stride 80"),
     (["cluster", "IMG", "--out", "OUT", "--patch", "64", "--k-rule", "silhouette_1se", "--k-max", "8"],
      "--k-max 8 needs at least 11 samples for --k-rule silhouette_1se (its 80 % subsamples hold k + 1); "
      "square.png cut into 64 px tiles at stride 64"),

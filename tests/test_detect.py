@@ -121,6 +121,31 @@ def test_detect_finds_planted_defects(trained):
     assert set(res.summary()["counts"]) <= set(names) | {"unknown"}
 
 
+def test_detect_covers_the_border_remainder(trained):
+    # 360 = 5 x 64 + 40: a defect in the last 40 columns/rows is in no tile of the "drop" grid
+    synth, clf, names = trained
+    kinds = [n for n in names if n != "Bulk"]
+    defects = [{"kind": kinds[0], "row": 100.0, "col": 345.0}, {"kind": kinds[-1], "row": 345.0, "col": 150.0}]
+    frame = synth.make_image((360, 360), defects=defects, random_state=3)
+    dropped = detect(frame.image, clf, unknown_below=0.0, edge="drop")
+    full = detect(frame.image, clf, unknown_below=0.0)
+    assert len(dropped) == 5 * 5 and len(full) == 6 * 6
+    assert full.metadata["edge"] == "shift" and dropped.metadata["edge"] == "drop"
+    assert full.origins.max() == 360 - 64
+    # the shared tiles get the same labels either way
+    shared = np.isin(full.origins, np.arange(0, 320, 64)).all(axis=1)
+    np.testing.assert_array_equal(full.labels[shared], dropped.labels)
+    # each planted defect is flagged only where a tile covers it
+    for d in frame.defects:
+        r, c = d["row"], d["col"]
+        inside = lambda res: ((res.origins[:, 0] <= r) & (r < res.origins[:, 0] + 64)  # noqa: E731
+                              & (res.origins[:, 1] <= c) & (c < res.origins[:, 1] + 64))
+        assert not inside(dropped).any()
+        assert full.is_roi[inside(full)].any(), (d, full.labels[inside(full)])
+    with pytest.raises(ValueError, match=r"edge must be one of .*got 'pad'"):
+        detect(frame.image, clf, edge="pad")
+
+
 def _frame(synth, names, size=384, seed=7):
     rng = np.random.default_rng(seed)
     kinds = [n for n in names if n != "Bulk"]
@@ -314,7 +339,7 @@ def test_cluster_map_rows_are_the_grid_tiles():
     for i in range(2):
         for j in range(3):
             image[32 * i:32 * i + 32, 32 * j:32 * j + 32] = P[picks[i, j]]
-    res = cl.cluster_map(image, patch=32, stride=32)
+    res = cl.cluster_map(image, patch=32, stride=32, edge="drop")
     assert isinstance(res, stemroi.ROIResult) and res.method == "patch-clusterer"
     np.testing.assert_array_equal(res.origins, [[r, c] for r in (0, 32) for c in (0, 32, 64)])
     tiles = P[picks.ravel()]
@@ -331,6 +356,17 @@ def test_cluster_map_rows_are_the_grid_tiles():
     expected[:, :96] = np.kron(nearest.reshape(2, 3), np.ones((32, 32), np.int64))
     np.testing.assert_array_equal(res.maps["cluster"], expected)
     assert res.to_csv().count("\n") == 7  # header + one row per tile, no map pixels
+
+    # the default grid covers the 4 columns "drop" leaves out with a column of tiles flush with the border
+    full = cl.cluster_map(image, patch=32, stride=32)
+    assert full.metadata["edge"] == "shift" and res.metadata["edge"] == "drop"
+    np.testing.assert_array_equal(full.origins, [[r, c] for r in (0, 32) for c in (0, 32, 64, 68)])
+    border = np.stack([image[r:r + 32, 68:100] for r in (0, 32)])
+    np.testing.assert_array_equal(full.labels[[3, 7]], [f"cluster {k}" for k in cl.predict(border)])
+    np.testing.assert_array_equal(full.labels[[0, 1, 2, 4, 5, 6]], res.labels)
+    assert (full.maps["cluster"] >= 0).all()  # every pixel examined
+    with pytest.raises(ValueError, match=r"edge must be one of \('shift', 'drop'\).*got 'pad'"):
+        cl.cluster_map(image, patch=32, stride=32, edge="pad")
 
 
 @pytest.fixture(scope="module")

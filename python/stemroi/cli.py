@@ -924,7 +924,8 @@ def _read_tiles(args, sources: Sequence[Path], say) -> Dict[str, Any]:
             if patch > min(image.shape):
                 raise UsageError(f"--patch {patch} is larger than the image {Path(key).name} "
                                  f"({image.shape[0]}x{image.shape[1]})")
-            tiles = PatchGrid(patch_size=patch, stride=stride, edge="drop").extract(image)
+            # the same grid as cluster_map's default: a border remainder is covered by tiles flush with it
+            tiles = PatchGrid(patch_size=patch, stride=stride, edge="shift").extract(image)
             images.append({"path": key, "stem": frame_stem, "image": image, "calibration": pixel,
                            "n_tiles": len(tiles), "tiles": tiles})
     samples = images[0].pop("tiles") if len(images) == 1 else np.concatenate([im.pop("tiles") for im in images])

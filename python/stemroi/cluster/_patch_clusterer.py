@@ -296,14 +296,16 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # -- cluster map of a large image
     def cluster_map(self, image, patch: Optional[int] = None, stride: Optional[int] = None, *, pixel_size=None,
-                    roi: str = "score", roi_threshold: float = 2.0):
+                    roi: str = "score", roi_threshold: float = 2.0, edge: str = "shift"):
         """:func:`stemroi.detection.cluster_map` of ``image``: an ROIResult with
         one row per tile (nearest cluster), ``scores`` (distance to the image's
         median tile embedding), ROI flags by ``roi`` and ``maps["cluster"]``.
-        ``patch`` defaults to the side of the training patches, ``stride`` to ``patch``."""
+        ``patch`` defaults to the side of the training patches, ``stride`` to ``patch``;
+        ``edge="shift"`` covers a border remainder with tiles flush with the border."""
         from ..detection._cluster_map import cluster_map
 
-        return cluster_map(image, self, patch, stride, pixel_size=pixel_size, roi=roi, roi_threshold=roi_threshold)
+        return cluster_map(image, self, patch, stride, pixel_size=pixel_size, roi=roi, roi_threshold=roi_threshold,
+                           edge=edge)
 
 
 # --------------------------------------------------------------------------- grid

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from .._validation import check_array, check_positive_int
-from .roi import ROIResult
+from .roi import ROIResult, check_tile_edge
 
 __all__ = ["cluster_map"]
 
@@ -64,14 +64,19 @@ ROI_RULES = ("score", "cluster")
 
 
 def cluster_map(image, clusterer, patch: Optional[int] = None, stride: Optional[int] = None, *, pixel_size=None,
-                roi: str = "score", roi_threshold: float = 2.0, batch_size: int = 256) -> ROIResult:
-    """Tile ``image`` (2-D) on ``PatchGrid(patch, stride, edge="drop")`` and
+                roi: str = "score", roi_threshold: float = 2.0, batch_size: int = 256,
+                edge: str = "shift") -> ROIResult:
+    """Tile ``image`` (2-D) on ``PatchGrid(patch, stride, edge)`` and
     label every tile with its nearest cluster of ``clusterer``.
 
     ``patch``: the tile side, by default (None) that of the patches the
     clusterer was fitted on, and any other size is refused (the features of
     tiles of another size would not compare with the training ones; resample
     the image with ``pixel_size`` instead); ``stride``: None = ``patch``.
+    ``edge``: ``"shift"`` (default) adds a last row and column of tiles flush
+    with the bottom and right borders when the grid leaves a remainder, so
+    every pixel is examined; ``"drop"`` leaves the remainder out (before
+    2026-12-06 the only behaviour).
 
     Returns an :class:`ROIResult` with one row per tile: labels
     ``"cluster <c>"``, ``confidence = 1 - d1/d2`` (nearest vs second-nearest
@@ -104,7 +109,8 @@ def cluster_map(image, clusterer, patch: Optional[int] = None, stride: Optional[
     outliers of a mostly-bulk field (rare defects); when the region of interest
     is a large part of the field (a second phase), use ``roi="cluster"``.
     ``maps["cluster"]`` is the (H, W) int32 cluster index of each pixel (the
-    tile whose centre is nearest; -1 where no tile covers the pixel).
+    tile whose centre is nearest; -1 where no tile covers the pixel, which
+    happens only with ``edge="drop"``).
 
     ``pixel_size``: the image's pixel size, ``(value, unit)`` or a
     :class:`stemroi.io.Calibration`; resampled to the clusterer's pixel size
@@ -150,9 +156,10 @@ def cluster_map(image, clusterer, patch: Optional[int] = None, stride: Optional[
             or not np.isfinite(roi_threshold) or roi_threshold <= 0:
         raise ValueError(f"roi_threshold must be a finite number > 0 (robust standard deviations), "
                          f"got {roi_threshold!r}")
+    edge = check_tile_edge(edge)
     if patch > img.shape[0] or patch > img.shape[1]:
         raise ValueError(f"patch must be <= image size {img.shape}, got {patch}")
-    grid = PatchGrid(patch_size=patch, stride=stride, edge="drop", n_threads=clusterer.n_threads)
+    grid = PatchGrid(patch_size=patch, stride=stride, edge=edge, n_threads=clusterer.n_threads)
     origins = np.asarray(grid.origins(img.shape), dtype=np.int64)
     # tiles are cut, embedded and measured one batch at a time (memory: one batch, not every tile)
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -177,7 +184,7 @@ def cluster_map(image, clusterer, patch: Optional[int] = None, stride: Optional[
         confidence=conf, unknown=np.zeros(len(nearest), bool), class_names=names,
         bulk_label=names[int(np.argmax(counts))], scores=bulk_distance, image_shape=img.shape, method="patch-clusterer",
         metadata={"features": _describe_features(clusterer.features), "n_clusters": clusterer.n_clusters_,
-                  "patch": patch, "stride": stride,
+                  "patch": patch, "stride": stride, "edge": edge,
                   "silhouette": clusterer.silhouette_scores_[clusterer.n_clusters_],
                   "bulk_assumption": "most frequent cluster",
                   "scores": "distance of the tile's embedding to the median embedding of the image's tiles",

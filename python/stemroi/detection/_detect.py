@@ -20,7 +20,7 @@ import numpy as np
 
 from .._device import on_device
 from .._validation import check_array, check_positive_int
-from ..detection.roi import UNKNOWN, ROIResult
+from ..detection.roi import UNKNOWN, ROIResult, check_tile_edge
 from ..io._readers import scale_to_unit, to_grey
 from ..preprocessing.grid import PatchGrid, _finite_range
 
@@ -73,6 +73,7 @@ def detect(
     device: Optional[str] = None,
     pixel_size=None,
     unfamiliar: bool = True,
+    edge: str = "shift",
 ) -> ROIResult:
     """Classify the tiles of ``image`` (2-D; colour is made grey by ``stemroi.io.to_grey``) with ``model``.
 
@@ -80,6 +81,11 @@ def detect(
     ``patch``: the tile side, by default (None) the side of the model's
     training patches (64 when the model does not record it); another size is
     refused. ``stride``: None = ``patch`` (tiles side by side).
+    ``edge``: ``"shift"`` (default) adds a last row and column of tiles
+    flush with the bottom and right borders when the grid leaves a remainder,
+    so every pixel is classified (those tiles overlap their neighbours);
+    ``"drop"`` leaves the remainder unexamined, as the study's grid did (before
+    2026-12-06 the only behaviour). See :class:`stemroi.PatchGrid`.
     ``unknown_below``: tiles whose calibrated max probability is below this are
     labelled ``"unknown"`` (0 disables). ``bulk_label``: the class that is not a
     region of interest (default: the class named "Bulk", case-insensitive, if any;
@@ -148,7 +154,7 @@ def detect(
         raise ValueError(f"patch must be <= image size {img.shape}, got {patch}")
     if shape is not None and len(shape) == 2 and tuple(shape) != (patch, patch):
         raise ValueError(f"patch must equal the model's training patch size {tuple(shape)}, got {patch}")
-    grid = PatchGrid(patch_size=patch, stride=stride, edge="drop")
+    grid = PatchGrid(patch_size=patch, stride=stride, edge=check_tile_edge(edge))
     origins = grid.origins(img.shape)
     # Tiles are cut and classified one batch at a time: memory holds one batch of
     # tiles, not all of them (the same batches as one predict_proba call would
@@ -187,7 +193,7 @@ def detect(
         probabilities=probs,
         image_shape=img.shape,
         method=f"patch-classifier ({getattr(model, 'backbone_description_', type(model).__name__)})",
-        metadata={"patch": patch, "stride": stride, "unknown_below": float(unknown_below),
+        metadata={"patch": patch, "stride": stride, "edge": edge, "unknown_below": float(unknown_below),
                   "temperature": float(getattr(model, "temperature_", 1.0)),
                   "model": getattr(model, "backbone_description_", ""), "bulk_label": bulk_label},
         unfamiliar=None if novelty is None else novelty_scores > novelty.threshold_,

@@ -26,6 +26,17 @@ __all__ = ["ROIResult", "UNKNOWN"]
 
 UNKNOWN = "unknown"
 
+# How the tile grids of detect and cluster_map treat a border remainder narrower
+# than a tile: "shift" covers it with tiles flush with the border, "drop" skips it.
+TILE_EDGES = ("shift", "drop")
+
+
+def check_tile_edge(edge) -> str:
+    if not isinstance(edge, str) or edge not in TILE_EDGES:
+        raise ValueError(f"edge must be one of {TILE_EDGES} (\"shift\": tiles flush with the bottom and right "
+                         f"borders cover the remainder; \"drop\": the remainder is not examined), got {edge!r}")
+    return edge
+
 
 @dataclass
 class ROIResult:
