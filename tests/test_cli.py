@@ -134,6 +134,21 @@ def test_train_then_detect(tmp_path, patch_folder, capsys):
     assert rc == 0
     assert list(json.loads((tmp_path / "by_folder" / "summary.json").read_text())) == [str(folder / "a.tif"),
                                                                                        str(folder / "b.png")]
+    # an image unlike the training patches (a smooth lattice, where they are noise) gets a warning, also
+    # with --quiet, on stderr and in summary.json; the frame like them does not
+    yy, xx = np.mgrid[0:64, 0:96]
+    Image.fromarray((127 + 120 * np.cos(xx / 2.0) * np.cos(yy / 2.0)).astype(np.uint8)).save(tmp_path / "other.png")
+    capsys.readouterr()
+    rc = main(["detect", str(tmp_path / "frame.png"), str(tmp_path / "other.png"), "--model", str(model), "--out",
+               str(tmp_path / "mixed"), "--quiet", "--no-plot"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    records = json.loads((tmp_path / "mixed" / "summary.json").read_text())
+    other = records[str(tmp_path / "other.png")]
+    assert other["n_unfamiliar"] == other["n_tiles"] == 6
+    assert other["warning"].startswith("6 of 6 tiles are unfamiliar")
+    assert f"stemroi detect: warning: {tmp_path / 'other.png'}: 6 of 6 tiles are unfamiliar" in err
+    assert "warning" not in records[str(tmp_path / "frame.png")] and "frame.png" not in err
     # info on a classifier file
     capsys.readouterr()
     assert main(["info", str(model)]) == 0

@@ -485,6 +485,25 @@ def _frames_of(path, stem: str, fallback=None):
     return iter([(str(path), stem, image, pixel or fallback)])
 
 
+# More than this share of an image's tiles unlike the model's training data (the models are calibrated to
+# call 1 % of their own data so) says the image itself differs: another material, contrast or pixel size.
+UNFAMILIAR_WARN_SHARE = 0.5
+
+
+def _warn_if_unfamiliar(args, key: str, record: Dict[str, Any]) -> None:
+    """Warn (stderr, also with --quiet, and in the record) when most tiles of an image are unfamiliar."""
+    from tqdm import tqdm
+
+    n, u = record.get("n_tiles"), record.get("n_unfamiliar")
+    if not n or u is None or u <= UNFAMILIAR_WARN_SHARE * n:
+        return
+    record["warning"] = (f"{u} of {n} tiles are unfamiliar (their features are unlike the model's training data, "
+                         "which it calls so for 1 % of its own): their labels are not to be trusted; is this "
+                         "another material, contrast (bright- or dark-field), pixel size or noise level than the "
+                         "training data? (docs/unfamiliar.md)")
+    tqdm.write(f"stemroi {args.command}: warning: {key}: {record['warning']}", file=sys.stderr)
+
+
 def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callable[..., Dict[str, Any]],
                write_summary: Callable[[Dict[str, Any]], None]) -> int:
     """Run ``map_one(image, key, stem, pixel)`` over every frame of the images, recording each result
@@ -532,6 +551,7 @@ def _map_batch(args, paths: Sequence[str], stems: Sequence[str], map_one: Callab
             n_done += 1
             try:
                 records[key] = map_one(image, key, frame_stem, pixel)
+                _warn_if_unfamiliar(args, key, records[key])
             except _IMAGE_ERRORS as exc:
                 if single and key == str(path):  # one 2-D image: bad input, status 2
                     raise
