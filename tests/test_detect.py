@@ -203,6 +203,15 @@ def test_plots_write_png(trained, tmp_path):
     assert (tmp_path / "o.png").stat().st_size > 1000
     labels = [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
     assert not any(t.startswith("Bulk") for t in labels)
+    # unfamiliar tiles, bulk ones included, are cross-hatched and counted in the legend
+    r.unfamiliar = np.zeros(len(r), bool)
+    r.unfamiliar[[0, 5, 11]] = True
+    ax3 = plot_rois(frame.image, r)
+    hatched = [p for p in ax3.patches if p.get_hatch() == "xx"]
+    assert sorted((int(p.get_y() + 0.5), int(p.get_x() + 0.5)) for p in hatched) == \
+        sorted(map(tuple, r.origins[[0, 5, 11]].tolist()))
+    assert "unfamiliar (3): unlike the training data" in [t.get_text() for t in ax3.get_legend().get_texts()]
+    assert not [p for p in plot_rois(frame.image, r, show_unfamiliar=False).patches if p.get_hatch() == "xx"]
     ax2 = plot_confusion_matrix([0, 1, 2, 2], [0, 2, 2, 2], class_names=names, normalize="true")
     save_figure(ax2, tmp_path / "cm.png")
     with pytest.raises(ValueError, match="must be square"):

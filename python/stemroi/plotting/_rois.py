@@ -15,10 +15,18 @@ from ._common import class_colors, pyplot
 __all__ = ["plot_rois", "plot_confusion_matrix"]
 
 
+UNFAMILIAR_COLOR = "#ffd400"
+
+
 def plot_rois(image, result: ROIResult, ax=None, *, show_unknown: bool = True, linewidth: float = 1.5,
-              title: Optional[str] = None, legend: bool = True):
+              title: Optional[str] = None, legend: bool = True, show_unfamiliar: bool = True):
     """The study's overlay: the image in grey, a coloured rectangle per non-bulk tile
-    (one colour per class, dashed white for unknown), bulk not drawn, and a legend."""
+    (one colour per class, dashed white for unknown), bulk not drawn, and a legend.
+
+    ``show_unfamiliar``: tiles whose features are unlike the model's training
+    data (``result.unfamiliar``, docs/unfamiliar.md) are cross-hatched in
+    yellow, bulk-labelled ones included, since their labels are not to be
+    trusted; the legend counts them."""
     plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
@@ -48,14 +56,25 @@ def plot_rois(image, result: ROIResult, ax=None, *, show_unknown: bool = True, l
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, fill=False, edgecolor=color, linewidth=linewidth,
                                linestyle="--" if unk else "-"))
         used[lab] = color
+    unfamiliar = None if result.unfamiliar is None or not show_unfamiliar else np.asarray(result.unfamiliar, bool)
+    n_unfamiliar = 0 if unfamiliar is None else int(unfamiliar.sum())
+    if n_unfamiliar:
+        for (r, c), (h, w) in zip(result.origins[unfamiliar], result.sizes[unfamiliar]):
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), w, h, fill=False, hatch="xx", edgecolor=UNFAMILIAR_COLOR,
+                                   linewidth=0.0, alpha=0.6))
     ax.set_xlim(-0.5, img.shape[1] - 0.5)
     ax.set_ylim(img.shape[0] - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
     counts = result.counts()
-    if legend and used:
+    if legend and (used or n_unfamiliar):
         handles = [Line2D([0], [0], color=col, lw=2, linestyle="--" if lab == UNKNOWN else "-",
                           label=f"{lab} ({counts.get(lab, 0)})") for lab, col in sorted(used.items())]
+        if n_unfamiliar:
+            from matplotlib.patches import Patch
+
+            handles.append(Patch(facecolor="none", edgecolor=UNFAMILIAR_COLOR, hatch="xx",
+                                 label=f"unfamiliar ({n_unfamiliar}): unlike the training data"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     n_roi = int(result.is_roi.sum())
     ax.set_title(title if title is not None else f"{n_roi} of {len(result)} tiles flagged")
