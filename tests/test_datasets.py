@@ -1,6 +1,8 @@
 """Labelled patch folders: real CdTe/STO sets and synthetic folders with mixed storage."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -102,3 +104,20 @@ def test_bad_folders(tmp_path, rng):
     (tmp_path / "a_1.tif").write_bytes(b"broken")
     with pytest.raises(OSError, match=r"a_1\.tif: cannot read TIFF"):
         load_patch_folder(tmp_path)
+
+
+def test_image_files_the_pattern_leaves_out_are_named(tmp_path, rng):
+    """A .png or .tiff beside the .tif patches is not read by the default pattern, and a warning says so."""
+    for n in ("a_0.tif", "a_1.tif", "b_0.tif"):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / n)
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / "b_1.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / "b_2.tiff")
+    (tmp_path / "notes.txt").write_text("not an image: no warning for it")
+    with pytest.warns(UserWarning, match=r"^2 image file\(s\) beside the 3 read do not match pattern '\*\.tif' and "
+                      r"were not read \(b_1\.png, b_2\.tiff\)") as record:
+        ds = load_patch_folder(tmp_path)
+    assert len(record) == 1 and record[0].filename == __file__  # points at the caller
+    assert len(ds) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_patch_folder(tmp_path, "*_*.*").class_counts() == {"a": 2, "b": 3}  # every image read: no warning

@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..io._readers import _read_image_full, scale_to_unit
+from ..io._readers import SUPPORTED_SUFFIXES, _read_image_full, _warn_user, scale_to_unit
 
 __all__ = ["PatchDataset", "load_patch_folder", "class_from_filename"]
 
@@ -49,6 +49,19 @@ def _natural_key(path: Path):
     return (prefix, int(index) if index.isdigit() else float("inf"), path.name)
 
 
+def _warn_unread_images(files: List[Path], pattern: str) -> None:
+    """Warn about image files beside the ones read that ``pattern`` left out (a .png or .tiff among .tif
+    files), so that no patch is dropped without a word."""
+    read = set(files)
+    folders = sorted({f.parent for f in files})
+    unread = [p for d in folders for p in sorted(d.iterdir(), key=_natural_key)
+              if p.is_file() and p not in read and p.suffix.lower() in SUPPORTED_SUFFIXES]
+    if unread:
+        shown = ", ".join(p.name for p in unread[:3]) + (", ..." if len(unread) > 3 else "")
+        _warn_user(f"{len(unread)} image file(s) beside the {len(files)} read do not match pattern {pattern!r} and "
+                   f"were not read ({shown}); to read them too, pass a pattern that matches them (command line: --pattern)")
+
+
 def load_patch_folder(path, pattern: str = "*.tif") -> PatchDataset:
     """Read every file matching ``pattern`` in ``path`` as a labelled patch.
 
@@ -60,6 +73,7 @@ def load_patch_folder(path, pattern: str = "*.tif") -> PatchDataset:
     index after the last underscore (deterministic). Colour files (RGB/RGBA with
     equal channels) give their exact grey values. Integer files are scaled by
     their dtype range (uint8 / 255), float files must already lie in [0, 1].
+    A UserWarning names the image files beside them that ``pattern`` leaves out.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -76,6 +90,7 @@ def load_patch_folder(path, pattern: str = "*.tif") -> PatchDataset:
                              "<class>_<n>) nor in class subfolders (<class>/<file>)")
         files = [f for fs in by_class.values() for f in fs]
         names = [c for c, fs in by_class.items() for _ in fs]
+    _warn_unread_images(files, pattern)
     class_names = sorted(set(names))
     index = {c: i for i, c in enumerate(class_names)}
     patches = []
