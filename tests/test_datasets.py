@@ -121,3 +121,13 @@ def test_image_files_the_pattern_leaves_out_are_named(tmp_path, rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_patch_folder(tmp_path, "*_*.*").class_counts() == {"a": 2, "b": 3}  # every image read: no warning
+    upper = tmp_path / "upper"  # only .TIF files: nothing matches '*.tif' on a case-sensitive file system
+    upper.mkdir()
+    for n in ("a_0.TIF", "b_0.TIF"):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(upper / n, format="TIFF")
+    if (upper / "a_0.tif").exists():
+        pytest.skip("case-insensitive file system: '*.tif' matches .TIF")
+    with pytest.raises(ValueError, match=r"no files match pattern '\*\.tif'.*; it holds 2 image file\(s\) of other "
+                       r"names \(a_0\.TIF, b_0\.TIF\): pass a pattern that matches them, e\.g\. '\*\.TIF'"):
+        load_patch_folder(upper)
+    assert load_patch_folder(upper, "*.TIF").class_names == ["a", "b"]

@@ -86,8 +86,14 @@ def load_patch_folder(path, pattern: str = "*.tif") -> PatchDataset:
                     for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
         by_class = {c: fs for c, fs in by_class.items() if fs}
         if not by_class:
+            images = [p for d in [folder] + sorted(q for q in folder.iterdir() if q.is_dir())
+                      for p in sorted(d.iterdir(), key=_natural_key)
+                      if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
+            hint = "" if not images else (
+                f"; it holds {len(images)} image file(s) of other names ({', '.join(p.name for p in images[:3])}"
+                f"{', ...' if len(images) > 3 else ''}): pass a pattern that matches them, e.g. '*{images[0].suffix}'")
             raise ValueError(f"{folder}: no files match pattern {pattern!r}, neither in the folder (named "
-                             "<class>_<n>) nor in class subfolders (<class>/<file>)")
+                             f"<class>_<n>) nor in class subfolders (<class>/<file>){hint}")
         files = [f for fs in by_class.values() for f in fs]
         names = [c for c, fs in by_class.items() for _ in fs]
     _warn_unread_images(files, pattern)
