@@ -49,17 +49,25 @@ def _natural_key(path: Path):
     return (prefix, int(index) if index.isdigit() else float("inf"), path.name)
 
 
+def _image_files(folders) -> List[Path]:
+    """The files of a readable image type in ``folders`` (not recursive), in natural order per folder."""
+    return [p for d in folders for p in sorted(d.iterdir(), key=_natural_key)
+            if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
+
+
+def _first_names(paths: List[Path]) -> str:
+    return ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+
 def _warn_unread_images(files: List[Path], pattern: str) -> None:
     """Warn about image files beside the ones read that ``pattern`` left out (a .png or .tiff among .tif
     files), so that no patch is dropped without a word."""
     read = set(files)
-    folders = sorted({f.parent for f in files})
-    unread = [p for d in folders for p in sorted(d.iterdir(), key=_natural_key)
-              if p.is_file() and p not in read and p.suffix.lower() in SUPPORTED_SUFFIXES]
+    unread = [p for p in _image_files(sorted({f.parent for f in files})) if p not in read]
     if unread:
-        shown = ", ".join(p.name for p in unread[:3]) + (", ..." if len(unread) > 3 else "")
         _warn_user(f"{len(unread)} image file(s) beside the {len(files)} read do not match pattern {pattern!r} and "
-                   f"were not read ({shown}); to read them too, pass a pattern that matches them (command line: --pattern)")
+                   f"were not read ({_first_names(unread)}); to read them too, pass a pattern that matches them "
+                   "(command line: --pattern)")
 
 
 def load_patch_folder(path, pattern: str = "*.tif") -> PatchDataset:
@@ -86,12 +94,10 @@ def load_patch_folder(path, pattern: str = "*.tif") -> PatchDataset:
                     for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
         by_class = {c: fs for c, fs in by_class.items() if fs}
         if not by_class:
-            images = [p for d in [folder] + sorted(q for q in folder.iterdir() if q.is_dir())
-                      for p in sorted(d.iterdir(), key=_natural_key)
-                      if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
-            hint = "" if not images else (
-                f"; it holds {len(images)} image file(s) of other names ({', '.join(p.name for p in images[:3])}"
-                f"{', ...' if len(images) > 3 else ''}): pass a pattern that matches them, e.g. '*{images[0].suffix}'")
+            images = _image_files([folder] + sorted(q for q in folder.iterdir() if q.is_dir()))
+            hint = "" if not images else (f"; it holds {len(images)} image file(s) of other names "
+                                          f"({_first_names(images)}): pass a pattern that matches them, "
+                                          f"e.g. '*{images[0].suffix}'")
             raise ValueError(f"{folder}: no files match pattern {pattern!r}, neither in the folder (named "
                              f"<class>_<n>) nor in class subfolders (<class>/<file>){hint}")
         files = [f for fs in by_class.values() for f in fs]
