@@ -264,8 +264,10 @@ def test_cluster_small_image_lowers_the_default_k_max(tmp_path, frames, capsys):
     out = tmp_path / "cl"
     rc = main(["cluster", str(frames["square"]), "--out", str(out), "--patch", "64", "--threads", "1", "--no-plot"])
     assert rc == 0
-    assert "9 samples, so k = 2..8" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "9 samples, so k = 2..8" in err
     s = json.loads((out / "summary.json").read_text())
+    assert f", {s['result']['n_roi']} of 9 tiles flagged; wrote {out}" in err
     assert s["k_range"] == [2, 8] and sorted(int(k) for k in s["silhouette"]) == list(range(2, 9))
 
 

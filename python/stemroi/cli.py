@@ -889,9 +889,12 @@ def cmd_cluster(args) -> int:
     doc["files"].append("summary.json")
     _write_json(out / "summary.json", doc)
     by = "" if args.k_rule == "silhouette" else f", chosen by the {args.k_rule} rule"
+    maps = [doc["result"]] if doc.get("input_kind") == "image" else \
+        [r["result"] for r in doc.get("images", {}).values()]
+    flagged = f", {sum(m['n_roi'] for m in maps)} of {sum(m['n_tiles'] for m in maps)} tiles flagged" if maps else ""
     say(f"stemroi cluster: k = {doc['chosen_k']} (silhouette {doc['silhouette'][str(doc['chosen_k'])]:.3f}{by})"
         + (f", cluster accuracy {doc['cluster_accuracy']:.3f} (purity {doc['evaluation']['purity']:.3f})"
-           if "cluster_accuracy" in doc else "")
+           if "cluster_accuracy" in doc else "") + flagged
         + f"; wrote {out}")
     return 0
 
