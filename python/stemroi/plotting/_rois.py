@@ -29,7 +29,7 @@ def plot_rois(image, result: ROIResult, ax=None, *, show_unknown: bool = True, l
     trusted; the legend counts them."""
     plt = pyplot()
     from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Patch, Rectangle
 
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[-1] in (3, 4):
@@ -71,8 +71,6 @@ def plot_rois(image, result: ROIResult, ax=None, *, show_unknown: bool = True, l
         handles = [Line2D([0], [0], color=col, lw=2, linestyle="--" if lab == UNKNOWN else "-",
                           label=f"{lab} ({counts.get(lab, 0)})") for lab, col in sorted(used.items())]
         if n_unfamiliar:
-            from matplotlib.patches import Patch
-
             handles.append(Patch(facecolor="none", edgecolor=UNFAMILIAR_COLOR, hatch="xx",
                                  label=f"unfamiliar ({n_unfamiliar}): unlike the training data"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
