@@ -36,7 +36,8 @@ or a2; an anti-site dims a bright column or brightens a dim one), and the
 chosen k is also compared with that number of looks ("k - V"). ``--features
 lattice_residual_invariant`` runs every route on the orientation-invariant
 descriptor instead of the default (``lattice_residual_invariant_local``: that,
-with the residual's spectrum windowed on the defect). ``--shift 20`` shifts the
+with the residual's spectrum windowed on the defect; ``lattice_residual_tukey``:
+the default with Tukey windows in its spectra). ``--shift 20`` shifts the
 crops of a region by up to 20 px instead of 8, so defects reach the crops' edges
 (the wide layout of docs/clustering.md).
 """
@@ -278,7 +279,7 @@ def main(argv=None):
                     help="PatchClusterer's n_components: a variance fraction in (0, 1) or a number of components "
                          "(default 0.95, the estimator's default)")
     ap.add_argument("--features", choices=("lattice_residual", "lattice_residual_invariant",
-                                           "lattice_residual_invariant_local"),
+                                           "lattice_residual_invariant_local", "lattice_residual_tukey"),
                     default="lattice_residual",
                     help="the descriptor every route clusters (default lattice_residual, the estimator's default)")
     ap.add_argument("--shift", type=int, default=SHIFT,

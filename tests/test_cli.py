@@ -410,6 +410,7 @@ def test_cluster_patch_folder(tmp_path, frames):
 
 @pytest.mark.parametrize("option,value,key", [("--features", "lattice_residual_invariant", "features"),
                                               ("--features", "lattice_residual_invariant_local", "features"),
+                                              ("--features", "lattice_residual_tukey", "features"),
                                               ("--algorithm", "average_linkage", "algorithm")])
 def test_cluster_descriptor_and_algorithm_options(tmp_path, frames, option, value, key):
     """--features lattice_residual_invariant / lattice_residual_invariant_local and --algorithm

@@ -36,6 +36,7 @@ CLASSIFIER, FEW_LABEL, CVAE, UNET = "stemroi.PatchClassifier", "stemroi.FewLabel
 CLUSTER_FEATURES = {"lattice_residual": "lattice_residual",
                     "lattice_residual_invariant": "lattice_residual_invariant",
                     "lattice_residual_invariant_local": "lattice_residual_invariant_local",
+                    "lattice_residual_tukey": "lattice_residual_tukey",
                     "fft": "fft", "log_fft": "log_fft", "polar": "polar_fft", "polar_fft": "polar_fft", "vgg16": "vgg16"}
 
 
@@ -208,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="patch descriptor (default lattice_residual; lattice_residual_invariant = the same, "
                          "rotation-invariant, for lattices at several angles; lattice_residual_invariant_local = "
                          "that, with the residual's spectrum windowed on the defect wherever it sits in the tile; "
+                         "lattice_residual_tukey = the default with Tukey windows in its spectra, so defects and "
+                         "interfaces at the tile's border count (with --k-rule silhouette_1se: CdTe k = 7, 0.979); "
                          "vgg16 = VGG16 block5 average-pooled features)")
     cl.add_argument("--weights", default="imagenet-keras",
                     help="VGG16 weights for --features vgg16: imagenet-keras (default) | imagenet | random | PATH")

@@ -103,7 +103,10 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     same with rotation-invariant orientation bins, for lattices seen at
     several angles), ``"lattice_residual_invariant_local"`` (that, with the
     residual's spectrum windowed on the defect rather than on the patch
-    centre, for defects anywhere in the patch), ``"polar_fft"``, ``"fft"``,
+    centre, for defects anywhere in the patch), ``"lattice_residual_tukey"``
+    (the default with Tukey windows in its spectra, flat over the middle
+    half, so a defect or an interface along the patch border counts),
+    ``"polar_fft"``, ``"fft"``,
     ``"log_fft"`` -, ``"stem_cnn"``: frozen features (256) of the ``small_cnn``
     pretrained on synthetic STEM and shipped with the package
     (:class:`stemroi.models._pretrained.StemCNNFeatures`, weights ``"small_cnn-stem"``),
