@@ -6,6 +6,7 @@ and every label-free route, plus the cluster map of the 768x768 CdTe image.
     .venv/bin/python benchmarks/cluster.py --k-selection     # every criterion for k; cross-image map
     .venv/bin/python benchmarks/cluster.py --orientation     # resolved vs invariant orientation bins
     .venv/bin/python benchmarks/cluster.py --splits          # where a class split over clusters has its defect
+    .venv/bin/python benchmarks/cluster.py --synthetic-maps  # ROI maps of synthetic frames, two descriptors
 
 Protocol (a), label-informed (the study's): the embedding comes from a model
 trained on the evaluated labels. Two variants: "in-sample" (trained on every
@@ -359,6 +360,70 @@ def cluster_self_fit(seed):
     return rows
 
 
+SYNTH_MAP_DEFECTS = {"vacancy": 5, "interstitial": 5, "antisite": 5, "column_shift": 5, "stacking_fault": 1}
+
+
+def synthetic_maps(seeds, rows, features=("lattice_residual", "lattice_residual_tukey")):
+    """ROI maps of synthetic frames, what `stemroi cluster IMAGE` does: 768 x 768 frames of the three
+    lattices (``SYNTH_MAP_DEFECTS`` at random columns, random_state = seed), PatchClusterer fitted on the
+    frame's own 64-px tiles (random_state 0), cluster_map with the default flags (roi="score"). Truth:
+    stemroi.demo.tile_truth (a defect tile holds >= 32 defect pixels; tiles with fewer but some are left
+    out). Per descriptor, stride 64: precision, recall and tile AUROC of the scores; for the default
+    descriptor also stride 32 (tile truth then counts many tiles with a defect near their border). Per
+    defect, which does not depend on the stride: the share of the point defects whose centre lies in a
+    flagged tile, and how many of the tiles that hold the stacking fault in their middle half (rows /
+    columns 16-47) are flagged (the fault runs along a row or a column)."""
+    from _crossimage import auroc
+    from stemroi.demo import tile_truth
+    from stemroi.io import synth
+    from stemroi.preprocessing import PatchGrid
+
+    print(f"\n=== ROI maps of synthetic frames ({len(seeds)} seeds x 3 lattices), fitted on their own tiles")
+    runs = [(f, 64) for f in features] + [(features[0], 32)]
+    for lattice in ("cubic", "perovskite", "dumbbell"):
+        for seed in seeds:
+            im = synth.make_image((768, 768), lattice=lattice, defects=SYNTH_MAP_DEFECTS, random_state=seed)
+            frame = np.asarray(im.image, np.float32)
+            fault = next(d for d in im.defects if d["kind"] == "stacking_fault")
+            axis = {0: 0, 90: 1}.get(int(round(float(fault.get("angle_deg", 0.0)))) % 180)
+            line = fault["row"] if axis == 0 else fault["col"]
+            row = {"lattice": lattice, "seed": seed}
+            text = []
+            for feats, stride in runs:
+                tiles = PatchGrid(patch_size=64, stride=stride, edge="drop").extract(frame)
+                cl = stemroi.PatchClusterer(feats, random_state=0).fit(tiles)
+                res = cl.cluster_map(frame, 64, stride, edge="drop")
+                origins = np.asarray(res.origins)
+                truth = tile_truth(im.defect_mask, origins, 64)
+                flags = np.asarray(res.is_roi)
+                keep = truth >= 0
+                tp = int((flags & (truth > 0)).sum())
+                r = {"k": int(cl.n_clusters_), "tiles": len(origins), "flagged": int(flags[keep].sum()),
+                     "precision": tp / max(int(flags[keep].sum()), 1), "recall": tp / max(int((truth > 0).sum()), 1),
+                     "auroc": auroc((truth > 0).astype(int) - (truth < 0), np.asarray(res.scores))}
+                points = [(d["row"], d["col"]) for d in im.defects if d["kind"] != "stacking_fault"]
+                fo = origins[flags]
+                r["points_found"] = float(np.mean([bool(np.any((fo[:, 0] <= pr) & (pr < fo[:, 0] + 64) & (fo[:, 1] <= pc)
+                                                                & (pc < fo[:, 1] + 64))) for pr, pc in points]))
+                if axis is not None:
+                    mid = (origins[:, axis] + 16 <= line) & (line < origins[:, axis] + 48)
+                    r["fault_mid_tiles"], r["fault_mid_flagged"] = int(mid.sum()), int((mid & flags).sum())
+                row[f"{feats}/{stride}"] = r
+                text.append(f"{feats}/{stride}: P {r['precision']:.2f} R {r['recall']:.2f} AUROC {r['auroc']:.3f} "
+                            f"points {r['points_found']:.2f}"
+                            + (f" fault {r['fault_mid_flagged']}/{r['fault_mid_tiles']}" if axis is not None else ""))
+            rows.append(row)
+            print(f"  {lattice:10s} {seed:2d} | " + " | ".join(text), flush=True)
+    for feats, stride in runs:
+        key = f"{feats}/{stride}"
+        m = {q: np.mean([r[key][q] for r in rows]) for q in ("precision", "recall", "auroc", "points_found")}
+        f = [r[key] for r in rows if "fault_mid_tiles" in r[key]]
+        print(f"  {key:28s} mean precision {m['precision']:.3f} recall {m['recall']:.3f} tile AUROC {m['auroc']:.3f}; "
+              f"point defects in a flagged tile {m['points_found']:.3f}; "
+              f"fault tiles (fault in the middle half) flagged {sum(x['fault_mid_flagged'] for x in f)} of "
+              f"{sum(x['fault_mid_tiles'] for x in f)}")
+
+
 def split_check(datasets, d, seed, n_init, rows):
     """Where the default's extra clusters come from: PatchClusterer defaults (labels unused) and, for
     every class whose patches fall in two or more clusters (each holding >= 10 % of the class), where
@@ -408,6 +473,9 @@ def main(argv=None):
                     help="only resolved vs invariant orientation bins, on the patches and on rotated copies")
     ap.add_argument("--splits", action="store_true",
                     help="only where the defect sits in each part of a class the default clustering splits")
+    ap.add_argument("--synthetic-maps", type=int, default=0, metavar="N",
+                    help="only ROI maps of synthetic frames (seeds 0..N-1 of each of three lattices; 8 in "
+                         "docs/clustering.md), the default and the Tukey descriptor")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -415,6 +483,14 @@ def main(argv=None):
     seed = args.seed
     d = data_dir("ayyubi-stem-defects")
     print("Machine note: timings on a shared, loaded 2-core machine; compare within one run only.")
+    if args.synthetic_maps:
+        import json
+
+        rows = []
+        synthetic_maps(range(args.synthetic_maps), rows)
+        with open(out / "synthetic_maps.json", "w") as f:
+            json.dump(rows, f, indent=1)
+        return
     for wanted, check, name in ((args.splits, split_check, "splits.json"),
                                 (args.orientation, orientation_check, "orientation.json")):
         if wanted:

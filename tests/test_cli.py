@@ -413,8 +413,8 @@ def test_cluster_patch_folder(tmp_path, frames):
                                               ("--features", "lattice_residual_tukey", "features"),
                                               ("--algorithm", "average_linkage", "algorithm")])
 def test_cluster_descriptor_and_algorithm_options(tmp_path, frames, option, value, key):
-    """--features lattice_residual_invariant / lattice_residual_invariant_local and --algorithm
-    average_linkage reach PatchClusterer and are recorded; an unknown value is refused."""
+    """--features lattice_residual_invariant / lattice_residual_invariant_local / lattice_residual_tukey
+    and --algorithm average_linkage reach PatchClusterer and are recorded; an unknown value is refused."""
     out = tmp_path / "opt"
     rc = main(["cluster", str(frames["patches"]), "--out", str(out), option, value,
                "--k-max", "4", "--threads", "1", "--quiet", "--no-plot"])
