@@ -387,6 +387,7 @@ def synthetic_maps(seeds, rows, features=("lattice_residual", "lattice_residual_
             fault = next(d for d in im.defects if d["kind"] == "stacking_fault")
             axis = {0: 0, 90: 1}.get(int(round(float(fault.get("angle_deg", 0.0)))) % 180)
             line = fault["row"] if axis == 0 else fault["col"]
+            points = [(d["row"], d["col"]) for d in im.defects if d["kind"] != "stacking_fault"]
             row = {"lattice": lattice, "seed": seed}
             text = []
             for feats, stride in runs:
@@ -394,14 +395,11 @@ def synthetic_maps(seeds, rows, features=("lattice_residual", "lattice_residual_
                 cl = stemroi.PatchClusterer(feats, random_state=0).fit(tiles)
                 res = cl.cluster_map(frame, 64, stride, edge="drop")
                 origins = np.asarray(res.origins)
-                truth = tile_truth(im.defect_mask, origins, 64)
+                kind = tile_truth(im.defect_mask, origins, 64)
+                truth = np.sign(kind)  # 1 defect, 0 bulk, -1 left out: the truth _flag_figures and auroc take
                 flags = np.asarray(res.is_roi)
-                keep = truth >= 0
-                tp = int((flags & (truth > 0)).sum())
-                r = {"k": int(cl.n_clusters_), "tiles": len(origins), "flagged": int(flags[keep].sum()),
-                     "precision": tp / max(int(flags[keep].sum()), 1), "recall": tp / max(int((truth > 0).sum()), 1),
-                     "auroc": auroc((truth > 0).astype(int) - (truth < 0), np.asarray(res.scores))}
-                points = [(d["row"], d["col"]) for d in im.defects if d["kind"] != "stacking_fault"]
+                r = {"k": int(cl.n_clusters_), "tiles": len(origins), **_flag_figures(flags, truth),
+                     "auroc": auroc(truth, np.asarray(res.scores))}
                 fo = origins[flags]
                 r["points_found"] = float(np.mean([bool(np.any((fo[:, 0] <= pr) & (pr < fo[:, 0] + 64) & (fo[:, 1] <= pc)
                                                                 & (pc < fo[:, 1] + 64))) for pr, pc in points]))
