@@ -322,3 +322,59 @@ def test_bad_inputs(rng):
         evaluate_clustering([0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="(?i)invalid parameter 'bogus'"):
         stemroi.PatchClusterer().set_params(bogus=1)
+
+
+def test_agreement_rule_on_synthetic_defects():
+    """k_criteria='agreement': each k's score is the adjusted Rand index of the two descriptors'
+    clusterings (scikit-learn's as reference), k the largest one at or above the threshold."""
+    from sklearn.metrics import adjusted_rand_score as sk_ari
+
+    P, y = lattice_patches(n_per_class=20, seed=1)
+    kw = dict(n_components=5, k_range=range(2, 7), n_init=4, random_state=0, n_threads=2)
+    cl = stemroi.PatchClusterer("lattice_residual_tukey", k_criteria="agreement", **kw).fit(P)
+    other = cl.agreement_clusterer_
+    assert other.features == "lattice_residual_invariant_local" and sorted(cl.agreement_scores_) == [2, 3, 4, 5, 6]
+    for k, score in cl.agreement_scores_.items():
+        assert score == pytest.approx(sk_ari(cl.labels_for(k), other.labels_for(k)), abs=1e-12)
+    agreeing = [k for k, s in cl.agreement_scores_.items() if s >= 0.9]
+    assert cl.n_clusters_ == max(agreeing) == 3
+    np.testing.assert_array_equal(cl.labels_, cl.labels_for(3))
+    assert evaluate_clustering(y, cl.labels_)["accuracy"] >= 0.95
+    # the silhouette's own choice is still reported; the labels and centres follow the agreement's k
+    assert cl.selection_.best_k in cl.silhouette_scores_ and cl.cluster_centers_.shape[0] == 3
+    np.testing.assert_array_equal(cl.predict(P[:5]), cl.labels_[:5])
+    # the default estimator does not compute it
+    plain = stemroi.PatchClusterer("lattice_residual", **kw).fit(P)
+    assert plain.agreement_scores_ is None and plain.agreement_clusterer_ is None
+    assert "agreement_threshold" in plain.get_params()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(k_criteria="agreement", algorithm="average_linkage"), "algorithm='average_linkage'"),
+    (dict(k_criteria="agreement", k_rule="silhouette_1se"), "k_rule='silhouette_1se'"),
+    (dict(k_criteria="agreement", features="precomputed"), "features='precomputed'"),
+    (dict(k_criteria="agreement", agreement_features="precomputed"), "agreement_features='precomputed'"),
+    (dict(k_criteria="agreement", features="lattice_residual_invariant_local"), "two identical views"),
+    (dict(k_criteria="agreement", agreement_threshold=0.0), "got 0.0"),
+    (dict(k_criteria="agreement", agreement_threshold=1.5), "got 1.5"),
+    (dict(k_criteria="agreement", agreement_threshold="0.9"), "got '0.9'"),
+    (dict(k_criteria="agreemnt"), "unknown k_criteria 'agreemnt'.*'agreement'"),
+])
+def test_agreement_rule_rejects_bad_settings(kwargs, match):
+    P, _ = lattice_patches(n_per_class=6, size=32, seed=0)
+    with pytest.raises(ValueError, match=match):
+        stemroi.PatchClusterer(**{"k_range": range(2, 4), "n_init": 1, **kwargs}).fit(P)
+
+
+def test_agreement_rule_without_an_agreeing_k_takes_the_best_agreement(monkeypatch):
+    """No k reaches the threshold: the k where the two descriptors agree most; a tie goes to the smaller k."""
+    import stemroi.metrics
+
+    fake = {2: 0.5, 3: 0.8, 4: 0.8, 5: 0.3}
+    monkeypatch.setattr(stemroi.metrics, "adjusted_rand_score", lambda a, b: fake[len(np.unique(a))])
+    P, _ = lattice_patches(n_per_class=10, size=32, seed=0)
+    cl = stemroi.PatchClusterer("lattice_residual_tukey", k_criteria="agreement", k_range=range(2, 6), n_init=2,
+                                random_state=0).fit(P)
+    assert cl.agreement_scores_ == fake and cl.n_clusters_ == 3
+    cl.set_params(agreement_threshold=0.75).fit(P)  # 3 and 4 reach it: the larger
+    assert cl.n_clusters_ == 4
