@@ -392,6 +392,24 @@ def test_cluster_k_rule_silhouette_1se_is_the_estimators_choice(tmp_path, frames
     assert json.loads((tmp_path / "small" / "summary.json").read_text())["k_range"] == [2, 6]
 
 
+def test_cluster_k_rule_agreement_is_the_estimators_choice(tmp_path, frames, capsys):
+    """--k-rule agreement: the k and labels of PatchClusterer(k_criteria='agreement') on the same
+    patches, with the agreement per k in summary.json."""
+    out = tmp_path / "cagree"
+    rc = main(["cluster", str(frames["patches"]), "--out", str(out), "--features", "lattice_residual_tukey",
+               "--k-rule", "agreement", "--threads", "1", "--no-plot"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    ds = stemroi.load_patch_folder(frames["patches"])
+    ref = stemroi.PatchClusterer("lattice_residual_tukey", k_range=range(2, 11), random_state=0, n_threads=1,
+                                 k_criteria="agreement").fit(np.asarray(ds.patches, np.float32))
+    assert s["k_rule"] == "agreement" and s["chosen_k"] == ref.n_clusters_
+    assert s["agreement"] == {str(k): pytest.approx(v) for k, v in ref.agreement_scores_.items()}
+    rows = (out / "clusters.csv").read_text().splitlines()[1:]
+    np.testing.assert_array_equal([int(r.split(",")[2]) for r in rows], ref.labels_)
+    assert "chosen by the agreement rule" in capsys.readouterr().err
+
+
 def test_cluster_patch_folder(tmp_path, frames):
     """A labelled folder: clusters.csv and the cluster accuracy against the file names' classes."""
     out = tmp_path / "clf"
@@ -735,6 +753,10 @@ def test_one_bad_image_is_still_exit_2(tmp_path, cvae_run, capsys):
      "square.png cut into 64 px tiles at stride 64"),
     (["cluster", "IMG", "--out", "OUT", "--k-rule", "silhouette_1se", "--algorithm", "average_linkage"],
      "--k-rule silhouette_1se resamples K-means; with --algorithm average_linkage only --k-rule silhouette"),
+    (["cluster", "IMG", "--out", "OUT", "--k-rule", "agreement", "--algorithm", "average_linkage"],
+     "--k-rule agreement compares two K-means clusterings; with --algorithm average_linkage only --k-rule silhouette"),
+    (["cluster", "IMG", "--out", "OUT", "--k-rule", "agreement", "--features", "lattice_residual_invariant_local"],
+     "--k-rule agreement compares the clustering with lattice_residual_invariant_local's: give another --features"),
     (["cluster", "MISSING", "--out", "OUT"], "missing.png: not found"),
     (["anomaly", "--train", "MISSING", "IMG", "--out", "OUT"], "missing.png"),
     (["anomaly", "--train", "IMG", "--out", "OUT", "--crop", "36"], "--crop must be a multiple of 8, got 36"),

@@ -218,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="side the patches are resized to for --features vgg16 (default 224)")
     cl.add_argument("--algorithm", default="kmeans", choices=["kmeans", "average_linkage"],
                     help="kmeans (default) or average_linkage (one tree cut at every k; at most 16384 tiles)")
-    cl.add_argument("--k-rule", default="silhouette", choices=["silhouette", "silhouette_1se"],
+    cl.add_argument("--k-rule", default="silhouette", choices=["silhouette", "silhouette_1se", "agreement"],
                     help="how k is chosen: silhouette (default: the best mean silhouette; more clusters, each "
-                         "rarely mixing defect types) or silhouette_1se (the fewest clusters within one standard "
+                         "rarely mixing defect types), silhouette_1se (the fewest clusters within one standard "
                          "deviation of the best silhouette over 80 %% subsamples: the closer estimate of the "
-                         "number of defect types, docs/clustering.md; --algorithm kmeans only)")
+                         "number of defect types, docs/clustering.md) or agreement (the largest k at which the "
+                         "clustering agrees with that of lattice_residual_invariant_local, adjusted Rand index "
+                         ">= 0.9; with --features lattice_residual_tukey: CdTe k = 7, 0.979, SrTiO3 k = 4, 0.944; "
+                         "it can stop at k = 2 when defect kinds look alike); --algorithm kmeans only")
     cl.add_argument("--roi", default="score", choices=["score", "cluster"],
                     help="which tiles of an image are flagged: score (default: distance to the image's median tile "
                          "embedding above median + --roi-threshold robust SDs) or cluster (not the bulk cluster)")
@@ -851,8 +854,12 @@ def cmd_cluster(args) -> int:
                          f"of the frames in a folder, give its files (stemroi cluster {folders[0]}/*.tif)")
     if args.k_max is not None and args.k_max < args.k_min:
         raise UsageError(f"--k-max must be >= --k-min ({args.k_min}), got {args.k_max}")
+    if args.k_rule == "agreement" and args.features == "lattice_residual_invariant_local":
+        raise UsageError("--k-rule agreement compares the clustering with lattice_residual_invariant_local's: "
+                         "give another --features (lattice_residual_tukey, for example)")
     if args.k_rule != "silhouette" and args.algorithm != "kmeans":
-        raise UsageError(f"--k-rule {args.k_rule} resamples K-means; with --algorithm {args.algorithm} only "
+        what = "resamples K-means" if args.k_rule == "silhouette_1se" else "compares two K-means clusterings"
+        raise UsageError(f"--k-rule {args.k_rule} {what}; with --algorithm {args.algorithm} only "
                          "--k-rule silhouette is offered")
     _check_out_dir(args.out)
     out = Path(args.out)
@@ -862,10 +869,11 @@ def cmd_cluster(args) -> int:
     doc: Dict[str, Any] = {"command": "cluster", "input": str(src) if len(sources) == 1 else [str(p) for p in sources],
                            "features": args.features, "algorithm": args.algorithm,
                            "k_range": [args.k_min, args.k_max], "k_rule": args.k_rule, "seed": args.seed}
-    resampled = args.k_rule != "silhouette"
+    resampled = args.k_rule == "silhouette_1se"
+    criteria = "agreement" if args.k_rule == "agreement" else "stability" if resampled else "silhouette"
     clusterer = PatchClusterer(_cluster_features(args), k_range=range(args.k_min, args.k_max + 1),
                                random_state=args.seed, n_threads=args.threads, algorithm=args.algorithm,
-                               k_criteria="stability" if resampled else "silhouette", k_rule=args.k_rule)
+                               k_criteria=criteria, k_rule=args.k_rule if resampled else None)
     bar, step = _progress_bar(args.quiet, "cluster", "step")
     try:
         step(0, 3)
@@ -889,6 +897,8 @@ def cmd_cluster(args) -> int:
         bar.close()
     doc["silhouette"] = {str(k): float(v) for k, v in sorted(clusterer.silhouette_scores_.items())}
     doc["chosen_k"] = clusterer.n_clusters_
+    if clusterer.agreement_scores_ is not None:
+        doc["agreement"] = {str(k): float(v) for k, v in sorted(clusterer.agreement_scores_.items())}
     doc["files"].append("summary.json")
     _write_json(out / "summary.json", doc)
     by = "" if args.k_rule == "silhouette" else f", chosen by the {args.k_rule} rule"
@@ -912,7 +922,7 @@ def _check_k_max(args, n: int, what: str, say) -> None:
     from .cluster._kmeans import resample_size
 
     def largest_k(m: int) -> int:  # of m samples
-        return m - 1 if args.k_rule == "silhouette" else resample_size(m) - 1
+        return resample_size(m) - 1 if args.k_rule == "silhouette_1se" else m - 1
 
     def fits(k: int, m: int) -> bool:
         return k <= largest_k(m)
@@ -921,7 +931,7 @@ def _check_k_max(args, n: int, what: str, say) -> None:
         m = k + 1
         while not fits(k, m):
             m += 1
-        rule = "" if args.k_rule == "silhouette" else f" for --k-rule {args.k_rule} (its 80 % subsamples hold k + 1)"
+        rule = "" if args.k_rule != "silhouette_1se" else f" for --k-rule {args.k_rule} (its 80 % subsamples hold k + 1)"
         return f"needs at least {m} samples{rule}; {what} has {n}"
 
     if args.k_max is None:
@@ -929,8 +939,8 @@ def _check_k_max(args, n: int, what: str, say) -> None:
         if args.k_max < args.k_min:
             raise UsageError(f"--k-min {args.k_min} {needs(args.k_min)}")
         if args.k_max < DEFAULT_K_MAX:
-            why = "the silhouette needs k <= n - 1" if args.k_rule == "silhouette" else \
-                "the 1-SE rule's 80 % subsamples need k < 0.8 n"
+            why = "the 1-SE rule's 80 % subsamples need k < 0.8 n" if args.k_rule == "silhouette_1se" else \
+                "the silhouette needs k <= n - 1"
             say(f"stemroi cluster: {n} samples, so k = {args.k_min}..{args.k_max} ({why})")
     elif not fits(args.k_max, n):
         raise UsageError(f"--k-max {args.k_max} {needs(args.k_max)}")
