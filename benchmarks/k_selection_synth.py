@@ -12,7 +12,8 @@ overlap groups a class, as in the real sets), with lattice, cell size,
 orientation, dose and noise drawn per set.
 
     .venv/bin/python benchmarks/k_selection_synth.py [--sets 40] [--seed 0] [--layout regions|strips]
-        [--n-components 0.95] [--features lattice_residual] [--shift 8] [--rules-only] [--json out.json] [--real]
+        [--n-components 0.95] [--features lattice_residual] [--shift 8] [--rules-only] [--agreement]
+        [--json out.json] [--real]
 
 The figures of docs/clustering.md: ``--sets 80`` with each layout; the PCA
 table with ``--rules-only --n-components N``.
@@ -39,7 +40,11 @@ descriptor instead of the default (``lattice_residual_invariant_local``: that,
 with the residual's spectrum windowed on the defect; ``lattice_residual_tukey``:
 the default with Tukey windows in its spectra). ``--shift 20`` shifts the
 crops of a region by up to 20 px instead of 8, so defects reach the crops' edges
-(the wide layout of docs/clustering.md).
+(the wide layout of docs/clustering.md). ``--agreement`` adds the route
+``PatchClusterer(features, k_criteria="agreement")``: k from the agreement of
+the ``--features`` clustering with the ``lattice_residual_invariant_local`` one
+(docs/clustering.md, "Agreement between two descriptors": ``--features
+lattice_residual_tukey --rules-only --agreement --sets 80``, each layout).
 """
 from __future__ import annotations
 
@@ -209,7 +214,13 @@ def run_routes(X, y, n_true, desc, n_threads=None, n_components=0.95, routes=ROU
         desc["n_overlap_groups"] = int(len(np.unique(groups)))
         choices.update(grouped_resampling_choices(km.embedding_, sel, groups, n_threads=n_threads))
     for algorithm, rule in routes:
-        if algorithm == "kmeans":
+        if rule == "agreement":  # a second descriptor's K-means: its own fit
+            ag = stemroi.PatchClusterer(features, k_criteria="agreement", random_state=0, n_threads=n_threads,
+                                        n_components=n_components).fit(X)
+            k = int(ag.n_clusters_)
+            labels_k = ag.labels_
+            labels_true = ag.labels_for(n_true) if n_true in ag.labels_per_k_ else None
+        elif algorithm == "kmeans":
             k = int(choices[rule])
             labels_k = km.labels_for(k)
             labels_true = km.labels_for(n_true) if n_true in sel.k_values else None
@@ -262,7 +273,7 @@ def _short(route: str) -> str:
     if algorithm != "kmeans":
         return "avglnk"
     return {"silhouette": "sil", "silhouette_1se": "1se", "stability": "stab", "gap": "gap",
-            "stability_grouped": "gstab", "silhouette_1se_grouped": "g1se"}[rule]
+            "stability_grouped": "gstab", "silhouette_1se_grouped": "g1se", "agreement": "agree"}[rule]
 
 
 def main(argv=None):
@@ -289,12 +300,19 @@ def main(argv=None):
                     help="only the K-means silhouette and silhouette 1-SE rules (faster: no gap, average linkage "
                          "or group resampling)")
     ap.add_argument("--real", action="store_true", help="also run the routes on the labelled real patch sets")
+    ap.add_argument("--agreement", action="store_true",
+                    help="also the agreement rule: k_criteria='agreement', the --features clustering against "
+                         "lattice_residual_invariant_local's (use another --features)")
     args = ap.parse_args(argv)
+    if args.agreement and args.features == "lattice_residual_invariant_local":
+        ap.error("--agreement compares --features with lattice_residual_invariant_local: give another --features")
     if args.shift < 0:
         ap.error(f"--shift must be >= 0, got {args.shift}")
     SHIFT = args.shift
     n_components = float(args.n_components) if "." in args.n_components else int(args.n_components)
     routes = ROUTES[:2] if args.rules_only else ROUTES
+    if args.agreement:
+        routes = routes + (("kmeans", "agreement"),)
     results = []
     t0 = time.perf_counter()
     for s in range(args.seed, args.seed + args.sets):
