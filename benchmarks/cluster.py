@@ -273,14 +273,15 @@ def _flag_figures(flags, truth) -> dict:
             "recall": tp / max(int((truth == 1).sum()), 1)}
 
 
-def cluster_cross_image(d, seed, n_init):
+def cluster_cross_image(d, seed, n_init, rules=("silhouette", "silhouette_1se", "average_linkage", "agreement")):
     """Cross-image protocol for label-free clustering: PatchClusterer fitted on the 1119 labelled CdTe
     patches (labels unused), applied to the 768 x 768 CdTe frame with cluster_map (64 px tiles, stride 64,
     144 tiles), plain and under the six acquisition shifts of benchmarks/_crossimage.py (gain, noise, blur,
     pixel size; the reference regions are zoomed with the frame). Truth: the reference regions of
     docs/segmentation.md (benchmarks/_crossimage.py: region tile >= 5 % of its pixels in a region, bulk
     tile > 30 px from every region, others left out). Reported: precision / recall of the tiles flagged by
-    each rule (cluster: not the frame's most frequent cluster; score: cluster_map's default), and two tile
+    each rule (cluster: not the frame's most frequent cluster; score: cluster_map's default; "agreement":
+    PatchClusterer("lattice_residual_tukey", k_criteria="agreement")), and two tile
     AUROCs: of cluster_map's scores (distance to the frame's median tile embedding) and of the distance
     to the centre of the bulk cluster fitted on the training patches."""
     from _crossimage import auroc
@@ -290,9 +291,12 @@ def cluster_cross_image(d, seed, n_init):
     print(f"\n=== cross-image: fit on the CdTe patches, map the 768 x 768 frame, plain and under {len(frames) - 1} "
           "acquisition shifts (tiles of 64 px, stride 64)")
     rows = []
-    for rule in ("silhouette", "silhouette_1se", "average_linkage"):
+    for rule in rules:
         if rule == "average_linkage":
             cl = stemroi.PatchClusterer(algorithm="average_linkage").fit(X)
+        elif rule == "agreement":  # the opt-in rule with the descriptor it was measured with
+            cl = stemroi.PatchClusterer("lattice_residual_tukey", k_criteria="agreement", random_state=seed,
+                                        n_init=n_init).fit(X)
         else:
             cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init,
                                         k_criteria="silhouette" if rule == "silhouette" else "all", k_rule=rule).fit(X)
