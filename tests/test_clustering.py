@@ -335,7 +335,14 @@ def test_agreement_rule_on_synthetic_defects():
     other = cl.agreement_clusterer_
     assert other.features == "lattice_residual_invariant_local" and sorted(cl.agreement_scores_) == [2, 3, 4, 5, 6]
     for k, score in cl.agreement_scores_.items():
-        assert score == pytest.approx(sk_ari(cl.labels_for(k), other.labels_for(k)), abs=1e-12)
+        # first seed: the two fits' own labels; the others: both embeddings reclustered with seeds 1, 2
+        ref = [sk_ari(cl.labels_for(k), other.labels_for(k))]
+        for seed in (1, 2):
+            a, b = (stemroi.KMeans(k, n_init=4, random_state=seed).fit(Z).labels_
+                    for Z in (cl.embedding_, other.embedding_))
+            ref.append(sk_ari(a, b))
+        np.testing.assert_allclose(cl.agreement_seed_scores_[k], ref, rtol=0, atol=1e-12)
+        assert score == pytest.approx(np.mean(ref), abs=1e-12)
     agreeing = [k for k, s in cl.agreement_scores_.items() if s >= 0.9]
     assert cl.n_clusters_ == max(agreeing) == 3
     np.testing.assert_array_equal(cl.labels_, cl.labels_for(3))
@@ -346,7 +353,27 @@ def test_agreement_rule_on_synthetic_defects():
     # the default estimator does not compute it
     plain = stemroi.PatchClusterer("lattice_residual", **kw).fit(P)
     assert plain.agreement_scores_ is None and plain.agreement_clusterer_ is None
-    assert "agreement_threshold" in plain.get_params()
+    assert plain.agreement_seed_scores_ is None
+    assert {"agreement_threshold", "agreement_n_seeds"} <= set(plain.get_params())
+    # one seed: the two fits' own labels only
+    one = stemroi.PatchClusterer("lattice_residual_tukey", k_criteria="agreement", agreement_n_seeds=1, **kw).fit(P)
+    for k, score in one.agreement_scores_.items():
+        assert score == pytest.approx(sk_ari(one.labels_for(k), one.agreement_clusterer_.labels_for(k)), abs=1e-12)
+        assert one.agreement_seed_scores_[k].shape == (1,)
+
+
+def test_agreement_rule_is_reproducible_from_its_seed():
+    """The further K-means seeds follow from random_state: same int, same scores and labels, bit for bit;
+    a generator gives a fit of its own."""
+    P, _ = lattice_patches(n_per_class=12, size=32, seed=2)
+    kw = dict(n_components=4, k_range=range(2, 5), n_init=2, k_criteria="agreement", n_threads=1)
+    a = stemroi.PatchClusterer("lattice_residual_tukey", random_state=7, **kw).fit(P)
+    b = stemroi.PatchClusterer("lattice_residual_tukey", random_state=7, **kw).fit(P)
+    for k in a.agreement_seed_scores_:
+        np.testing.assert_array_equal(a.agreement_seed_scores_[k], b.agreement_seed_scores_[k])
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    g = stemroi.PatchClusterer("lattice_residual_tukey", random_state=np.random.default_rng(0), **kw).fit(P)
+    assert sorted(g.agreement_seed_scores_) == [2, 3, 4] and all(len(v) == 3 for v in g.agreement_seed_scores_.values())
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -359,6 +386,7 @@ def test_agreement_rule_on_synthetic_defects():
     (dict(k_criteria="agreement", agreement_threshold=1.5), "got 1.5"),
     (dict(k_criteria="agreement", agreement_threshold="0.9"), "got '0.9'"),
     (dict(k_criteria="agreemnt"), "unknown k_criteria 'agreemnt'.*'agreement'"),
+    (dict(k_criteria="agreement", agreement_n_seeds=0), "agreement_n_seeds must be >= 1, got 0"),
 ])
 def test_agreement_rule_rejects_bad_settings(kwargs, match):
     P, _ = lattice_patches(n_per_class=6, size=32, seed=0)
@@ -375,6 +403,6 @@ def test_agreement_rule_without_an_agreeing_k_takes_the_best_agreement(monkeypat
     P, _ = lattice_patches(n_per_class=10, size=32, seed=0)
     cl = stemroi.PatchClusterer("lattice_residual_tukey", k_criteria="agreement", k_range=range(2, 6), n_init=2,
                                 random_state=0).fit(P)
-    assert cl.agreement_scores_ == fake and cl.n_clusters_ == 3
+    assert cl.agreement_scores_ == pytest.approx(fake) and cl.n_clusters_ == 3
     cl.set_params(agreement_threshold=0.75).fit(P)  # 3 and 4 reach it: the larger
     assert cl.n_clusters_ == 4
