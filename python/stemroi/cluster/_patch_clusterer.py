@@ -152,16 +152,18 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     (0.9), or, if none does, the k where they agree most; the index is the
     mean over ``agreement_n_seeds`` (3) K-means seeds, ``random_state`` and
     the next ones; ``labels_`` stay those of ``features`` (first seed).
-    Kinds of defect show in both descriptors, while clusters that follow where a defect sits in its crop or which region a
-    crop came from show in one. ``PatchClusterer("lattice_residual_tukey",
+    Kinds of defect show in both descriptors, while clusters that follow
+    where a defect sits in its crop or which region a crop came from show
+    in one. ``PatchClusterer("lattice_residual_tukey",
     k_criteria="agreement")`` picks CdTe k = 7 (accuracy 0.979) and SrTiO3
     k = 4 (0.944), and on 160 synthetic sets finds k more often and more
     accurately than the default; but on sets whose defect kinds the
     descriptors cannot tell apart (planted point defects) it stops at k = 2,
     leaving 0.29 of the defect patches in the bulk cluster - docs/clustering.md,
     "Agreement between two descriptors". With one seed (``agreement_n_seeds=1``)
-    CdTe gets k = 9 (0.90) with 2 of the K-means seeds 0-4; with three, k = 7
-    with every ``random_state`` tried. Opt-in, not the default.
+    CdTe gets k = 9 (0.90) with 2 of the K-means seeds 0-4; with three, with
+    1 of ``random_state`` 0-4 (the one whose three seeds mostly pick k = 9).
+    Opt-in, not the default.
 
     Fitted attributes: ``extractor_``, ``features_`` (raw feature rows),
     ``patch_shape_`` ((h, w) of the training patches; None with precomputed features), ``mean_``, ``scale_``, ``pca_``, ``embedding_`` (what was clustered),
