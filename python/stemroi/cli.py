@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "deviation of the best silhouette over 80 %% subsamples: the closer estimate of the "
                          "number of defect types, docs/clustering.md) or agreement (the largest k at which the "
                          "clustering agrees with that of lattice_residual_invariant_local, adjusted Rand index "
-                         ">= 0.9, its mean over three K-means seeds; with --features lattice_residual_tukey: CdTe k = 7, 0.979, SrTiO3 k = 4, 0.944; "
-                         "it can stop at k = 2 when defect kinds look alike); --algorithm kmeans only")
+                         ">= 0.9, its mean over three K-means seeds; with --features lattice_residual_tukey: "
+                         "CdTe k = 7, 0.979, SrTiO3 k = 4, 0.944; it can stop at k = 2 when defect kinds look alike); --algorithm kmeans only")
     cl.add_argument("--roi", default="score", choices=["score", "cluster"],
                     help="which tiles of an image are flagged: score (default: distance to the image's median tile "
                          "embedding above median + --roi-threshold robust SDs) or cluster (not the bulk cluster)")

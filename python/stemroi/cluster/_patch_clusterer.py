@@ -344,11 +344,10 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                                n_components=self.n_components, k_range=ks, n_init=n_init,
                                random_state=self.random_state, n_threads=self.n_threads).fit(X)
         runs = [(self.labels_per_k_, other.labels_per_k_)]
-        eng = _engine()
+        KMeans = _engine().KMeans  # labels only: no silhouette sweep for the further seeds
         for seed in _further_seeds(self.random_state, int(self.agreement_n_seeds) - 1):
-            runs.append(tuple(eng.select_n_clusters(Z, ks, n_init=n_init, random_state=seed,
-                                                    n_threads=self.n_threads).labels
-                              for Z in (self.embedding_, other.embedding_)))
+            runs.append(tuple({k: KMeans(k, n_init=n_init, random_state=seed, n_threads=self.n_threads).fit(Z).labels_
+                               for k in ks} for Z in (self.embedding_, other.embedding_)))
         per_seed = {k: np.array([float(adjusted_rand_score(a[k], b[k])) for a, b in runs]) for k in ks}
         scores = {k: float(v.mean()) for k, v in per_seed.items()}
         self.agreement_clusterer_ = other
