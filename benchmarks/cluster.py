@@ -136,17 +136,17 @@ def supervised_embedding(F, y, groups, seed, out_of_fold: bool):
 
 def k_selection(datasets, d, seed, n_init, results_ks):
     """Choosing k on the real patch sets: every criterion of stemroi.select_n_clusters on the
-    PatchClusterer-default embedding (lattice residual, standardise, PCA 0.95), the k each picks and
+    lattice-residual embedding (PatchClusterer("lattice_residual"): standardise, PCA 0.95), the k each picks and
     the Hungarian cluster accuracy there."""
     from stemroi.features.descriptors import Precomputed
 
     print("\n=== choosing k: silhouette, stability (ARI over 10 subsamples of 80 %), gap (10 uniform references "
-          "in the PCA-aligned box, 1-SE), silhouette 1-SE over the subsamples; PatchClusterer defaults")
+          "in the PCA-aligned box, 1-SE), silhouette 1-SE over the subsamples; PatchClusterer('lattice_residual')")
     for ds in datasets:
         X, y, classes = load_patches(d / ds)
         k_true = len(classes)
         t0 = time.perf_counter()
-        cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init, k_criteria="all").fit(X)
+        cl = stemroi.PatchClusterer("lattice_residual", random_state=seed, n_init=n_init, k_criteria="all").fit(X)
         sel = cl.selection_
         print(f"  {ds} ({len(X)} patches, {k_true} classes; {time.perf_counter() - t0:.1f} s incl. features)")
         print("   " + sel.table().replace("\n", "\n   "))
@@ -293,12 +293,12 @@ def cluster_cross_image(d, seed, n_init, rules=("silhouette", "silhouette_1se", 
     rows = []
     for rule in rules:
         if rule == "average_linkage":
-            cl = stemroi.PatchClusterer(algorithm="average_linkage").fit(X)
-        elif rule == "agreement":  # the opt-in rule with the descriptor it was measured with
+            cl = stemroi.PatchClusterer("lattice_residual", algorithm="average_linkage").fit(X)
+        elif rule == "agreement":  # PatchClusterer()'s rule and descriptor (the default since 2026-12-07)
             cl = stemroi.PatchClusterer("lattice_residual_tukey", k_criteria="agreement", random_state=seed,
                                         n_init=n_init).fit(X)
         else:
-            cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init,
+            cl = stemroi.PatchClusterer("lattice_residual", random_state=seed, n_init=n_init,
                                         k_criteria="silhouette" if rule == "silhouette" else "all", k_rule=rule).fit(X)
         per_frame = []
         for name, frame, origins, truth in frames:
@@ -347,7 +347,7 @@ def cluster_self_fit(seed):
     for algorithm in ("kmeans", "average_linkage"):
         for name, frame, origins, truth in _cdte_frames_with_truth():
             tiles = PatchGrid(patch_size=64, stride=64, edge="drop").extract(frame)
-            cl = stemroi.PatchClusterer(algorithm=algorithm, random_state=seed).fit(tiles)
+            cl = stemroi.PatchClusterer("lattice_residual", algorithm=algorithm, random_state=seed).fit(tiles)
             row = {"algorithm": algorithm, "frame": name, "k": cl.n_clusters_}
             text = []
             for rule, c in (("cluster", 2.0), ("score", 2.0), ("score", 3.0)):
@@ -427,18 +427,18 @@ def synthetic_maps(seeds, rows, features=("lattice_residual", "lattice_residual_
 
 
 def split_check(datasets, d, seed, n_init, rows):
-    """Where the default's extra clusters come from: PatchClusterer defaults (labels unused) and, for
+    """Where the silhouette's extra clusters come from: PatchClusterer("lattice_residual") (labels unused) and, for
     every class whose patches fall in two or more clusters (each holding >= 10 % of the class), where
     the defect sits in the patches of each cluster: the peak of the lattice-fit residual after Gaussian
     smoothing (sigma 2 px), as its median row and column and its median distance from the patch
     centre."""
     from stemroi.features.descriptors import lattice_fit_residual, _residual_peaks, zscore_patches
 
-    print("\n=== split classes: PatchClusterer defaults; the residual's peak in each part of a class "
+    print("\n=== split classes: PatchClusterer('lattice_residual'); the residual's peak in each part of a class "
           "split over clusters")
     for ds in datasets:
         X, y, classes = load_patches(d / ds)
-        cl = stemroi.PatchClusterer(random_state=seed, n_init=n_init).fit(X)
+        cl = stemroi.PatchClusterer("lattice_residual", random_state=seed, n_init=n_init).fit(X)
         residual, _ = lattice_fit_residual(zscore_patches(X))
         h, w = residual.shape[1:]
         rr, cc = _residual_peaks(residual, 2.0)

@@ -2,7 +2,7 @@
 scripts/pretrain_stem.py) against the routes without it, on the real CdTe (7 classes) and
 SrTiO3 (4 classes) patches, which the pretraining never saw.
 
-(a) label-free clustering: PatchClusterer() (the default, "lattice_residual") vs
+(a) label-free clustering: PatchClusterer("lattice_residual") (the default until 2026-12-07) vs
     PatchClusterer("stem_cnn"); k chosen over 2..10 by every rule of
     stemroi.select_n_clusters (k_criteria="all": silhouette (the default rule),
     silhouette_1se, stability, gap); cluster accuracy (Hungarian,
@@ -79,7 +79,7 @@ def clustering(name, X, y, args, rows):
     from stemroi.models._pretrained import StemCNNFeatures
 
     stem = "stem_cnn" if args.weights == "stem" else StemCNNFeatures(args.weights, n_threads=args.threads)
-    for route, features in (("default PatchClusterer() [lattice_residual]", "lattice_residual"),
+    for route, features in (("PatchClusterer('lattice_residual')", "lattice_residual"),
                             ("PatchClusterer('stem_cnn')", stem))[1 if args.pretrained_only else 0:]:
         t0 = time.perf_counter()
         cl = stemroi.PatchClusterer(features, random_state=0, n_threads=args.threads, k_criteria="all",

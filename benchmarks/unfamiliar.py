@@ -14,7 +14,7 @@ Protocol, for training material M in {CdTe, STO} (the other one is foreign):
   uniform noise, blank (constant) and linear-gradient tiles.
 
 Detectors: PatchClassifier (small_cnn from scratch, finetune), PatchClusterer
-(default lattice_residual features), BulkCVAE (energy detector, trained on M's
+("lattice_residual" features), BulkCVAE (energy detector, trained on M's
 train-side patches of every class, so that "familiar" means the material,
 defects included), DefectSegmenter (deviation pseudo-labels). Beside the
 classifier's rates, the softmax "unknown" rate (max probability < 0.4).
@@ -128,7 +128,7 @@ def main():
             elif det == "cluster":
                 from stemroi.cluster import PatchClusterer
 
-                m = PatchClusterer(random_state=0, n_threads=2).fit(X[tr])
+                m = PatchClusterer("lattice_residual", random_state=0, n_threads=2).fit(X[tr])
                 feats, extra = m.transform, None
             elif det == "cvae":
                 from stemroi.detection._novelty import cvae_features

@@ -155,7 +155,7 @@ def test_cluster_map_scores_rank_the_cdte_frames_defects_under_blur(crossimage):
 
     ci = crossimage
     ds = stemroi.load_patch_folder(ci.DATA / "CdTe")
-    cl = stemroi.PatchClusterer(algorithm="average_linkage", n_threads=2).fit(ds.patches)
+    cl = stemroi.PatchClusterer("lattice_residual", algorithm="average_linkage", n_threads=2).fit(ds.patches)
     img = ci.cdte_frame()
     regions, outside = ci.reference_regions(img.shape)
     origins, truth = ci.tile_truth(np.any(list(regions.values()), axis=0), outside)
@@ -175,14 +175,20 @@ def test_cluster_map_scores_rank_the_cdte_frames_defects_under_blur(crossimage):
 def test_real_planted_point_defects_are_told_from_bulk_without_labels(planted_point_defects):
     """A labelled set no default was chosen on: real bulk SrTiO3 crops with one planted point defect
     of 6 kinds. The default clusterer does not find the 7 kinds, but its bulk cluster keeps the
-    bulk crops and few defect crops (docs/clustering.md)."""
+    bulk crops and few defect crops (docs/clustering.md). Its two descriptors agree only at k = 2
+    here, so the silhouette chooses k; the agreement's k = 2 left 0.29 of the defect crops in the
+    bulk cluster."""
     X, y, names = planted_point_defects
     assert X.shape == (1050, 64, 64) and names[0] == "Bulk" and 0.0 <= X.min() and X.max() <= 1.0
-    labels = stemroi.PatchClusterer(random_state=0, n_threads=2).fit(X).labels_
-    in_bulk = labels == np.bincount(labels[y == 0]).argmax()
-    # measured: k = 3, bulk kept 0.987, defect recall 0.963 (30 of the 33 defect crops missed are anti-Ti)
+    cl = stemroi.PatchClusterer(random_state=0, n_threads=2).fit(X)
+    assert cl.k_selected_by_ == "silhouette" and cl.agreement_scores_ is not None
+    assert max(cl.agreement_scores_, key=cl.agreement_scores_.get) == 2
+    in_bulk = cl.labels_ == np.bincount(cl.labels_[y == 0]).argmax()
+    # measured: k = 3, bulk kept 0.993, defect recall 0.973 (lattice_residual and the silhouette, the
+    # default before: k = 3, 0.987 and 0.963)
+    assert cl.n_clusters_ >= 3
     assert in_bulk[y == 0].mean() >= 0.95
-    assert (~in_bulk[y != 0]).mean() >= 0.92
+    assert (~in_bulk[y != 0]).mean() >= 0.943
 
 
 def test_cluster_map_roi_rules(rng, tmp_path):
@@ -350,7 +356,7 @@ def test_agreement_rule_on_synthetic_defects():
     # the silhouette's own choice is still reported; the labels and centres follow the agreement's k
     assert cl.selection_.best_k in cl.silhouette_scores_ and cl.cluster_centers_.shape[0] == 3
     np.testing.assert_array_equal(cl.predict(P[:5]), cl.labels_[:5])
-    # the default estimator does not compute it
+    # k_criteria="auto" (the default) is the silhouette for any other descriptor: no agreement computed
     plain = stemroi.PatchClusterer("lattice_residual", **kw).fit(P)
     assert plain.agreement_scores_ is None and plain.agreement_clusterer_ is None
     assert plain.agreement_seed_scores_ is None
@@ -404,5 +410,47 @@ def test_agreement_rule_without_an_agreeing_k_takes_the_best_agreement(monkeypat
     cl = stemroi.PatchClusterer("lattice_residual_tukey", k_criteria="agreement", k_range=range(2, 6), n_init=2,
                                 random_state=0).fit(P)
     assert cl.agreement_scores_ == pytest.approx(fake) and cl.n_clusters_ == 3
+    assert cl.k_selected_by_ == "agreement"
     cl.set_params(agreement_threshold=0.75).fit(P)  # 3 and 4 reach it: the larger
     assert cl.n_clusters_ == 4
+
+
+@pytest.mark.parametrize("fake", [{2: 0.95, 3: 0.2, 4: 0.1, 5: 0.1},   # only k = 2 reaches the threshold
+                                  {2: 0.6, 3: 0.2, 4: 0.1, 5: 0.1}])   # none does; k = 2 agrees most
+def test_agreement_only_at_k2_leaves_k_to_the_silhouette(monkeypatch, fake):
+    """Two descriptors that agree only on two clusters (bulk against the rest) say nothing about the
+    number of kinds: the clustered descriptor's silhouette chooses k, with its labels."""
+    import stemroi.metrics
+
+    monkeypatch.setattr(stemroi.metrics, "adjusted_rand_score", lambda a, b: fake[len(np.unique(a))])
+    P, y = lattice_patches(n_per_class=10, size=32, seed=0)
+    cl = stemroi.PatchClusterer("lattice_residual_tukey", k_criteria="agreement", k_range=range(2, 6), n_init=2,
+                                random_state=0).fit(P)
+    best = max(cl.silhouette_scores_, key=cl.silhouette_scores_.get)
+    assert best != 2  # three kinds: the silhouette separates them, so the test tells the two rules apart
+    assert cl.agreement_scores_ == pytest.approx(fake)
+    assert cl.n_clusters_ == cl.selection_.best_k == best and cl.k_selected_by_ == "silhouette"
+    np.testing.assert_array_equal(cl.labels_, cl.labels_for(best))
+    assert cl.cluster_centers_.shape[0] == best
+
+
+def test_default_is_the_tukey_descriptor_with_the_agreement_rule():
+    """PatchClusterer() is PatchClusterer("lattice_residual_tukey", k_criteria="agreement"), bit for bit;
+    k_criteria="auto" is the silhouette for every other descriptor, for average linkage and with a k_rule."""
+    P, _ = lattice_patches(n_per_class=10, size=32, seed=4)
+    kw = dict(n_components=4, k_range=range(2, 6), n_init=2, random_state=3, n_threads=1)
+    default = stemroi.PatchClusterer(**kw).fit(P)
+    explicit = stemroi.PatchClusterer("lattice_residual_tukey", k_criteria="agreement", **kw).fit(P)
+    assert default.features == "lattice_residual_tukey" and default.k_criteria == "auto"
+    assert default.n_clusters_ == explicit.n_clusters_ and default.agreement_scores_ == explicit.agreement_scores_
+    np.testing.assert_array_equal(default.labels_, explicit.labels_)
+    np.testing.assert_array_equal(default.embedding_, explicit.embedding_)
+    for other in (stemroi.PatchClusterer("lattice_residual", **kw), stemroi.PatchClusterer("polar_fft", **kw),
+                  stemroi.PatchClusterer(algorithm="average_linkage", n_components=4, k_range=range(2, 6))):
+        other.fit(P)
+        assert other.agreement_scores_ is None and other.k_selected_by_ == "silhouette"
+        assert other.n_clusters_ == max(other.silhouette_scores_, key=other.silhouette_scores_.get)
+    one_se = stemroi.PatchClusterer(k_criteria="stability", k_rule="silhouette_1se", **kw).fit(P)
+    assert one_se.agreement_scores_ is None and one_se.k_selected_by_ == "silhouette_1se"
+    with pytest.raises(ValueError, match="unknown k_criteria 'automatic'.*'auto'"):
+        stemroi.PatchClusterer(k_criteria="automatic", **kw).fit(P)

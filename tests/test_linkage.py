@@ -87,7 +87,7 @@ def test_real_patches_label_free(ayyubi_dir, name, k_true, k_expected, min_acc):
     ds = stemroi.load_patch_folder(folder)
     X, y = np.asarray(ds.patches, np.float32), np.asarray(ds.labels)
     assert len(np.unique(y)) == k_true
-    cl = stemroi.PatchClusterer(algorithm="average_linkage", n_threads=2).fit(X)
+    cl = stemroi.PatchClusterer("lattice_residual", algorithm="average_linkage", n_threads=2).fit(X)
     assert cl.n_clusters_ == k_expected
     assert evaluate_clustering(y, cl.labels_)["accuracy"] >= min_acc
 

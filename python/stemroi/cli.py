@@ -205,12 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="image files (their tiles pooled into one clustering, a map per image), or one folder "
                          "of patches (<class>_<n>.tif, or <class>/<file>.tif)")
     cl.add_argument("--out", required=True, help="output folder")
-    cl.add_argument("--features", default="lattice_residual", choices=list(CLUSTER_FEATURES),
-                    help="patch descriptor (default lattice_residual; lattice_residual_invariant = the same, "
+    cl.add_argument("--features", default=None, choices=list(CLUSTER_FEATURES),
+                    help="patch descriptor (default: lattice_residual for images, the descriptor of the ROI maps; "
+                         "lattice_residual_tukey for a patch folder, as PatchClusterer(): lattice_residual with "
+                         "Tukey windows in its spectra, so defects and interfaces at the tile's border count; "
+                         "lattice_residual_invariant = lattice_residual, "
                          "rotation-invariant, for lattices at several angles; lattice_residual_invariant_local = "
                          "that, with the residual's spectrum windowed on the defect wherever it sits in the tile; "
-                         "lattice_residual_tukey = the default with Tukey windows in its spectra, so defects and "
-                         "interfaces at the tile's border count (with --k-rule silhouette_1se: CdTe k = 7, 0.979); "
                          "vgg16 = VGG16 block5 average-pooled features)")
     cl.add_argument("--weights", default="imagenet-keras",
                     help="VGG16 weights for --features vgg16: imagenet-keras (default) | imagenet | random | PATH")
@@ -218,14 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="side the patches are resized to for --features vgg16 (default 224)")
     cl.add_argument("--algorithm", default="kmeans", choices=["kmeans", "average_linkage"],
                     help="kmeans (default) or average_linkage (one tree cut at every k; at most 16384 tiles)")
-    cl.add_argument("--k-rule", default="silhouette", choices=["silhouette", "silhouette_1se", "agreement"],
-                    help="how k is chosen: silhouette (default: the best mean silhouette; more clusters, each "
+    cl.add_argument("--k-rule", default="auto", choices=["auto", "silhouette", "silhouette_1se", "agreement"],
+                    help="how k is chosen: auto (default: agreement with --features lattice_residual_tukey and "
+                         "--algorithm kmeans, silhouette otherwise), silhouette (the best mean silhouette; more clusters, each "
                          "rarely mixing defect types), silhouette_1se (the fewest clusters within one standard "
                          "deviation of the best silhouette over 80 %% subsamples: the closer estimate of the "
                          "number of defect types, docs/clustering.md) or agreement (the largest k at which the "
                          "clustering agrees with that of lattice_residual_invariant_local, adjusted Rand index "
-                         ">= 0.9, its mean over three K-means seeds; with --features lattice_residual_tukey: "
-                         "CdTe k = 7, 0.979, SrTiO3 k = 4, 0.944; it can stop at k = 2 when defect kinds look alike); --algorithm kmeans only")
+                         ">= 0.9, its mean over three K-means seeds; if that is k = 2, the silhouette decides; "
+                         "with --features lattice_residual_tukey: CdTe k = 7, 0.979, SrTiO3 k = 4, 0.944); "
+                         "--algorithm kmeans only")
     cl.add_argument("--roi", default="score", choices=["score", "cluster"],
                     help="which tiles of an image are flagged: score (default: distance to the image's median tile "
                          "embedding above median + --roi-threshold robust SDs) or cluster (not the bulk cluster)")
@@ -843,6 +846,7 @@ def _cluster_features(args):
 
 def cmd_cluster(args) -> int:
     from .cluster import PatchClusterer
+    from .cluster._patch_clusterer import DEFAULT_FEATURES
 
     sources = [Path(p) for p in args.input]
     for src in sources:
@@ -854,6 +858,11 @@ def cmd_cluster(args) -> int:
                          f"of the frames in a folder, give its files (stemroi cluster {folders[0]}/*.tif)")
     if args.k_max is not None and args.k_max < args.k_min:
         raise UsageError(f"--k-max must be >= --k-min ({args.k_min}), got {args.k_max}")
+    if args.features is None:  # a patch folder is sorted into kinds, an image's tiles mapped
+        args.features = DEFAULT_FEATURES if folders else "lattice_residual"
+    if args.k_rule == "auto":
+        args.k_rule = "agreement" if args.features == DEFAULT_FEATURES and args.algorithm == "kmeans" \
+            else "silhouette"
     if args.k_rule == "agreement" and args.features == "lattice_residual_invariant_local":
         raise UsageError("--k-rule agreement compares the clustering with lattice_residual_invariant_local's: "
                          "give another --features (lattice_residual_tukey, for example)")
@@ -899,9 +908,13 @@ def cmd_cluster(args) -> int:
     doc["chosen_k"] = clusterer.n_clusters_
     if clusterer.agreement_scores_ is not None:
         doc["agreement"] = {str(k): float(v) for k, v in sorted(clusterer.agreement_scores_.items())}
+    doc["k_selected_by"] = clusterer.k_selected_by_
     doc["files"].append("summary.json")
     _write_json(out / "summary.json", doc)
-    by = "" if args.k_rule == "silhouette" else f", chosen by the {args.k_rule} rule"
+    if args.k_rule == "agreement" and clusterer.k_selected_by_ != "agreement":
+        by = ", chosen by the silhouette: the two descriptors agree only at k = 2"
+    else:
+        by = "" if args.k_rule == "silhouette" else f", chosen by the {args.k_rule} rule"
     maps = [doc["result"]] if doc.get("input_kind") == "image" else \
         [r["result"] for r in doc.get("images", {}).values()]
     flagged = f", {sum(m['n_roi'] for m in maps)} of {sum(m['n_tiles'] for m in maps)} tiles flagged" if maps else ""

@@ -28,6 +28,9 @@ __all__ = [
 
 # --------------------------------------------------------------------------- engine
 _ALGORITHMS = ("kmeans", "average_linkage")
+# the descriptor of PatchClusterer(): with the agreement rule, the best recipe measured
+# (docs/clustering.md, "The default")
+DEFAULT_FEATURES = "lattice_residual_tukey"
 
 
 def _engine():
@@ -108,14 +111,25 @@ def _block_weights(extractor, n_features: int) -> Optional[np.ndarray]:
 class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     """Cluster image patches without labels.
 
+    The default, ``PatchClusterer()``, is the best recipe measured for
+    sorting patches into kinds: the ``"lattice_residual_tukey"`` descriptor,
+    K-means, and k chosen by the agreement of two descriptors
+    (``k_criteria="auto"``, below). Label-free on the real CdTe patches it
+    picks k = 7 (7 classes) with cluster accuracy 0.979, on SrTiO3 k = 4
+    (4 classes) with 0.944; docs/clustering.md, "The default". The
+    published recipe (VGG16 features, the mean silhouette) is
+    ``PatchClusterer(stemroi.VGG16Features(...))``.
+
     Pipeline: ``features`` (a descriptor name from :mod:`stemroi.features`
-    - ``"lattice_residual"`` (default), ``"lattice_residual_invariant"`` (the
-    same with rotation-invariant orientation bins, for lattices seen at
+    - ``"lattice_residual_tukey"`` (default: the lattice-residual descriptor
+    with Tukey windows in its spectra, flat over the middle half, so a defect
+    or an interface along the patch border counts), ``"lattice_residual"``
+    (the same with Hann windows; the default before 2026-12-07, and the
+    descriptor of ``stemroi cluster IMAGE``'s maps), ``"lattice_residual_invariant"`` (that,
+    with rotation-invariant orientation bins, for lattices seen at
     several angles), ``"lattice_residual_invariant_local"`` (that, with the
     residual's spectrum windowed on the defect rather than on the patch
-    centre, for defects anywhere in the patch), ``"lattice_residual_tukey"``
-    (the default with Tukey windows in its spectra, flat over the middle
-    half, so a defect or an interface along the patch border counts),
+    centre, for defects anywhere in the patch),
     ``"polar_fft"``, ``"fft"``,
     ``"log_fft"`` -, ``"stem_cnn"``: frozen features (256) of the ``small_cnn``
     pretrained on synthetic STEM and shipped with the package
@@ -129,22 +143,25 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     -> ``stemroi.select_n_clusters`` over ``k_range`` (the k to try, any
     iterable of ints such as ``range(2, 11)`` or ``[4, 7]``; a pair ``(a, b)``
     with a gap is refused, as it reads as a range); the k with the largest
-    mean silhouette wins (``k_criteria`` / ``k_rule`` are passed to
+    mean silhouette wins, except with the default descriptor (``k_criteria="auto"``
+    is ``"agreement"`` for ``features="lattice_residual_tukey"`` with K-means and
+    no ``k_rule``, ``"silhouette"`` otherwise; ``k_criteria`` / ``k_rule`` are passed to
     ``select_n_clusters`` as ``criteria`` / ``rule``: ``k_criteria="all",
     k_rule="silhouette_1se"`` adds the stability and gap criteria and picks k
     by the one-standard-error rule on the resampled silhouette;
     ``k_criteria="stability"`` is enough for that rule). Judged on 160
     synthetic patch sets with known classes, the 1-SE rule is the closer
-    estimate of the number of classes and the default's extra clusters are
+    estimate of the number of classes and the silhouette's extra clusters are
     purer (docs/clustering.md, "The rules judged on synthetic sets").
     ``algorithm="average_linkage"`` clusters the same embedding by average
     linkage instead of K-means (:func:`stemroi.cluster.average_linkage`: one
     tree, cut at every k, the mean silhouette choosing k; deterministic, no
     ``n_init`` or seed; at most 16384 training patches); ``predict`` then
-    assigns the nearest cluster mean. Label-free on the real CdTe patches it
-    picks k = 7 with cluster accuracy 0.971 (K-means: k = 9, 0.904); on SrTiO3
-    k = 5, 0.855 (K-means: k = 5, 0.865); on the synthetic sets it does no
-    better than K-means and finds k less often - docs/clustering.md.
+    assigns the nearest cluster mean. On ``"lattice_residual"``, label-free on
+    the real CdTe patches it picks k = 7 with cluster accuracy 0.971 (K-means
+    and the silhouette: k = 9, 0.904); on SrTiO3 k = 5, 0.855 (K-means: k = 5,
+    0.865); on the synthetic sets it does no better than K-means and finds k
+    less often - docs/clustering.md.
     ``k_criteria="agreement"`` chooses k by how well two descriptors agree
     instead: the patches are also clustered with ``agreement_features``
     (same pipeline, K-means), and k is the largest k whose two clusterings
@@ -154,16 +171,16 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     the next ones; ``labels_`` stay those of ``features`` (first seed).
     Kinds of defect show in both descriptors, while clusters that follow
     where a defect sits in its crop or which region a crop came from show
-    in one. ``PatchClusterer("lattice_residual_tukey",
-    k_criteria="agreement")`` picks CdTe k = 7 (accuracy 0.979) and SrTiO3
-    k = 4 (0.944), and on 160 synthetic sets finds k more often and more
-    accurately than the default; but on sets whose defect kinds the
-    descriptors cannot tell apart (planted point defects) it stops at k = 2,
-    leaving 0.29 of the defect patches in the bulk cluster - docs/clustering.md,
-    "Agreement between two descriptors". With one seed (``agreement_n_seeds=1``)
-    CdTe gets k = 9 (0.90) with 2 of the K-means seeds 0-4; with three, with
-    1 of ``random_state`` 0-4 (the one whose three seeds mostly pick k = 9).
-    Opt-in, not the default.
+    in one. If that k is 2 (the two agree only on bulk against the rest,
+    which says nothing about the number of kinds), the mean silhouette of
+    ``features`` chooses k instead: on planted point defects, whose kinds the
+    descriptors sort differently, k = 3 with 0.97 of the defect patches
+    outside the bulk cluster, where k = 2 left 0.29 of them in it.
+    ``k_selected_by_`` says which rule chose. On 160 synthetic sets it finds
+    k within 1 of the class count on 0.70 of them (the silhouette on
+    ``"lattice_residual"``: 0.48), with a higher cluster accuracy
+    (docs/clustering.md). On CdTe it picks k = 9 (0.90) with 1 of
+    ``random_state`` 0-4 (the one whose three seeds mostly pick k = 9).
 
     Fitted attributes: ``extractor_``, ``features_`` (raw feature rows),
     ``patch_shape_`` ((h, w) of the training patches; None with precomputed features), ``mean_``, ``scale_``, ``pca_``, ``embedding_`` (what was clustered),
@@ -173,15 +190,17 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     ``silhouette_scores_`` ({k: score}), ``inertias_``, ``n_clusters_``,
     ``labels_``, ``cluster_centers_``, ``labels_per_k_`` ({k: labels}),
     ``linkage_`` (scipy's linkage matrix of the embedding with average linkage;
-    None with K-means), ``agreement_scores_`` ({k: adjusted Rand index} with
-    ``k_criteria="agreement"``, else None), ``agreement_seed_scores_`` ({k:
+    None with K-means), ``k_selected_by_`` (the rule that chose
+    ``n_clusters_``: ``"agreement"``, or the ``select_n_clusters`` rule such as
+    ``"silhouette"``), ``agreement_scores_`` ({k: adjusted Rand index} with
+    the agreement rule, else None), ``agreement_seed_scores_`` ({k:
     the index for each seed}, else None) and ``agreement_clusterer_`` (the
     fitted clusterer of ``agreement_features``, else None).
     """
 
-    def __init__(self, features="lattice_residual", *, standardize: bool = True, n_components=0.95,
+    def __init__(self, features=DEFAULT_FEATURES, *, standardize: bool = True, n_components=0.95,
                  k_range=range(2, 11), n_init: int = 10, random_state=None, n_threads=None,
-                 k_criteria="silhouette", k_rule=None, algorithm="kmeans",
+                 k_criteria="auto", k_rule=None, algorithm="kmeans",
                  agreement_features="lattice_residual_invariant_local", agreement_threshold=0.9,
                  agreement_n_seeds=3):
         self.features = features
@@ -231,13 +250,14 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         eng = _engine()
         if self.algorithm not in _ALGORITHMS:
             raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {self.algorithm!r}")
-        if isinstance(self.k_criteria, str) and self.k_criteria not in (*_CRITERIA, "all", "agreement"):
-            raise ValueError(f"unknown k_criteria {self.k_criteria!r}; expected one of {(*_CRITERIA, 'all', 'agreement')} "
-                             "or a sequence of the first three")
-        by_agreement = isinstance(self.k_criteria, str) and self.k_criteria == "agreement"
+        if isinstance(self.k_criteria, str) and self.k_criteria not in (*_CRITERIA, "all", "agreement", "auto"):
+            raise ValueError(f"unknown k_criteria {self.k_criteria!r}; expected one of "
+                             f"{(*_CRITERIA, 'all', 'agreement', 'auto')} or a sequence of the first three")
+        k_criteria = self._resolved_k_criteria()
+        by_agreement = isinstance(k_criteria, str) and k_criteria == "agreement"
         if by_agreement:
             self._check_agreement_params()
-        only_silhouette = self.k_criteria == "silhouette" and self.k_rule in (None, "silhouette")
+        only_silhouette = k_criteria == "silhouette" and self.k_rule in (None, "silhouette")
         if self.algorithm == "average_linkage" and not only_silhouette:
             raise ValueError("algorithm='average_linkage' chooses k by the mean silhouette only (stability and gap "
                              f"resample K-means); got k_criteria={self.k_criteria!r}, k_rule={self.k_rule!r}")
@@ -283,7 +303,7 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             self.linkage_ = None  # a refit with K-means keeps no tree of an earlier fit
             sel = eng.select_n_clusters(Z, ks, n_init=n_init, random_state=self.random_state,
                                         n_threads=self.n_threads,
-                                        criteria="silhouette" if by_agreement else self.k_criteria,
+                                        criteria="silhouette" if by_agreement else k_criteria,
                                         rule=None if by_agreement else self.k_rule)
         self.embedding_ = Z
         self.selection_ = sel
@@ -291,6 +311,7 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.inertias_ = {int(k): float(v) for k, v in zip(sel.k_values, sel.inertias)}
         self.labels_per_k_ = {int(k): np.asarray(v, dtype=np.int64) for k, v in sel.labels.items()}
         self.n_clusters_ = int(sel.best_k)
+        self.k_selected_by_ = "silhouette" if self.algorithm == "average_linkage" else str(sel.rule)
         self.agreement_scores_ = None
         self.agreement_seed_scores_ = None
         self.agreement_clusterer_ = None
@@ -312,6 +333,15 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
         self.novelty_ = FeatureNovelty(random_state=self.random_state).fit(Z) if len(Z) >= 4 else None
         return self
+
+    def _resolved_k_criteria(self):
+        """``k_criteria="auto"``: the rule measured best for the descriptor. The agreement rule for
+        the default descriptor (docs/clustering.md, "The default"); the mean silhouette for any
+        other features, average linkage or an explicit ``k_rule``, as before the default changed."""
+        if not (isinstance(self.k_criteria, str) and self.k_criteria == "auto"):
+            return self.k_criteria
+        default = isinstance(self.features, str) and self.features == DEFAULT_FEATURES
+        return "agreement" if default and self.algorithm == "kmeans" and self.k_rule is None else "silhouette"
 
     def _check_agreement_params(self) -> None:
         if self.algorithm != "kmeans":
@@ -354,9 +384,14 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.agreement_seed_scores_ = per_seed
         self.agreement_scores_ = scores
         agreeing = [k for k in ks if scores[k] >= float(self.agreement_threshold)]
-        if agreeing:
-            return max(agreeing)
-        return max(ks, key=lambda k: (scores[k], -k))  # ties: the smaller k
+        k = max(agreeing) if agreeing else max(ks, key=lambda k: (scores[k], -k))  # ties: the smaller k
+        if k == 2:
+            # two views that agree only on two clusters (bulk against the rest) say nothing about the
+            # number of kinds: the clustered descriptor's own silhouette decides
+            self.k_selected_by_ = "silhouette"
+            return int(self.selection_.best_k)
+        self.k_selected_by_ = "agreement"
+        return k
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         return self.fit(X).labels_
