@@ -18,7 +18,7 @@ orientation, dose and noise drawn per set.
 The figures of docs/clustering.md: ``--sets 80`` with each layout; the PCA
 table with ``--rules-only --n-components N``.
 
-For each set and each route (PatchClusterer defaults with K-means and the
+For each set and each route (PatchClusterer with the ``--features`` descriptor, K-means and the
 four rules, average linkage with the silhouette, and two benchmark-only
 variants of the resampled rules whose subsamples draw whole overlap groups
 instead of patches, groups from ``stemroi.overlap_groups``) it records the chosen k,
@@ -42,9 +42,11 @@ the default with Tukey windows in its spectra). ``--shift 20`` shifts the
 crops of a region by up to 20 px instead of 8, so defects reach the crops' edges
 (the wide layout of docs/clustering.md). ``--agreement`` adds the route
 ``PatchClusterer(features, k_criteria="agreement")``: k from the agreement of
-the ``--features`` clustering with the ``lattice_residual_invariant_local`` one
-(docs/clustering.md, "Agreement between two descriptors": ``--features
-lattice_residual_tukey --rules-only --agreement --sets 80``, each layout).
+the ``--features`` clustering with the ``lattice_residual_invariant_local`` one,
+the silhouette's k where they agree only at k = 2 (with ``--features
+lattice_residual_tukey`` that is ``PatchClusterer()``, the default since
+2026-12-07: docs/clustering.md, "The default": ``--features lattice_residual_tukey
+--rules-only --agreement --sets 80``, each layout).
 """
 from __future__ import annotations
 
