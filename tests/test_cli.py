@@ -451,7 +451,6 @@ def test_cluster_descriptor_and_algorithm_options(tmp_path, frames, option, valu
     assert main(["cluster", str(frames["patches"]), "--out", str(out), option, "ward", "--quiet"]) == 2
 
 
-STO_ACCURACY_FLOOR = 0.80  # measured 0.865 at k = 5 (docs/clustering.md: lattice residual, PCA 0.95)
 
 
 def test_cluster_sto_folder(tmp_path, ayyubi_dir):
