@@ -451,8 +451,6 @@ def test_cluster_descriptor_and_algorithm_options(tmp_path, frames, option, valu
     assert main(["cluster", str(frames["patches"]), "--out", str(out), option, "ward", "--quiet"]) == 2
 
 
-
-
 def test_cluster_sto_folder(tmp_path, ayyubi_dir):
     """The real STO patches (764, 4 classes), the default options: the Tukey descriptor and the
     agreement rule pick k = 4 with a cluster accuracy of 0.944 (the label-free goal: 0.90; the
