@@ -531,6 +531,8 @@ def main(argv=None):
             ("polar power spectrum, PCA 0.95", "polar_fft", 0.95),
             ("lattice residual, PCA 0.95", "lattice_residual", 0.95),
             ("lattice residual, PCA 8", "lattice_residual", 8),
+            # PatchClusterer()'s descriptor; k by the agreement rule (k_criteria="auto")
+            ("Tukey lattice residual, agreement (default)", "lattice_residual_tukey", 0.95),
         ]
         for name, feat, nc in routes:
             cl = run_route(name, feat, X, y, k_true, n_components=nc, n_init=n_init, seed=seed, results=results,
