@@ -846,7 +846,7 @@ def _cluster_features(args):
 
 def cmd_cluster(args) -> int:
     from .cluster import PatchClusterer
-    from .cluster._patch_clusterer import DEFAULT_FEATURES
+    from .cluster._patch_clusterer import DEFAULT_FEATURES, auto_k_criteria
 
     sources = [Path(p) for p in args.input]
     for src in sources:
@@ -861,8 +861,7 @@ def cmd_cluster(args) -> int:
     if args.features is None:  # a patch folder is sorted into kinds, an image's tiles mapped
         args.features = DEFAULT_FEATURES if folders else "lattice_residual"
     if args.k_rule == "auto":
-        args.k_rule = "agreement" if args.features == DEFAULT_FEATURES and args.algorithm == "kmeans" \
-            else "silhouette"
+        args.k_rule = auto_k_criteria(args.features, args.algorithm)
     if args.k_rule == "agreement" and args.features == "lattice_residual_invariant_local":
         raise UsageError("--k-rule agreement compares the clustering with lattice_residual_invariant_local's: "
                          "give another --features (lattice_residual_tukey, for example)")

@@ -33,6 +33,15 @@ _ALGORITHMS = ("kmeans", "average_linkage")
 DEFAULT_FEATURES = "lattice_residual_tukey"
 
 
+def auto_k_criteria(features, algorithm: str = "kmeans", k_rule=None) -> str:
+    """What ``k_criteria="auto"`` means: the rule measured best for the descriptor. The agreement
+    rule for the default descriptor with K-means and no ``k_rule`` (docs/clustering.md, "The
+    default"); the mean silhouette for any other features, average linkage or an explicit
+    ``k_rule``, as before the default changed. The command line resolves ``--k-rule auto`` here too."""
+    default = isinstance(features, str) and features == DEFAULT_FEATURES
+    return "agreement" if default and algorithm == "kmeans" and k_rule is None else "silhouette"
+
+
 def _engine():
     """stemroi's numeric engine (PCA, select_n_clusters, KMeans, metrics)."""
     import stemroi
@@ -311,7 +320,7 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.inertias_ = {int(k): float(v) for k, v in zip(sel.k_values, sel.inertias)}
         self.labels_per_k_ = {int(k): np.asarray(v, dtype=np.int64) for k, v in sel.labels.items()}
         self.n_clusters_ = int(sel.best_k)
-        self.k_selected_by_ = "silhouette" if self.algorithm == "average_linkage" else str(sel.rule)
+        self.k_selected_by_ = str(sel.rule)
         self.agreement_scores_ = None
         self.agreement_seed_scores_ = None
         self.agreement_clusterer_ = None
@@ -335,13 +344,9 @@ class PatchClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         return self
 
     def _resolved_k_criteria(self):
-        """``k_criteria="auto"``: the rule measured best for the descriptor. The agreement rule for
-        the default descriptor (docs/clustering.md, "The default"); the mean silhouette for any
-        other features, average linkage or an explicit ``k_rule``, as before the default changed."""
-        if not (isinstance(self.k_criteria, str) and self.k_criteria == "auto"):
-            return self.k_criteria
-        default = isinstance(self.features, str) and self.features == DEFAULT_FEATURES
-        return "agreement" if default and self.algorithm == "kmeans" and self.k_rule is None else "silhouette"
+        if isinstance(self.k_criteria, str) and self.k_criteria == "auto":
+            return auto_k_criteria(self.features, self.algorithm, self.k_rule)
+        return self.k_criteria
 
     def _check_agreement_params(self) -> None:
         if self.algorithm != "kmeans":
